@@ -1,0 +1,40 @@
+// Small syscall helpers: EINTR-safe full reads/writes and unix sockets.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+
+#include "base/fd.h"
+#include "base/status.h"
+
+namespace runhcs {
+
+// Writes all of `data`. MSG_NOSIGNAL semantics are the caller's business:
+// the shim ignores SIGPIPE process-wide.
+Status WriteAll(int fd, std::string_view data);
+// Reads exactly `n` bytes. Returns OutOfRange ("eof") on a clean EOF before
+// the first byte and DataLoss ("truncated") on EOF in the middle.
+Status ReadFull(int fd, char* buf, size_t n);
+// Reads until EOF.
+StatusOr<std::string> ReadAll(int fd);
+StatusOr<std::string> ReadFile(const std::string& path);
+// Writes `data` to `path` atomically (temp file in the same directory, then
+// rename), with `mode`.
+Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode);
+
+// A unix socket address: "unix:///abs/path" or "/abs/path" is a filesystem
+// socket; anything else names an abstract socket ("\0" + name), as containerd's
+// shim dialer does.
+struct UnixAddress {
+  std::string path;
+  bool abstract = false;
+  static UnixAddress Parse(std::string_view address);
+};
+
+// Listens (SOCK_STREAM | SOCK_CLOEXEC). Mode 0600 for filesystem sockets.
+StatusOr<UniqueFd> ListenUnix(const UnixAddress& addr);
+StatusOr<UniqueFd> ConnectUnix(const UnixAddress& addr);
+
+}  // namespace runhcs

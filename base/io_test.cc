@@ -1,0 +1,61 @@
+#include "base/io.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+namespace runhcs {
+namespace {
+
+TEST(Io, ReadFullDistinguishesEofAndTruncation) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  UniqueFd r(p[0]), w(p[1]);
+  ASSERT_TRUE(WriteAll(w.get(), "abc").ok());
+  w.reset();
+  char buf[8];
+  Status st = ReadFull(r.get(), buf, 5);
+  EXPECT_EQ(st.code(), Code::kDataLoss);
+  st = ReadFull(r.get(), buf, 1);
+  EXPECT_EQ(st.code(), Code::kOutOfRange);
+}
+
+TEST(Io, WriteFileAtomicHasNoNewlineAndMode) {
+  std::string dir = ::testing::TempDir() + "/ioatomic";
+  ::mkdir(dir.c_str(), 0700);
+  std::string path = dir + "/address";
+  ASSERT_TRUE(WriteFileAtomic(path, "unix:///x", 0644).ok());
+  auto got = ReadFile(path);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, "unix:///x");
+  struct stat sb;
+  ASSERT_EQ(::stat(path.c_str(), &sb), 0);
+  EXPECT_EQ(sb.st_mode & 0777, 0644u);
+  EXPECT_NE(::access((dir + "/.address").c_str(), F_OK), 0);
+}
+
+TEST(Io, UnixAddressParse) {
+  EXPECT_FALSE(UnixAddress::Parse("unix:///run/x").abstract);
+  EXPECT_EQ(UnixAddress::Parse("unix:///run/x").path, "/run/x");
+  EXPECT_FALSE(UnixAddress::Parse("/run/x").abstract);
+  EXPECT_TRUE(UnixAddress::Parse("containerd-shim/abc").abstract);
+}
+
+TEST(Io, ListenSocketIsPrivateAndLongPathRejected) {
+  std::string path = ::testing::TempDir() + "/io.sock";
+  ::unlink(path.c_str());
+  auto fd = ListenUnix({path, false});
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  struct stat sb;
+  ASSERT_EQ(::stat(path.c_str(), &sb), 0);
+  EXPECT_EQ(sb.st_mode & 0777, 0600u);
+  ::unlink(path.c_str());
+  auto bad = ListenUnix({"/" + std::string(200, 'a'), false});
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  auto refused = ConnectUnix({path, false});
+  EXPECT_EQ(refused.status().code(), Code::kUnavailable);
+}
+
+}  // namespace
+}  // namespace runhcs

@@ -1,0 +1,291 @@
+#include "ttrpc/server.h"
+
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "google/rpc/status.pb.h"
+#include "ttrpc/client.h"
+#include "ttrpc/frame.h"
+#include "ttrpc/ttrpc.pb.h"
+#include "containerd/task/v2/shim.pb.h"
+
+namespace runhcs::ttrpc {
+namespace {
+
+using containerd::task::v2::StateRequest;
+using containerd::task::v2::StateResponse;
+using namespace std::chrono_literals;
+
+constexpr char kSvc[] = "containerd.task.v2.Task";
+
+// A server with: State (echoes the id into bundle), Slow (blocks until
+// released or its deadline), Meta (echoes a metadata value).
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_.Register<StateRequest, StateResponse>(
+        kSvc, "State", [](const CallContext&, const StateRequest& req, StateResponse* resp) {
+          if (req.id() == "missing") return NotFoundError("task {}", req.id());
+          resp->set_id(req.id());
+          resp->set_bundle("bundle-" + req.id());
+          return OkStatus();
+        });
+    server_.Register<StateRequest, StateResponse>(
+        kSvc, "Slow", [this](const CallContext& ctx, const StateRequest& req, StateResponse* resp) {
+          MutexLock l(&mu_);
+          while (!released_) {
+            if (ctx.deadline) {
+              if (!cv_.WaitUntil(&mu_, *ctx.deadline) && !released_) {
+                return DeadlineExceededError("slow handler");
+              }
+            } else {
+              cv_.Wait(&mu_);
+            }
+          }
+          resp->set_id(req.id());
+          return OkStatus();
+        });
+    server_.Register<StateRequest, StateResponse>(
+        kSvc, "Meta", [](const CallContext& ctx, const StateRequest&, StateResponse* resp) {
+          resp->set_id(ctx.Metadata("containerd-namespace-ttrpc"));
+          return OkStatus();
+        });
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    server_.ServeConnection(UniqueFd(sv[0]));
+    raw_.reset(sv[1]);
+  }
+  void Release() {
+    MutexLock l(&mu_);
+    released_ = true;
+    cv_.SignalAll();
+  }
+  // Sends a raw frame and reads one response frame from the raw socket.
+  ::ttrpc::Response RawCall(uint32_t sid, const std::string& payload, uint8_t type = 1) {
+    EXPECT_TRUE(WriteFrame(raw_.get(), sid, static_cast<FrameType>(type), 0, payload).ok());
+    Frame f;
+    EXPECT_TRUE(ReadFrame(raw_.get(), &f).ok());
+    EXPECT_EQ(f.header.stream_id, sid);
+    EXPECT_EQ(f.header.type, 2);
+    ::ttrpc::Response r;
+    EXPECT_TRUE(r.ParseFromString(f.payload));
+    return r;
+  }
+  std::string RequestBytes(const std::string& method, const std::string& payload) {
+    ::ttrpc::Request r;
+    r.set_service(kSvc);
+    r.set_method(method);
+    r.set_payload(payload);
+    return r.SerializeAsString();
+  }
+
+  Server server_;
+  UniqueFd raw_;
+  Mutex mu_;
+  CondVar cv_;
+  bool released_ GUARDED_BY(mu_) = false;
+};
+
+TEST_F(ServerTest, SuccessOmitsStatus) {
+  StateRequest req;
+  req.set_id("c1");
+  ::ttrpc::Response r = RawCall(1, RequestBytes("State", req.SerializeAsString()));
+  EXPECT_FALSE(r.has_status());
+  StateResponse resp;
+  ASSERT_TRUE(resp.ParseFromString(r.payload()));
+  EXPECT_EQ(resp.bundle(), "bundle-c1");
+}
+
+TEST_F(ServerTest, HandlerErrorCarriesErrdefsCodeAndMessage) {
+  StateRequest req;
+  req.set_id("missing");
+  ::ttrpc::Response r = RawCall(1, RequestBytes("State", req.SerializeAsString()));
+  EXPECT_EQ(r.status().code(), 5);
+  EXPECT_EQ(r.status().message(), "task missing: not found");
+}
+
+TEST_F(ServerTest, UnknownServiceAndMethodAreUnimplemented) {
+  ::ttrpc::Request r;
+  r.set_service("no.such.Service");
+  r.set_method("X");
+  ::ttrpc::Response resp = RawCall(1, r.SerializeAsString());
+  EXPECT_EQ(resp.status().code(), 12);
+  EXPECT_EQ(resp.status().message(), "service no.such.Service: not implemented");
+  resp = RawCall(3, RequestBytes("Bogus", ""));
+  EXPECT_EQ(resp.status().code(), 12);
+  EXPECT_EQ(resp.status().message(), "method Bogus: not implemented");
+}
+
+TEST_F(ServerTest, UndecodablePayloadIsInternalWithClearMessage) {
+  ::ttrpc::Response r = RawCall(1, RequestBytes("State", std::string("\xff\xff\xff\xff", 4)));
+  EXPECT_EQ(r.status().code(), 13);
+  EXPECT_NE(r.status().message().find("error unmarshalling payload"), std::string::npos);
+}
+
+TEST_F(ServerTest, MalformedRequestFrameAndEvenStreamIdAreRejected) {
+  ::ttrpc::Response r = RawCall(1, std::string("\xff\xff\xff", 3));
+  EXPECT_EQ(r.status().code(), 3);
+  r = RawCall(2, RequestBytes("State", ""));
+  EXPECT_EQ(r.status().code(), 3);
+  EXPECT_NE(r.status().message().find("StreamID must be odd"), std::string::npos);
+  // Still usable afterwards.
+  r = RawCall(5, RequestBytes("State", ""));
+  EXPECT_FALSE(r.has_status());
+}
+
+TEST_F(ServerTest, NonRequestFramesAreIgnored) {
+  ASSERT_TRUE(WriteFrame(raw_.get(), 1, FrameType::kData, 0, "junk").ok());
+  ::ttrpc::Response r = RawCall(3, RequestBytes("State", ""));
+  EXPECT_FALSE(r.has_status());
+}
+
+TEST_F(ServerTest, OversizedFrameGetsResourceExhaustedAndConnectionSurvives) {
+  std::string big(kMaxMessageSize + 10, 'x');
+  char hdr[kHeaderSize];
+  EncodeHeader({static_cast<uint32_t>(big.size()), 7, 1, 0}, hdr);
+  std::thread w([&] {
+    ASSERT_TRUE(WriteAll(raw_.get(), std::string(hdr, kHeaderSize) + big).ok());
+  });
+  Frame f;
+  ASSERT_TRUE(ReadFrame(raw_.get(), &f).ok());
+  w.join();
+  ::ttrpc::Response r;
+  ASSERT_TRUE(r.ParseFromString(f.payload));
+  EXPECT_EQ(f.header.stream_id, 7u);
+  EXPECT_EQ(r.status().code(), 8);
+  r = RawCall(9, RequestBytes("State", ""));
+  EXPECT_FALSE(r.has_status());
+}
+
+TEST_F(ServerTest, TruncatedFrameClosesConnection) {
+  char hdr[kHeaderSize];
+  EncodeHeader({50, 1, 1, 0}, hdr);
+  ASSERT_TRUE(WriteAll(raw_.get(), std::string(hdr, kHeaderSize) + "abc").ok());
+  ::shutdown(raw_.get(), SHUT_WR);
+  char c;
+  EXPECT_EQ(::read(raw_.get(), &c, 1), 0);  // server closed its side
+}
+
+TEST_F(ServerTest, SlowHandlerDoesNotStallOtherCallsAndResponsesInterleave) {
+  Client client(std::move(raw_));
+  StateRequest req;
+  req.set_id("slow");
+  auto slow = std::async(std::launch::async, [&] {
+    StateResponse resp;
+    Status st = client.Call(kSvc, "Slow", req, &resp);
+    return std::make_pair(st, resp.id());
+  });
+  // Many quick calls complete while Slow is blocked.
+  for (int i = 0; i < 20; ++i) {
+    StateRequest q;
+    q.set_id(std::to_string(i));
+    StateResponse resp;
+    ASSERT_TRUE(client.Call(kSvc, "State", q, &resp).ok());
+    EXPECT_EQ(resp.bundle(), "bundle-" + std::to_string(i));
+  }
+  EXPECT_EQ(slow.wait_for(50ms), std::future_status::timeout);
+  Release();
+  auto [st, id] = slow.get();
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(id, "slow");
+}
+
+TEST_F(ServerTest, ConcurrentCallersEachGetTheirOwnResponse) {
+  Client client(std::move(raw_));
+  std::vector<std::thread> ts;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 8; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        StateRequest q;
+        q.set_id(fmt::format("{}-{}", t, i));
+        StateResponse resp;
+        if (client.Call(kSvc, "State", q, &resp).ok() && resp.bundle() == "bundle-" + q.id()) {
+          ++good;
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(good.load(), 400);
+}
+
+TEST_F(ServerTest, TimeoutNanoBecomesHandlerDeadline) {
+  ::ttrpc::Request r;
+  r.set_service(kSvc);
+  r.set_method("Slow");
+  r.set_timeout_nano(std::chrono::nanoseconds(100ms).count());
+  auto start = Clock::now();
+  ::ttrpc::Response resp = RawCall(1, r.SerializeAsString());
+  EXPECT_EQ(resp.status().code(), 4);
+  EXPECT_GE(Clock::now() - start, 100ms);
+  EXPECT_LT(Clock::now() - start, 5s);
+}
+
+TEST_F(ServerTest, MetadataReachesHandler) {
+  Client client(std::move(raw_));
+  StateRequest req;
+  StateResponse resp;
+  CallOptions opts;
+  opts.metadata = {{"containerd-namespace-ttrpc", "ns1"}};
+  ASSERT_TRUE(client.Call(kSvc, "Meta", req, &resp, opts).ok());
+  EXPECT_EQ(resp.id(), "ns1");
+}
+
+TEST_F(ServerTest, ClientTimesOutLocallyAndConnectionCloseFailsPendingCalls) {
+  auto client = std::make_unique<Client>(std::move(raw_));
+  StateRequest req;
+  CallOptions opts;
+  opts.timeout = 50ms;
+  // Slow honours the deadline too; whichever is first, the call fails with
+  // DeadlineExceeded.
+  EXPECT_EQ(client->Call(kSvc, "Slow", req, nullptr, opts).code(), Code::kDeadlineExceeded);
+  auto pending = std::async(std::launch::async, [&] { return client->Call(kSvc, "Slow", req, nullptr); });
+  std::this_thread::sleep_for(20ms);
+  server_.Shutdown(200ms);
+  EXPECT_EQ(pending.get().code(), Code::kUnavailable);
+  EXPECT_TRUE(client->closed());
+  EXPECT_EQ(client->Call(kSvc, "State", req, nullptr).code(), Code::kUnavailable);
+  Release();
+}
+
+TEST(ServerPeerCred, OtherUidIsRefused) {
+  ASSERT_EQ(::geteuid(), 0u) << "the test suite runs as root";
+  std::string path = ::testing::TempDir() + "/peercred.sock";
+  ::unlink(path.c_str());
+  auto lfd = ListenUnix({path, false});
+  ASSERT_TRUE(lfd.ok());
+  ::chmod(path.c_str(), 0777);
+  Server server;
+  server.ServeListener(std::move(lfd).value());
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setresuid(65534, 65534, 65534) != 0) ::_exit(2);
+    auto c = ConnectUnix({path, false});
+    if (!c.ok()) ::_exit(3);
+    char b;
+    // The server closes us without reading: EOF.
+    ::_exit(::read(c->get(), &b, 1) == 0 ? 0 : 4);
+  }
+  int ws;
+  ASSERT_EQ(::waitpid(pid, &ws, 0), pid);
+  EXPECT_TRUE(WIFEXITED(ws));
+  EXPECT_EQ(WEXITSTATUS(ws), 0);
+  // Same uid is served.
+  auto c = ConnectUnix({path, false});
+  ASSERT_TRUE(c.ok());
+  Client client(std::move(c).value());
+  Status st = client.Call(kSvc, "State", StateRequest(), nullptr);
+  EXPECT_EQ(st.code(), Code::kNotImplemented);
+  ::unlink(path.c_str());
+}
+
+}  // namespace
+}  // namespace runhcs::ttrpc
