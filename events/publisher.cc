@@ -1,0 +1,31 @@
+#include "events/publisher.h"
+
+#include <map>
+
+namespace runhcs::events {
+
+std::string_view TopicFor(const google::protobuf::Message& event) {
+  static const std::map<std::string, std::string_view, std::less<>> kTopics = {
+      {"containerd.events.TaskCreate", "/tasks/create"},
+      {"containerd.events.TaskStart", "/tasks/start"},
+      {"containerd.events.TaskExit", "/tasks/exit"},
+      {"containerd.events.TaskDelete", "/tasks/delete"},
+      {"containerd.events.TaskExecAdded", "/tasks/exec-added"},
+      {"containerd.events.TaskExecStarted", "/tasks/exec-started"},
+      {"containerd.events.TaskPaused", "/tasks/paused"},
+      {"containerd.events.TaskResumed", "/tasks/resumed"},
+      {"containerd.events.TaskOOM", "/tasks/oom"},
+      {"containerd.events.TaskCheckpointed", "/tasks/checkpointed"},
+  };
+  auto it = kTopics.find(event.GetTypeName());
+  return it == kTopics.end() ? std::string_view() : it->second;
+}
+
+google::protobuf::Any PackBare(const google::protobuf::Message& msg) {
+  google::protobuf::Any any;
+  any.set_type_url(msg.GetTypeName());
+  msg.SerializeToString(any.mutable_value());
+  return any;
+}
+
+}  // namespace runhcs::events

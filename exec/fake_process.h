@@ -1,0 +1,104 @@
+// FakeProcess: a scriptable Process for unit tests (test-only target).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "base/thread_annotations.h"
+#include "exec/process.h"
+
+namespace runhcs::exec {
+
+class FakeProcess : public Process {
+ public:
+  // Counters and knobs live in a shared block so tests keep access after
+  // the exec takes ownership of the process.
+  struct Shared {
+    Mutex mu;
+    ExitCallback on_exit GUARDED_BY(mu);
+    std::vector<uint32_t> signals GUARDED_BY(mu);
+    std::vector<std::pair<uint32_t, uint32_t>> resizes GUARDED_BY(mu);
+    int close_stdin_calls GUARDED_BY(mu) = 0;
+    int terminate_calls GUARDED_BY(mu) = 0;
+    int release_io_calls GUARDED_BY(mu) = 0;
+    std::optional<Status> start_error GUARDED_BY(mu);
+    // Runs inside Start after the process "exists" (to race an exit).
+    std::function<void(const ExitCallback&)> during_start GUARDED_BY(mu);
+    // If set, Signal() makes the process exit with this status.
+    std::optional<uint32_t> exit_on_signal GUARDED_BY(mu);
+    bool gone GUARDED_BY(mu) = false;
+    uint32_t pid = 4242;
+  };
+
+  explicit FakeProcess(std::shared_ptr<Shared> s) : s_(std::move(s)) {}
+  ~FakeProcess() override {
+    for (auto& t : threads_) t.join();
+  }
+
+  StatusOr<uint32_t> Start(ExitCallback on_exit) override {
+    std::function<void(const ExitCallback&)> during;
+    {
+      MutexLock l(&s_->mu);
+      if (s_->start_error) return *s_->start_error;
+      s_->on_exit = on_exit;
+      during = s_->during_start;
+    }
+    if (during) during(on_exit);
+    return s_->pid;
+  }
+  Status Signal(uint32_t sig) override {
+    ExitCallback cb;
+    std::optional<uint32_t> exit_status;
+    {
+      MutexLock l(&s_->mu);
+      if (s_->gone) return NotFoundError("process gone");
+      s_->signals.push_back(sig);
+      exit_status = s_->exit_on_signal;
+      if (exit_status) {
+        s_->gone = true;
+        cb = s_->on_exit;
+      }
+    }
+    // Exits are reported from another thread, as real backends do.
+    if (cb) threads_.emplace_back([cb, exit_status] { cb(*exit_status); });
+    return OkStatus();
+  }
+  Status ResizePty(uint32_t w, uint32_t h) override {
+    MutexLock l(&s_->mu);
+    s_->resizes.emplace_back(w, h);
+    return OkStatus();
+  }
+  void CloseStdin() override {
+    MutexLock l(&s_->mu);
+    ++s_->close_stdin_calls;
+  }
+  void Terminate() override {
+    MutexLock l(&s_->mu);
+    ++s_->terminate_calls;
+    s_->gone = true;
+  }
+  void ReleaseIo() override {
+    MutexLock l(&s_->mu);
+    ++s_->release_io_calls;
+  }
+
+  // Test helper: the process exits on its own with `status`.
+  static void Exit(const std::shared_ptr<Shared>& s, uint32_t status) {
+    ExitCallback cb;
+    {
+      MutexLock l(&s->mu);
+      s->gone = true;
+      cb = s->on_exit;
+    }
+    if (cb) cb(status);
+  }
+
+ private:
+  std::shared_ptr<Shared> s_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace runhcs::exec
