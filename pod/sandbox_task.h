@@ -1,0 +1,91 @@
+// SandboxTask: the fake pod-sandbox task (hcsshim's wcowPodSandboxTask),
+// implemented to the letter of its Go source, on Linux.
+//
+// It holds no container. Its init exec is fake: Start gives pid 1 and
+// publishes TaskStart; Kill while Running makes it exit with status 0,
+// whatever the signal; it has no terminal and no stdin. When the task has a
+// utility VM, it owns it:
+//   - init exits (the normal case: containerd kills the sandbox)
+//       -> close(): Close the VM, publish init's TaskExit, release Wait().
+//   - the VM dies on its own
+//       -> init ForceExit(1), then close().
+// close() is idempotent and publishes TaskExit exactly once.
+//
+// Differences from the Go code, each following the contracts instead:
+//   - Kill of the Created init returns FailedPrecondition (Exec contract);
+//     hcsshim exits it with status 1.
+//   - ForceExit records the status it is given; hcsshim records 1.
+//   - ExecInHost/Share/Stats without a VM return FailedPrecondition
+//     (task::NotIsolatedError); hcsshim returns a plain error, and its Stats
+//     dereferences the missing VM.
+//   - KillExec checks `all` with a non-empty exec id (FailedPrecondition)
+//     before looking the exec up, as every Task does; the Go code looks up
+//     first and so answers NotFound.
+//   - DeleteExec waits (bounded) for close() before publishing TaskDelete,
+//     so TaskExit always precedes TaskDelete.
+#pragma once
+
+#include <memory>
+#include <thread>
+
+#include "base/thread_annotations.h"
+#include "events/publisher.h"
+#include "exec/process_exec.h"
+#include "task/task.h"
+#include "uvm/utility_vm.h"
+
+namespace runhcs::pod {
+
+class SandboxTask : public task::Task {
+ public:
+  // `host` may be null (a process-isolated pod's fake sandbox). The caller
+  // publishes TaskCreate.
+  static std::unique_ptr<SandboxTask> Create(events::Publisher* publisher, std::string id,
+                                             std::string bundle,
+                                             std::shared_ptr<uvm::UtilityVm> host);
+  // Force-exits init (status 1) if still running, closes, joins its threads.
+  ~SandboxTask() override;
+
+  const std::string& id() const override { return id_; }
+  Status CreateExec(const task::ExecRequest& req) override;
+  StatusOr<std::shared_ptr<exec::Exec>> GetExec(std::string_view exec_id) override;
+  std::vector<std::shared_ptr<exec::Exec>> ListExecs() override;
+  Status KillExec(std::string_view exec_id, uint32_t signal, bool all) override;
+  StatusOr<exec::ExecStatus> DeleteExec(std::string_view exec_id) override;
+  StatusOr<std::vector<task::ProcessDetails>> Pids() override;
+  StatusOr<exec::ExecStatus> Wait(exec::Deadline deadline) override;
+  Status Pause() override;
+  Status Resume() override;
+  Status Update(const google::protobuf::Any& resources) override;
+  StatusOr<google::protobuf::Any> Stats() override;
+  StatusOr<int32_t> ExecInHost(
+      const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
+  std::string DumpGuestStacks() override;
+  Status Share(const std::string& host_path, const std::string& vm_path, bool read_only) override;
+
+  // Use Create().
+  SandboxTask(events::Publisher* publisher, std::string id, std::string bundle,
+              std::shared_ptr<uvm::UtilityVm> host);
+
+ private:
+  void Close();
+  bool WaitClosed(exec::Deadline deadline);
+  void WaitInitExit();
+  void WaitParentExit();
+
+  // Read-only after construction.
+  events::Publisher* const publisher_;
+  const std::string id_;
+  const std::shared_ptr<uvm::UtilityVm> host_;  // owned; may be null
+  const std::shared_ptr<exec::ProcessExec> init_;
+
+  Mutex mu_;
+  CondVar closed_cv_;
+  bool closing_ GUARDED_BY(mu_) = false;
+  bool closed_ GUARDED_BY(mu_) = false;
+
+  std::thread init_waiter_;
+  std::thread host_waiter_;
+};
+
+}  // namespace runhcs::pod

@@ -1,0 +1,86 @@
+// FakeUtilityVm: an in-memory UtilityVm for unit tests (test-only target).
+#pragma once
+
+#include <vector>
+
+#include "base/thread_annotations.h"
+#include "uvm/utility_vm.h"
+
+namespace runhcs::uvm {
+
+class FakeUtilityVm : public UtilityVm {
+ public:
+  explicit FakeUtilityVm(std::string id = "vm") : id_(std::move(id)) {}
+
+  const std::string& id() const override { return id_; }
+  Status Start() override {
+    MutexLock l(&mu_);
+    if (started_) return FailedPreconditionError("already started");
+    started_ = true;
+    return OkStatus();
+  }
+  Status Wait() override {
+    MutexLock l(&mu_);
+    while (!gone_) cv_.Wait(&mu_);
+    return crash_;
+  }
+  Status Close() override {
+    MutexLock l(&mu_);
+    ++close_calls_;
+    gone_ = true;
+    cv_.SignalAll();
+    return OkStatus();
+  }
+  StatusOr<int32_t> ExecInUvm(const containerd::runhcs::v1::diag::ExecProcessRequest& req) override {
+    MutexLock l(&mu_);
+    if (gone_) return UnavailableError("vm is gone");
+    exec_args_.push_back(req.args().empty() ? "" : req.args(0));
+    return 7;
+  }
+  Status Share(const std::string& host, const std::string& vm, bool ro) override {
+    MutexLock l(&mu_);
+    if (gone_) return UnavailableError("vm is gone");
+    shares_.push_back(host + "->" + vm + (ro ? ":ro" : ""));
+    return OkStatus();
+  }
+  StatusOr<std::string> DumpStacks() override { return std::string("guest stacks"); }
+  StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> Stats() override {
+    containerd::runhcs::stats::v1::VirtualMachineStatistics s;
+    s.mutable_processor()->set_total_runtime_ns(1234);
+    s.mutable_memory()->set_working_set_bytes(64 << 20);
+    return s;
+  }
+
+  // Test helper: the VM dies on its own.
+  void Crash() {
+    MutexLock l(&mu_);
+    gone_ = true;
+    crash_ = UnavailableError("qemu exited: killed");
+    cv_.SignalAll();
+  }
+  int close_calls() {
+    MutexLock l(&mu_);
+    return close_calls_;
+  }
+  std::vector<std::string> shares() {
+    MutexLock l(&mu_);
+    return shares_;
+  }
+  std::vector<std::string> exec_args() {
+    MutexLock l(&mu_);
+    return exec_args_;
+  }
+
+ private:
+  const std::string id_;
+  Mutex mu_;
+  CondVar cv_;
+  bool started_ GUARDED_BY(mu_) = false;
+  bool gone_ GUARDED_BY(mu_) = false;
+  Status crash_ GUARDED_BY(mu_);
+  int close_calls_ GUARDED_BY(mu_) = 0;
+  std::vector<std::string> shares_ GUARDED_BY(mu_);
+  std::vector<std::string> exec_args_ GUARDED_BY(mu_);
+};
+
+}  // namespace runhcs::uvm
