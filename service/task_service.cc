@@ -1,0 +1,367 @@
+#include "service/task_service.h"
+
+#include <google/protobuf/empty.pb.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/proto_time.h"
+#include "containerd/runc/options/oci.pb.h"
+#include "containerd/task/v2/shim.pb.h"
+#include "events/publisher.h"
+#include "runhcs/diag.pb.h"
+
+namespace runhcs::service {
+
+namespace v2 = containerd::task::v2;
+namespace diag = containerd::runhcs::v1::diag;
+using google::protobuf::Empty;
+using ttrpc::CallContext;
+
+namespace {
+
+constexpr char kTaskService[] = "containerd.task.v2.Task";
+constexpr char kDiagService[] = "containerd.runhcs.v1.diag.ShimDiag";
+constexpr char kProcessSpecUrl[] = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+containerd::v1::types::Status ToProtoState(exec::State s) {
+  switch (s) {
+    case exec::State::kCreated: return containerd::v1::types::CREATED;
+    case exec::State::kRunning: return containerd::v1::types::RUNNING;
+    case exec::State::kExited: return containerd::v1::types::STOPPED;
+  }
+  return containerd::v1::types::UNKNOWN;
+}
+
+exec::Deadline DeadlineOf(const CallContext& ctx) { return ctx.deadline; }
+
+}  // namespace
+
+TaskService::TaskService(Config cfg) : cfg_(std::move(cfg)) {}
+
+size_t TaskService::task_count() {
+  MutexLock l(&mu_);
+  if (pod_) return pod_->ListTasks().size() - (task_deleted_ ? 1 : 0);
+  return task_ && !task_deleted_ ? 1 : 0;
+}
+
+StatusOr<std::shared_ptr<task::Task>> TaskService::GetTask(std::string_view id) {
+  MutexLock l(&mu_);
+  if (pod_) return pod_->GetTask(id);
+  if (!task_ || task_deleted_ || id != task_->id()) {
+    return NotFoundError("task with id: '{}' not found", id);
+  }
+  return task_;
+}
+
+StatusOr<std::shared_ptr<exec::Exec>> TaskService::GetExec(std::string_view id,
+                                                          std::string_view exec_id) {
+  ASSIGN_OR_RETURN(auto t, GetTask(id));
+  return t->GetExec(exec_id);
+}
+
+void TaskService::Register(ttrpc::Server* server) {
+  // State
+  server->Register<v2::StateRequest, v2::StateResponse>(
+      kTaskService, "State",
+      [this](const CallContext&, const v2::StateRequest& req, v2::StateResponse* resp) -> Status {
+        ASSIGN_OR_RETURN(auto e, GetExec(req.id(), req.exec_id()));
+        exec::ExecStatus st = e->status();
+        // As runc-v2: the exec id (or the task id for init) in `id`.
+        resp->set_id(req.exec_id().empty() ? req.id() : req.exec_id());
+        resp->set_bundle(st.bundle);
+        resp->set_pid(st.pid);
+        resp->set_status(ToProtoState(st.state));
+        resp->set_stdin(st.stdio.stdin_path);
+        resp->set_stdout(st.stdio.stdout_path);
+        resp->set_stderr(st.stdio.stderr_path);
+        resp->set_terminal(st.stdio.terminal);
+        resp->set_exit_status(st.exit_status);
+        if (st.exited_at) *resp->mutable_exited_at() = ToTimestamp(*st.exited_at);
+        return OkStatus();
+      });
+
+  // Create
+  server->Register<v2::CreateTaskRequest, v2::CreateTaskResponse>(
+      kTaskService, "Create",
+      [this](const CallContext&, const v2::CreateTaskRequest& req,
+             v2::CreateTaskResponse* resp) -> Status {
+        if (req.terminal() && !req.stderr().empty()) {
+          return FailedPreconditionError("tty and stderr cannot both be set");
+        }
+        if (!req.checkpoint().empty() || !req.parent_checkpoint().empty()) {
+          return NotImplementedError("restore from checkpoint");
+        }
+        task::CreateRequest cr;
+        cr.id = req.id();
+        cr.bundle = req.bundle();
+        for (const auto& m : req.rootfs()) {
+          cr.rootfs.push_back({m.type(), m.source(), m.target(), {m.options().begin(), m.options().end()}});
+        }
+        cr.stdio = {req.stdin(), req.stdout(), req.stderr(), req.terminal()};
+        cr.options = req.options();
+        ASSIGN_OR_RETURN(oci::Spec spec, oci::Spec::Load(req.bundle()));
+        if (!cfg_.factory) return NotImplementedError("this shim has no task factory");
+        MutexLock create_lock(&create_mu_);
+        std::shared_ptr<task::Task> created;
+        std::shared_ptr<pod::Pod> pod;
+        {
+          MutexLock l(&mu_);
+          pod = pod_;
+          if (!pod && task_) return AlreadyExistsError("task with id '{}' already exists", task_->id());
+        }
+        if (pod) {
+          RETURN_IF_ERROR(pod->CreateTask(cr, spec));
+          ASSIGN_OR_RETURN(created, pod->GetTask(cr.id));
+        } else if (cfg_.is_sandbox) {
+          if (cr.id != cfg_.id) {
+            return FailedPreconditionError("first task in pod shim '{}' must be the sandbox, not '{}'",
+                                           cfg_.id, cr.id);
+          }
+          ASSIGN_OR_RETURN(pod, cfg_.factory->CreatePod(cr, spec));
+          ASSIGN_OR_RETURN(created, pod->GetTask(cr.id));
+          MutexLock l(&mu_);
+          pod_ = pod;
+        } else {
+          ASSIGN_OR_RETURN(created, cfg_.factory->CreateTask(cr, spec));
+          MutexLock l(&mu_);
+          task_ = created;
+        }
+        ASSIGN_OR_RETURN(auto init, created->GetExec(""));
+        resp->set_pid(init->pid());
+        return OkStatus();
+      });
+
+  // Start
+  server->Register<v2::StartRequest, v2::StartResponse>(
+      kTaskService, "Start",
+      [this](const CallContext&, const v2::StartRequest& req, v2::StartResponse* resp) -> Status {
+        ASSIGN_OR_RETURN(auto e, GetExec(req.id(), req.exec_id()));
+        RETURN_IF_ERROR(e->Start());
+        resp->set_pid(e->pid());
+        return OkStatus();
+      });
+
+  // Delete
+  server->Register<v2::DeleteRequest, v2::DeleteResponse>(
+      kTaskService, "Delete",
+      [this](const CallContext&, const v2::DeleteRequest& req, v2::DeleteResponse* resp) -> Status {
+        ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+        ASSIGN_OR_RETURN(exec::ExecStatus st, t->DeleteExec(req.exec_id()));
+        if (req.exec_id().empty()) {
+          MutexLock l(&mu_);
+          if (pod_) {
+            Status ds = pod_->DeleteTask(req.id());
+            if (!ds.ok()) return ds;
+            if (req.id() == pod_->id()) task_deleted_ = true;
+          } else {
+            task_deleted_ = true;
+          }
+        }
+        resp->set_pid(st.pid);
+        resp->set_exit_status(st.exit_status);
+        if (st.exited_at) *resp->mutable_exited_at() = ToTimestamp(*st.exited_at);
+        return OkStatus();
+      });
+
+  // Pids
+  server->Register<v2::PidsRequest, v2::PidsResponse>(
+      kTaskService, "Pids",
+      [this](const CallContext&, const v2::PidsRequest& req, v2::PidsResponse* resp) -> Status {
+        ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+        ASSIGN_OR_RETURN(auto pids, t->Pids());
+        for (const auto& p : pids) {
+          auto* info = resp->add_processes();
+          info->set_pid(p.pid);
+          if (!p.exec_id.empty()) {
+            containerd::runc::v1::ProcessDetails d;
+            d.set_exec_id(p.exec_id);
+            *info->mutable_info() = events::PackBare(d);
+          }
+        }
+        return OkStatus();
+      });
+
+  // Pause, Resume
+  server->Register<v2::PauseRequest, Empty>(
+      kTaskService, "Pause", [this](const CallContext&, const v2::PauseRequest& req, Empty*) -> Status {
+        ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+        return t->Pause();
+      });
+  server->Register<v2::ResumeRequest, Empty>(
+      kTaskService, "Resume", [this](const CallContext&, const v2::ResumeRequest& req, Empty*) -> Status {
+        ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+        return t->Resume();
+      });
+
+  // Checkpoint
+  server->Register<v2::CheckpointTaskRequest, Empty>(
+      kTaskService, "Checkpoint",
+      [this](const CallContext&, const v2::CheckpointTaskRequest& req, Empty*) -> Status {
+        ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+        return NotImplementedError("checkpoint of task '{}' is not supported by this shim", t->id());
+      });
+
+  // Kill
+  server->Register<v2::KillRequest, Empty>(
+      kTaskService, "Kill", [this](const CallContext&, const v2::KillRequest& req, Empty*) -> Status {
+        std::shared_ptr<pod::Pod> pod;
+        {
+          MutexLock l(&mu_);
+          pod = pod_;
+        }
+        if (pod) return pod->KillTask(req.id(), req.exec_id(), req.signal(), req.all());
+        ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+        return t->KillExec(req.exec_id(), req.signal(), req.all());
+      });
+
+  // Exec
+  server->Register<v2::ExecProcessRequest, Empty>(
+      kTaskService, "Exec",
+      [this](const CallContext&, const v2::ExecProcessRequest& req, Empty*) -> Status {
+        if (req.terminal() && !req.stderr().empty()) {
+          return FailedPreconditionError("tty and stderr cannot both be set");
+        }
+        if (req.spec().type_url() != kProcessSpecUrl) {
+          return InvalidArgumentError("exec spec has type {:?}; want {}", req.spec().type_url(),
+                                      kProcessSpecUrl);
+        }
+        ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+        task::ExecRequest er;
+        er.exec_id = req.exec_id();
+        er.stdio = {req.stdin(), req.stdout(), req.stderr(), req.terminal()};
+        er.process_json = req.spec().value();
+        return t->CreateExec(er);
+      });
+
+  // ResizePty
+  server->Register<v2::ResizePtyRequest, Empty>(
+      kTaskService, "ResizePty",
+      [this](const CallContext&, const v2::ResizePtyRequest& req, Empty*) -> Status {
+        ASSIGN_OR_RETURN(auto e, GetExec(req.id(), req.exec_id()));
+        return e->ResizePty(req.width(), req.height());
+      });
+
+  // CloseIO
+  server->Register<v2::CloseIORequest, Empty>(
+      kTaskService, "CloseIO",
+      [this](const CallContext&, const v2::CloseIORequest& req, Empty*) -> Status {
+        ASSIGN_OR_RETURN(auto e, GetExec(req.id(), req.exec_id()));
+        return e->CloseIO(req.stdin());
+      });
+
+  // Update
+  server->Register<v2::UpdateTaskRequest, Empty>(
+      kTaskService, "Update",
+      [this](const CallContext&, const v2::UpdateTaskRequest& req, Empty*) -> Status {
+        ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+        if (!req.has_resources()) return InvalidArgumentError("update of task '{}' without resources", req.id());
+        return t->Update(req.resources());
+      });
+
+  // Wait
+  server->Register<v2::WaitRequest, v2::WaitResponse>(
+      kTaskService, "Wait",
+      [this](const CallContext& ctx, const v2::WaitRequest& req, v2::WaitResponse* resp) -> Status {
+        StatusOr<exec::ExecStatus> st = Status();
+        if (req.exec_id().empty()) {
+          ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+          st = t->Wait(DeadlineOf(ctx));
+        } else {
+          ASSIGN_OR_RETURN(auto e, GetExec(req.id(), req.exec_id()));
+          st = e->Wait(DeadlineOf(ctx));
+        }
+        if (!st.ok()) return st.status();
+        resp->set_exit_status(st->exit_status);
+        if (st->exited_at) *resp->mutable_exited_at() = ToTimestamp(*st->exited_at);
+        return OkStatus();
+      });
+
+  // Stats
+  server->Register<v2::StatsRequest, v2::StatsResponse>(
+      kTaskService, "Stats",
+      [this](const CallContext&, const v2::StatsRequest& req, v2::StatsResponse* resp) -> Status {
+        ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+        ASSIGN_OR_RETURN(*resp->mutable_stats(), t->Stats());
+        return OkStatus();
+      });
+
+  // Connect: works before Create (a workload's `start` relies on it).
+  server->Register<v2::ConnectRequest, v2::ConnectResponse>(
+      kTaskService, "Connect",
+      [this](const CallContext&, const v2::ConnectRequest& req, v2::ConnectResponse* resp) -> Status {
+        resp->set_shim_pid(static_cast<uint32_t>(::getpid()));
+        resp->set_version(RUNHCS_VERSION_STRING);
+        auto e = GetExec(req.id(), "");
+        if (e.ok()) resp->set_task_pid((*e)->pid());
+        return OkStatus();
+      });
+
+  // Shutdown
+  server->Register<v2::ShutdownRequest, Empty>(
+      kTaskService, "Shutdown",
+      [this](const CallContext&, const v2::ShutdownRequest& req, Empty*) -> Status {
+        if (req.id() != cfg_.id) return OkStatus();  // not ours to stop
+        if (task_count() > 0) return OkStatus();      // tasks remain: stay up
+        {
+          MutexLock l(&mu_);
+          if (shutdown_called_) return OkStatus();
+          shutdown_called_ = true;
+        }
+        if (cfg_.on_shutdown) cfg_.on_shutdown();
+        return OkStatus();
+      });
+
+  // --- ShimDiag ---
+  server->Register<diag::PidRequest, diag::PidResponse>(
+      kDiagService, "DiagPid",
+      [](const CallContext&, const diag::PidRequest&, diag::PidResponse* resp) -> Status {
+        resp->set_pid(::getpid());
+        return OkStatus();
+      });
+  server->Register<diag::TasksRequest, diag::TasksResponse>(
+      kDiagService, "DiagTasks",
+      [this](const CallContext&, const diag::TasksRequest& req, diag::TasksResponse* resp) -> Status {
+        std::vector<std::shared_ptr<task::Task>> tasks;
+        {
+          MutexLock l(&mu_);
+          if (pod_) {
+            tasks = pod_->ListTasks();
+          } else if (task_ && !task_deleted_) {
+            tasks.push_back(task_);
+          }
+        }
+        if (tasks.empty()) return NotFoundError("no task created in shim '{}'", cfg_.id);
+        for (const auto& t : tasks) {
+          auto* out = resp->add_tasks();
+          out->set_id(t->id());
+          if (!req.execs()) continue;
+          for (const auto& e : t->ListExecs()) {
+            auto* x = out->add_execs();
+            x->set_id(e->id());
+            x->set_state(std::string(exec::StateName(e->state())));
+          }
+        }
+        return OkStatus();
+      });
+  server->Register<diag::ExecProcessRequest, diag::ExecProcessResponse>(
+      kDiagService, "DiagExecInHost",
+      [this](const CallContext&, const diag::ExecProcessRequest& req,
+             diag::ExecProcessResponse* resp) -> Status {
+        if (req.terminal() && !req.stderr().empty()) {
+          return FailedPreconditionError("tty and stderr cannot both be set");
+        }
+        if (req.args().empty()) return InvalidArgumentError("exec in host needs a command");
+        ASSIGN_OR_RETURN(auto t, GetTask(cfg_.id));
+        ASSIGN_OR_RETURN(int32_t code, t->ExecInHost(req));
+        resp->set_exit_code(code);
+        return OkStatus();
+      });
+  server->Register<diag::ShareRequest, diag::ShareResponse>(
+      kDiagService, "DiagShare",
+      [this](const CallContext&, const diag::ShareRequest& req, diag::ShareResponse*) -> Status {
+        ASSIGN_OR_RETURN(auto t, GetTask(cfg_.id));
+        return t->Share(req.host_path(), req.uvm_path(), req.read_only());
+      });
+}
+
+}  // namespace runhcs::service
