@@ -1,0 +1,328 @@
+#include "cmd/shim/launch.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "base/io.h"
+#include "base/log.h"
+#include "base/proto_time.h"
+#include "containerd/task/v2/shim.pb.h"
+#include "events/forwarder.h"
+#include "oci/spec.h"
+#include "service/options.h"
+#include "service/task_service.h"
+#include "ttrpc/client.h"
+#include "ttrpc/server.h"
+
+namespace runhcs::shim {
+
+namespace {
+
+constexpr char kSocketDir[] = "/run/containerd/s";
+constexpr int kListenerFd = 3;
+
+int Fail(const Status& st) {
+  // containerd shows this text in "start failed: <output>".
+  std::fprintf(stderr, "%s\n", st.WireMessage().c_str());
+  return 1;
+}
+
+std::string Cwd() {
+  char buf[PATH_MAX];
+  return ::getcwd(buf, sizeof buf) ? std::string(buf) : std::string(".");
+}
+
+Status MkdirAll(const std::string& path, mode_t mode) {
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    std::string part = path.substr(0, pos);
+    if (::mkdir(part.c_str(), mode) != 0 && errno != EEXIST) {
+      return ErrnoError(errno, fmt::format("mkdir {}", part));
+    }
+  }
+  return OkStatus();
+}
+
+// Builds tasks for Create. Process isolation and the utility VM plug in
+// here as they land; until then Create says clearly what is missing.
+class ShimTaskFactory : public service::TaskFactory {
+ public:
+  explicit ShimTaskFactory(service::ShimOptions opts) : opts_(std::move(opts)) {}
+
+  StatusOr<std::shared_ptr<task::Task>> CreateTask(const task::CreateRequest& req,
+                                                   const oci::Spec&) override {
+    ASSIGN_OR_RETURN(auto opts, OptionsFor(req));
+    return NotImplementedError("{} isolation of task '{}' is not available in this build",
+                               IsolationName(opts), req.id);
+  }
+  StatusOr<std::shared_ptr<pod::Pod>> CreatePod(const task::CreateRequest& req,
+                                                const oci::Spec&) override {
+    ASSIGN_OR_RETURN(auto opts, OptionsFor(req));
+    return NotImplementedError("{} isolation of pod '{}' is not available in this build",
+                               IsolationName(opts), req.id);
+  }
+
+ private:
+  // Create's own options win over the shim's.
+  StatusOr<service::ShimOptions> OptionsFor(const task::CreateRequest& req) {
+    if (req.options.type_url().empty()) return opts_;
+    return service::DecodeOptions(req.options);
+  }
+  static const char* IsolationName(const service::ShimOptions& o) {
+    return o.isolation == service::ShimOptions::Isolation::kHypervisor ? "hypervisor" : "process";
+  }
+  const service::ShimOptions opts_;
+};
+
+// The socket path behind fd, for removal at exit.
+std::string SocketPathOf(int fd) {
+  sockaddr_un sa{};
+  socklen_t len = sizeof sa;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0 || sa.sun_path[0] == '\0') {
+    return "";
+  }
+  return sa.sun_path;
+}
+
+}  // namespace
+
+std::string SocketAddress(const std::string& containerd_address, const std::string& ns,
+                          const std::string& group) {
+  std::string joined = containerd_address + "/" + ns + "/" + group;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  EVP_Digest(joined.data(), joined.size(), md, &md_len, EVP_sha256(), nullptr);
+  std::string hex;
+  for (unsigned int i = 0; i < md_len; ++i) hex += fmt::format("{:02x}", md[i]);
+  return fmt::format("unix://{}/{}", kSocketDir, hex);
+}
+
+int Start(const Flags& f) {
+  if (f.ns.empty() || f.id.empty() || f.address.empty()) {
+    return Fail(InvalidArgumentError("start needs -namespace, -id and -address"));
+  }
+  auto opts_bytes = ReadAll(STDIN_FILENO);
+  if (!opts_bytes.ok()) return Fail(opts_bytes.status().Wrap("read options"));
+  auto opts = service::DecodeOptionsBytes(*opts_bytes);
+  if (!opts.ok()) return Fail(opts.status());
+  std::string bundle = Cwd();
+  auto spec = oci::Spec::Load(bundle);
+  if (!spec.ok()) return Fail(spec.status());
+  auto role = oci::PodRoleOf(*spec, f.id);
+  if (!role.ok()) return Fail(role.status());
+  std::string group = role->kind == oci::PodRole::kStandalone ? f.id : role->sandbox_id;
+  std::string address = SocketAddress(f.address, f.ns, group);
+  UnixAddress ua = UnixAddress::Parse(address);
+
+  if (role->kind == oci::PodRole::kWorkload) {
+    // The pod's shim serves this container too: connect, spawn nothing.
+    auto client = ttrpc::Client::Dial(ua);
+    if (!client.ok()) return Fail(client.status().Wrap("failed to connect to hosting shim"));
+    containerd::task::v2::ConnectRequest req;
+    req.set_id(role->sandbox_id);
+    containerd::task::v2::ConnectResponse resp;
+    ttrpc::CallOptions co;
+    co.timeout = std::chrono::seconds(10);
+    Status st = (*client)->Call("containerd.task.v2.Task", "Connect", req, &resp, co);
+    if (!st.ok()) return Fail(st.Wrap("failed to connect to hosting shim"));
+  } else {
+    Status st = MkdirAll(kSocketDir, 0711);
+    if (!st.ok()) return Fail(st);
+    if (::access(ua.path.c_str(), F_OK) == 0) {
+      if (ConnectUnix(ua).ok()) {
+        return Fail(AlreadyExistsError("a shim for '{}' already listens at {}", group, address));
+      }
+      ::unlink(ua.path.c_str());  // stale, from a shim that died
+    }
+    auto listener = ListenUnix(ua);
+    if (!listener.ok()) return Fail(listener.status());
+
+    int opt_pipe[2], status_pipe[2];
+    if (::pipe2(opt_pipe, O_CLOEXEC) != 0 || ::pipe2(status_pipe, O_CLOEXEC) != 0) {
+      ::unlink(ua.path.c_str());
+      return Fail(ErrnoError(errno, "pipe"));
+    }
+    // argv[0] is the real path so `ps` shows what runs; exec goes through
+    // /proc/self/exe so an upgrade of the file in between cannot mix versions.
+    char self[PATH_MAX];
+    ssize_t self_len = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    std::string argv0 = self_len > 0 ? std::string(self, static_cast<size_t>(self_len))
+                                     : std::string("containerd-shim-runhcs-v1");
+    std::vector<std::string> args = {argv0, "-namespace", f.ns, "-id", f.id, "-address", f.address};
+    if (f.debug) args.push_back("-debug");
+    if (role->kind == oci::PodRole::kSandbox) args.push_back("-is-sandbox");
+    args.push_back("serve");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    // The daemon starts with these blocked (the mask survives exec), so a
+    // signal that arrives before it sets up its signalfd waits for it
+    // instead of killing it without cleanup.
+    sigset_t block;
+    sigemptyset(&block);
+    for (int s : {SIGCHLD, SIGTERM, SIGINT}) sigaddset(&block, s);
+    sigset_t old;
+    ::sigprocmask(SIG_BLOCK, &block, &old);
+    pid_t pid = ::fork();
+    if (pid != 0) ::sigprocmask(SIG_SETMASK, &old, nullptr);
+    if (pid < 0) {
+      ::unlink(ua.path.c_str());
+      return Fail(ErrnoError(errno, "fork"));
+    }
+    if (pid == 0) {
+      // The daemon: own session, stdio off containerd's pipe (or containerd
+      // waits for EOF forever), listener on fd 3, options on stdin.
+      ::setsid();
+      int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+      ::dup2(opt_pipe[0], STDIN_FILENO);
+      ::dup2(devnull, STDOUT_FILENO);
+      ::dup2(devnull, STDERR_FILENO);
+      if (listener->get() == kListenerFd) {
+        ::fcntl(kListenerFd, F_SETFD, 0);  // dup2 onto itself would keep CLOEXEC
+      } else {
+        ::dup2(listener->get(), kListenerFd);  // dup2 clears FD_CLOEXEC
+      }
+      ::execv("/proc/self/exe", argv.data());
+      int err = errno;
+      (void)!::write(status_pipe[1], &err, sizeof err);
+      ::_exit(127);
+    }
+    ::close(opt_pipe[0]);
+    ::close(status_pipe[1]);
+    listener->reset();
+    Status ws = WriteAll(opt_pipe[1], *opts_bytes);
+    ::close(opt_pipe[1]);
+    int child_err = 0;
+    ssize_t n;
+    do {
+      n = ::read(status_pipe[0], &child_err, sizeof child_err);
+    } while (n < 0 && errno == EINTR);
+    ::close(status_pipe[0]);
+    if (n > 0) {
+      ::waitpid(pid, nullptr, 0);
+      ::unlink(ua.path.c_str());
+      return Fail(ErrnoError(child_err, "exec shim daemon"));
+    }
+    if (!ws.ok()) spdlog::warn("passing options to the daemon: {}", ws.ToString());
+    Status ps = WriteFileAtomic(bundle + "/shim.pid", std::to_string(pid), 0644);
+    if (!ps.ok()) spdlog::warn("{}", ps.ToString());
+  }
+  Status as = WriteFileAtomic(bundle + "/address", address, 0644);
+  if (!as.ok()) return Fail(as);
+  std::fputs(address.c_str(), stdout);
+  return 0;
+}
+
+int Delete(const Flags& f) {
+  std::string bundle = f.bundle.empty() ? Cwd() : f.bundle;
+  // A shim that died leaves its socket behind; a live one (a pod's, serving
+  // other tasks) keeps it.
+  auto address = ReadFile(bundle + "/address");
+  if (address.ok()) {
+    UnixAddress ua = UnixAddress::Parse(*address);
+    if (!ua.abstract && !ConnectUnix(ua).ok()) ::unlink(ua.path.c_str());
+  }
+  containerd::task::v2::DeleteResponse resp;
+  resp.set_exit_status(128 + SIGKILL);
+  *resp.mutable_exited_at() = ToTimestamp(std::chrono::system_clock::now());
+  std::string out = resp.SerializeAsString();
+  return WriteAll(STDOUT_FILENO, out).ok() ? 0 : 1;
+}
+
+int Serve(const Flags& f) {
+  // Signals are taken synchronously by the main loop; every thread started
+  // below inherits the mask (`start` already blocked them across exec).
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGCHLD, SIGTERM, SIGINT}) sigaddset(&mask, s);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto opts_bytes = ReadAll(STDIN_FILENO);
+  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ::dup2(devnull, STDIN_FILENO);
+  ::close(devnull);
+  std::string bundle = Cwd();
+  // containerd's `log` fifo, when it made one, becomes our stderr.
+  int logfd = ::open((bundle + "/log").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  if (logfd >= 0) {
+    ::fcntl(logfd, F_SETFL, ::fcntl(logfd, F_GETFL) & ~O_NONBLOCK);
+    ::dup2(logfd, STDERR_FILENO);
+    ::close(logfd);
+  }
+  auto opts = service::DecodeOptionsBytes(opts_bytes.ok() ? *opts_bytes : "");
+  InitLogging(f.debug ? "debug" : (opts.ok() ? opts->log_level : "info"));
+  if (!opts.ok()) spdlog::error("options: {}; using defaults", opts.status().ToString());
+
+  UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC));
+  UniqueFd efd(::eventfd(0, EFD_CLOEXEC));
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) spdlog::warn("subreaper: {}", std::strerror(errno));
+
+  const char* ttrpc_env = std::getenv("TTRPC_ADDRESS");
+  std::string ttrpc_address = ttrpc_env && *ttrpc_env ? ttrpc_env : f.address + ".ttrpc";
+  std::string socket_path = SocketPathOf(kListenerFd);
+  {
+    events::Forwarder forwarder({.address = ttrpc_address, .ns = f.ns});
+    ShimTaskFactory factory(opts.ok() ? *opts : service::ShimOptions{});
+    int efd_raw = efd.get();
+    service::TaskService svc({f.id, f.ns, f.is_sandbox, &factory, &forwarder, [efd_raw] {
+                                uint64_t one = 1;
+                                (void)!::write(efd_raw, &one, sizeof one);
+                              }});
+    ttrpc::Server server;
+    svc.Register(&server);
+    server.ServeListener(UniqueFd(kListenerFd));
+    spdlog::info("serving {} for {}/{} (pid {})", socket_path, f.ns, f.id, ::getpid());
+
+    for (bool done = false; !done;) {
+      pollfd pfd[2] = {{sfd.get(), POLLIN, 0}, {efd.get(), POLLIN, 0}};
+      if (::poll(pfd, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        spdlog::error("poll: {}", std::strerror(errno));
+        break;
+      }
+      if (pfd[1].revents) {
+        spdlog::info("shutdown requested");
+        break;
+      }
+      signalfd_siginfo si;
+      if (::read(sfd.get(), &si, sizeof si) != sizeof si) continue;
+      switch (si.ssi_signo) {
+        case SIGCHLD:
+          // Reap whatever exited (we are a subreaper), so nothing lingers
+          // as a zombie.
+          while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+          }
+          break;
+        case SIGTERM:
+        case SIGINT:
+          spdlog::info("signal {}: shutting down", si.ssi_signo);
+          done = true;
+          break;
+      }
+    }
+    server.Shutdown(std::chrono::seconds(3));
+    if (!socket_path.empty()) ::unlink(socket_path.c_str());
+  }  // the forwarder flushes here (bounded)
+  spdlog::info("exited");
+  return 0;
+}
+
+}  // namespace runhcs::shim

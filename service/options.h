@@ -1,0 +1,44 @@
+// Shim and task options: what arrives as a google.protobuf.Any on the
+// `start` action's stdin and in CreateTaskRequest.options.
+//
+// Accepted types (anything else is InvalidArgument, naming the type):
+//   containerd.runhcs.v1.Options   this shim's own;
+//   containerd.runc.v1.Options     so that `ctr run --runc-binary` works:
+//                                  binary_name picks the OCI runtime, root its
+//                                  state dir;
+//   runtimeoptions.v1.Options      `ctr --runtime-config-path FILE`: FILE holds
+//                                  containerd.runhcs.v1.Options as protobuf
+//                                  JSON (e.g. {"sandboxIsolation":"HYPERVISOR"}).
+// An empty Any (or empty stdin) means the defaults.
+#pragma once
+
+#include <google/protobuf/any.pb.h>
+
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+
+namespace runhcs::service {
+
+struct ShimOptions {
+  enum class Isolation { kProcess, kHypervisor };
+  enum class Accelerator { kAuto, kKvm, kTcg };
+
+  Isolation isolation = Isolation::kProcess;
+  std::string oci_runtime = "runc";  // binary name or path
+  std::string oci_runtime_root;      // "" = the runtime's default
+  std::string boot_files_path;
+  int vm_processors = 0;   // 0 = default
+  int vm_memory_mb = 0;    // 0 = default
+  Accelerator accelerator = Accelerator::kAuto;
+  std::string log_level = "info";
+  std::map<std::string, std::string> default_annotations;
+};
+
+StatusOr<ShimOptions> DecodeOptions(const google::protobuf::Any& any);
+// `serialized` is a serialized Any (the start action's stdin); "" = defaults.
+StatusOr<ShimOptions> DecodeOptionsBytes(std::string_view serialized);
+
+}  // namespace runhcs::service

@@ -1,0 +1,85 @@
+#include "service/options.h"
+
+#include <gtest/gtest.h>
+
+#include "base/io.h"
+#include "containerd/runc/options/oci.pb.h"
+#include "containerd/runtimeoptions/v1/api.pb.h"
+#include "runhcs/options.pb.h"
+
+namespace runhcs::service {
+namespace {
+
+google::protobuf::Any Pack(const google::protobuf::Message& m, std::string url = "") {
+  google::protobuf::Any a;
+  a.set_type_url(url.empty() ? m.GetTypeName() : url);
+  m.SerializeToString(a.mutable_value());
+  return a;
+}
+
+TEST(Options, EmptyMeansDefaults) {
+  auto o = DecodeOptionsBytes("");
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->oci_runtime, "runc");
+  EXPECT_EQ(o->isolation, ShimOptions::Isolation::kProcess);
+}
+
+TEST(Options, RunhcsOptions) {
+  containerd::runhcs::v1::Options ro;
+  ro.set_sandbox_isolation(containerd::runhcs::v1::Options::HYPERVISOR);
+  ro.set_vm_processor_count(2);
+  ro.set_vm_memory_size_in_mb(512);
+  ro.set_vm_accelerator(containerd::runhcs::v1::Options::TCG);
+  ro.set_debug(true);
+  ro.set_oci_runtime("crun");
+  auto o = DecodeOptionsBytes(Pack(ro).SerializeAsString());
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->isolation, ShimOptions::Isolation::kHypervisor);
+  EXPECT_EQ(o->vm_processors, 2);
+  EXPECT_EQ(o->vm_memory_mb, 512);
+  EXPECT_EQ(o->accelerator, ShimOptions::Accelerator::kTcg);
+  EXPECT_EQ(o->log_level, "debug");
+  EXPECT_EQ(o->oci_runtime, "crun");
+  // A googleapis-prefixed URL names the same type.
+  EXPECT_TRUE(DecodeOptions(Pack(ro, "type.googleapis.com/containerd.runhcs.v1.Options")).ok());
+  ro.set_vm_memory_size_in_mb(-1);
+  EXPECT_EQ(DecodeOptions(Pack(ro)).status().code(), Code::kInvalidArgument);
+}
+
+TEST(Options, RuncOptionsPickTheRuntime) {
+  containerd::runc::v1::Options rc;
+  rc.set_binary_name("/usr/bin/crun");
+  rc.set_root("/run/x");
+  auto o = DecodeOptions(Pack(rc));
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->oci_runtime, "/usr/bin/crun");
+  EXPECT_EQ(o->oci_runtime_root, "/run/x");
+}
+
+TEST(Options, RuntimeConfigFileIsProtobufJson) {
+  std::string path = ::testing::TempDir() + "/runhcs-options.json";
+  ASSERT_TRUE(WriteFileAtomic(path, R"({"sandboxIsolation":"HYPERVISOR","vmMemorySizeInMb":256})", 0644).ok());
+  runtimeoptions::v1::Options rt;
+  rt.set_config_path(path);
+  auto o = DecodeOptions(Pack(rt));
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->isolation, ShimOptions::Isolation::kHypervisor);
+  EXPECT_EQ(o->vm_memory_mb, 256);
+  ASSERT_TRUE(WriteFileAtomic(path, "isolation = 'x'", 0644).ok());
+  EXPECT_EQ(DecodeOptions(Pack(rt)).status().code(), Code::kInvalidArgument);
+  rt.set_config_path("/nonexistent.json");
+  EXPECT_EQ(DecodeOptions(Pack(rt)).status().code(), Code::kNotFound);
+  EXPECT_TRUE(DecodeOptions(Pack(runtimeoptions::v1::Options())).ok());
+}
+
+TEST(Options, UnknownTypeAndGarbageAreInvalidArgument) {
+  google::protobuf::Any a;
+  a.set_type_url("containerd.unknown.Options");
+  auto o = DecodeOptions(a);
+  EXPECT_EQ(o.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(o.status().message().find("containerd.unknown.Options"), std::string::npos);
+  EXPECT_EQ(DecodeOptionsBytes("\xff\xff\xff").status().code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace runhcs::service

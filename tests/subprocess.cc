@@ -1,0 +1,175 @@
+#include "tests/subprocess.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace runhcs::testing {
+
+std::string MakeTempDir(const std::string& prefix) {
+  std::string tmpl = "/tmp/" + prefix + ".XXXXXX";
+  char* d = ::mkdtemp(tmpl.data());
+  return d ? std::string(d) : std::string();
+}
+
+std::string ReadFileOr(const std::string& path, const std::string& fallback) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fallback;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opts) {
+  RunResult r;
+  int in[2], out[2], err[2];
+  if (::pipe2(in, O_CLOEXEC) || ::pipe2(out, O_CLOEXEC) || ::pipe2(err, O_CLOEXEC)) return r;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::dup2(in[0], 0);
+    ::dup2(out[1], 1);
+    ::dup2(opts.combined ? out[1] : err[1], 2);
+    if (!opts.cwd.empty() && ::chdir(opts.cwd.c_str()) != 0) ::_exit(126);
+    for (const auto& [k, v] : opts.env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(in[0]);
+  ::close(out[1]);
+  ::close(err[1]);
+  std::thread writer([fd = in[1], data = opts.stdin_data] {
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    ::close(fd);
+  });
+  auto deadline = std::chrono::steady_clock::now() + opts.timeout;
+  bool out_open = true, err_open = true;
+  char buf[8192];
+  while (out_open || err_open) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) {
+      r.timed_out = true;
+      ::kill(-pid, SIGKILL);
+      break;
+    }
+    pollfd p[2] = {{out_open ? out[0] : -1, POLLIN, 0}, {err_open ? err[0] : -1, POLLIN, 0}};
+    if (::poll(p, 2, static_cast<int>(left)) < 0) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = ::read(p[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        (i == 0 ? out_open : err_open) = false;
+      } else {
+        (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(n));
+      }
+    }
+  }
+  ::close(out[0]);
+  ::close(err[0]);
+  int ws = 0;
+  if (r.timed_out) ::kill(-pid, SIGKILL);
+  ::waitpid(pid, &ws, 0);
+  writer.join();
+  if (!r.timed_out && WIFEXITED(ws)) r.exit_code = WEXITSTATUS(ws);
+  return r;
+}
+
+Containerd::Containerd(const std::string& extra_path) {
+  dir_ = MakeTempDir("runhcs-ctrd");
+  std::ofstream cfg(dir_ + "/config.toml");
+  cfg << "version = 2\n"
+      << "root = \"" << dir_ << "/root\"\n"
+      << "state = \"" << dir_ << "/state\"\n"
+      << "[grpc]\n  address = \"" << grpc_address() << "\"\n"
+      << "[ttrpc]\n  address = \"" << ttrpc_address() << "\"\n";
+  cfg.close();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setsid();
+    int devnull = ::open("/dev/null", O_RDONLY);
+    int log = ::open((dir_ + "/containerd.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(devnull, 0);
+    ::dup2(log, 1);
+    ::dup2(log, 2);
+    if (!extra_path.empty()) {
+      const char* path = std::getenv("PATH");
+      ::setenv("PATH", (extra_path + ":" + (path ? path : "/usr/bin:/bin")).c_str(), 1);
+    }
+    ::execlp("containerd", "containerd", "--config", (dir_ + "/config.toml").c_str(), nullptr);
+    ::_exit(127);
+  }
+  pid_ = pid;
+  for (int i = 0; i < 200; ++i) {
+    if (Ctr({"version"}, {.timeout = std::chrono::milliseconds(2000)}).exit_code == 0) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+Containerd::~Containerd() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+    for (int i = 0; i < 100; ++i) {
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  if (!dir_.empty() && std::getenv("RUNHCS_KEEP_TEST_DIRS") == nullptr) {
+    RunCommand({"rm", "-rf", dir_});
+  }
+}
+
+RunResult Containerd::Ctr(const std::vector<std::string>& args, const RunOptions& opts,
+                          const std::string& ns) {
+  std::vector<std::string> argv = {"ctr", "--address", grpc_address(), "-n", ns};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, opts);
+}
+
+pid_t Containerd::CtrBackground(const std::vector<std::string>& args, const std::string& out_file,
+                                const std::string& ns) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<std::string> argv = {"ctr", "--address", grpc_address(), "-n", ns};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> a;
+    for (auto& s : argv) a.push_back(s.data());
+    a.push_back(nullptr);
+    ::execvp(a[0], a.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+std::string Containerd::log() { return ReadFileOr(dir_ + "/containerd.log"); }
+
+}  // namespace runhcs::testing
