@@ -34,9 +34,6 @@ class FakeProcess : public Process {
   };
 
   explicit FakeProcess(std::shared_ptr<Shared> s) : s_(std::move(s)) {}
-  ~FakeProcess() override {
-    for (auto& t : threads_) t.join();
-  }
 
   StatusOr<uint32_t> Start(ExitCallback on_exit) override {
     std::function<void(const ExitCallback&)> during;
@@ -62,8 +59,9 @@ class FakeProcess : public Process {
         cb = s_->on_exit;
       }
     }
-    // Exits are reported from another thread, as real backends do.
-    if (cb) threads_.emplace_back([cb, exit_status] { cb(*exit_status); });
+    // Exits are reported from another thread, as real backends do. Detached:
+    // the exec may be released on that very thread.
+    if (cb) std::thread([cb, exit_status] { cb(*exit_status); }).detach();
     return OkStatus();
   }
   Status ResizePty(uint32_t w, uint32_t h) override {
@@ -98,7 +96,6 @@ class FakeProcess : public Process {
 
  private:
   std::shared_ptr<Shared> s_;
-  std::vector<std::thread> threads_;
 };
 
 }  // namespace runhcs::exec

@@ -185,10 +185,7 @@ Status ProcessExec::Start() {
     exit_publish_pending_ = false;
     if (publish_exit) snapshot = StatusLocked();
   }
-  if (publish_exit) {
-    PublishExit(snapshot);
-    if (on_exited_) on_exited_(snapshot);
-  }
+  if (publish_exit) CompleteExit(snapshot, /*publish=*/true);
   if (forced) {
     ForceExit(*forced);
   } else if (early) {
@@ -237,9 +234,9 @@ Status ProcessExec::CloseIO(bool /*stdin*/) {
 
 StatusOr<ExecStatus> ProcessExec::Wait(Deadline deadline) {
   MutexLock l(&mu_);
-  while (state_->id() != State::kExited) {
+  while (!exit_complete_) {
     if (deadline) {
-      if (!exited_cv_.WaitUntil(&mu_, *deadline) && state_->id() != State::kExited) {
+      if (!exited_cv_.WaitUntil(&mu_, *deadline) && !exit_complete_) {
         return DeadlineExceededError("wait for exec '{}' in task '{}'", id_, cfg_.task_id);
       }
     } else {
@@ -286,25 +283,28 @@ bool ProcessExec::ClaimExitLocked() {
 void ProcessExec::FinishExit(uint32_t status) {
   process_->ReleaseIo();
   ExecStatus snapshot;
-  bool publish = false;
+  bool publish;
   {
     MutexLock l(&mu_);
     TransitionLocked(State::kExited);
     exit_status_ = status;
     exited_at_ = std::chrono::system_clock::now();
     snapshot = StatusLocked();
-    exited_cv_.SignalAll();
-    if (started_) {
-      if (start_published_) {
-        publish = true;
-      } else {
-        exit_publish_pending_ = true;  // Start publishes it after the start event
-        return;
-      }
+    if (started_ && !start_published_) {
+      exit_publish_pending_ = true;  // Start completes the exit after its start event
+      return;
     }
+    publish = started_;  // no exit event for an exec that never started
   }
+  CompleteExit(snapshot, publish);
+}
+
+void ProcessExec::CompleteExit(const ExecStatus& snapshot, bool publish) {
   if (publish) PublishExit(snapshot);
   if (on_exited_) on_exited_(snapshot);
+  MutexLock l(&mu_);
+  exit_complete_ = true;
+  exited_cv_.SignalAll();
 }
 
 void ProcessExec::PublishExit(const ExecStatus& st) {

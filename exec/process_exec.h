@@ -14,7 +14,8 @@
 //   started publishes no exit.
 //
 // Exit order: ReleaseIo() (drain and close stdio), then the state becomes
-// Exited and waiters wake, then TaskExit, then the on_exited hook.
+// Exited, then TaskExit, then the on_exited hook, then waiters wake. So when
+// Wait returns, everything about the exit has happened.
 #pragma once
 
 #include <functional>
@@ -37,7 +38,8 @@ class ProcessExec : public Exec, public std::enable_shared_from_this<ProcessExec
     std::string bundle;
     Stdio stdio;
   };
-  // Runs (without locks) once the exec is Exited and its exit event is out.
+  // Runs (without locks) once the exec is Exited and its exit event is out,
+  // before waiters wake. It must not wait for this exec.
   using ExitedHook = std::function<void(const ExecStatus&)>;
 
   static std::shared_ptr<ProcessExec> Create(Config cfg, std::unique_ptr<Process> process,
@@ -67,6 +69,8 @@ class ProcessExec : public Exec, public std::enable_shared_from_this<ProcessExec
   bool ClaimExitLocked() REQUIRES(mu_);
   // Runs the exit sequence for a claimed exit.
   void FinishExit(uint32_t status) EXCLUDES(mu_);
+  // Exit event, hook, then wakes waiters.
+  void CompleteExit(const ExecStatus& snapshot, bool publish) EXCLUDES(mu_);
   void TransitionLocked(State to) REQUIRES(mu_);
   ExecStatus StatusLocked() const REQUIRES(mu_);
   Status InvalidState(std::string_view op) const REQUIRES(mu_);
@@ -90,6 +94,7 @@ class ProcessExec : public Exec, public std::enable_shared_from_this<ProcessExec
   bool stdin_closed_ GUARDED_BY(mu_) = false;
   bool start_published_ GUARDED_BY(mu_) = false;
   bool exit_publish_pending_ GUARDED_BY(mu_) = false;  // exit seen before start event
+  bool exit_complete_ GUARDED_BY(mu_) = false;         // Wait may return
   std::optional<uint32_t> early_exit_ GUARDED_BY(mu_);   // exit reported while starting
   std::optional<uint32_t> forced_exit_ GUARDED_BY(mu_);  // ForceExit while starting
   uint32_t pid_ GUARDED_BY(mu_) = 0;

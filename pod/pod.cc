@@ -69,8 +69,10 @@ Status PodImpl::KillTask(std::string_view tid, std::string_view exec_id, uint32_
   std::vector<std::future<Status>> kills;
   {
     MutexLock l(&mu_);
-    for (auto& [id, w] : workloads_) {
-      kills.push_back(std::async(std::launch::async, [w, signal] { return w->KillExec("", signal, true); }));
+    for (const auto& entry : workloads_) {
+      std::shared_ptr<task::Task> w = entry.second;
+      kills.push_back(
+          std::async(std::launch::async, [w, signal] { return w->KillExec("", signal, true); }));
     }
   }
   kills.push_back(std::async(std::launch::async, [t, signal] { return t->KillExec("", signal, true); }));

@@ -55,8 +55,10 @@ class FakeFactory : public TaskFactory {
 class ServiceTest : public ::testing::Test {
  protected:
   void Init(const std::string& id, bool is_sandbox) {
-    bundle_ = ::testing::TempDir() + "/svc-bundle-" + id;
-    ::mkdir(bundle_.c_str(), 0700);
+    // Unique per process: ctest runs tests of this binary in parallel.
+    std::string tmpl = ::testing::TempDir() + "/svc-bundle-" + id + ".XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    bundle_ = tmpl;
     ASSERT_TRUE(WriteFileAtomic(bundle_ + "/config.json", R"({"ociVersion":"1.0.2"})", 0600).ok());
     svc_ = std::make_unique<TaskService>(TaskService::Config{
         id, "ns", is_sandbox, &factory_, &events_, [this] { shutdowns_++; }});
@@ -100,7 +102,7 @@ class ServiceTest : public ::testing::Test {
 };
 
 TEST_F(ServiceTest, UnknownIdIsNotFoundBeforeAndAfterCreate) {
-  Init("c1", false);
+  ASSERT_NO_FATAL_FAILURE(Init("c1", false));
   Status st;
   State("c1", &st);
   EXPECT_EQ(st.code(), Code::kNotFound);
@@ -111,7 +113,7 @@ TEST_F(ServiceTest, UnknownIdIsNotFoundBeforeAndAfterCreate) {
 }
 
 TEST_F(ServiceTest, Lifecycle_CreateStartWaitKillDeleteShutdown) {
-  Init("c1", false);
+  ASSERT_NO_FATAL_FAILURE(Init("c1", false));
   ASSERT_TRUE(Create("c1").ok());
   auto s = State("c1");
   EXPECT_EQ(s.status(), containerd::v1::types::CREATED);
@@ -182,13 +184,13 @@ TEST_F(ServiceTest, Lifecycle_CreateStartWaitKillDeleteShutdown) {
 }
 
 TEST_F(ServiceTest, SecondCreateInTaskShimIsAlreadyExists) {
-  Init("c1", false);
+  ASSERT_NO_FATAL_FAILURE(Init("c1", false));
   ASSERT_TRUE(Create("c1").ok());
   EXPECT_EQ(Create("c2").code(), Code::kAlreadyExists);
 }
 
 TEST_F(ServiceTest, CreateErrorsCarryTheirCode) {
-  Init("fail", false);
+  ASSERT_NO_FATAL_FAILURE(Init("fail", false));
   EXPECT_EQ(Create("fail").code(), Code::kInvalidArgument);
   EXPECT_EQ(Create("x", "/nonexistent/bundle").code(), Code::kNotFound);
   v2::CreateTaskRequest req;
@@ -201,7 +203,7 @@ TEST_F(ServiceTest, CreateErrorsCarryTheirCode) {
 }
 
 TEST_F(ServiceTest, ExecCheckpointUpdateAndRpcErrors) {
-  Init("c1", false);
+  ASSERT_NO_FATAL_FAILURE(Init("c1", false));
   ASSERT_TRUE(Create("c1").ok());
   Empty empty;
   v2::ExecProcessRequest ex;
@@ -240,7 +242,7 @@ TEST_F(ServiceTest, ExecCheckpointUpdateAndRpcErrors) {
 }
 
 TEST_F(ServiceTest, DiagPidAndTasks) {
-  Init("c1", false);
+  ASSERT_NO_FATAL_FAILURE(Init("c1", false));
   diag::PidResponse pid;
   ASSERT_TRUE(Call("DiagPid", diag::PidRequest(), &pid, kDiag).ok());
   EXPECT_EQ(pid.pid(), ::getpid());
@@ -263,14 +265,14 @@ TEST_F(ServiceTest, DiagPidAndTasks) {
 }
 
 TEST_F(ServiceTest, PodShim_SandboxFirstThenWorkloads) {
-  Init("pod", true);
+  ASSERT_NO_FATAL_FAILURE(Init("pod", true));
   EXPECT_EQ(Create("w1").code(), Code::kFailedPrecondition);  // sandbox must come first
   ASSERT_TRUE(Create("pod").ok());
   v2::StartRequest start;
   start.set_id("pod");
   v2::StartResponse started;
   ASSERT_TRUE(Call("Start", start, &started).ok());
-  std::string wl = ::testing::TempDir() + "/svc-bundle-w1";
+  std::string wl = bundle_ + "/w1";
   ::mkdir(wl.c_str(), 0700);
   ASSERT_TRUE(WriteFileAtomic(wl + "/config.json",
                               R"({"annotations":{"io.kubernetes.cri.container-type":"container",

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the build, the tests and the main job need on Debian 12.
+# Idempotent and quiet: does nothing when everything is present.
+set -euo pipefail
+PKGS=(
+  cmake ninja-build g++ clang libclang-rt-14-dev pkg-config
+  protobuf-compiler libprotobuf-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  libboost-dev libboost-program-options-dev libssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  containerd runc crun busybox-static procps util-linux
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
