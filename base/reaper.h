@@ -1,0 +1,81 @@
+// Reaper: the one place this process waits for children.
+//
+// The shim daemon is a subreaper: container processes are reparented to it
+// when the OCI runtime exits. Every exit therefore arrives through one
+// waitpid(-1) loop (ReapAll, run on SIGCHLD by the daemon's main loop) and is
+// dispatched by pid:
+//   - a process started with Spawn() wakes its Wait();
+//   - a pid given to Watch() gets its callback, on a thread of its own (the
+//     callback may block, e.g. draining stdio);
+//   - an exit nobody claimed yet is kept for a while, so a Watch() that comes
+//     after the exit (an exec that ended before its pid file was read) still
+//     sees it.
+// Before Enable() (unit tests, the `start`/`delete` actions) there is no
+// SIGCHLD loop, and Wait() calls waitpid on its pid directly.
+//
+// Exit statuses are encoded as containerd expects: the exit code, or
+// 128 + signal number for a process killed by a signal.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+#include "base/thread_annotations.h"
+
+namespace runhcs {
+
+struct SpawnOptions {
+  std::vector<std::string> argv;      // argv[0] is looked up in PATH
+  std::vector<std::pair<int, int>> fds;  // {child fd, parent fd}; others close
+  std::string cwd;                    // "" = inherit
+  std::optional<std::vector<std::string>> env;  // nullopt = inherit
+  bool new_session = false;
+};
+
+class Reaper {
+ public:
+  static Reaper& Get();
+
+  // Switches to the SIGCHLD-driven mode; the caller then calls ReapAll on
+  // every SIGCHLD.
+  void Enable();
+  void ReapAll();
+
+  // Starts a child. NotFound if argv[0] does not exist or cannot be run.
+  StatusOr<pid_t> Spawn(const SpawnOptions& opts);
+  // Waits for a child started by Spawn; returns its exit status.
+  // DeadlineExceeded if `deadline` passes first (the child keeps running).
+  StatusOr<int> Wait(pid_t pid,
+                     std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
+  // Calls `on_exit(status)` on a new thread when `pid` exits (at once if it
+  // already has). For processes we did not Spawn (reparented to us).
+  void Watch(pid_t pid, std::function<void(int)> on_exit);
+  // Forgets a Watch (e.g. the exec was force-exited and no longer cares).
+  void Unwatch(pid_t pid);
+
+  static int ExitStatus(int wait_status);
+
+ private:
+  struct Unclaimed {
+    int status;
+    std::chrono::steady_clock::time_point at;
+  };
+  void DispatchLocked(pid_t pid, int status) REQUIRES(mu_);
+
+  Mutex mu_;
+  CondVar cv_;
+  bool enabled_ GUARDED_BY(mu_) = false;
+  std::map<pid_t, std::optional<int>> spawned_ GUARDED_BY(mu_);  // pid -> status once exited
+  std::map<pid_t, std::function<void(int)>> watched_ GUARDED_BY(mu_);
+  std::map<pid_t, Unclaimed> unclaimed_ GUARDED_BY(mu_);
+};
+
+}  // namespace runhcs
