@@ -1,0 +1,306 @@
+#include "stdio/process_io.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "base/io.h"
+#include "base/log.h"
+#include "base/reaper.h"
+#include "stdio/uri.h"
+
+namespace runhcs::stdio {
+
+namespace {
+
+constexpr auto kLoggerReadyTimeout = std::chrono::seconds(10);
+
+void SetNonblock(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+Status MkdirParents(const std::string& path) {
+  for (size_t pos = 1; pos < path.size(); ++pos) {
+    if (path[pos] != '/') continue;
+    std::string part = path.substr(0, pos);
+    if (::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) {
+      return ErrnoError(errno, fmt::format("mkdir {}", part));
+    }
+  }
+  return OkStatus();
+}
+
+struct Pipe {
+  UniqueFd r, w;
+  static StatusOr<Pipe> Make() {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");
+    return Pipe{UniqueFd(p[0]), UniqueFd(p[1])};
+  }
+};
+
+// Opens an output fifo for writing, with an extra read handle kept in
+// `keep` so the writer never sees EPIPE and the open never blocks.
+StatusOr<UniqueFd> OpenOutputFifo(const std::string& path, std::vector<UniqueFd>* keep) {
+  UniqueFd r(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!r) return ErrnoError(errno, fmt::format("open fifo {}", path));
+  UniqueFd w(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!w) return ErrnoError(errno, fmt::format("open fifo {} for writing", path));
+  keep->push_back(std::move(r));
+  return w;
+}
+
+// Waits until fd is ready for `events` or cancel fires. False on cancel.
+bool WaitFd(int fd, short events, int cancel_fd) {
+  for (;;) {
+    pollfd p[2] = {{fd, events, 0}, {cancel_fd, POLLIN, 0}};
+    int n = ::poll(p, 2, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (p[1].revents) return false;
+    if (p[0].revents) return true;
+  }
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const exec::Stdio& stdio, const IoContext& ctx) {
+  auto io = std::make_unique<ProcessIo>();
+  io->terminal_ = stdio.terminal;
+  io->cancel_out_.reset(::eventfd(0, EFD_CLOEXEC));
+  io->cancel_in_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (!io->cancel_out_ || !io->cancel_in_) return ErrnoError(errno, "eventfd");
+
+  ASSIGN_OR_RETURN(Target in, ParseTarget(stdio.stdin_path));
+  ASSIGN_OR_RETURN(Target out, ParseTarget(stdio.stdout_path));
+  ASSIGN_OR_RETURN(Target err, ParseTarget(stdio.stderr_path));
+  if (in.kind != Target::kNone && in.kind != Target::kFifo) {
+    return InvalidArgumentError("stdin {:?} must be a fifo", stdio.stdin_path);
+  }
+
+  if (in.kind == Target::kFifo) {
+    io->stdin_src_.reset(::open(in.path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    if (!io->stdin_src_) return ErrnoError(errno, fmt::format("open stdin fifo {}", in.path));
+  }
+
+  if (stdio.terminal) {
+    // The runtime connects here and sends the pty master.
+    char tmpl[] = "/tmp/runhcs-pty-XXXXXX";
+    if (!::mkdtemp(tmpl)) return ErrnoError(errno, "mkdtemp");
+    io->console_dir_ = tmpl;
+    io->console_path_ = io->console_dir_ + "/pty.sock";
+    ASSIGN_OR_RETURN(io->console_listener_, ListenUnix({io->console_path_, false}));
+    if (out.kind == Target::kFifo) {
+      ASSIGN_OR_RETURN(io->out_dst_, OpenOutputFifo(out.path, &io->keep_));
+    } else if (out.kind == Target::kFile) {
+      RETURN_IF_ERROR(MkdirParents(out.path));
+      io->out_dst_.reset(::open(out.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+      if (!io->out_dst_) return ErrnoError(errno, fmt::format("open {}", out.path));
+    } else if (out.kind == Target::kBinary) {
+      return InvalidArgumentError("binary:// logging is not supported with a terminal");
+    }
+    return io;
+  }
+
+  if (in.kind == Target::kFifo) {
+    ASSIGN_OR_RETURN(Pipe p, Pipe::Make());
+    io->child_in_ = std::move(p.r);
+    io->stdin_pipe_w_ = std::move(p.w);
+  }
+
+  if (out.kind == Target::kBinary || err.kind == Target::kBinary) {
+    if (out.kind != Target::kBinary || err.kind != Target::kBinary || out.path != err.path) {
+      return InvalidArgumentError("binary:// must be used for both stdout and stderr");
+    }
+    ASSIGN_OR_RETURN(Pipe po, Pipe::Make());
+    ASSIGN_OR_RETURN(Pipe pe, Pipe::Make());
+    ASSIGN_OR_RETURN(Pipe ready, Pipe::Make());
+    SpawnOptions so;
+    so.argv.push_back(out.path);
+    so.argv.insert(so.argv.end(), out.args.begin(), out.args.end());
+    so.fds = {{3, po.r.get()}, {4, pe.r.get()}, {5, ready.w.get()}};
+    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    so.fds.insert(so.fds.begin(), {{0, devnull}, {1, devnull}, {2, devnull}});
+    so.cwd = ctx.bundle;
+    so.env = std::vector<std::string>{"CONTAINER_ID=" + ctx.id, "CONTAINER_NAMESPACE=" + ctx.ns};
+    auto pid = Reaper::Get().Spawn(so);
+    ::close(devnull);
+    if (!pid.ok()) return pid.status().Wrap("start binary logger");
+    io->logger_pid_ = *pid;
+    ready.w.reset();
+    // Ready: a byte, or EOF.
+    pollfd p{ready.r.get(), POLLIN, 0};
+    int n = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(kLoggerReadyTimeout).count()));
+    if (n <= 0) return DeadlineExceededError("binary logger {} did not signal ready", out.path);
+    io->child_out_ = std::move(po.w);
+    io->child_err_ = std::move(pe.w);
+    return io;
+  }
+
+  // fifo and file outputs go through pipes and copiers.
+  for (int which = 0; which < 2; ++which) {
+    const Target& t = which == 0 ? out : err;
+    if (t.kind == Target::kNone) continue;
+    UniqueFd dst;
+    if (t.kind == Target::kFifo) {
+      ASSIGN_OR_RETURN(dst, OpenOutputFifo(t.path, &io->keep_));
+    } else if (which == 1 && out.kind == Target::kFile && out.path == t.path) {
+      // One writer for both streams (ctr --log-uri sends the same file).
+      dst.reset(::fcntl(io->out_dst_.get(), F_DUPFD_CLOEXEC, 0));
+    } else {
+      RETURN_IF_ERROR(MkdirParents(t.path));
+      dst.reset(::open(t.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+      if (!dst) return ErrnoError(errno, fmt::format("open {}", t.path));
+    }
+    ASSIGN_OR_RETURN(Pipe p, Pipe::Make());
+    (which == 0 ? io->out_dst_ : io->err_dst_) = std::move(dst);
+    (which == 0 ? io->child_out_ : io->child_err_) = std::move(p.w);
+    (which == 0 ? io->out_r_ : io->err_r_) = std::move(p.r);
+  }
+  return io;
+}
+
+ProcessIo::~ProcessIo() { Close(std::chrono::milliseconds(0)); }
+
+void ProcessIo::StartPump(int src, int dst, bool is_output, int cancel_fd, bool close_dst_at_end) {
+  if (is_output) {
+    MutexLock l(&mu_);
+    ++outputs_running_;
+  }
+  SetNonblock(src);
+  SetNonblock(dst);
+  threads_.emplace_back([this, src, dst, is_output, cancel_fd, close_dst_at_end] {
+    char buf[32768];
+    for (;;) {
+      if (!WaitFd(src, POLLIN, cancel_fd)) break;
+      ssize_t n = ::read(src, buf, sizeof buf);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (n <= 0) break;  // EOF (or EIO from a pty whose slave closed)
+      size_t off = 0;
+      bool ok = true;
+      while (off < static_cast<size_t>(n)) {
+        ssize_t w = ::write(dst, buf + off, static_cast<size_t>(n) - off);
+        if (w >= 0) {
+          off += static_cast<size_t>(w);
+        } else if (errno == EAGAIN) {
+          if (!WaitFd(dst, POLLOUT, cancel_fd)) {
+            ok = false;
+            break;
+          }
+        } else if (errno != EINTR) {
+          ok = false;  // reader gone for good: stop copying
+          break;
+        }
+      }
+      if (!ok) break;
+    }
+    if (close_dst_at_end) ::close(dst);
+    if (is_output) {
+      MutexLock l(&mu_);
+      --outputs_running_;
+      cv_.SignalAll();
+    }
+  });
+}
+
+Status ProcessIo::Started() {
+  child_in_.reset();
+  child_out_.reset();
+  child_err_.reset();
+  if (terminal_) {
+    // The runtime has connected and sent the master by now.
+    UniqueFd conn(::accept4(console_listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn) return ErrnoError(errno, "accept console socket");
+    char data[256];
+    iovec iov{data, sizeof data};
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    if (::recvmsg(conn.get(), &msg, MSG_CMSG_CLOEXEC) < 0) return ErrnoError(errno, "receive pty master");
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS) return InternalError("console socket sent no fd");
+    int fd;
+    std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    master_.reset(fd);
+    console_listener_.reset();
+    ::unlink(console_path_.c_str());
+    ::rmdir(console_dir_.c_str());
+    int master_out = ::fcntl(master_.get(), F_DUPFD_CLOEXEC, 0);
+    int master_in = ::fcntl(master_.get(), F_DUPFD_CLOEXEC, 0);
+    if (out_dst_) {
+      StartPump(master_out, out_dst_.release(), true, cancel_out_.get(), true);
+      // master_out is closed with the process: keep it owned.
+      keep_.emplace_back(master_out);
+    } else {
+      ::close(master_out);
+    }
+    if (stdin_src_) {
+      StartPump(stdin_src_.get(), master_in, false, cancel_in_.get(), true);
+    } else {
+      ::close(master_in);
+    }
+    return OkStatus();
+  }
+  if (out_r_) StartPump(out_r_.get(), out_dst_.release(), true, cancel_out_.get(), true);
+  if (err_r_) StartPump(err_r_.get(), err_dst_.release(), true, cancel_out_.get(), true);
+  if (stdin_src_) StartPump(stdin_src_.get(), stdin_pipe_w_.release(), false, cancel_in_.get(), true);
+  return OkStatus();
+}
+
+Status ProcessIo::Resize(uint32_t width, uint32_t height) {
+  if (!master_) return FailedPreconditionError("process has no terminal");
+  winsize ws{};
+  ws.ws_col = static_cast<unsigned short>(width);
+  ws.ws_row = static_cast<unsigned short>(height);
+  if (::ioctl(master_.get(), TIOCSWINSZ, &ws) != 0) return ErrnoError(errno, "TIOCSWINSZ");
+  return OkStatus();
+}
+
+void ProcessIo::CloseStdin() {
+  uint64_t one = 1;
+  (void)!::write(cancel_in_.get(), &one, sizeof one);
+  // Not yet started: the process must still see EOF.
+  stdin_pipe_w_.reset();
+}
+
+void ProcessIo::Close(std::chrono::milliseconds timeout) {
+  if (closed_.exchange(true)) return;
+  {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    MutexLock l(&mu_);
+    while (outputs_running_ > 0) {
+      if (!cv_.WaitUntil(&mu_, deadline)) break;
+    }
+    if (outputs_running_ > 0) spdlog::warn("stdio: output still open after {}ms; closing", timeout.count());
+  }
+  uint64_t one = 1;
+  (void)!::write(cancel_out_.get(), &one, sizeof one);
+  (void)!::write(cancel_in_.get(), &one, sizeof one);
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  if (logger_pid_ > 0) {
+    // The logger exits at EOF on its pipes; reap it without blocking us.
+    pid_t pid = logger_pid_;
+    std::thread([pid] { (void)Reaper::Get().Wait(pid); }).detach();
+    logger_pid_ = -1;
+  }
+  if (!console_path_.empty() && console_listener_) {
+    console_listener_.reset();
+    ::unlink(console_path_.c_str());
+    ::rmdir(console_dir_.c_str());
+  }
+}
+
+}  // namespace runhcs::stdio

@@ -1,0 +1,91 @@
+// ProcessIo: the stdio of one container process, between the process and
+// what containerd asked for (stdio/uri.h).
+//
+//  - fifo: the process writes into a pipe; a copier moves it into the fifo.
+//    The shim holds an extra read handle on each output fifo, so a client
+//    that goes away neither SIGPIPEs the shim nor loses the fifo. When the
+//    process's output reaches EOF the fifo writers are closed, which is what
+//    `ctr` waits for before it returns.
+//  - stdin fifo: copied into a pipe; the process sees EOF when the client
+//    closes the fifo or CloseStdin() is called.
+//  - file:///path: stdout and stderr appended to one file (parents created).
+//  - binary:///path?k=v: a logger process gets the read ends of the stdout
+//    and stderr pipes as fds 3 and 4 and a "ready" pipe as fd 5; Open()
+//    returns once it writes a byte to fd 5 or closes it.
+//  - terminal: the runtime is given console_socket(); Started() receives the
+//    pty master over SCM_RIGHTS; stdin fifo -> master -> stdout fifo.
+//
+// Thread-safety: Open/Started/Close from one thread (the exec's lifecycle);
+// Resize and CloseStdin from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/fd.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "exec/exec.h"
+
+namespace runhcs::stdio {
+
+struct IoContext {
+  std::string id;      // container id (CONTAINER_ID for binary loggers)
+  std::string ns;      // namespace (CONTAINER_NAMESPACE)
+  std::string bundle;  // cwd for binary loggers
+};
+
+class ProcessIo {
+ public:
+  static StatusOr<std::unique_ptr<ProcessIo>> Open(const exec::Stdio& stdio, const IoContext& ctx);
+  ~ProcessIo();
+
+  // The process's ends, for the runtime call (-1: not attached).
+  int child_stdin() const { return child_in_.get(); }
+  int child_stdout() const { return child_out_.get(); }
+  int child_stderr() const { return child_err_.get(); }
+  // Terminal only: the socket to pass as --console-socket.
+  const std::string& console_socket() const { return console_path_; }
+
+  // The runtime created the process: drop our copies of its ends, receive
+  // the pty master (terminal), start copying.
+  Status Started();
+  // TIOCSWINSZ on the pty master. FailedPrecondition without a terminal.
+  Status Resize(uint32_t width, uint32_t height);
+  void CloseStdin();
+  // Lets the output drain to EOF for up to `timeout`, then stops every
+  // copier and closes every fd. Idempotent.
+  void Close(std::chrono::milliseconds timeout);
+
+  ProcessIo() = default;
+
+ private:
+  class Pump;
+  void StartPump(int src, int dst, bool is_output, int cancel_fd, bool close_dst_at_end);
+
+  bool terminal_ = false;
+  UniqueFd child_in_, child_out_, child_err_;  // the process's ends
+  UniqueFd stdin_src_;                         // stdin fifo (read)
+  UniqueFd stdin_pipe_w_;                      // our end of the process's stdin
+  UniqueFd out_r_, err_r_;                     // our ends of stdout/stderr pipes
+  UniqueFd out_dst_, err_dst_;                 // fifo/file writers
+  std::vector<UniqueFd> keep_;                 // extra fifo read handles
+  std::string console_dir_, console_path_;
+  UniqueFd console_listener_;
+  UniqueFd master_;
+  pid_t logger_pid_ = -1;
+
+  UniqueFd cancel_out_;    // eventfd: stop output copiers
+  UniqueFd cancel_in_;     // eventfd: stop the stdin copier
+  Mutex mu_;
+  CondVar cv_;
+  int outputs_running_ GUARDED_BY(mu_) = 0;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> closed_{false};
+};
+
+}  // namespace runhcs::stdio

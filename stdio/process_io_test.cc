@@ -1,0 +1,161 @@
+#include "stdio/process_io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "base/io.h"
+
+namespace runhcs::stdio {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ProcessIoTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/runhcs-io-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { (void)!::system(("rm -rf " + dir_).c_str()); }
+  std::string Fifo(const std::string& name) {
+    std::string p = dir_ + "/" + name;
+    EXPECT_EQ(::mkfifo(p.c_str(), 0600), 0);
+    return p;
+  }
+  // Plays the client: reads a fifo until EOF.
+  std::future<std::string> ReadAllAsync(const std::string& path) {
+    return std::async(std::launch::async, [path] {
+      UniqueFd fd(::open(path.c_str(), O_RDONLY));
+      auto s = ReadAll(fd.get());
+      return s.ok() ? *s : std::string("<error>");
+    });
+  }
+  std::string dir_;
+};
+
+TEST_F(ProcessIoTest, FifoOutputReachesClientAndEndsWithEof) {
+  std::string out = Fifo("out"), err = Fifo("err");
+  auto out_reader = ReadAllAsync(out);
+  auto err_reader = ReadAllAsync(err);
+  std::this_thread::sleep_for(20ms);
+  auto io = ProcessIo::Open({"", out, err, false}, {"c", "ns", dir_});
+  ASSERT_TRUE(io.ok()) << io.status().ToString();
+  // The "process" gets its own copies, as the runtime would.
+  UniqueFd pout(::dup((*io)->child_stdout())), perr(::dup((*io)->child_stderr()));
+  ASSERT_TRUE((*io)->Started().ok());
+  ASSERT_TRUE(WriteAll(pout.get(), "hello out").ok());
+  ASSERT_TRUE(WriteAll(perr.get(), "hello err").ok());
+  pout.reset();
+  perr.reset();
+  (*io)->Close(2s);
+  EXPECT_EQ(out_reader.get(), "hello out");
+  EXPECT_EQ(err_reader.get(), "hello err");
+}
+
+TEST_F(ProcessIoTest, StdinFifoFeedsProcessUntilClientCloses) {
+  std::string in = Fifo("in");
+  auto io = ProcessIo::Open({in, "", "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(io.ok()) << io.status().ToString();
+  UniqueFd pin(::dup((*io)->child_stdin()));
+  ASSERT_TRUE((*io)->Started().ok());
+  {
+    UniqueFd w(::open(in.c_str(), O_WRONLY));
+    ASSERT_TRUE(WriteAll(w.get(), "data\n").ok());
+  }
+  auto got = ReadAll(pin.get());  // EOF once the client closed
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, "data\n");
+  (*io)->Close(1s);
+}
+
+TEST_F(ProcessIoTest, CloseStdinGivesTheProcessEof) {
+  std::string in = Fifo("in");
+  auto io = ProcessIo::Open({in, "", "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(io.ok());
+  UniqueFd pin(::dup((*io)->child_stdin()));
+  ASSERT_TRUE((*io)->Started().ok());
+  UniqueFd w(::open(in.c_str(), O_WRONLY));  // client keeps it open
+  (*io)->CloseStdin();
+  auto got = ReadAll(pin.get());
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, "");
+  (*io)->Close(1s);
+}
+
+TEST_F(ProcessIoTest, MissingFifoIsNotFound) {
+  auto io = ProcessIo::Open({"", dir_ + "/nope", "", false}, {"c", "ns", dir_});
+  EXPECT_EQ(io.status().code(), Code::kNotFound);
+  auto in = ProcessIo::Open({dir_ + "/nope-in", "", "", false}, {"c", "ns", dir_});
+  EXPECT_EQ(in.status().code(), Code::kNotFound);
+}
+
+TEST_F(ProcessIoTest, VanishedReaderDoesNotKillTheShim) {
+  std::string out = Fifo("out");
+  UniqueFd reader(::open(out.c_str(), O_RDONLY | O_NONBLOCK));
+  auto io = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(io.ok());
+  UniqueFd pout(::dup((*io)->child_stdout()));
+  ASSERT_TRUE((*io)->Started().ok());
+  reader.reset();  // the client goes away
+  ASSERT_TRUE(WriteAll(pout.get(), "still fine").ok());
+  pout.reset();
+  (*io)->Close(1s);  // no SIGPIPE, no hang
+}
+
+TEST_F(ProcessIoTest, FileUriCollectsBothStreams) {
+  std::string log = dir_ + "/sub/dir/c.log";
+  auto io = ProcessIo::Open({"", "file://" + log, "file://" + log, false}, {"c", "ns", dir_});
+  ASSERT_TRUE(io.ok()) << io.status().ToString();
+  UniqueFd pout(::dup((*io)->child_stdout())), perr(::dup((*io)->child_stderr()));
+  ASSERT_TRUE((*io)->Started().ok());
+  ASSERT_TRUE(WriteAll(pout.get(), "out\n").ok());
+  pout.reset();
+  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(WriteAll(perr.get(), "err\n").ok());
+  perr.reset();
+  (*io)->Close(2s);
+  auto got = ReadFile(log);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, "out\nerr\n");
+}
+
+TEST_F(ProcessIoTest, BinaryLoggerGetsFds345AndEnvironment) {
+  std::string script = dir_ + "/logger.sh";
+  ASSERT_TRUE(WriteFileAtomic(script,
+                              "#!/bin/sh\n"
+                              "echo \"$CONTAINER_ID $CONTAINER_NAMESPACE $1 $2\" > \"$2.env\"\n"
+                              "exec 5>&-\n"
+                              "cat <&3 > \"$2\"\n",
+                              0755).ok());
+  std::string out = dir_ + "/captured";
+  std::string uri = "binary://" + script + "?out=" + out;
+  auto io = ProcessIo::Open({"", uri, uri, false}, {"c9", "ns9", dir_});
+  ASSERT_TRUE(io.ok()) << io.status().ToString();
+  UniqueFd pout(::dup((*io)->child_stdout()));
+  ASSERT_TRUE((*io)->Started().ok());
+  ASSERT_TRUE(WriteAll(pout.get(), "logged").ok());
+  pout.reset();
+  (*io)->Close(2s);
+  std::string got;
+  for (int i = 0; i < 100 && got != "logged"; ++i) {
+    got = ReadFile(out).ok() ? *ReadFile(out) : "";
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(got, "logged");
+  EXPECT_EQ(*ReadFile(out + ".env"), "c9 ns9 out " + out + "\n");
+}
+
+TEST_F(ProcessIoTest, MissingLoggerBinaryIsNotFound) {
+  std::string uri = "binary://" + dir_ + "/no-such-logger";
+  auto io = ProcessIo::Open({"", uri, uri, false}, {"c", "ns", dir_});
+  EXPECT_EQ(io.status().code(), Code::kNotFound);
+}
+
+}  // namespace
+}  // namespace runhcs::stdio
