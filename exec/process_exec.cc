@@ -86,7 +86,8 @@ ProcessExec::ProcessExec(Config cfg, std::unique_ptr<Process> process,
       publisher_(publisher),
       on_exited_(std::move(on_exited)),
       process_(std::move(process)),
-      state_(&kCreated) {}
+      state_(&kCreated),
+      pid_(cfg_.pid) {}
 
 const std::string& ProcessExec::id() const { return id_; }
 

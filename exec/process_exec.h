@@ -37,6 +37,7 @@ class ProcessExec : public Exec, public std::enable_shared_from_this<ProcessExec
     std::string exec_id;  // "" = the init exec
     std::string bundle;
     Stdio stdio;
+    uint32_t pid = 0;  // known before Start (an init the runtime created)
   };
   // Runs (without locks) once the exec is Exited and its exit event is out,
   // before waiters wake. It must not wait for this exec.

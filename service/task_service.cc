@@ -64,13 +64,16 @@ void TaskService::Register(ttrpc::Server* server) {
   server->Register<v2::StateRequest, v2::StateResponse>(
       kTaskService, "State",
       [this](const CallContext&, const v2::StateRequest& req, v2::StateResponse* resp) -> Status {
-        ASSIGN_OR_RETURN(auto e, GetExec(req.id(), req.exec_id()));
+        ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
+        ASSIGN_OR_RETURN(auto e, t->GetExec(req.exec_id()));
         exec::ExecStatus st = e->status();
         // As runc-v2: the exec id (or the task id for init) in `id`.
         resp->set_id(req.exec_id().empty() ? req.id() : req.exec_id());
         resp->set_bundle(st.bundle);
         resp->set_pid(st.pid);
-        resp->set_status(ToProtoState(st.state));
+        resp->set_status(st.state == exec::State::kRunning && t->Paused()
+                             ? containerd::v1::types::PAUSED
+                             : ToProtoState(st.state));
         resp->set_stdin(st.stdio.stdin_path);
         resp->set_stdout(st.stdio.stdout_path);
         resp->set_stderr(st.stdio.stderr_path);

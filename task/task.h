@@ -73,8 +73,11 @@ class Task {
   // init's TaskExit published) and returns init's status.
   virtual StatusOr<exec::ExecStatus> Wait(exec::Deadline deadline) = 0;
 
+  // Pause/Resume publish TaskPaused/TaskResumed. Paused() is true between
+  // them; the init exec stays Running meanwhile.
   virtual Status Pause() = 0;
   virtual Status Resume() = 0;
+  virtual bool Paused() { return false; }
   // `resources` is an Any as sent by Update (LinuxResources JSON, ...).
   virtual Status Update(const google::protobuf::Any& resources) = 0;
   // An Any ready for StatsResponse.

@@ -24,6 +24,9 @@
 #include "base/proto_time.h"
 #include "containerd/task/v2/shim.pb.h"
 #include "events/forwarder.h"
+#include "base/reaper.h"
+#include "oci/mounts.h"
+#include "oci/process_task.h"
 #include "oci/spec.h"
 #include "service/options.h"
 #include "service/task_service.h"
@@ -59,17 +62,23 @@ Status MkdirAll(const std::string& path, mode_t mode) {
   return OkStatus();
 }
 
-// Builds tasks for Create. Process isolation and the utility VM plug in
-// here as they land; until then Create says clearly what is missing.
+// Builds tasks for Create: process isolation through the OCI runtime; the
+// utility VM plugs in here as it lands.
 class ShimTaskFactory : public service::TaskFactory {
  public:
-  explicit ShimTaskFactory(service::ShimOptions opts) : opts_(std::move(opts)) {}
+  ShimTaskFactory(service::ShimOptions opts, std::string ns, events::Publisher* publisher)
+      : opts_(std::move(opts)), ns_(std::move(ns)), publisher_(publisher) {}
 
   StatusOr<std::shared_ptr<task::Task>> CreateTask(const task::CreateRequest& req,
                                                    const oci::Spec&) override {
     ASSIGN_OR_RETURN(auto opts, OptionsFor(req));
-    return NotImplementedError("{} isolation of task '{}' is not available in this build",
-                               IsolationName(opts), req.id);
+    if (opts.isolation == service::ShimOptions::Isolation::kHypervisor) {
+      return NotImplementedError("hypervisor isolation of task '{}' is not available in this build",
+                                 req.id);
+    }
+    oci::ProcessTask::Config cfg{ns_, {opts.oci_runtime, opts.oci_runtime_root}};
+    ASSIGN_OR_RETURN(auto t, oci::ProcessTask::Create(req, cfg, publisher_));
+    return std::shared_ptr<task::Task>(std::move(t));
   }
   StatusOr<std::shared_ptr<pod::Pod>> CreatePod(const task::CreateRequest& req,
                                                 const oci::Spec&) override {
@@ -88,6 +97,8 @@ class ShimTaskFactory : public service::TaskFactory {
     return o.isolation == service::ShimOptions::Isolation::kHypervisor ? "hypervisor" : "process";
   }
   const service::ShimOptions opts_;
+  const std::string ns_;
+  events::Publisher* const publisher_;
 };
 
 // The socket path behind fd, for removal at exit.
@@ -232,6 +243,21 @@ int Start(const Flags& f) {
 
 int Delete(const Flags& f) {
   std::string bundle = f.bundle.empty() ? Cwd() : f.bundle;
+  // The container of a shim that is gone: kill it and drop the runtime's
+  // state, then the rootfs mount. Errors go to stderr, which containerd
+  // logs as cleanup warnings.
+  uint32_t pid = 0;
+  if (auto pid_text = ReadFile(bundle + "/init.pid"); pid_text.ok()) {
+    pid = static_cast<uint32_t>(std::atoi(pid_text->c_str()));
+  }
+  if (auto rc = oci::ProcessTask::ReadRuntimeFile(bundle); rc.ok()) {
+    oci::Runtime runtime(*rc, bundle);
+    Status st = runtime.Delete(f.id, /*force=*/true);
+    if (!st.ok()) std::fprintf(stderr, "%s\n", st.ToString().c_str());
+    ::unlink((bundle + "/runtime").c_str());
+  }
+  Status us = oci::UnmountAll(bundle + "/rootfs");
+  if (!us.ok()) std::fprintf(stderr, "%s\n", us.ToString().c_str());
   // A shim that died leaves its socket behind; a live one (a pod's, serving
   // other tasks) keeps it.
   auto address = ReadFile(bundle + "/address");
@@ -240,6 +266,7 @@ int Delete(const Flags& f) {
     if (!ua.abstract && !ConnectUnix(ua).ok()) ::unlink(ua.path.c_str());
   }
   containerd::task::v2::DeleteResponse resp;
+  resp.set_pid(pid);
   resp.set_exit_status(128 + SIGKILL);
   *resp.mutable_exited_at() = ToTimestamp(std::chrono::system_clock::now());
   std::string out = resp.SerializeAsString();
@@ -274,13 +301,15 @@ int Serve(const Flags& f) {
   UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC));
   UniqueFd efd(::eventfd(0, EFD_CLOEXEC));
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) spdlog::warn("subreaper: {}", std::strerror(errno));
+  Reaper::Get().Enable();
+  ::fcntl(kListenerFd, F_SETFD, FD_CLOEXEC);  // not for our children
 
   const char* ttrpc_env = std::getenv("TTRPC_ADDRESS");
   std::string ttrpc_address = ttrpc_env && *ttrpc_env ? ttrpc_env : f.address + ".ttrpc";
   std::string socket_path = SocketPathOf(kListenerFd);
   {
     events::Forwarder forwarder({.address = ttrpc_address, .ns = f.ns});
-    ShimTaskFactory factory(opts.ok() ? *opts : service::ShimOptions{});
+    ShimTaskFactory factory(opts.ok() ? *opts : service::ShimOptions{}, f.ns, &forwarder);
     int efd_raw = efd.get();
     service::TaskService svc({f.id, f.ns, f.is_sandbox, &factory, &forwarder, [efd_raw] {
                                 uint64_t one = 1;
@@ -306,10 +335,8 @@ int Serve(const Flags& f) {
       if (::read(sfd.get(), &si, sizeof si) != sizeof si) continue;
       switch (si.ssi_signo) {
         case SIGCHLD:
-          // Reap whatever exited (we are a subreaper), so nothing lingers
-          // as a zombie.
-          while (::waitpid(-1, nullptr, WNOHANG) > 0) {
-          }
+          // Every exit, ours or reparented to us, goes through the Reaper.
+          Reaper::Get().ReapAll();
           break;
         case SIGTERM:
         case SIGINT:

@@ -1,0 +1,355 @@
+#include "oci/process_task.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/io.h"
+#include "base/log.h"
+#include "base/proto_time.h"
+#include "containerd/events/task.pb.h"
+#include "oci/mounts.h"
+#include "oci/runtime_process.h"
+
+namespace runhcs::oci {
+
+namespace {
+
+constexpr auto kExecsDieWithInit = std::chrono::seconds(2);
+constexpr auto kDeleteWaitForClose = std::chrono::seconds(30);
+constexpr char kLinuxResourcesUrl[] = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+bool ValidExecId(std::string_view id) {
+  return !id.empty() && id.size() <= 128 && id.find('/') == std::string_view::npos && id != "." &&
+         id != "..";
+}
+
+}  // namespace
+
+StatusOr<Runtime::Config> ProcessTask::ReadRuntimeFile(const std::string& bundle) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(bundle + "/runtime"));
+  try {
+    auto j = nlohmann::json::parse(text);
+    return Runtime::Config{j.at("binary").get<std::string>(), j.at("root").get<std::string>()};
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgumentError("{}/runtime: {}", bundle, e.what());
+  }
+}
+
+StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateRequest& req,
+                                                           const Config& cfg,
+                                                           events::Publisher* publisher) {
+  std::string rootfs = req.bundle + "/rootfs";
+  bool mounted = false;
+  if (!req.rootfs.empty()) {
+    ::mkdir(rootfs.c_str(), 0711);
+    RETURN_IF_ERROR(MountAll(req.rootfs, rootfs));
+    mounted = true;
+  }
+  auto unmount = [&] {
+    if (mounted) (void)UnmountAll(rootfs);
+  };
+  Runtime::Config rc = cfg.runtime;
+  if (rc.root.empty()) rc.root = Runtime::DefaultRoot(rc.binary, cfg.ns);
+  nlohmann::json rf = {{"binary", rc.binary}, {"root", rc.root}};
+  Status st = WriteFileAtomic(req.bundle + "/runtime", rf.dump(), 0600);
+  if (!st.ok()) {
+    unmount();
+    return st;
+  }
+  auto runtime = std::make_shared<Runtime>(rc, req.bundle);
+  auto io = stdio::ProcessIo::Open(req.stdio, {req.id, cfg.ns, req.bundle});
+  if (!io.ok()) {
+    unmount();
+    return io.status();
+  }
+  std::string pid_file = req.bundle + "/init.pid";
+  st = runtime->Create(req.id, pid_file, (*io)->console_socket(),
+                       {(*io)->child_stdin(), (*io)->child_stdout(), (*io)->child_stderr()});
+  if (!st.ok()) {
+    (*io)->Close(std::chrono::milliseconds(0));
+    (void)runtime->Delete(req.id, /*force=*/true);
+    unmount();
+    return st;
+  }
+  st = (*io)->Started();
+  auto pid_text = ReadFile(pid_file);
+  pid_t pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
+  if (!st.ok() || pid <= 0) {
+    (*io)->Close(std::chrono::milliseconds(0));
+    (void)runtime->Delete(req.id, /*force=*/true);
+    unmount();
+    return st.ok() ? InternalError("runtime wrote no init pid to {}", pid_file) : st;
+  }
+
+  auto task = std::make_shared<ProcessTask>(req.id, req.bundle, cfg.ns, runtime, publisher, mounted);
+  std::weak_ptr<ProcessTask> weak = task;
+  task->init_ = exec::ProcessExec::Create(
+      {req.id, "", req.bundle, req.stdio, static_cast<uint32_t>(pid)},
+      RuntimeProcess::ForInit(runtime, req.id, pid, std::move(io).value()), publisher,
+      [weak](const exec::ExecStatus&) {
+        if (auto t = weak.lock()) t->OnInitExit();
+      });
+
+  containerd::events::TaskCreate ev;
+  ev.set_container_id(req.id);
+  ev.set_bundle(req.bundle);
+  for (const auto& m : req.rootfs) {
+    auto* pm = ev.add_rootfs();
+    pm->set_type(m.type);
+    pm->set_source(m.source);
+    pm->set_target(m.target);
+    for (const auto& o : m.options) pm->add_options(o);
+  }
+  ev.mutable_io()->set_stdin(req.stdio.stdin_path);
+  ev.mutable_io()->set_stdout(req.stdio.stdout_path);
+  ev.mutable_io()->set_stderr(req.stdio.stderr_path);
+  ev.mutable_io()->set_terminal(req.stdio.terminal);
+  ev.set_pid(static_cast<uint32_t>(pid));
+  publisher->Publish(ev);
+  return task;
+}
+
+ProcessTask::ProcessTask(std::string id, std::string bundle, std::string ns,
+                         std::shared_ptr<Runtime> runtime, events::Publisher* publisher,
+                         bool mounted)
+    : id_(std::move(id)),
+      bundle_(std::move(bundle)),
+      ns_(std::move(ns)),
+      runtime_(std::move(runtime)),
+      publisher_(publisher),
+      mounted_(mounted) {}
+
+ProcessTask::~ProcessTask() = default;
+
+void ProcessTask::OnInitExit() {
+  // Init is gone; its pid namespace takes the execs with it. Make sure, then
+  // wait for their exits to be published before init's.
+  std::vector<std::shared_ptr<exec::ProcessExec>> running;
+  {
+    MutexLock l(&mu_);
+    for (auto& [eid, e] : execs_) {
+      if (e->state() == exec::State::kRunning) running.push_back(e);
+    }
+  }
+  if (!running.empty()) {
+    (void)runtime_->Kill(id_, SIGKILL, /*all=*/true);
+    auto deadline = std::chrono::steady_clock::now() + kExecsDieWithInit;
+    for (auto& e : running) {
+      if (!e->Wait(deadline).ok()) e->ForceExit(128 + SIGKILL);
+    }
+  }
+  exec::ExecStatus st = init_->status();
+  containerd::events::TaskExit ev;
+  ev.set_container_id(id_);
+  ev.set_id(id_);
+  ev.set_pid(st.pid);
+  ev.set_exit_status(st.exit_status);
+  if (st.exited_at) *ev.mutable_exited_at() = ToTimestamp(*st.exited_at);
+  publisher_->Publish(ev);
+  MutexLock l(&mu_);
+  closed_ = true;
+  cv_.SignalAll();
+}
+
+bool ProcessTask::WaitClosed(exec::Deadline deadline) {
+  MutexLock l(&mu_);
+  while (!closed_) {
+    if (!deadline) {
+      cv_.Wait(&mu_);
+    } else if (!cv_.WaitUntil(&mu_, *deadline)) {
+      return closed_;
+    }
+  }
+  return true;
+}
+
+Status ProcessTask::CreateExec(const task::ExecRequest& req) {
+  if (req.exec_id.empty()) return AlreadyExistsError("exec id must not be empty");
+  if (!ValidExecId(req.exec_id)) return InvalidArgumentError("invalid exec id {:?}", req.exec_id);
+  if (init_->state() != exec::State::kRunning) {
+    return FailedPreconditionError("cannot exec in task '{}': its init is not running", id_);
+  }
+  try {
+    auto j = nlohmann::json::parse(req.process_json);
+    if (!j.is_object() || !j.contains("args") || !j["args"].is_array() || j["args"].empty()) {
+      return InvalidArgumentError("exec {:?}: process spec has no args", req.exec_id);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgumentError("exec {:?}: process spec is not JSON: {}", req.exec_id, e.what());
+  }
+  auto e = exec::ProcessExec::Create(
+      {id_, req.exec_id, bundle_, req.stdio, 0},
+      RuntimeProcess::ForExec(runtime_, id_, req.exec_id, bundle_, req.process_json, req.stdio,
+                              {id_, ns_, bundle_}),
+      publisher_);
+  {
+    MutexLock l(&mu_);
+    if (execs_.count(req.exec_id)) {
+      return AlreadyExistsError("exec: '{}' in task: '{}' already exists", req.exec_id, id_);
+    }
+    execs_[req.exec_id] = e;
+  }
+  containerd::events::TaskExecAdded ev;
+  ev.set_container_id(id_);
+  ev.set_exec_id(req.exec_id);
+  publisher_->Publish(ev);
+  return OkStatus();
+}
+
+StatusOr<std::shared_ptr<exec::Exec>> ProcessTask::GetExec(std::string_view exec_id) {
+  if (exec_id.empty()) return std::shared_ptr<exec::Exec>(init_);
+  MutexLock l(&mu_);
+  auto it = execs_.find(exec_id);
+  if (it == execs_.end()) return NotFoundError("exec: '{}' in task: '{}' not found", exec_id, id_);
+  return std::shared_ptr<exec::Exec>(it->second);
+}
+
+std::vector<std::shared_ptr<exec::Exec>> ProcessTask::ListExecs() {
+  MutexLock l(&mu_);
+  std::vector<std::shared_ptr<exec::Exec>> out;
+  for (auto& [id, e] : execs_) out.push_back(e);
+  return out;
+}
+
+Status ProcessTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
+  if (all && !exec_id.empty()) {
+    return FailedPreconditionError("cannot signal all for non-empty exec: '{}'", exec_id);
+  }
+  ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
+  if (all) {
+    if (e->state() == exec::State::kExited) return e->Kill(signal);  // NotFound
+    return runtime_->Kill(id_, static_cast<int>(signal), /*all=*/true);
+  }
+  return e->Kill(signal);
+}
+
+StatusOr<exec::ExecStatus> ProcessTask::DeleteExec(std::string_view exec_id) {
+  ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
+  switch (exec::State st = e->state()) {
+    case exec::State::kCreated:
+      if (!exec_id.empty()) e->ForceExit(0);
+      break;
+    case exec::State::kRunning:
+      return FailedPreconditionError("exec: '{}' in task: '{}' is in invalid state: '{}' for delete",
+                                     exec_id.empty() ? id_ : std::string(exec_id), id_,
+                                     exec::StateName(st));
+    case exec::State::kExited:
+      break;
+  }
+  exec::ExecStatus status;
+  if (exec_id.empty()) {
+    bool created = e->state() == exec::State::kCreated;
+    // Kills a created-but-never-started container, removes runtime state.
+    Status ds = runtime_->Delete(id_, /*force=*/true);
+    if (!ds.ok()) spdlog::warn("task {}: {}", id_, ds.ToString());
+    if (created) e->ForceExit(0);
+    if (!WaitClosed(std::chrono::steady_clock::now() + kDeleteWaitForClose)) {
+      return DeadlineExceededError("task '{}' did not finish exiting", id_);
+    }
+    if (mounted_) {
+      Status us = UnmountAll(bundle_ + "/rootfs");
+      if (!us.ok()) spdlog::warn("task {}: {}", id_, us.ToString());
+    }
+    ::unlink((bundle_ + "/runtime").c_str());
+    status = e->status();
+    MutexLock l(&mu_);
+    deleted_ = true;
+  } else {
+    status = e->status();
+    MutexLock l(&mu_);
+    execs_.erase(std::string(exec_id));
+  }
+  containerd::events::TaskDelete ev;
+  ev.set_container_id(id_);
+  ev.set_id(std::string(exec_id));
+  ev.set_pid(status.pid);
+  ev.set_exit_status(status.exit_status);
+  if (status.exited_at) *ev.mutable_exited_at() = ToTimestamp(*status.exited_at);
+  publisher_->Publish(ev);
+  return status;
+}
+
+StatusOr<std::vector<task::ProcessDetails>> ProcessTask::Pids() {
+  ASSIGN_OR_RETURN(auto pids, runtime_->Ps(id_));
+  std::map<uint32_t, std::string> by_pid;
+  {
+    MutexLock l(&mu_);
+    for (auto& [eid, e] : execs_) by_pid[e->pid()] = eid;
+  }
+  std::vector<task::ProcessDetails> out;
+  for (pid_t p : pids) {
+    auto it = by_pid.find(static_cast<uint32_t>(p));
+    out.push_back({static_cast<uint32_t>(p), it == by_pid.end() ? "" : it->second});
+  }
+  return out;
+}
+
+StatusOr<exec::ExecStatus> ProcessTask::Wait(exec::Deadline deadline) {
+  if (!WaitClosed(deadline)) return DeadlineExceededError("wait for task '{}'", id_);
+  return init_->status();
+}
+
+Status ProcessTask::Pause() {
+  if (init_->state() != exec::State::kRunning) {
+    return FailedPreconditionError("cannot pause task '{}': not running", id_);
+  }
+  RETURN_IF_ERROR(runtime_->Pause(id_));
+  {
+    MutexLock l(&mu_);
+    paused_ = true;
+  }
+  containerd::events::TaskPaused ev;
+  ev.set_container_id(id_);
+  publisher_->Publish(ev);
+  return OkStatus();
+}
+
+Status ProcessTask::Resume() {
+  RETURN_IF_ERROR(runtime_->Resume(id_));
+  {
+    MutexLock l(&mu_);
+    paused_ = false;
+  }
+  containerd::events::TaskResumed ev;
+  ev.set_container_id(id_);
+  publisher_->Publish(ev);
+  return OkStatus();
+}
+
+bool ProcessTask::Paused() {
+  MutexLock l(&mu_);
+  return paused_;
+}
+
+Status ProcessTask::Update(const google::protobuf::Any& resources) {
+  if (resources.type_url() != kLinuxResourcesUrl) {
+    return InvalidArgumentError("update of task '{}': resources of type {:?}; want {}", id_,
+                                resources.type_url(), kLinuxResourcesUrl);
+  }
+  if (!nlohmann::json::accept(resources.value())) {
+    return InvalidArgumentError("update of task '{}': resources are not JSON", id_);
+  }
+  std::string path = bundle_ + "/.resources.json";
+  RETURN_IF_ERROR(WriteFileAtomic(path, resources.value(), 0600));
+  Status st = runtime_->Update(id_, path);
+  ::unlink(path.c_str());
+  return st;
+}
+
+StatusOr<google::protobuf::Any> ProcessTask::Stats() {
+  return NotImplementedError("stats of process-isolated task '{}' are not collected yet", id_);
+}
+
+StatusOr<int32_t> ProcessTask::ExecInHost(const containerd::runhcs::v1::diag::ExecProcessRequest&) {
+  return task::NotIsolatedError(id_);
+}
+
+Status ProcessTask::Share(const std::string&, const std::string&, bool) {
+  return task::NotIsolatedError(id_);
+}
+
+}  // namespace runhcs::oci

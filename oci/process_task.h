@@ -1,0 +1,84 @@
+// ProcessTask: a process-isolated container run by an OCI runtime on the
+// host (the Task a task shim serves for `--runtime io.containerd.runhcs.v1`).
+//
+// Lifecycle:
+//   Create()      rootfs mounts -> stdio -> `runtime create` -> TaskCreate.
+//   init Start    `runtime start` -> TaskStart.
+//   init exit     every exec still running is killed and waited for (bounded),
+//                 then init's TaskExit; Wait() returns after that. So each
+//                 exec's TaskExit precedes init's.
+//   DeleteExec("") `runtime delete --force`, unmount, TaskDelete.
+// The bundle keeps `runtime` (binary and root) so the shim's `delete` action
+// can clean up after a shim that died.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "base/thread_annotations.h"
+#include "events/publisher.h"
+#include "exec/process_exec.h"
+#include "oci/runtime.h"
+#include "task/task.h"
+
+namespace runhcs::oci {
+
+class ProcessTask : public task::Task {
+ public:
+  struct Config {
+    std::string ns;
+    Runtime::Config runtime;
+  };
+
+  static StatusOr<std::shared_ptr<ProcessTask>> Create(const task::CreateRequest& req,
+                                                       const Config& cfg,
+                                                       events::Publisher* publisher);
+  ~ProcessTask() override;
+
+  const std::string& id() const override { return id_; }
+  Status CreateExec(const task::ExecRequest& req) override;
+  StatusOr<std::shared_ptr<exec::Exec>> GetExec(std::string_view exec_id) override;
+  std::vector<std::shared_ptr<exec::Exec>> ListExecs() override;
+  Status KillExec(std::string_view exec_id, uint32_t signal, bool all) override;
+  StatusOr<exec::ExecStatus> DeleteExec(std::string_view exec_id) override;
+  StatusOr<std::vector<task::ProcessDetails>> Pids() override;
+  StatusOr<exec::ExecStatus> Wait(exec::Deadline deadline) override;
+  Status Pause() override;
+  Status Resume() override;
+  bool Paused() override;
+  Status Update(const google::protobuf::Any& resources) override;
+  StatusOr<google::protobuf::Any> Stats() override;
+  StatusOr<int32_t> ExecInHost(
+      const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
+  std::string DumpGuestStacks() override { return ""; }
+  Status Share(const std::string& host_path, const std::string& vm_path, bool read_only) override;
+
+  // The `runtime` file of a bundle: what the `delete` action needs.
+  static StatusOr<Runtime::Config> ReadRuntimeFile(const std::string& bundle);
+
+  ProcessTask(std::string id, std::string bundle, std::string ns,
+              std::shared_ptr<Runtime> runtime, events::Publisher* publisher, bool mounted);
+
+ private:
+  void OnInitExit();
+  bool WaitClosed(exec::Deadline deadline);
+
+  // Read-only after Create.
+  const std::string id_;
+  const std::string bundle_;
+  const std::string ns_;
+  const std::shared_ptr<Runtime> runtime_;
+  events::Publisher* const publisher_;
+  const bool mounted_;
+  std::shared_ptr<exec::ProcessExec> init_;  // set once in Create
+
+  Mutex mu_;
+  CondVar cv_;
+  std::map<std::string, std::shared_ptr<exec::ProcessExec>, std::less<>> execs_ GUARDED_BY(mu_);
+  bool closed_ GUARDED_BY(mu_) = false;
+  bool paused_ GUARDED_BY(mu_) = false;
+  bool deleted_ GUARDED_BY(mu_) = false;
+};
+
+}  // namespace runhcs::oci

@@ -1,0 +1,62 @@
+// Runtime: the OCI runtime CLI (runc by default, or crun), one call per
+// operation, as containerd-shim-runc-v2 drives it.
+//
+// Every call runs `<binary> --root R --log <bundle>/log.json --log-format json
+// <verb> ...`; on failure the runtime's last error line is taken from that log
+// and the Status reads like runc-v2's ("OCI runtime create failed: ...").
+// A missing binary is NotFound. crun 1.8 refuses cgroup hybrid hosts whose
+// /sys/fs/cgroup/unified/cgroup.controllers lists a controller; that failure
+// is reported as FailedPrecondition with the reason spelled out.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace runhcs::oci {
+
+class Runtime {
+ public:
+  struct Config {
+    std::string binary = "runc";
+    std::string root;  // --root; "" = the runtime's default
+  };
+  // The process's stdio for create/exec (-1 = /dev/null).
+  struct Stdio {
+    int in = -1, out = -1, err = -1;
+  };
+
+  Runtime(Config cfg, std::string bundle);
+
+  const Config& config() const { return cfg_; }
+
+  Status Create(const std::string& id, const std::string& pid_file,
+                const std::string& console_socket, const Stdio& io);
+  Status Start(const std::string& id);
+  // --detach; the process's pid lands in pid_file.
+  Status Exec(const std::string& id, const std::string& process_json_path,
+              const std::string& pid_file, const std::string& console_socket, const Stdio& io);
+  Status Kill(const std::string& id, int signal, bool all);
+  Status Delete(const std::string& id, bool force);
+  Status Pause(const std::string& id);
+  Status Resume(const std::string& id);
+  Status Update(const std::string& id, const std::string& resources_json_path);
+  StatusOr<std::vector<pid_t>> Ps(const std::string& id);
+
+  // The default --root for a namespace, as runc-v2 uses it.
+  static std::string DefaultRoot(const std::string& binary, const std::string& ns);
+
+ private:
+  Status Run(const std::string& verb, std::vector<std::string> args, const Stdio& io,
+             std::string* out = nullptr);
+  std::string LastError() const;
+
+  const Config cfg_;
+  const std::string bundle_;
+  const std::string log_path_;
+};
+
+}  // namespace runhcs::oci

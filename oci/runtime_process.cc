@@ -1,0 +1,133 @@
+#include "oci/runtime_process.h"
+
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "base/io.h"
+#include "base/log.h"
+#include "base/reaper.h"
+
+namespace runhcs::oci {
+
+namespace {
+constexpr auto kIoDrainTimeout = std::chrono::seconds(2);
+}  // namespace
+
+std::unique_ptr<RuntimeProcess> RuntimeProcess::ForInit(std::shared_ptr<Runtime> runtime,
+                                                        std::string id, pid_t pid,
+                                                        std::unique_ptr<stdio::ProcessIo> io) {
+  auto p = std::make_unique<RuntimeProcess>();
+  p->runtime_ = std::move(runtime);
+  p->id_ = std::move(id);
+  p->init_ = true;
+  p->pid_ = pid;
+  p->io_ = std::move(io);
+  p->OpenPidfd();
+  return p;
+}
+
+std::unique_ptr<RuntimeProcess> RuntimeProcess::ForExec(std::shared_ptr<Runtime> runtime,
+                                                        std::string id, std::string exec_id,
+                                                        std::string bundle,
+                                                        std::string process_json,
+                                                        exec::Stdio stdio, stdio::IoContext ctx) {
+  auto p = std::make_unique<RuntimeProcess>();
+  p->runtime_ = std::move(runtime);
+  p->id_ = std::move(id);
+  p->exec_id_ = std::move(exec_id);
+  p->bundle_ = std::move(bundle);
+  p->process_json_ = std::move(process_json);
+  p->stdio_ = std::move(stdio);
+  p->ctx_ = std::move(ctx);
+  return p;
+}
+
+RuntimeProcess::~RuntimeProcess() {
+  if (pid_ > 0) Reaper::Get().Unwatch(pid_);
+  if (io_) io_->Close(std::chrono::milliseconds(0));
+}
+
+void RuntimeProcess::OpenPidfd() {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+  if (fd >= 0) pidfd_.reset(fd);
+}
+
+StatusOr<uint32_t> RuntimeProcess::Start(ExitCallback on_exit) {
+  if (!init_) return StartExec(std::move(on_exit));
+  Reaper::Get().Watch(pid_, [cb = std::move(on_exit)](int status) { cb(static_cast<uint32_t>(status)); });
+  Status st = runtime_->Start(id_);
+  if (!st.ok()) {
+    Reaper::Get().Unwatch(pid_);
+    return st;
+  }
+  return static_cast<uint32_t>(pid_);
+}
+
+StatusOr<uint32_t> RuntimeProcess::StartExec(ExitCallback on_exit) {
+  ASSIGN_OR_RETURN(io_, stdio::ProcessIo::Open(stdio_, ctx_));
+  if (stdin_closed_before_start_) io_->CloseStdin();
+  std::string spec_path = bundle_ + "/.exec-" + exec_id_ + ".json";
+  std::string pid_path = bundle_ + "/.exec-" + exec_id_ + ".pid";
+  Status st = WriteFileAtomic(spec_path, process_json_, 0600);
+  if (st.ok()) {
+    st = runtime_->Exec(id_, spec_path, pid_path, io_->console_socket(),
+                        {io_->child_stdin(), io_->child_stdout(), io_->child_stderr()});
+  }
+  ::unlink(spec_path.c_str());
+  if (!st.ok()) {
+    io_->Close(std::chrono::milliseconds(0));
+    ::unlink(pid_path.c_str());
+    return st;
+  }
+  st = io_->Started();
+  auto pid_text = ReadFile(pid_path);
+  ::unlink(pid_path.c_str());
+  if (!pid_text.ok()) return pid_text.status().Wrap("exec pid file");
+  pid_ = std::atoi(pid_text->c_str());
+  if (pid_ <= 0) return InternalError("exec pid file holds {:?}", *pid_text);
+  OpenPidfd();
+  // An exec that already ended was reaped into the Reaper's unclaimed
+  // exits; Watch delivers it.
+  Reaper::Get().Watch(pid_, [cb = std::move(on_exit)](int status) { cb(static_cast<uint32_t>(status)); });
+  if (!st.ok()) spdlog::warn("exec {} in {}: stdio: {}", exec_id_, id_, st.ToString());
+  return static_cast<uint32_t>(pid_);
+}
+
+Status RuntimeProcess::Signal(uint32_t signal) {
+  int rc;
+  if (pidfd_) {
+    rc = static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd_.get(), static_cast<int>(signal),
+                                    nullptr, 0));
+  } else {
+    rc = ::kill(pid_, static_cast<int>(signal));
+  }
+  if (rc != 0) {
+    if (errno == ESRCH) return NotFoundError("process {} already exited", pid_);
+    return ErrnoError(errno, fmt::format("signal {} to pid {}", signal, pid_));
+  }
+  return OkStatus();
+}
+
+Status RuntimeProcess::ResizePty(uint32_t width, uint32_t height) {
+  if (!io_) return FailedPreconditionError("process has no stdio yet");
+  return io_->Resize(width, height);
+}
+
+void RuntimeProcess::CloseStdin() {
+  if (io_) {
+    io_->CloseStdin();
+  } else {
+    stdin_closed_before_start_ = true;
+  }
+}
+
+void RuntimeProcess::Terminate() { (void)Signal(SIGKILL); }
+
+void RuntimeProcess::ReleaseIo() {
+  if (io_) io_->Close(kIoDrainTimeout);
+}
+
+}  // namespace runhcs::oci

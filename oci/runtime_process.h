@@ -1,0 +1,57 @@
+// RuntimeProcess: the exec::Process of a process-isolated container, run by
+// the OCI runtime on the host.
+//
+//  - init: the container was created (`runtime create`) before this exists;
+//    Start runs `runtime start`.
+//  - exec: Start opens the stdio, writes the OCI Process to a file and runs
+//    `runtime exec --detach --pid-file`.
+// Exits come from the Reaper (the shim is the subreaper), on a thread of
+// their own. Signals go through a pidfd, so a recycled pid is never hit.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/fd.h"
+#include "exec/process.h"
+#include "oci/runtime.h"
+#include "stdio/process_io.h"
+
+namespace runhcs::oci {
+
+class RuntimeProcess : public exec::Process {
+ public:
+  static std::unique_ptr<RuntimeProcess> ForInit(std::shared_ptr<Runtime> runtime, std::string id,
+                                                 pid_t pid, std::unique_ptr<stdio::ProcessIo> io);
+  static std::unique_ptr<RuntimeProcess> ForExec(std::shared_ptr<Runtime> runtime, std::string id,
+                                                 std::string exec_id, std::string bundle,
+                                                 std::string process_json, exec::Stdio stdio,
+                                                 stdio::IoContext ctx);
+  ~RuntimeProcess() override;
+
+  StatusOr<uint32_t> Start(ExitCallback on_exit) override;
+  Status Signal(uint32_t signal) override;
+  Status ResizePty(uint32_t width, uint32_t height) override;
+  void CloseStdin() override;
+  void Terminate() override;
+  void ReleaseIo() override;
+
+  RuntimeProcess() = default;
+
+ private:
+  StatusOr<uint32_t> StartExec(ExitCallback on_exit);
+  void OpenPidfd();
+
+  std::shared_ptr<Runtime> runtime_;
+  std::string id_, exec_id_, bundle_, process_json_;
+  exec::Stdio stdio_;
+  stdio::IoContext ctx_;
+  bool init_ = false;
+  pid_t pid_ = 0;
+  UniqueFd pidfd_;
+  // Set before Start returns; used from other threads only after that.
+  std::unique_ptr<stdio::ProcessIo> io_;
+  bool stdin_closed_before_start_ = false;
+};
+
+}  // namespace runhcs::oci
