@@ -290,6 +290,19 @@ void ProcessIo::Close(std::chrono::milliseconds timeout) {
   (void)!::write(cancel_in_.get(), &one, sizeof one);
   for (auto& t : threads_) t.join();
   threads_.clear();
+  // Every fd goes now, not with the object: a client waits for EOF on its
+  // fifos (a process that failed to start never had copiers to close them).
+  child_in_.reset();
+  child_out_.reset();
+  child_err_.reset();
+  stdin_src_.reset();
+  stdin_pipe_w_.reset();
+  out_r_.reset();
+  err_r_.reset();
+  out_dst_.reset();
+  err_dst_.reset();
+  keep_.clear();
+  master_.reset();
   if (logger_pid_ > 0) {
     // The logger exits at EOF on its pipes; reap it without blocking us.
     pid_t pid = logger_pid_;

@@ -26,13 +26,6 @@ namespace v2 = containerd::task::v2;
 constexpr char kShim[] = RUNHCS_SHIM_BINARY;
 constexpr char kTaskSvc[] = "containerd.task.v2.Task";
 
-bool Alive(pid_t pid) {
-  std::string stat = ReadFileOr("/proc/" + std::to_string(pid) + "/stat");
-  if (stat.empty()) return false;
-  auto close = stat.rfind(')');
-  return close != std::string::npos && stat.substr(close + 2, 1) != "Z";
-}
-
 bool WaitGone(pid_t pid, std::chrono::milliseconds limit = 5000ms) {
   auto end = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < end) {
@@ -270,6 +263,30 @@ TEST_F(LaunchTest, Start_WorkloadJoinsItsSandboxShimAndSpawnsNothing) {
   EXPECT_EQ(w.out, s.out);
   EXPECT_EQ(ReadFileOr(wl + "/address"), s.out);
   EXPECT_EQ(DaemonPid(wl), 0);  // no second shim
+}
+
+TEST_F(LaunchTest, Create_BadStdioAndOptionsFailClearlyAndLeaveNothing) {
+  RunResult r = Start(id_, bundle_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto client = Dial(r.out);
+  ASSERT_TRUE(client);
+  v2::CreateTaskRequest req;
+  req.set_id(id_);
+  req.set_bundle(bundle_);
+  req.set_stdout("/nonexistent-dir/fifo-stdout");
+  Status st = client->Call(kTaskSvc, "Create", req, nullptr);
+  EXPECT_EQ(st.code(), Code::kNotFound) << st.ToString();
+  EXPECT_NE(st.message().find("/nonexistent-dir/fifo-stdout"), std::string::npos);
+  req.clear_stdout();
+  req.mutable_options()->set_type_url("example.com/unknown.v1.Options");
+  st = client->Call(kTaskSvc, "Create", req, nullptr);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+  EXPECT_NE(st.message().find("unknown.v1.Options"), std::string::npos);
+  // Nothing was created: no task, no runtime state.
+  v2::StateRequest sreq;
+  sreq.set_id(id_);
+  EXPECT_EQ(client->Call(kTaskSvc, "State", sreq, nullptr).code(), Code::kNotFound);
+  EXPECT_NE(::access(("/run/containerd/runc/runhcs-test/" + id_).c_str(), F_OK), 0);
 }
 
 }  // namespace

@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -91,7 +94,7 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
   return r;
 }
 
-Containerd::Containerd(const std::string& extra_path) {
+Containerd::Containerd(const std::string& extra_path) : extra_path_(extra_path) {
   dir_ = MakeTempDir("runhcs-ctrd");
   std::ofstream cfg(dir_ + "/config.toml");
   cfg << "version = 2\n"
@@ -100,6 +103,11 @@ Containerd::Containerd(const std::string& extra_path) {
       << "[grpc]\n  address = \"" << grpc_address() << "\"\n"
       << "[ttrpc]\n  address = \"" << ttrpc_address() << "\"\n";
   cfg.close();
+  StartDaemon();
+}
+
+bool Containerd::StartDaemon() {
+  const std::string& extra_path = extra_path_;
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setsid();
@@ -117,15 +125,45 @@ Containerd::Containerd(const std::string& extra_path) {
   }
   pid_ = pid;
   for (int i = 0; i < 200; ++i) {
-    if (Ctr({"version"}, {.timeout = std::chrono::milliseconds(2000)}).exit_code == 0) return;
+    RunOptions ro;
+    ro.timeout = std::chrono::milliseconds(2000);
+    if (Ctr({"version"}, ro).exit_code == 0) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ::kill(pid_, SIGKILL);
   ::waitpid(pid_, nullptr, 0);
   pid_ = -1;
+  return false;
+}
+
+bool Containerd::Restart() {
+  Stop();
+  return StartDaemon();
 }
 
 Containerd::~Containerd() {
+  // Leave no task behind: kill and delete whatever is left.
+  if (pid_ > 0) {
+    RunResult ls = Ctr({"task", "ls", "-q"});
+    std::stringstream ss(ls.out);
+    for (std::string id; std::getline(ss, id);) {
+      if (id.empty()) continue;
+      Ctr({"task", "kill", "-s", "SIGKILL", id});
+      Ctr({"task", "delete", "-f", id});
+    }
+    RunResult cs = Ctr({"container", "ls", "-q"});
+    std::stringstream cs_ss(cs.out);
+    for (std::string id; std::getline(cs_ss, id);) {
+      if (!id.empty()) Ctr({"container", "delete", id});
+    }
+  }
+  Stop();
+  if (!dir_.empty() && std::getenv("RUNHCS_KEEP_TEST_DIRS") == nullptr) {
+    RunCommand({"rm", "-rf", dir_});
+  }
+}
+
+void Containerd::Stop() {
   if (pid_ > 0) {
     ::kill(pid_, SIGTERM);
     for (int i = 0; i < 100; ++i) {
@@ -139,9 +177,7 @@ Containerd::~Containerd() {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
-  }
-  if (!dir_.empty() && std::getenv("RUNHCS_KEEP_TEST_DIRS") == nullptr) {
-    RunCommand({"rm", "-rf", dir_});
+    pid_ = -1;
   }
 }
 
@@ -171,5 +207,43 @@ pid_t Containerd::CtrBackground(const std::vector<std::string>& args, const std:
 }
 
 std::string Containerd::log() { return ReadFileOr(dir_ + "/containerd.log"); }
+
+bool MakeBusyboxRootfs(const std::string& dir) {
+  for (const char* d : {"", "/bin", "/proc", "/sys", "/dev", "/tmp", "/etc"}) {
+    ::mkdir((dir + d).c_str(), 0755);
+  }
+  if (RunCommand({"cp", "/bin/busybox", dir + "/bin/busybox"}).exit_code != 0) return false;
+  for (const char* a : {"sh", "echo", "cat", "sleep", "true", "head", "stty", "uname", "ps", "trap"}) {
+    std::string link = dir + "/bin/" + a;
+    ::symlink("busybox", link.c_str());
+  }
+  return true;
+}
+
+bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return pred();
+}
+
+bool MaskUnifiedControllersForCrun(const std::string& scratch_dir) {
+  const std::string controllers = "/sys/fs/cgroup/unified/cgroup.controllers";
+  if (ReadFileOr(controllers).empty()) return true;  // nothing to hide
+  if (::unshare(CLONE_NEWNS) != 0) return false;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
+  std::string empty = scratch_dir + "/empty-controllers";
+  std::ofstream(empty).close();
+  return ::mount(empty.c_str(), controllers.c_str(), nullptr, MS_BIND, nullptr) == 0;
+}
+
+bool Alive(pid_t pid) {
+  std::string stat = ReadFileOr("/proc/" + std::to_string(pid) + "/stat");
+  if (stat.empty()) return false;
+  auto close = stat.rfind(')');
+  return close != std::string::npos && stat.substr(close + 2, 1) != "Z";
+}
 
 }  // namespace runhcs::testing

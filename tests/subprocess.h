@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -46,11 +47,27 @@ class Containerd {
   pid_t CtrBackground(const std::vector<std::string>& args, const std::string& out_file,
                       const std::string& ns = "default");
   std::string log();
+  // Stops containerd (SIGTERM) and starts it again on the same dirs.
+  bool Restart();
+  void Stop();
 
  private:
+  bool StartDaemon();
   std::string dir_;
+  std::string extra_path_;
   pid_t pid_ = -1;
 };
+
+// A busybox rootfs (busybox-static and its applets) under `dir`.
+bool MakeBusyboxRootfs(const std::string& dir);
+// Polls `pred` every 50 ms until true or `limit`.
+bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds limit);
+// Moves this process into a private mount namespace where
+// /sys/fs/cgroup/unified/cgroup.controllers reads empty, so crun 1.8 accepts
+// a cgroup hybrid host. Everything started afterwards (containerd, shims,
+// runtimes) inherits it; the rest of the machine does not see it.
+bool MaskUnifiedControllersForCrun(const std::string& scratch_dir);
+bool Alive(pid_t pid);
 
 std::string MakeTempDir(const std::string& prefix);
 std::string ReadFileOr(const std::string& path, const std::string& fallback = "");
