@@ -44,19 +44,34 @@ CTR events >"$D/events.txt" 2>&1 &
 EV_PID=$!
 sleep 0.3
 
-echo "== ctr run --rm --runtime io.containerd.runhcs.v1 --rootfs ROOTFS demo1 echo hello from runhcs"
+RT=(--runtime io.containerd.runhcs.v1)
+step() { echo "== $*"; }
+step "ctr run --rm ${RT[*]} --rootfs ROOTFS demo1 /bin/echo hello from runhcs"
+CTR run --rm "${RT[@]}" --rootfs "$D/rootfs" demo1 /bin/echo hello from runhcs
+step "ctr run --rm ... demo2 /bin/sh -c 'exit 3'"
 set +e
-CTR run --rm --runtime io.containerd.runhcs.v1 --rootfs "$D/rootfs" demo1 /bin/echo hello from runhcs
-rc=$?
+CTR run --rm "${RT[@]}" --rootfs "$D/rootfs" demo2 /bin/sh -c 'exit 3'
+echo "   exit status: $?"
 set -e
-echo "   exit status: $rc"
-sleep 0.5
-echo "== events seen by ctr events:"
+step "ctr run -d ... demo3 (a shell that exits 42 on SIGTERM)"
+CTR run -d "${RT[@]}" --rootfs "$D/rootfs" demo3 /bin/sh -c "trap 'exit 42' TERM; while true; do sleep 0.1; done"
+sleep 0.2
+CTR task ls | sed 's/^/   /'
+step "ctr task exec --exec-id e1 demo3 /bin/uname -a"
+CTR task exec --exec-id e1 demo3 /bin/uname -a | sed 's/^/   /'
+step "ctr task ps demo3"
+CTR task ps demo3 | sed 's/^/   /'
+step "ctr task pause / resume demo3"
+CTR task pause demo3 && CTR task ls | grep demo3 | sed 's/^/   /'
+CTR task resume demo3 && CTR task ls | grep demo3 | sed 's/^/   /'
+step "ctr task kill demo3 (SIGTERM), then delete"
+CTR task kill demo3
+for _ in $(seq 50); do CTR task ls | grep -q "demo3.*STOPPED" && break; sleep 0.1; done
+CTR task delete demo3 >/dev/null
+CTR container delete demo3
+sleep 0.3
+step "events seen by ctr events:"
 sed 's/^/   /' "$D/events.txt"
-left=$(pgrep -fc "containerd-shim-runhcs-v1 .*-id demo1 " || true)
-echo "== shim processes left for demo1: $left"
-if [ "$rc" -ne 0 ]; then
-  echo "== the container did not run; containerd's log ends with:"
-  tail -n 5 "$D/containerd.log" | sed 's/^/   /'
-  exit 1
-fi
+left=$(pgrep -fc "containerd-shim-runhcs-v1 .*-id demo[0-9] " || true)
+step "shim processes left: $left"
+[ "$left" = 0 ]
