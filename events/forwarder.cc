@@ -14,6 +14,12 @@ Forwarder::Forwarder(Options opts) : opts_(std::move(opts)) {
 }
 
 Forwarder::~Forwarder() {
+  {
+    // From here on an event gets one attempt: a shim on its way out does not
+    // wait out the backoff for a containerd that is not there.
+    MutexLock l(&mu_);
+    draining_ = true;
+  }
   bool drained = Flush(opts_.flush_timeout);
   {
     MutexLock l(&mu_);
@@ -73,7 +79,7 @@ void Forwarder::Run() {
       spdlog::warn("events: forward {} attempt {}/{}: {}", req.envelope().topic(), attempt,
                    opts_.max_attempts, st.ToString());
       MutexLock l(&mu_);
-      if (stop_) break;
+      if (stop_ || draining_) break;
       cv_.WaitUntil(&mu_, std::chrono::steady_clock::now() + opts_.backoff * attempt);
     }
     MutexLock l(&mu_);

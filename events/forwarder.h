@@ -9,7 +9,7 @@
 //  - Each Envelope carries the publish timestamp, the namespace, the topic and
 //    the bare-URL Any. Calls carry containerd-namespace-ttrpc metadata.
 //  - Flush() waits for the queue to drain; the destructor flushes (bounded by
-//    Options::flush_timeout) and stops the worker.
+//    Options::flush_timeout, one attempt per event) and stops the worker.
 #pragma once
 
 #include <chrono>
@@ -56,6 +56,7 @@ class Forwarder : public Publisher {
   std::deque<containerd::services::events::ttrpc::v1::ForwardRequest> queue_ GUARDED_BY(mu_);
   bool busy_ GUARDED_BY(mu_) = false;  // worker holds an event outside the queue
   bool stop_ GUARDED_BY(mu_) = false;
+  bool draining_ GUARDED_BY(mu_) = false;  // shutting down: no retries
   uint64_t dropped_ GUARDED_BY(mu_) = 0;
   uint64_t sent_ GUARDED_BY(mu_) = 0;
   // Only the worker thread touches the connection.

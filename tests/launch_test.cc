@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
 
@@ -287,6 +288,52 @@ TEST_F(LaunchTest, Create_BadStdioAndOptionsFailClearlyAndLeaveNothing) {
   sreq.set_id(id_);
   EXPECT_EQ(client->Call(kTaskSvc, "State", sreq, nullptr).code(), Code::kNotFound);
   EXPECT_NE(::access(("/run/containerd/runc/runhcs-test/" + id_).c_str(), F_OK), 0);
+}
+
+TEST_F(LaunchTest, Create_MountsRootfsAndDeleteUnmountsIt) {
+  // A real bundle: `runc spec`, a busybox rootfs mounted from a request.
+  std::string src = MakeTempDir("runhcs-rootfs-src");
+  bundles_.push_back(src);
+  ASSERT_TRUE(MakeBusyboxRootfs(src));
+  ::unlink((bundle_ + "/config.json").c_str());
+  ASSERT_EQ(RunCommand({"runc", "spec", "--bundle", bundle_}).exit_code, 0);
+  auto spec = nlohmann::json::parse(ReadFileOr(bundle_ + "/config.json"));
+  spec["process"]["terminal"] = false;
+  spec["process"]["args"] = {"/bin/sleep", "100"};
+  ASSERT_TRUE(WriteFileAtomic(bundle_ + "/config.json", spec.dump(), 0644).ok());
+  ::mkdir((bundle_ + "/rootfs").c_str(), 0755);
+  RunResult r = Start(id_, bundle_);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto client = Dial(r.out);
+  ASSERT_TRUE(client);
+  v2::CreateTaskRequest req;
+  req.set_id(id_);
+  req.set_bundle(bundle_);
+  auto* m = req.add_rootfs();
+  m->set_type("bind");
+  m->set_source(src);
+  m->add_options("rbind");
+  m->add_options("ro");
+  v2::CreateTaskResponse created;
+  Status st = client->Call(kTaskSvc, "Create", req, &created);
+  ASSERT_TRUE(st.ok()) << st.ToString() << ReadFileOr(bundle_ + "/log.json");
+  EXPECT_GT(created.pid(), 0u);
+  std::string rootfs = bundle_ + "/rootfs";
+  EXPECT_NE(ReadFileOr("/proc/self/mountinfo").find(" " + rootfs + " "), std::string::npos);
+  EXPECT_EQ(::access((rootfs + "/bin/busybox").c_str(), F_OK), 0);
+  // Never started: Delete kills the created container and unmounts.
+  v2::DeleteRequest del;
+  del.set_id(id_);
+  v2::DeleteResponse deleted;
+  st = client->Call(kTaskSvc, "Delete", del, &deleted);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find(" " + rootfs + " "), std::string::npos);
+  EXPECT_FALSE(Alive(static_cast<pid_t>(created.pid())));
+  EXPECT_NE(::access(("/run/containerd/runc/runhcs-test/" + id_).c_str(), F_OK), 0);
+  v2::ShutdownRequest sd;
+  sd.set_id(id_);
+  EXPECT_TRUE(client->Call(kTaskSvc, "Shutdown", sd, nullptr).ok());
+  EXPECT_TRUE(WaitGone(DaemonPid(bundle_)));
 }
 
 }  // namespace
