@@ -8,20 +8,38 @@
 #include <mutex>
 
 #if defined(__clang__)
-#define RUNHCS_TSA(x) __attribute__((x))
+#define RUNHCS_TSA(x) __attribute__((x))  // other libraries (absl) may define the same names
 #else
 #define RUNHCS_TSA(x)
 #endif
 
+#ifndef CAPABILITY
 #define CAPABILITY(x) RUNHCS_TSA(capability(x))
+#endif
+#ifndef SCOPED_CAPABILITY
 #define SCOPED_CAPABILITY RUNHCS_TSA(scoped_lockable)
+#endif
+#ifndef GUARDED_BY
 #define GUARDED_BY(x) RUNHCS_TSA(guarded_by(x))
+#endif
+#ifndef PT_GUARDED_BY
 #define PT_GUARDED_BY(x) RUNHCS_TSA(pt_guarded_by(x))
+#endif
+#ifndef REQUIRES
 #define REQUIRES(...) RUNHCS_TSA(requires_capability(__VA_ARGS__))
+#endif
+#ifndef EXCLUDES
 #define EXCLUDES(...) RUNHCS_TSA(locks_excluded(__VA_ARGS__))
+#endif
+#ifndef ACQUIRE
 #define ACQUIRE(...) RUNHCS_TSA(acquire_capability(__VA_ARGS__))
+#endif
+#ifndef RELEASE
 #define RELEASE(...) RUNHCS_TSA(release_capability(__VA_ARGS__))
+#endif
+#ifndef NO_THREAD_SAFETY_ANALYSIS
 #define NO_THREAD_SAFETY_ANALYSIS RUNHCS_TSA(no_thread_safety_analysis)
+#endif
 
 namespace runhcs {
 

@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(
   cmake ninja-build g++ clang libclang-rt-14-dev pkg-config
   protobuf-compiler libprotobuf-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libboost-dev libboost-program-options-dev libssl-dev
+  libboost-dev libboost-program-options-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   containerd runc crun busybox-static procps util-linux
 )

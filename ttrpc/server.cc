@@ -6,6 +6,9 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
+#include <deque>
+#include <functional>
 #include <cerrno>
 
 #include "base/log.h"
@@ -36,6 +39,42 @@ struct Server::Shared {
   bool shutting_down GUARDED_BY(mu) = false;
   std::vector<std::shared_ptr<Conn>> conns GUARDED_BY(mu);
   size_t handlers_running GUARDED_BY(mu) = 0;
+
+  // Handler threads are pooled: a request goes to an idle worker, or a new
+  // one; workers idle for kWorkerIdle exit, so an idle shim keeps none.
+  CondVar work_cv;
+  std::deque<std::function<void()>> work GUARDED_BY(mu);
+  size_t idle_workers GUARDED_BY(mu) = 0;
+
+  static void Dispatch(const std::shared_ptr<Shared>& self, std::function<void()> job) {
+    MutexLock l(&self->mu);
+    self->work.push_back(std::move(job));
+    if (self->idle_workers > 0) {
+      self->work_cv.Signal();
+      return;
+    }
+    std::thread([self] { self->WorkerLoop(); }).detach();
+  }
+
+  void WorkerLoop() {
+    constexpr auto kWorkerIdle = std::chrono::seconds(2);
+    MutexLock l(&mu);
+    for (;;) {
+      if (work.empty()) {
+        ++idle_workers;
+        bool woke = work_cv.WaitUntil(&mu, std::chrono::steady_clock::now() + kWorkerIdle);
+        --idle_workers;
+        if (!woke && work.empty()) return;
+        if (work.empty()) continue;
+      }
+      auto job = std::move(work.front());
+      work.pop_front();
+      mu.Unlock();
+      job();
+      job = nullptr;  // drop captures without the lock
+      mu.Lock();
+    }
+  }
 };
 
 namespace {
@@ -182,7 +221,7 @@ void Server::StartConnection(UniqueFd fd) {
         MutexLock l(&shared->mu);
         ++shared->handlers_running;
       }
-      std::thread([conn, shared, handlers, handler, req, sid] {
+      Shared::Dispatch(shared, [conn, shared, handlers, handler, req, sid] {
         CallContext ctx;
         ctx.service = req->service();
         ctx.method = req->method();
@@ -202,7 +241,7 @@ void Server::StartConnection(UniqueFd fd) {
         MutexLock l(&shared->mu);
         --shared->handlers_running;
         shared->cv.SignalAll();
-      }).detach();
+      });
     }
     // Wake any peer still blocked on us and drop the connection.
     ::shutdown(fd, SHUT_RDWR);
@@ -233,6 +272,13 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
   auto deadline = std::chrono::steady_clock::now() + grace;
   MutexLock l(&shared_->mu);
   shared_->shutting_down = true;
+  // Let handlers that are about to answer (the Shutdown call itself) send
+  // their reply before the connections go; blocked ones (Wait) only delay
+  // this a little.
+  auto drain = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
+  while (shared_->handlers_running > 0) {
+    if (!shared_->cv.WaitUntil(&shared_->mu, drain)) break;
+  }
   for (auto& c : shared_->conns) ::shutdown(c->fd.get(), SHUT_RDWR);
   while (!shared_->conns.empty() || shared_->handlers_running > 0) {
     if (!shared_->cv.WaitUntil(&shared_->mu, deadline)) {

@@ -2,8 +2,9 @@
 // virtio-serial port).
 //
 // Contract:
-//  - Every request runs on its own thread, so a handler that blocks (Wait)
-//    never stalls other calls on the same connection. Responses go out in
+//  - Every request runs on a thread of its own (pooled: idle workers are
+//    reused, and exit after 2 s without work), so a handler that blocks
+//    (Wait) never stalls other calls on the same connection. Responses go out in
 //    completion order, each on its request's stream id.
 //  - Unknown service or method -> Unimplemented ("service X" / "method Y").
 //    Undecodable payload -> Internal ("ttrpc: error unmarshalling payload").
@@ -94,8 +95,8 @@ class Server {
   // Serves one already-connected stream (no credential check) on a
   // background thread.
   void ServeConnection(UniqueFd conn);
-  // Stops accepting, closes every connection and waits up to `grace` for
-  // running handlers. Idempotent.
+  // Stops accepting, gives running handlers up to 500 ms to answer, closes
+  // every connection and waits up to `grace` in all for handlers. Idempotent.
   void Shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
 
   // Number of open connections (for tests and diagnostics).

@@ -1,7 +1,6 @@
 #include "cmd/shim/launch.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -25,6 +24,7 @@
 #include "containerd/task/v2/shim.pb.h"
 #include "events/forwarder.h"
 #include "base/reaper.h"
+#include "base/sha256.h"
 #include "oci/mounts.h"
 #include "oci/process_task.h"
 #include "oci/spec.h"
@@ -115,13 +115,8 @@ std::string SocketPathOf(int fd) {
 
 std::string SocketAddress(const std::string& containerd_address, const std::string& ns,
                           const std::string& group) {
-  std::string joined = containerd_address + "/" + ns + "/" + group;
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  EVP_Digest(joined.data(), joined.size(), md, &md_len, EVP_sha256(), nullptr);
-  std::string hex;
-  for (unsigned int i = 0; i < md_len; ++i) hex += fmt::format("{:02x}", md[i]);
-  return fmt::format("unix://{}/{}", kSocketDir, hex);
+  return fmt::format("unix://{}/{}", kSocketDir,
+                     Sha256Hex(containerd_address + "/" + ns + "/" + group));
 }
 
 int Start(const Flags& f) {

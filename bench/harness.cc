@@ -1,0 +1,531 @@
+// runhcs-bench: runhcs against containerd-shim-runc-v2, side by side, through
+// a private containerd driven over its own gRPC API (the orchestrator's side).
+// Every figure is reported with the ratio runhcs / runc-v2 measured in the
+// same run, interleaved, with the same OCI runtime under both shims.
+#include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "base/io.h"
+#include "base/thread_annotations.h"
+#include "containerd/events/task.pb.h"
+#include "containerd/runc/options/oci.pb.h"
+#include "containerd/services/containers/v1/containers.grpc.pb.h"
+#include "containerd/services/events/v1/events.grpc.pb.h"
+#include "containerd/services/tasks/v1/tasks.grpc.pb.h"
+#include "containerd/task/v2/shim.pb.h"
+#include "runhcs/options.pb.h"
+#include "tests/subprocess.h"
+#include "ttrpc/client.h"
+
+namespace runhcs::bench {
+namespace {
+
+namespace ctrs = containerd::services::containers::v1;
+namespace tasks = containerd::services::tasks::v1;
+namespace evs = containerd::services::events::v1;
+using Clock = std::chrono::steady_clock;
+using testing::ReadFileOr;
+
+constexpr char kNs[] = "bench";
+
+struct Config {
+  int runs = 50;
+  int warmup = 2;
+  int execs_per_series = 50;
+  int exec_growth = 1000;
+  int containers = 50;
+  int rpc_calls = 2000;
+  std::string out_dir = "bench/results";
+  std::vector<std::string> oci_runtimes = {"runc", "crun"};
+};
+
+struct Shim {
+  std::string label;    // "runhcs" | "runc-v2"
+  std::string runtime;  // containerd runtime name
+};
+const Shim kShims[] = {{"runhcs", "io.containerd.runhcs.v1"}, {"runc-v2", "io.containerd.runc.v2"}};
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+struct ProcMem {
+  double rss_kib = 0, pss_kib = 0;
+  int threads = 0;
+};
+
+ProcMem MemOf(pid_t pid) {
+  ProcMem m;
+  std::stringstream smaps(ReadFileOr("/proc/" + std::to_string(pid) + "/smaps_rollup"));
+  for (std::string line; std::getline(smaps, line);) {
+    if (line.rfind("Rss:", 0) == 0) m.rss_kib = std::stod(line.substr(4));
+    if (line.rfind("Pss:", 0) == 0) m.pss_kib = std::stod(line.substr(4));
+  }
+  std::stringstream status(ReadFileOr("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("Threads:", 0) == 0) m.threads = std::stoi(line.substr(8));
+  }
+  return m;
+}
+
+pid_t ParentOf(pid_t pid) {
+  std::stringstream status(ReadFileOr("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("PPid:", 0) == 0) return std::stoi(line.substr(5));
+  }
+  return 0;
+}
+
+// A gRPC client of containerd: the calls an orchestrator makes.
+class Client {
+ public:
+  explicit Client(const std::string& sock)
+      : channel_(grpc::CreateChannel("unix://" + sock, grpc::InsecureChannelCredentials())),
+        containers_(ctrs::Containers::NewStub(channel_)),
+        tasks_(tasks::Tasks::NewStub(channel_)),
+        events_(evs::Events::NewStub(channel_)) {}
+
+  std::unique_ptr<grpc::ClientContext> Ctx() {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->AddMetadata("containerd-namespace", kNs);
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    return ctx;
+  }
+  static void Check(const grpc::Status& st, const std::string& what) {
+    if (!st.ok()) throw std::runtime_error(what + ": " + st.error_message());
+  }
+
+  ctrs::Containers::Stub& containers() { return *containers_; }
+  tasks::Tasks::Stub& tasks() { return *tasks_; }
+  evs::Events::Stub& events() { return *events_; }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<ctrs::Containers::Stub> containers_;
+  std::unique_ptr<tasks::Tasks::Stub> tasks_;
+  std::unique_ptr<evs::Events::Stub> events_;
+};
+
+// Collects task events from containerd's stream, to check their order.
+class EventLog {
+ public:
+  explicit EventLog(Client* c) {
+    ctx_.AddMetadata("containerd-namespace", kNs);
+    evs::SubscribeRequest req;
+    req.add_filters(std::string("namespace==") + kNs);
+    reader_ = c->events().Subscribe(&ctx_, req);
+    thread_ = std::thread([this] {
+      evs::Envelope env;
+      while (reader_->Read(&env)) {
+        containerd::events::TaskStart any;  // container_id is field 1 of every task event
+        any.ParseFromString(env.event().value());
+        if (env.topic().rfind("/tasks/", 0) != 0) continue;  // containers/... too
+        MutexLock l(&mu_);
+        by_id_[any.container_id()].push_back(env.topic());
+      }
+    });
+  }
+  ~EventLog() {
+    ctx_.TryCancel();
+    thread_.join();
+  }
+  std::vector<std::string> For(const std::string& id) {
+    MutexLock l(&mu_);
+    return by_id_[id];
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReader<evs::Envelope>> reader_;
+  std::thread thread_;
+  Mutex mu_;
+  std::map<std::string, std::vector<std::string>> by_id_ GUARDED_BY(mu_);
+};
+
+class Bench {
+ public:
+  Bench(Config cfg, testing::Containerd* ctrd, const std::string& rootfs, nlohmann::json base_spec)
+      : cfg_(std::move(cfg)), ctrd_(ctrd), client_(ctrd->grpc_address()), rootfs_(rootfs),
+        base_spec_(std::move(base_spec)), events_(&client_) {}
+
+  google::protobuf::Any Options(const Shim& shim, const std::string& oci) {
+    google::protobuf::Any any;
+    if (shim.label == "runhcs") {
+      containerd::runhcs::v1::Options o;
+      o.set_oci_runtime(oci);
+      any.set_type_url("containerd.runhcs.v1.Options");
+      any.set_value(o.SerializeAsString());
+    } else {
+      containerd::runc::v1::Options o;
+      o.set_binary_name(oci);
+      any.set_type_url("containerd.runc.v1.Options");
+      any.set_value(o.SerializeAsString());
+    }
+    return any;
+  }
+
+  nlohmann::json Spec(const std::string& id, const std::vector<std::string>& args) {
+    nlohmann::json s = base_spec_;
+    s["process"]["args"] = args;
+    s["hostname"] = id;
+    s["linux"]["cgroupsPath"] = std::string("/") + kNs + "/" + id;
+    return s;
+  }
+
+  // Container + task, started. Returns the init pid.
+  uint32_t StartContainer(const Shim& shim, const std::string& oci, const std::string& id,
+                          const std::vector<std::string>& args) {
+    ctrs::CreateContainerRequest cc;
+    auto* c = cc.mutable_container();
+    c->set_id(id);
+    c->mutable_runtime()->set_name(shim.runtime);
+    *c->mutable_runtime()->mutable_options() = Options(shim, oci);
+    c->mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Spec");
+    c->mutable_spec()->set_value(Spec(id, args).dump());
+    ctrs::CreateContainerResponse ccr;
+    Client::Check(client_.containers().Create(client_.Ctx().get(), cc, &ccr), "create container");
+    tasks::CreateTaskRequest tc;
+    tc.set_container_id(id);
+    *tc.mutable_options() = Options(shim, oci);
+    tasks::CreateTaskResponse tcr;
+    Client::Check(client_.tasks().Create(client_.Ctx().get(), tc, &tcr), "create task");
+    tasks::StartRequest st;
+    st.set_container_id(id);
+    tasks::StartResponse str;
+    Client::Check(client_.tasks().Start(client_.Ctx().get(), st, &str), "start task");
+    return tcr.pid();
+  }
+
+  void WaitTask(const std::string& id, const std::string& exec_id = "") {
+    tasks::WaitRequest w;
+    w.set_container_id(id);
+    w.set_exec_id(exec_id);
+    tasks::WaitResponse wr;
+    Client::Check(client_.tasks().Wait(client_.Ctx().get(), w, &wr), "wait");
+  }
+
+  void DeleteContainer(const std::string& id) {
+    tasks::DeleteTaskRequest d;
+    d.set_container_id(id);
+    tasks::DeleteResponse dr;
+    Client::Check(client_.tasks().Delete(client_.Ctx().get(), d, &dr), "delete task");
+    ctrs::DeleteContainerRequest dc;
+    dc.set_id(id);
+    google::protobuf::Empty e;
+    Client::Check(client_.containers().Delete(client_.Ctx().get(), dc, &e), "delete container");
+  }
+
+  void Kill(const std::string& id) {
+    tasks::KillRequest k;
+    k.set_container_id(id);
+    k.set_signal(9);
+    google::protobuf::Empty e;
+    Client::Check(client_.tasks().Kill(client_.Ctx().get(), k, &e), "kill");
+  }
+
+  // 1. create + start + wait + delete of /bin/true, in ms.
+  double Lifecycle(const Shim& shim, const std::string& oci, const std::string& id) {
+    auto t0 = Clock::now();
+    StartContainer(shim, oci, id, {"/bin/true"});
+    WaitTask(id);
+    DeleteContainer(id);
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    lifecycle_ids_.push_back(id);
+    return ms;
+  }
+
+  // 2. exec + start + wait + delete of /bin/true, in ms.
+  double Exec(const std::string& id, const std::string& exec_id) {
+    auto t0 = Clock::now();
+    tasks::ExecProcessRequest ex;
+    ex.set_container_id(id);
+    ex.set_exec_id(exec_id);
+    nlohmann::json p = base_spec_["process"];
+    p["args"] = {"/bin/true"};
+    ex.mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Process");
+    ex.mutable_spec()->set_value(p.dump());
+    google::protobuf::Empty e;
+    Client::Check(client_.tasks().Exec(client_.Ctx().get(), ex, &e), "exec");
+    tasks::StartRequest st;
+    st.set_container_id(id);
+    st.set_exec_id(exec_id);
+    tasks::StartResponse str;
+    Client::Check(client_.tasks().Start(client_.Ctx().get(), st, &str), "start exec");
+    WaitTask(id, exec_id);
+    tasks::DeleteProcessRequest dp;
+    dp.set_container_id(id);
+    dp.set_exec_id(exec_id);
+    tasks::DeleteResponse dr;
+    Client::Check(client_.tasks().DeleteProcess(client_.Ctx().get(), dp, &dr), "delete exec");
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  }
+
+  std::string Bundle(const std::string& id) {
+    return ctrd_->dir() + "/state/io.containerd.runtime.v2.task/" + kNs + "/" + id;
+  }
+
+  // Every lifecycle's events in order: create, start, exit, delete.
+  int CheckEventOrder() {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    int bad = 0;
+    const std::vector<std::string> want = {"/tasks/create", "/tasks/start", "/tasks/exit",
+                                           "/tasks/delete"};
+    for (const auto& id : lifecycle_ids_) {
+      if (events_.For(id) != want) ++bad;
+    }
+    return bad;
+  }
+
+  struct Row {
+    std::string section, metric, unit;
+    double runhcs = 0, runc = 0;
+  };
+  std::vector<Row> rows;
+
+  void Add(std::string section, std::string metric, std::string unit, double a, double b) {
+    rows.push_back({std::move(section), std::move(metric), std::move(unit), a, b});
+    std::printf("  %-28s %-22s %10.2f %10.2f   ratio %.2f\n", rows.back().section.c_str(),
+                rows.back().metric.c_str(), a, b, b > 0 ? a / b : 0);
+    std::fflush(stdout);
+  }
+
+  void Run() {
+    int seq = 0;
+    for (const auto& oci : cfg_.oci_runtimes) {
+      std::printf("== lifecycle, %s (runs=%d)\n", oci.c_str(), cfg_.runs);
+      std::map<std::string, std::vector<double>> lat;
+      for (int i = 0; i < cfg_.warmup + cfg_.runs; ++i) {
+        for (const auto& shim : kShims) {  // interleaved
+          double ms = Lifecycle(shim, oci, fmt::format("lc-{}-{}", shim.label, seq++));
+          if (i >= cfg_.warmup) lat[shim.label].push_back(ms);
+        }
+      }
+      std::string sec = "lifecycle (" + oci + ")";
+      Add(sec, "p50", "ms", Percentile(lat["runhcs"], .5), Percentile(lat["runc-v2"], .5));
+      Add(sec, "p99", "ms", Percentile(lat["runhcs"], .99), Percentile(lat["runc-v2"], .99));
+
+      std::printf("== exec, %s (execs=%d)\n", oci.c_str(), cfg_.execs_per_series);
+      std::map<std::string, std::vector<double>> ex;
+      for (const auto& shim : kShims) StartContainer(shim, oci, "ex-" + shim.label + "-" + oci, {"/bin/sleep", "100000"});
+      for (int i = 0; i < cfg_.warmup + cfg_.execs_per_series; ++i) {
+        for (const auto& shim : kShims) {
+          double ms = Exec("ex-" + shim.label + "-" + oci, fmt::format("e{}", i));
+          if (i >= cfg_.warmup) ex[shim.label].push_back(ms);
+        }
+      }
+      sec = "exec (" + oci + ")";
+      Add(sec, "p50", "ms", Percentile(ex["runhcs"], .5), Percentile(ex["runc-v2"], .5));
+      Add(sec, "p99", "ms", Percentile(ex["runhcs"], .99), Percentile(ex["runc-v2"], .99));
+      for (const auto& shim : kShims) {
+        std::string id = "ex-" + shim.label + "-" + oci;
+        Kill(id);
+        WaitTask(id);
+        DeleteContainer(id);
+      }
+    }
+
+    std::printf("== idle shim memory and RPC overhead (runc)\n");
+    std::map<std::string, ProcMem> idle;
+    std::map<std::string, std::vector<double>> rpc;
+    for (const auto& shim : kShims) {
+      std::string id = "idle-" + shim.label;
+      uint32_t init = StartContainer(shim, "runc", id, {"/bin/sleep", "100000"});
+      std::this_thread::sleep_for(std::chrono::seconds(2));  // settle
+      idle[shim.label] = MemOf(ParentOf(static_cast<pid_t>(init)));
+      auto c = ttrpc::Client::Dial(UnixAddress::Parse(ReadFileOr(Bundle(id) + "/address")));
+      if (!c.ok()) throw std::runtime_error("dial shim: " + c.status().ToString());
+      containerd::task::v2::StateRequest sr;
+      sr.set_id(id);
+      containerd::task::v2::StateResponse resp;
+      for (int i = 0; i < cfg_.rpc_calls; ++i) {
+        auto t0 = Clock::now();
+        Status st = (*c)->Call("containerd.task.v2.Task", "State", sr, &resp);
+        if (!st.ok()) throw std::runtime_error("State: " + st.ToString());
+        if (i >= 50) rpc[shim.label].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+      }
+    }
+    Add("idle shim", "RSS", "KiB", idle["runhcs"].rss_kib, idle["runc-v2"].rss_kib);
+    Add("idle shim", "PSS", "KiB", idle["runhcs"].pss_kib, idle["runc-v2"].pss_kib);
+    Add("idle shim", "threads", "", idle["runhcs"].threads, idle["runc-v2"].threads);
+    Add("State RPC on shim socket", "p50", "us", Percentile(rpc["runhcs"], .5), Percentile(rpc["runc-v2"], .5));
+    Add("State RPC on shim socket", "p99", "us", Percentile(rpc["runhcs"], .99), Percentile(rpc["runc-v2"], .99));
+
+    std::printf("== shim RSS after %d execs (runc)\n", cfg_.exec_growth);
+    std::map<std::string, double> before, after;
+    for (const auto& shim : kShims) {
+      std::string id = "idle-" + shim.label;
+      pid_t shim_pid = static_cast<pid_t>(std::atoi(ReadFileOr(Bundle(id) + "/init.pid", "0").c_str()));
+      shim_pid = ParentOf(shim_pid);
+      before[shim.label] = MemOf(shim_pid).rss_kib;
+      for (int i = 0; i < cfg_.exec_growth; ++i) Exec(id, fmt::format("g{}", i));
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      after[shim.label] = MemOf(shim_pid).rss_kib;
+    }
+    Add("1000 execs", "RSS before", "KiB", before["runhcs"], before["runc-v2"]);
+    Add("1000 execs", "RSS after", "KiB", after["runhcs"], after["runc-v2"]);
+    Add("1000 execs", "RSS growth", "%", 100 * (after["runhcs"] / before["runhcs"] - 1),
+        100 * (after["runc-v2"] / before["runc-v2"] - 1));
+    for (const auto& shim : kShims) {
+      Kill("idle-" + shim.label);
+      WaitTask("idle-" + shim.label);
+      DeleteContainer("idle-" + shim.label);
+    }
+
+    std::printf("== %d running containers per shim (runc)\n", cfg_.containers);
+    std::map<std::string, ProcMem> total;
+    for (const auto& shim : kShims) {
+      std::vector<std::string> ids;
+      for (int i = 0; i < cfg_.containers; ++i) {
+        std::string id = fmt::format("many-{}-{}", shim.label, i);
+        uint32_t init = StartContainer(shim, "runc", id, {"/bin/sleep", "100000"});
+        ProcMem m = MemOf(ParentOf(static_cast<pid_t>(init)));
+        (void)m;
+        ids.push_back(id);
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      for (const auto& id : ids) {
+        pid_t init = static_cast<pid_t>(std::atoi(ReadFileOr(Bundle(id) + "/init.pid", "0").c_str()));
+        ProcMem m = MemOf(ParentOf(init));
+        total[shim.label].rss_kib += m.rss_kib;
+        total[shim.label].pss_kib += m.pss_kib;
+        total[shim.label].threads += m.threads;
+      }
+      for (const auto& id : ids) {
+        Kill(id);
+        WaitTask(id);
+        DeleteContainer(id);
+      }
+    }
+    std::string sec = fmt::format("{} containers, all shims", cfg_.containers);
+    Add(sec, "RSS", "KiB", total["runhcs"].rss_kib, total["runc-v2"].rss_kib);
+    Add(sec, "PSS", "KiB", total["runhcs"].pss_kib, total["runc-v2"].pss_kib);
+    Add(sec, "threads", "", total["runhcs"].threads, total["runc-v2"].threads);
+
+    event_order_violations = CheckEventOrder();
+    std::printf("== event order: %d of %zu lifecycles out of order\n", event_order_violations,
+                lifecycle_ids_.size());
+  }
+
+  int event_order_violations = 0;
+  size_t lifecycles() const { return lifecycle_ids_.size(); }
+
+ private:
+  Config cfg_;
+  testing::Containerd* ctrd_;
+  Client client_;
+  std::string rootfs_;
+  nlohmann::json base_spec_;
+  EventLog events_;
+  std::vector<std::string> lifecycle_ids_;
+};
+
+void WriteResults(const Bench& b, const Config& cfg, const std::string& machine) {
+  std::string dir = cfg.out_dir;
+  ::mkdir(dir.c_str(), 0755);
+  std::ofstream md(dir + "/results.md");
+  md << "# runhcs vs containerd-shim-runc-v2\n\n"
+     << "Generated by `runhcs-bench` (bench/README.md). " << machine << "\n\n"
+     << "Each row: the same workload through `io.containerd.runhcs.v1` and "
+        "`io.containerd.runc.v2`, interleaved in one run against one private containerd, "
+        "same OCI runtime. Ratio = runhcs / runc-v2 (lower is better).\n\n"
+     << "| section | metric | unit | runhcs | runc-v2 | ratio |\n|---|---|---|---:|---:|---:|\n";
+  std::ofstream dat(dir + "/ratios.dat");
+  int n = 0;
+  for (const auto& r : b.rows) {
+    double ratio = r.runc > 0 ? r.runhcs / r.runc : 0;
+    md << fmt::format("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} |\n", r.section, r.metric, r.unit,
+                      r.runhcs, r.runc, ratio);
+    if (r.unit != "%" && r.metric.find("before") == std::string::npos) {
+      dat << n++ << " \"" << r.section << " " << r.metric << "\" " << ratio << "\n";
+    }
+  }
+  md << fmt::format("\nEvent order (create, start, exit, delete per lifecycle): {} of {} out of order.\n",
+                    b.event_order_violations, b.lifecycles());
+  dat.close();
+  std::ofstream gp(dir + "/chart.gp");
+  gp << "set terminal pngcairo size 1200,700 font ',10'\n"
+     << "set output '" << dir << "/ratios.png'\n"
+     << "set title 'runhcs / containerd-shim-runc-v2 (lower is better)'\n"
+     << "set style fill solid 0.6\nset boxwidth 0.7\nset xtics rotate by -40 left\n"
+     << "set yrange [0:*]\nset grid ytics\nset arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb 'red'\n"
+     << "plot '" << dir << "/ratios.dat' using 1:3:xtic(2) with boxes notitle\n";
+  gp.close();
+  if (testing::RunCommand({"gnuplot", dir + "/chart.gp"}).exit_code != 0) {
+    std::fprintf(stderr, "gnuplot failed; no chart\n");
+  }
+  std::printf("results: %s/results.md, %s/ratios.png\n", dir.c_str(), dir.c_str());
+}
+
+}  // namespace
+}  // namespace runhcs::bench
+
+int main(int argc, char** argv) {
+  using namespace runhcs;
+  bench::Config cfg;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--runs") cfg.runs = std::stoi(next());
+    else if (a == "--execs") cfg.execs_per_series = std::stoi(next());
+    else if (a == "--exec-growth") cfg.exec_growth = std::stoi(next());
+    else if (a == "--containers") cfg.containers = std::stoi(next());
+    else if (a == "--out") cfg.out_dir = next();
+    else if (a == "--quick") {
+      cfg.runs = 8; cfg.execs_per_series = 8; cfg.exec_growth = 100; cfg.containers = 5; cfg.rpc_calls = 300;
+    } else {
+      std::fprintf(stderr, "usage: runhcs-bench [--runs N] [--execs N] [--exec-growth N] [--containers N] [--out DIR] [--quick]\n");
+      return 2;
+    }
+  }
+  std::string scratch = testing::MakeTempDir("runhcs-bench");
+  // crun 1.8 needs the unified controllers hidden on hybrid hosts; both shims
+  // and both runtimes run in this same namespace.
+  if (!testing::MaskUnifiedControllersForCrun(scratch)) {
+    std::fprintf(stderr, "cannot set up the private mount namespace (root needed)\n");
+    return 1;
+  }
+  std::string rootfs = scratch + "/rootfs";
+  testing::MakeBusyboxRootfs(rootfs);
+  if (testing::RunCommand({"runc", "spec", "--bundle", scratch}).exit_code != 0) return 1;
+  auto spec = nlohmann::json::parse(testing::ReadFileOr(scratch + "/config.json"));
+  spec["process"]["terminal"] = false;
+  spec["root"]["path"] = rootfs;
+  spec["root"]["readonly"] = false;
+  int rc = 0;
+  {
+    testing::Containerd ctrd(RUNHCS_SHIM_DIR);
+    if (!ctrd.ok()) {
+      std::fprintf(stderr, "containerd did not start:\n%s\n", ctrd.log().c_str());
+      return 1;
+    }
+    std::string machine = fmt::format("{} cores; {}", std::thread::hardware_concurrency(),
+                                      testing::RunCommand({"containerd", "--version"}).out);
+    machine.erase(std::remove(machine.begin(), machine.end(), '\n'), machine.end());
+    try {
+      bench::Bench b(cfg, &ctrd, rootfs, spec);
+      b.Run();
+      bench::WriteResults(b, cfg, machine);
+      rc = b.event_order_violations == 0 ? 0 : 3;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench failed: %s\n--- containerd log tail:\n%s\n", e.what(),
+                   ctrd.log().substr(ctrd.log().size() > 4000 ? ctrd.log().size() - 4000 : 0).c_str());
+      rc = 1;
+    }
+  }
+  testing::RunCommand({"rm", "-rf", scratch});
+  return rc;
+}
