@@ -45,11 +45,16 @@ struct Server::Shared {
   CondVar work_cv;
   std::deque<std::function<void()>> work GUARDED_BY(mu);
   size_t idle_workers GUARDED_BY(mu) = 0;
+  size_t wakeups GUARDED_BY(mu) = 0;  // reserved wake-ups not yet taken
 
   static void Dispatch(const std::shared_ptr<Shared>& self, std::function<void()> job) {
     MutexLock l(&self->mu);
     self->work.push_back(std::move(job));
     if (self->idle_workers > 0) {
+      // Reserve one idle worker for this job, so two jobs never count on the
+      // same sleeper (one of them could be a Wait that blocks for ever).
+      --self->idle_workers;
+      ++self->wakeups;
       self->work_cv.Signal();
       return;
     }
@@ -60,12 +65,18 @@ struct Server::Shared {
     constexpr auto kWorkerIdle = std::chrono::seconds(2);
     MutexLock l(&mu);
     for (;;) {
-      if (work.empty()) {
+      // A finishing worker may take a job reserved for a sleeper; the
+      // sleeper then finds nothing and goes back to sleep.
+      while (work.empty()) {
         ++idle_workers;
-        bool woke = work_cv.WaitUntil(&mu, std::chrono::steady_clock::now() + kWorkerIdle);
-        --idle_workers;
-        if (!woke && work.empty()) return;
-        if (work.empty()) continue;
+        auto deadline = std::chrono::steady_clock::now() + kWorkerIdle;
+        while (wakeups == 0) {
+          if (!work_cv.WaitUntil(&mu, deadline) && wakeups == 0) {
+            --idle_workers;
+            return;
+          }
+        }
+        --wakeups;  // Dispatch already took us off idle_workers
       }
       auto job = std::move(work.front());
       work.pop_front();
