@@ -3,8 +3,8 @@
 #include <cstdlib>
 
 #include "base/log.h"
-#include "base/proto_time.h"
 #include "containerd/events/task.pb.h"
+#include "exec/exec_events.h"
 
 namespace runhcs::exec {
 
@@ -310,13 +310,7 @@ void ProcessExec::CompleteExit(const ExecStatus& snapshot, bool publish) {
 
 void ProcessExec::PublishExit(const ExecStatus& st) {
   if (is_init()) return;  // the task publishes init's exit, after every exec's
-  containerd::events::TaskExit ev;
-  ev.set_container_id(cfg_.task_id);
-  ev.set_id(cfg_.exec_id);
-  ev.set_pid(st.pid);
-  ev.set_exit_status(st.exit_status);
-  if (st.exited_at) *ev.mutable_exited_at() = ToTimestamp(*st.exited_at);
-  publisher_->Publish(ev);
+  publisher_->Publish(ExitEvent(st, cfg_.exec_id));
 }
 
 }  // namespace runhcs::exec

@@ -9,8 +9,8 @@
 
 #include "base/io.h"
 #include "base/log.h"
-#include "base/proto_time.h"
 #include "containerd/events/task.pb.h"
+#include "exec/exec_events.h"
 #include "oci/mounts.h"
 #include "oci/runtime_process.h"
 
@@ -142,29 +142,8 @@ void ProcessTask::OnInitExit() {
       if (!e->Wait(deadline).ok()) e->ForceExit(128 + SIGKILL);
     }
   }
-  exec::ExecStatus st = init_->status();
-  containerd::events::TaskExit ev;
-  ev.set_container_id(id_);
-  ev.set_id(id_);
-  ev.set_pid(st.pid);
-  ev.set_exit_status(st.exit_status);
-  if (st.exited_at) *ev.mutable_exited_at() = ToTimestamp(*st.exited_at);
-  publisher_->Publish(ev);
-  MutexLock l(&mu_);
-  closed_ = true;
-  cv_.SignalAll();
-}
-
-bool ProcessTask::WaitClosed(exec::Deadline deadline) {
-  MutexLock l(&mu_);
-  while (!closed_) {
-    if (!deadline) {
-      cv_.Wait(&mu_);
-    } else if (!cv_.WaitUntil(&mu_, *deadline)) {
-      return closed_;
-    }
-  }
-  return true;
+  publisher_->Publish(exec::ExitEvent(init_->status(), id_));
+  closed_.Open();
 }
 
 Status ProcessTask::CreateExec(const task::ExecRequest& req) {
@@ -247,7 +226,7 @@ StatusOr<exec::ExecStatus> ProcessTask::DeleteExec(std::string_view exec_id) {
     Status ds = runtime_->Delete(id_, /*force=*/true);
     if (!ds.ok()) spdlog::warn("task {}: {}", id_, ds.ToString());
     if (created) e->ForceExit(0);
-    if (!WaitClosed(std::chrono::steady_clock::now() + kDeleteWaitForClose)) {
+    if (!closed_.Wait(std::chrono::steady_clock::now() + kDeleteWaitForClose)) {
       return DeadlineExceededError("task '{}' did not finish exiting", id_);
     }
     if (mounted_) {
@@ -263,13 +242,7 @@ StatusOr<exec::ExecStatus> ProcessTask::DeleteExec(std::string_view exec_id) {
     MutexLock l(&mu_);
     execs_.erase(std::string(exec_id));
   }
-  containerd::events::TaskDelete ev;
-  ev.set_container_id(id_);
-  ev.set_id(std::string(exec_id));
-  ev.set_pid(status.pid);
-  ev.set_exit_status(status.exit_status);
-  if (status.exited_at) *ev.mutable_exited_at() = ToTimestamp(*status.exited_at);
-  publisher_->Publish(ev);
+  publisher_->Publish(exec::DeleteEvent(status));
   return status;
 }
 
@@ -289,7 +262,7 @@ StatusOr<std::vector<task::ProcessDetails>> ProcessTask::Pids() {
 }
 
 StatusOr<exec::ExecStatus> ProcessTask::Wait(exec::Deadline deadline) {
-  if (!WaitClosed(deadline)) return DeadlineExceededError("wait for task '{}'", id_);
+  if (!closed_.Wait(deadline)) return DeadlineExceededError("wait for task '{}'", id_);
   return init_->status();
 }
 

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "base/latch.h"
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
 #include "exec/process_exec.h"
@@ -62,7 +63,6 @@ class ProcessTask : public task::Task {
 
  private:
   void OnInitExit();
-  bool WaitClosed(exec::Deadline deadline);
 
   // Read-only after Create.
   const std::string id_;
@@ -73,10 +73,10 @@ class ProcessTask : public task::Task {
   const bool mounted_;
   std::shared_ptr<exec::ProcessExec> init_;  // set once in Create
 
+  Latch closed_;  // init's exit handled and published
+
   Mutex mu_;
-  CondVar cv_;
   std::map<std::string, std::shared_ptr<exec::ProcessExec>, std::less<>> execs_ GUARDED_BY(mu_);
-  bool closed_ GUARDED_BY(mu_) = false;
   bool paused_ GUARDED_BY(mu_) = false;
   bool deleted_ GUARDED_BY(mu_) = false;
 };

@@ -6,6 +6,7 @@
 #include "base/proto_time.h"
 #include "containerd/events/task.pb.h"
 #include "events/publisher.h"
+#include "exec/exec_events.h"
 
 namespace runhcs::pod {
 
@@ -80,41 +81,22 @@ void SandboxTask::WaitParentExit() {
 }
 
 void SandboxTask::Close() {
+  bool first;
   {
     MutexLock l(&mu_);
-    if (closing_) {
-      while (!closed_) closed_cv_.Wait(&mu_);
-      return;
-    }
+    first = !closing_;
     closing_ = true;
+  }
+  if (!first) {
+    closed_.Wait();  // another caller is closing: return once it is done
+    return;
   }
   if (host_) {
     Status st = host_->Close();
     if (!st.ok()) spdlog::error("sandbox {}: close utility VM: {}", id_, st.ToString());
   }
-  exec::ExecStatus exit = init_->status();
-  containerd::events::TaskExit ev;
-  ev.set_container_id(id_);
-  ev.set_id(init_->id());
-  ev.set_pid(exit.pid);
-  ev.set_exit_status(exit.exit_status);
-  if (exit.exited_at) *ev.mutable_exited_at() = ToTimestamp(*exit.exited_at);
-  publisher_->Publish(ev);
-  MutexLock l(&mu_);
-  closed_ = true;
-  closed_cv_.SignalAll();
-}
-
-bool SandboxTask::WaitClosed(exec::Deadline deadline) {
-  MutexLock l(&mu_);
-  while (!closed_) {
-    if (!deadline) {
-      closed_cv_.Wait(&mu_);
-    } else if (!closed_cv_.WaitUntil(&mu_, *deadline)) {
-      return closed_;
-    }
-  }
-  return true;
+  publisher_->Publish(exec::ExitEvent(init_->status(), init_->id()));
+  closed_.Open();
 }
 
 Status SandboxTask::CreateExec(const task::ExecRequest&) {
@@ -148,18 +130,12 @@ StatusOr<exec::ExecStatus> SandboxTask::DeleteExec(std::string_view exec_id) {
     case exec::State::kExited:
       break;
   }
-  if (!WaitClosed(std::chrono::steady_clock::now() + kDeleteWaitForClose)) {
+  if (!closed_.Wait(std::chrono::steady_clock::now() + kDeleteWaitForClose)) {
     return DeadlineExceededError("task '{}' did not close within {}s", id_,
                                  kDeleteWaitForClose.count());
   }
   exec::ExecStatus status = e->status();
-  containerd::events::TaskDelete ev;
-  ev.set_container_id(id_);
-  ev.set_id(std::string(exec_id));
-  ev.set_pid(status.pid);
-  ev.set_exit_status(status.exit_status);
-  if (status.exited_at) *ev.mutable_exited_at() = ToTimestamp(*status.exited_at);
-  publisher_->Publish(ev);
+  publisher_->Publish(exec::DeleteEvent(status));
   return status;
 }
 
@@ -168,7 +144,7 @@ StatusOr<std::vector<task::ProcessDetails>> SandboxTask::Pids() {
 }
 
 StatusOr<exec::ExecStatus> SandboxTask::Wait(exec::Deadline deadline) {
-  if (!WaitClosed(deadline)) return DeadlineExceededError("wait for task '{}'", id_);
+  if (!closed_.Wait(deadline)) return DeadlineExceededError("wait for task '{}'", id_);
   return init_->status();
 }
 

@@ -28,6 +28,7 @@
 #include <memory>
 #include <thread>
 
+#include "base/latch.h"
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
 #include "exec/process_exec.h"
@@ -69,7 +70,6 @@ class SandboxTask : public task::Task {
 
  private:
   void Close();
-  bool WaitClosed(exec::Deadline deadline);
   void WaitInitExit();
   void WaitParentExit();
 
@@ -80,9 +80,8 @@ class SandboxTask : public task::Task {
   const std::shared_ptr<exec::ProcessExec> init_;
 
   Mutex mu_;
-  CondVar closed_cv_;
-  bool closing_ GUARDED_BY(mu_) = false;
-  bool closed_ GUARDED_BY(mu_) = false;
+  bool closing_ GUARDED_BY(mu_) = false;  // the first Close() does the work
+  Latch closed_;                           // ... and opens this when done
 
   std::thread init_waiter_;
   std::thread host_waiter_;
