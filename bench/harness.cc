@@ -162,8 +162,8 @@ class Bench {
       : cfg_(std::move(cfg)), ctrd_(ctrd), client_(ctrd->grpc_address()), rootfs_(rootfs),
         base_spec_(std::move(base_spec)), events_(&client_) {}
 
-  google::protobuf::Any Options(const Shim& shim, const std::string& oci) {
-    google::protobuf::Any any;
+  runhcs::wkt::Any Options(const Shim& shim, const std::string& oci) {
+    runhcs::wkt::Any any;
     if (shim.label == "runhcs") {
       containerd::runhcs::v1::Options o;
       o.set_oci_runtime(oci);
@@ -186,9 +186,19 @@ class Bench {
     return s;
   }
 
+  // Milliseconds of each phase of the last Lifecycle/Exec, in order.
+  using Phases = std::vector<std::pair<std::string, double>>;
+  Phases last_phases;
+  void Mark(const std::string& phase, Clock::time_point* t) {
+    auto now = Clock::now();
+    last_phases.emplace_back(phase, std::chrono::duration<double, std::milli>(now - *t).count());
+    *t = now;
+  }
+
   // Container + task, started. Returns the init pid.
   uint32_t StartContainer(const Shim& shim, const std::string& oci, const std::string& id,
                           const std::vector<std::string>& args) {
+    auto t = Clock::now();
     ctrs::CreateContainerRequest cc;
     auto* c = cc.mutable_container();
     c->set_id(id);
@@ -203,10 +213,12 @@ class Bench {
     *tc.mutable_options() = Options(shim, oci);
     tasks::CreateTaskResponse tcr;
     Client::Check(client_.tasks().Create(client_.Ctx().get(), tc, &tcr), "create task");
+    Mark("create", &t);
     tasks::StartRequest st;
     st.set_container_id(id);
     tasks::StartResponse str;
     Client::Check(client_.tasks().Start(client_.Ctx().get(), st, &str), "start task");
+    Mark("start", &t);
     return tcr.pid();
   }
 
@@ -225,7 +237,7 @@ class Bench {
     Client::Check(client_.tasks().Delete(client_.Ctx().get(), d, &dr), "delete task");
     ctrs::DeleteContainerRequest dc;
     dc.set_id(id);
-    google::protobuf::Empty e;
+    runhcs::wkt::Empty e;
     Client::Check(client_.containers().Delete(client_.Ctx().get(), dc, &e), "delete container");
   }
 
@@ -233,16 +245,20 @@ class Bench {
     tasks::KillRequest k;
     k.set_container_id(id);
     k.set_signal(9);
-    google::protobuf::Empty e;
+    runhcs::wkt::Empty e;
     Client::Check(client_.tasks().Kill(client_.Ctx().get(), k, &e), "kill");
   }
 
   // 1. create + start + wait + delete of /bin/true, in ms.
   double Lifecycle(const Shim& shim, const std::string& oci, const std::string& id) {
+    last_phases.clear();
     auto t0 = Clock::now();
     StartContainer(shim, oci, id, {"/bin/true"});
+    auto t = Clock::now();
     WaitTask(id);
+    Mark("wait", &t);
     DeleteContainer(id);
+    Mark("delete", &t);
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     lifecycle_ids_.push_back(id);
     return ms;
@@ -250,7 +266,9 @@ class Bench {
 
   // 2. exec + start + wait + delete of /bin/true, in ms.
   double Exec(const std::string& id, const std::string& exec_id) {
+    last_phases.clear();
     auto t0 = Clock::now();
+    auto t = t0;
     tasks::ExecProcessRequest ex;
     ex.set_container_id(id);
     ex.set_exec_id(exec_id);
@@ -258,19 +276,23 @@ class Bench {
     p["args"] = {"/bin/true"};
     ex.mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Process");
     ex.mutable_spec()->set_value(p.dump());
-    google::protobuf::Empty e;
+    runhcs::wkt::Empty e;
     Client::Check(client_.tasks().Exec(client_.Ctx().get(), ex, &e), "exec");
+    Mark("exec", &t);
     tasks::StartRequest st;
     st.set_container_id(id);
     st.set_exec_id(exec_id);
     tasks::StartResponse str;
     Client::Check(client_.tasks().Start(client_.Ctx().get(), st, &str), "start exec");
+    Mark("start", &t);
     WaitTask(id, exec_id);
+    Mark("wait", &t);
     tasks::DeleteProcessRequest dp;
     dp.set_container_id(id);
     dp.set_exec_id(exec_id);
     tasks::DeleteResponse dr;
     Client::Check(client_.tasks().DeleteProcess(client_.Ctx().get(), dp, &dr), "delete exec");
+    Mark("delete", &t);
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   }
 
@@ -303,33 +325,52 @@ class Bench {
     std::fflush(stdout);
   }
 
+  // phase -> shim label -> samples (ms).
+  using PhaseSamples = std::map<std::string, std::map<std::string, std::vector<double>>>;
+  // Where the time of a series goes: the p50 of each client-visible phase.
+  void AddPhases(const std::string& sec, PhaseSamples& s, const std::vector<std::string>& order) {
+    for (const auto& ph : order) {
+      Add(sec, ph + " p50", "ms", Percentile(s[ph]["runhcs"], .5), Percentile(s[ph]["runc-v2"], .5));
+    }
+  }
+
   void Run() {
     int seq = 0;
     for (const auto& oci : cfg_.oci_runtimes) {
       std::printf("== lifecycle, %s (runs=%d)\n", oci.c_str(), cfg_.runs);
       std::map<std::string, std::vector<double>> lat;
+      PhaseSamples lc_phases;
       for (int i = 0; i < cfg_.warmup + cfg_.runs; ++i) {
         for (const auto& shim : kShims) {  // interleaved
           double ms = Lifecycle(shim, oci, fmt::format("lc-{}-{}", shim.label, seq++));
-          if (i >= cfg_.warmup) lat[shim.label].push_back(ms);
+          if (i >= cfg_.warmup) {
+            lat[shim.label].push_back(ms);
+            for (const auto& [ph, v] : last_phases) lc_phases[ph][shim.label].push_back(v);
+          }
         }
       }
       std::string sec = "lifecycle (" + oci + ")";
       Add(sec, "p50", "ms", Percentile(lat["runhcs"], .5), Percentile(lat["runc-v2"], .5));
       Add(sec, "p99", "ms", Percentile(lat["runhcs"], .99), Percentile(lat["runc-v2"], .99));
+      AddPhases(sec, lc_phases, {"create", "start", "wait", "delete"});
 
       std::printf("== exec, %s (execs=%d)\n", oci.c_str(), cfg_.execs_per_series);
       std::map<std::string, std::vector<double>> ex;
+      PhaseSamples ex_phases;
       for (const auto& shim : kShims) StartContainer(shim, oci, "ex-" + shim.label + "-" + oci, {"/bin/sleep", "100000"});
       for (int i = 0; i < cfg_.warmup + cfg_.execs_per_series; ++i) {
         for (const auto& shim : kShims) {
           double ms = Exec("ex-" + shim.label + "-" + oci, fmt::format("e{}", i));
-          if (i >= cfg_.warmup) ex[shim.label].push_back(ms);
+          if (i >= cfg_.warmup) {
+            ex[shim.label].push_back(ms);
+            for (const auto& [ph, v] : last_phases) ex_phases[ph][shim.label].push_back(v);
+          }
         }
       }
       sec = "exec (" + oci + ")";
       Add(sec, "p50", "ms", Percentile(ex["runhcs"], .5), Percentile(ex["runc-v2"], .5));
       Add(sec, "p99", "ms", Percentile(ex["runhcs"], .99), Percentile(ex["runc-v2"], .99));
+      AddPhases(sec, ex_phases, {"exec", "start", "wait", "delete"});
       for (const auto& shim : kShims) {
         std::string id = "ex-" + shim.label + "-" + oci;
         Kill(id);
@@ -449,7 +490,8 @@ void WriteResults(const Bench& b, const Config& cfg, const std::string& machine)
     double ratio = r.runc > 0 ? r.runhcs / r.runc : 0;
     md << fmt::format("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} |\n", r.section, r.metric, r.unit,
                       r.runhcs, r.runc, ratio);
-    if (r.unit != "%" && r.metric.find("before") == std::string::npos) {
+    // Phase rows ("create p50", ...) stay in the table only.
+    if (r.unit != "%" && r.metric.find("before") == std::string::npos && r.metric.find(' ') == std::string::npos) {
       dat << n++ << " \"" << r.section << " " << r.metric << "\" " << ratio << "\n";
     }
   }

@@ -16,7 +16,7 @@ namespace {
 
 class NullPublisher : public events::Publisher {
  public:
-  void Publish(const google::protobuf::Message&) override {}
+  void Publish(const google::protobuf::MessageLite&) override {}
 };
 
 // A State request as containerd sends it: header, Request envelope, payload.

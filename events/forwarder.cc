@@ -1,9 +1,9 @@
 #include "events/forwarder.h"
 
-#include <google/protobuf/empty.pb.h>
-#include <google/protobuf/util/time_util.h>
+#include "runhcs/wkt/empty.pb.h"
 
 #include "base/log.h"
+#include "base/proto_time.h"
 
 namespace runhcs::events {
 
@@ -31,17 +31,17 @@ Forwarder::~Forwarder() {
   worker_.join();
 }
 
-void Forwarder::Publish(const google::protobuf::Message& event) {
+void Forwarder::Publish(const google::protobuf::MessageLite& event) {
   ForwardRequest req;
   auto* env = req.mutable_envelope();
-  *env->mutable_timestamp() = google::protobuf::util::TimeUtil::GetCurrentTime();
+  *env->mutable_timestamp() = ToTimestamp(std::chrono::system_clock::now());
   env->set_namespace_(opts_.ns);
   env->set_topic(std::string(TopicFor(event)));
   *env->mutable_event() = PackBare(event);
   MutexLock l(&mu_);
   if (queue_.size() >= opts_.queue_limit) {
     ++dropped_;
-    spdlog::error("events: queue full, dropped {} {}", env->topic(), event.ShortDebugString());
+    spdlog::error("events: queue full, dropped {} ({})", env->topic(), event.GetTypeName());
     return;
   }
   queue_.push_back(std::move(req));
@@ -56,7 +56,7 @@ Status Forwarder::Send(const ForwardRequest& req) {
   ttrpc::CallOptions co;
   co.timeout = opts_.call_timeout;
   co.metadata = {{"containerd-namespace-ttrpc", opts_.ns}};
-  google::protobuf::Empty empty;
+  runhcs::wkt::Empty empty;
   return client_->Call("containerd.services.events.ttrpc.v1.Events", "Forward", req, &empty, co);
 }
 

@@ -40,7 +40,7 @@ class Forwarder : public Publisher {
   explicit Forwarder(Options opts);
   ~Forwarder() override;
 
-  void Publish(const google::protobuf::Message& event) override;
+  void Publish(const google::protobuf::MessageLite& event) override;
   // True if the queue drained (everything sent or given up) within `timeout`.
   bool Flush(std::chrono::milliseconds timeout);
   uint64_t dropped();

@@ -1,6 +1,6 @@
 #include "events/forwarder.h"
 
-#include <google/protobuf/empty.pb.h>
+#include "runhcs/wkt/empty.pb.h"
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -21,9 +21,9 @@ class FakeEventsServer {
  public:
   explicit FakeEventsServer(std::string path, int fail_first = 0)
       : path_(std::move(path)), fail_left_(fail_first) {
-    server_.Register<ForwardRequest, google::protobuf::Empty>(
+    server_.Register<ForwardRequest, runhcs::wkt::Empty>(
         "containerd.services.events.ttrpc.v1.Events", "Forward",
-        [this](const ttrpc::CallContext& ctx, const ForwardRequest& req, google::protobuf::Empty*) {
+        [this](const ttrpc::CallContext& ctx, const ForwardRequest& req, runhcs::wkt::Empty*) {
           if (fail_left_.fetch_sub(1) > 0) return UnavailableError("not yet");
           MutexLock l(&mu_);
           got_.push_back(req);
@@ -71,7 +71,7 @@ TEST(Events, TopicsAndBareTypeUrls) {
   EXPECT_EQ(TopicFor(containerd::events::TaskExit()), "/tasks/exit");
   EXPECT_EQ(TopicFor(containerd::events::TaskExecStarted()), "/tasks/exec-started");
   EXPECT_EQ(TopicFor(containerd::events::TaskCreate()), "/tasks/create");
-  EXPECT_EQ(TopicFor(google::protobuf::Empty()), "");
+  EXPECT_EQ(TopicFor(runhcs::wkt::Empty()), "");
   EXPECT_EQ(PackBare(Exit("x", 1)).type_url(), "containerd.events.TaskExit");
 }
 

@@ -4,7 +4,7 @@
 
 namespace runhcs::events {
 
-std::string_view TopicFor(const google::protobuf::Message& event) {
+std::string_view TopicFor(const google::protobuf::MessageLite& event) {
   static const std::map<std::string, std::string_view, std::less<>> kTopics = {
       {"containerd.events.TaskCreate", "/tasks/create"},
       {"containerd.events.TaskStart", "/tasks/start"},
@@ -21,8 +21,8 @@ std::string_view TopicFor(const google::protobuf::Message& event) {
   return it == kTopics.end() ? std::string_view() : it->second;
 }
 
-google::protobuf::Any PackBare(const google::protobuf::Message& msg) {
-  google::protobuf::Any any;
+runhcs::wkt::Any PackBare(const google::protobuf::MessageLite& msg) {
+  runhcs::wkt::Any any;
   any.set_type_url(msg.GetTypeName());
   msg.SerializeToString(any.mutable_value());
   return any;

@@ -11,8 +11,8 @@
 //    "type.googleapis.com/..." URLs.
 #pragma once
 
-#include <google/protobuf/any.pb.h>
-#include <google/protobuf/message.h>
+#include "runhcs/wkt/any.pb.h"
+#include <google/protobuf/message_lite.h>
 
 #include <string>
 #include <string_view>
@@ -20,15 +20,15 @@
 namespace runhcs::events {
 
 // "/tasks/exit" for containerd.events.TaskExit, etc.; "" for other types.
-std::string_view TopicFor(const google::protobuf::Message& event);
+std::string_view TopicFor(const google::protobuf::MessageLite& event);
 
 // An Any with a bare type URL (the full proto name, no googleapis prefix).
-google::protobuf::Any PackBare(const google::protobuf::Message& msg);
+runhcs::wkt::Any PackBare(const google::protobuf::MessageLite& msg);
 
 class Publisher {
  public:
   virtual ~Publisher() = default;
-  virtual void Publish(const google::protobuf::Message& event) = 0;
+  virtual void Publish(const google::protobuf::MessageLite& event) = 0;
 };
 
 }  // namespace runhcs::events

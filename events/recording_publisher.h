@@ -14,12 +14,12 @@ class RecordingPublisher : public Publisher {
  public:
   struct Event {
     std::string topic;
-    std::unique_ptr<google::protobuf::Message> message;
+    std::unique_ptr<google::protobuf::MessageLite> message;
   };
 
-  void Publish(const google::protobuf::Message& event) override {
-    Event e{std::string(TopicFor(event)), std::unique_ptr<google::protobuf::Message>(event.New())};
-    e.message->CopyFrom(event);
+  void Publish(const google::protobuf::MessageLite& event) override {
+    Event e{std::string(TopicFor(event)), std::unique_ptr<google::protobuf::MessageLite>(event.New())};
+    e.message->ParseFromString(event.SerializeAsString());  // lite has no CopyFrom(base)
     MutexLock l(&mu_);
     events_.push_back(std::move(e));
   }
@@ -37,7 +37,7 @@ class RecordingPublisher : public Publisher {
     MutexLock l(&mu_);
     T out;
     if (i < events_.size() && events_[i].message->GetTypeName() == out.GetTypeName()) {
-      out.CopyFrom(*events_[i].message);
+      out.ParseFromString(events_[i].message->SerializeAsString());
     }
     return out;
   }

@@ -298,7 +298,7 @@ bool ProcessTask::Paused() {
   return paused_;
 }
 
-Status ProcessTask::Update(const google::protobuf::Any& resources) {
+Status ProcessTask::Update(const runhcs::wkt::Any& resources) {
   if (resources.type_url() != kLinuxResourcesUrl) {
     return InvalidArgumentError("update of task '{}': resources of type {:?}; want {}", id_,
                                 resources.type_url(), kLinuxResourcesUrl);
@@ -313,7 +313,7 @@ Status ProcessTask::Update(const google::protobuf::Any& resources) {
   return st;
 }
 
-StatusOr<google::protobuf::Any> ProcessTask::Stats() {
+StatusOr<runhcs::wkt::Any> ProcessTask::Stats() {
   return NotImplementedError("stats of process-isolated task '{}' are not collected yet", id_);
 }
 

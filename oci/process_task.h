@@ -48,8 +48,8 @@ class ProcessTask : public task::Task {
   Status Pause() override;
   Status Resume() override;
   bool Paused() override;
-  Status Update(const google::protobuf::Any& resources) override;
-  StatusOr<google::protobuf::Any> Stats() override;
+  Status Update(const runhcs::wkt::Any& resources) override;
+  StatusOr<runhcs::wkt::Any> Stats() override;
   StatusOr<int32_t> ExecInHost(
       const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
   std::string DumpGuestStacks() override { return ""; }

@@ -150,11 +150,11 @@ StatusOr<exec::ExecStatus> SandboxTask::Wait(exec::Deadline deadline) {
 
 Status SandboxTask::Pause() { return NotImplementedError("pause of pod sandbox '{}'", id_); }
 Status SandboxTask::Resume() { return NotImplementedError("resume of pod sandbox '{}'", id_); }
-Status SandboxTask::Update(const google::protobuf::Any&) {
+Status SandboxTask::Update(const runhcs::wkt::Any&) {
   return NotImplementedError("update of pod sandbox '{}'", id_);
 }
 
-StatusOr<google::protobuf::Any> SandboxTask::Stats() {
+StatusOr<runhcs::wkt::Any> SandboxTask::Stats() {
   if (!host_) return task::NotIsolatedError(id_);
   ASSIGN_OR_RETURN(auto vm, host_->Stats());
   containerd::runhcs::stats::v1::Statistics s;

@@ -57,8 +57,8 @@ class SandboxTask : public task::Task {
   StatusOr<exec::ExecStatus> Wait(exec::Deadline deadline) override;
   Status Pause() override;
   Status Resume() override;
-  Status Update(const google::protobuf::Any& resources) override;
-  StatusOr<google::protobuf::Any> Stats() override;
+  Status Update(const runhcs::wkt::Any& resources) override;
+  StatusOr<runhcs::wkt::Any> Stats() override;
   StatusOr<int32_t> ExecInHost(
       const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
   std::string DumpGuestStacks() override;

@@ -1,6 +1,6 @@
 #include "service/options.h"
 
-#include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
 
 #include "base/io.h"
 #include "containerd/runc/options/oci.pb.h"
@@ -39,9 +39,78 @@ ShimOptions FromRunhcs(const containerd::runhcs::v1::Options& o) {
   return s;
 }
 
+// Reads an enum given, as protobuf JSON allows, by name or by number.
+template <typename E, typename Parse>
+bool EnumFromJson(const nlohmann::json& v, Parse parse, E* out) {
+  if (v.is_string()) return parse(v.get<std::string>(), out);
+  if (v.is_number_integer()) {
+    *out = static_cast<E>(v.get<int>());
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
-StatusOr<ShimOptions> DecodeOptions(const google::protobuf::Any& any) {
+StatusOr<containerd::runhcs::v1::Options> OptionsFromJson(std::string_view text) {
+  using containerd::runhcs::v1::Options;
+  Options o;
+  try {
+    auto j = nlohmann::json::parse(text);
+    if (!j.is_object()) return InvalidArgumentError("not a JSON object");
+    for (const auto& [key, v] : j.items()) {
+      // Protobuf JSON: lowerCamelCase names, the .proto names accepted too.
+      auto is = [&](std::string_view camel, std::string_view snake) {
+        return key == camel || key == snake;
+      };
+      if (is("debug", "debug")) {
+        o.set_debug(v.get<bool>());
+      } else if (is("sandboxImage", "sandbox_image")) {
+        o.set_sandbox_image(v.get<std::string>());
+      } else if (is("sandboxPlatform", "sandbox_platform")) {
+        o.set_sandbox_platform(v.get<std::string>());
+      } else if (is("sandboxIsolation", "sandbox_isolation")) {
+        Options::SandboxIsolation e;
+        if (!EnumFromJson(v, &Options::SandboxIsolation_Parse, &e) ||
+            !Options::SandboxIsolation_IsValid(e)) {
+          return InvalidArgumentError("{}: {} is not PROCESS or HYPERVISOR", key, v.dump());
+        }
+        o.set_sandbox_isolation(e);
+      } else if (is("bootFilesRootPath", "boot_files_root_path")) {
+        o.set_boot_files_root_path(v.get<std::string>());
+      } else if (is("vmProcessorCount", "vm_processor_count")) {
+        o.set_vm_processor_count(v.get<int32_t>());
+      } else if (is("vmMemorySizeInMb", "vm_memory_size_in_mb")) {
+        o.set_vm_memory_size_in_mb(v.get<int32_t>());
+      } else if (is("defaultContainerScratchSizeInGb", "default_container_scratch_size_in_gb")) {
+        o.set_default_container_scratch_size_in_gb(v.get<int32_t>());
+      } else if (is("logLevel", "log_level")) {
+        o.set_log_level(v.get<std::string>());
+      } else if (is("defaultContainerAnnotations", "default_container_annotations")) {
+        for (const auto& [k, a] : v.items()) {
+          (*o.mutable_default_container_annotations())[k] = a.get<std::string>();
+        }
+      } else if (is("vmAccelerator", "vm_accelerator")) {
+        Options::VmAccelerator e;
+        if (!EnumFromJson(v, &Options::VmAccelerator_Parse, &e) || !Options::VmAccelerator_IsValid(e)) {
+          return InvalidArgumentError("{}: {} is not AUTO, KVM or TCG", key, v.dump());
+        }
+        o.set_vm_accelerator(e);
+      } else if (is("ociRuntime", "oci_runtime")) {
+        o.set_oci_runtime(v.get<std::string>());
+      } else if (is("ociRuntimeRoot", "oci_runtime_root")) {
+        o.set_oci_runtime_root(v.get<std::string>());
+      } else {
+        return InvalidArgumentError("unknown field {:?}", key);
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgumentError("{}", e.what());
+  }
+  return o;
+}
+
+StatusOr<ShimOptions> DecodeOptions(const runhcs::wkt::Any& any) {
   if (any.type_url().empty() && any.value().empty()) return ShimOptions{};
   std::string_view name = TypeName(any.type_url());
   if (name == "containerd.runhcs.v1.Options") {
@@ -66,20 +135,22 @@ StatusOr<ShimOptions> DecodeOptions(const google::protobuf::Any& any) {
     if (o.config_path().empty()) return ShimOptions{};
     auto text = ReadFile(o.config_path());
     if (!text.ok()) return text.status().Wrap("runtime config");
-    containerd::runhcs::v1::Options ro;
-    auto st = google::protobuf::util::JsonStringToMessage(*text, &ro);
-    if (!st.ok()) {
+    auto ro = OptionsFromJson(*text);
+    if (!ro.ok()) {
       return InvalidArgumentError("runtime config {}: not containerd.runhcs.v1.Options JSON: {}",
-                                  o.config_path(), st.ToString());
+                                  o.config_path(), ro.status().message());
     }
-    return FromRunhcs(ro);
+    if (ro->vm_processor_count() < 0 || ro->vm_memory_size_in_mb() < 0) {
+      return InvalidArgumentError("runtime config {}: negative VM size", o.config_path());
+    }
+    return FromRunhcs(*ro);
   }
   return InvalidArgumentError("type with url {:?}: not a supported options type", any.type_url());
 }
 
 StatusOr<ShimOptions> DecodeOptionsBytes(std::string_view serialized) {
   if (serialized.empty()) return ShimOptions{};
-  google::protobuf::Any any;
+  runhcs::wkt::Any any;
   if (!any.ParseFromArray(serialized.data(), static_cast<int>(serialized.size()))) {
     return InvalidArgumentError("options are not a serialized google.protobuf.Any");
   }

@@ -12,13 +12,14 @@
 // An empty Any (or empty stdin) means the defaults.
 #pragma once
 
-#include <google/protobuf/any.pb.h>
+#include "runhcs/wkt/any.pb.h"
 
 #include <map>
 #include <string>
 #include <string_view>
 
 #include "base/status.h"
+#include "runhcs/options.pb.h"
 
 namespace runhcs::service {
 
@@ -37,7 +38,11 @@ struct ShimOptions {
   std::map<std::string, std::string> default_annotations;
 };
 
-StatusOr<ShimOptions> DecodeOptions(const google::protobuf::Any& any);
+StatusOr<ShimOptions> DecodeOptions(const runhcs::wkt::Any& any);
+// The runtime config file: containerd.runhcs.v1.Options as protobuf JSON
+// (lowerCamelCase or .proto field names; enums by name or number). Unknown
+// fields are InvalidArgument, as protobuf's own JSON parser has them.
+StatusOr<containerd::runhcs::v1::Options> OptionsFromJson(std::string_view text);
 // `serialized` is a serialized Any (the start action's stdin); "" = defaults.
 StatusOr<ShimOptions> DecodeOptionsBytes(std::string_view serialized);
 

@@ -10,8 +10,8 @@
 namespace runhcs::service {
 namespace {
 
-google::protobuf::Any Pack(const google::protobuf::Message& m, std::string url = "") {
-  google::protobuf::Any a;
+runhcs::wkt::Any Pack(const google::protobuf::MessageLite& m, std::string url = "") {
+  runhcs::wkt::Any a;
   a.set_type_url(url.empty() ? m.GetTypeName() : url);
   m.SerializeToString(a.mutable_value());
   return a;
@@ -72,8 +72,28 @@ TEST(Options, RuntimeConfigFileIsProtobufJson) {
   EXPECT_TRUE(DecodeOptions(Pack(runtimeoptions::v1::Options())).ok());
 }
 
+TEST(Options, JsonAcceptsBothNameFormsAndEnumNumbers) {
+  auto o = OptionsFromJson(R"({"oci_runtime":"crun","vmAccelerator":2,"vm_processor_count":3,
+      "logLevel":"debug","defaultContainerAnnotations":{"a":"b"},"debug":true})");
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->oci_runtime(), "crun");
+  EXPECT_EQ(o->vm_accelerator(), containerd::runhcs::v1::Options::TCG);
+  EXPECT_EQ(o->vm_processor_count(), 3);
+  EXPECT_EQ(o->log_level(), "debug");
+  EXPECT_EQ(o->default_container_annotations().at("a"), "b");
+  EXPECT_TRUE(o->debug());
+}
+
+TEST(Options, JsonRejectsUnknownFieldsBadEnumsAndWrongTypes) {
+  for (const char* bad : {R"({"ociRuntim":"crun"})", R"({"vmAccelerator":"FAST"})",
+                          R"({"vmAccelerator":7})", R"({"vmProcessorCount":"two"})", "[]", "{"}) {
+    auto o = OptionsFromJson(bad);
+    EXPECT_EQ(o.status().code(), Code::kInvalidArgument) << bad;
+  }
+}
+
 TEST(Options, UnknownTypeAndGarbageAreInvalidArgument) {
-  google::protobuf::Any a;
+  runhcs::wkt::Any a;
   a.set_type_url("containerd.unknown.Options");
   auto o = DecodeOptions(a);
   EXPECT_EQ(o.status().code(), Code::kInvalidArgument);

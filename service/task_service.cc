@@ -1,6 +1,6 @@
 #include "service/task_service.h"
 
-#include <google/protobuf/empty.pb.h>
+#include "runhcs/wkt/empty.pb.h"
 #include <unistd.h>
 
 #include "base/log.h"
@@ -14,7 +14,7 @@ namespace runhcs::service {
 
 namespace v2 = containerd::task::v2;
 namespace diag = containerd::runhcs::v1::diag;
-using google::protobuf::Empty;
+using runhcs::wkt::Empty;
 using ttrpc::CallContext;
 
 namespace {

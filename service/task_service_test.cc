@@ -3,7 +3,7 @@
 // be checked without a container runtime.
 #include "service/task_service.h"
 
-#include <google/protobuf/empty.pb.h>
+#include "runhcs/wkt/empty.pb.h"
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,7 +23,7 @@ namespace {
 
 namespace v2 = containerd::task::v2;
 namespace diag = containerd::runhcs::v1::diag;
-using google::protobuf::Empty;
+using runhcs::wkt::Empty;
 using namespace std::chrono_literals;
 
 constexpr char kSvc[] = "containerd.task.v2.Task";
@@ -72,8 +72,8 @@ class ServiceTest : public ::testing::Test {
     client_.reset();
     server_.Shutdown();
   }
-  Status Call(const std::string& m, const google::protobuf::Message& req,
-              google::protobuf::Message* resp, const std::string& svc = kSvc) {
+  Status Call(const std::string& m, const google::protobuf::MessageLite& req,
+              google::protobuf::MessageLite* resp, const std::string& svc = kSvc) {
     return client_->Call(svc, m, req, resp);
   }
   Status Create(const std::string& id, const std::string& bundle = "") {

@@ -4,7 +4,7 @@
 // Thread-safety: every method may be called from any thread.
 #pragma once
 
-#include <google/protobuf/any.pb.h>
+#include "runhcs/wkt/any.pb.h"
 
 #include <memory>
 #include <string>
@@ -35,7 +35,7 @@ struct CreateRequest {
   std::string bundle;
   std::vector<Mount> rootfs;
   exec::Stdio stdio;
-  google::protobuf::Any options;
+  runhcs::wkt::Any options;
 };
 
 struct ProcessDetails {
@@ -79,9 +79,9 @@ class Task {
   virtual Status Resume() = 0;
   virtual bool Paused() { return false; }
   // `resources` is an Any as sent by Update (LinuxResources JSON, ...).
-  virtual Status Update(const google::protobuf::Any& resources) = 0;
+  virtual Status Update(const runhcs::wkt::Any& resources) = 0;
   // An Any ready for StatsResponse.
-  virtual StatusOr<google::protobuf::Any> Stats() = 0;
+  virtual StatusOr<runhcs::wkt::Any> Stats() = 0;
 
   // Diagnostics; without a utility VM these return NotIsolatedError.
   virtual StatusOr<int32_t> ExecInHost(

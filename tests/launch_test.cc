@@ -175,7 +175,7 @@ TEST_F(LaunchTest, Daemon_LogsToContainerdsLogFifo) {
 TEST_F(LaunchTest, Start_AcceptsKnownOptionsAndRejectsOthers) {
   containerd::runc::v1::Options runc;
   runc.set_binary_name("crun");
-  google::protobuf::Any any;
+  runhcs::wkt::Any any;
   any.set_type_url("containerd.runc.v1.Options");
   any.set_value(runc.SerializeAsString());
   RunResult ok = Start(id_, bundle_, any.SerializeAsString());

@@ -129,7 +129,7 @@ StatusOr<std::string> Client::CallRaw(const std::string& service, const std::str
 }
 
 Status Client::Call(const std::string& service, const std::string& method,
-                    const google::protobuf::Message& req, google::protobuf::Message* resp,
+                    const google::protobuf::MessageLite& req, google::protobuf::MessageLite* resp,
                     const CallOptions& opts) {
   ASSIGN_OR_RETURN(std::string out, CallRaw(service, method, req.SerializeAsString(), opts));
   if (resp && !resp->ParseFromString(out)) {

@@ -10,7 +10,7 @@
 //  - Error statuses come back as Status::FromWire (errdefs class stripped).
 #pragma once
 
-#include <google/protobuf/message.h>
+#include <google/protobuf/message_lite.h>
 
 #include <chrono>
 #include <map>
@@ -45,7 +45,7 @@ class Client {
                                 const std::string& payload, const CallOptions& opts = {});
 
   Status Call(const std::string& service, const std::string& method,
-              const google::protobuf::Message& req, google::protobuf::Message* resp,
+              const google::protobuf::MessageLite& req, google::protobuf::MessageLite* resp,
               const CallOptions& opts = {});
 
   bool closed();

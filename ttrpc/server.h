@@ -21,7 +21,7 @@
 //  - Handlers are registered before serving and are read-only afterwards.
 #pragma once
 
-#include <google/protobuf/message.h>
+#include <google/protobuf/message_lite.h>
 
 #include <atomic>
 #include <chrono>
@@ -81,7 +81,7 @@ class Server {
                   Req req;
                   if (!req.ParseFromString(in)) {
                     return InternalError("ttrpc: error unmarshalling payload: cannot parse {}",
-                                         Req::descriptor()->full_name());
+                                         req.GetTypeName());
                   }
                   Resp resp;
                   RETURN_IF_ERROR(fn(ctx, req, &resp));
