@@ -58,11 +58,30 @@ void Reaper::DispatchLocked(pid_t pid, int status) {
     std::thread([cb = std::move(cb), status] { cb(status); }).detach();
     return;
   }
+  if (expecting_ == 0) return;
   auto now = std::chrono::steady_clock::now();
   for (auto it = unclaimed_.begin(); it != unclaimed_.end();) {
     it = now - it->second.at > kUnclaimedTtl ? unclaimed_.erase(it) : std::next(it);
   }
   unclaimed_[pid] = {status, now};
+}
+
+Reaper::Expectation Reaper::Expect() {
+  MutexLock l(&mu_);
+  ++expecting_;
+  return Expectation(this);
+}
+
+void Reaper::Expectation::Release() {
+  if (!r_) return;
+  MutexLock l(&r_->mu_);
+  if (--r_->expecting_ == 0) r_->unclaimed_.clear();
+  r_ = nullptr;
+}
+
+size_t Reaper::unclaimed_for_test() {
+  MutexLock l(&mu_);
+  return unclaimed_.size();
 }
 
 StatusOr<pid_t> Reaper::Spawn(const SpawnOptions& opts) {

@@ -7,9 +7,12 @@
 //   - a process started with Spawn() wakes its Wait();
 //   - a pid given to Watch() gets its callback, on a thread of its own (the
 //     callback may block, e.g. draining stdio);
-//   - an exit nobody claimed yet is kept for a while, so a Watch() that comes
-//     after the exit (an exec that ended before its pid file was read) still
-//     sees it.
+//   - an exit nobody claimed yet is kept while an Expectation is held (and
+//     at most kUnclaimedTtl), so a Watch() that comes after the exit (an exec
+//     that ended before its pid file was read) still sees it. With no
+//     Expectation held it is dropped at once: it belongs to a reparented
+//     grandchild nobody will ask about, and keeping it would grow memory
+//     with every exec.
 // Before Enable() (unit tests, the `start`/`delete` actions) there is no
 // SIGCHLD loop, and Wait() calls waitpid on its pid directly.
 //
@@ -44,6 +47,27 @@ class Reaper {
  public:
   static Reaper& Get();
 
+  // Held from before a child that will be Watch()ed is started (by the OCI
+  // runtime) until its Watch() is in place. Move-only.
+  class Expectation {
+   public:
+    Expectation() = default;
+    explicit Expectation(Reaper* r) : r_(r) {}
+    Expectation(Expectation&& o) noexcept : r_(std::exchange(o.r_, nullptr)) {}
+    Expectation& operator=(Expectation&& o) noexcept {
+      Release();
+      r_ = std::exchange(o.r_, nullptr);
+      return *this;
+    }
+    ~Expectation() { Release(); }
+    void Release();
+
+   private:
+    Reaper* r_ = nullptr;
+  };
+  Expectation Expect();
+  size_t unclaimed_for_test();
+
   // Switches to the SIGCHLD-driven mode; the caller then calls ReapAll on
   // every SIGCHLD.
   void Enable();
@@ -76,6 +100,7 @@ class Reaper {
   std::map<pid_t, std::optional<int>> spawned_ GUARDED_BY(mu_);  // pid -> status once exited
   std::map<pid_t, std::function<void(int)>> watched_ GUARDED_BY(mu_);
   std::map<pid_t, Unclaimed> unclaimed_ GUARDED_BY(mu_);
+  int expecting_ GUARDED_BY(mu_) = 0;  // live Expectations
 };
 
 }  // namespace runhcs

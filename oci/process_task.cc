@@ -67,6 +67,7 @@ StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateReq
     return io.status();
   }
   std::string pid_file = req.bundle + "/init.pid";
+  auto expect = Reaper::Get().Expect();
   st = runtime->Create(req.id, pid_file, (*io)->console_socket(),
                        {(*io)->child_stdin(), (*io)->child_stdout(), (*io)->child_stderr()});
   if (!st.ok()) {
@@ -89,7 +90,7 @@ StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateReq
   std::weak_ptr<ProcessTask> weak = task;
   task->init_ = exec::ProcessExec::Create(
       {req.id, "", req.bundle, req.stdio, static_cast<uint32_t>(pid)},
-      RuntimeProcess::ForInit(runtime, req.id, pid, std::move(io).value()), publisher,
+      RuntimeProcess::ForInit(runtime, req.id, pid, std::move(io).value(), std::move(expect)), publisher,
       [weak](const exec::ExecStatus&) {
         if (auto t = weak.lock()) t->OnInitExit();
       });

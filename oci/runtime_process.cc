@@ -18,13 +18,15 @@ constexpr auto kIoDrainTimeout = std::chrono::seconds(2);
 
 std::unique_ptr<RuntimeProcess> RuntimeProcess::ForInit(std::shared_ptr<Runtime> runtime,
                                                         std::string id, pid_t pid,
-                                                        std::unique_ptr<stdio::ProcessIo> io) {
+                                                        std::unique_ptr<stdio::ProcessIo> io,
+                                                        Reaper::Expectation expect) {
   auto p = std::make_unique<RuntimeProcess>();
   p->runtime_ = std::move(runtime);
   p->id_ = std::move(id);
   p->init_ = true;
   p->pid_ = pid;
   p->io_ = std::move(io);
+  p->init_expect_ = std::move(expect);
   p->OpenPidfd();
   return p;
 }
@@ -58,6 +60,7 @@ void RuntimeProcess::OpenPidfd() {
 StatusOr<uint32_t> RuntimeProcess::Start(ExitCallback on_exit) {
   if (!init_) return StartExec(std::move(on_exit));
   Reaper::Get().Watch(pid_, [cb = std::move(on_exit)](int status) { cb(static_cast<uint32_t>(status)); });
+  init_expect_.Release();
   Status st = runtime_->Start(id_);
   if (!st.ok()) {
     Reaper::Get().Unwatch(pid_);
@@ -69,6 +72,7 @@ StatusOr<uint32_t> RuntimeProcess::Start(ExitCallback on_exit) {
 StatusOr<uint32_t> RuntimeProcess::StartExec(ExitCallback on_exit) {
   ASSIGN_OR_RETURN(io_, stdio::ProcessIo::Open(stdio_, ctx_));
   if (stdin_closed_before_start_) io_->CloseStdin();
+  auto expect = Reaper::Get().Expect();
   std::string spec_path = bundle_ + "/.exec-" + exec_id_ + ".json";
   std::string pid_path = bundle_ + "/.exec-" + exec_id_ + ".pid";
   Status st = WriteFileAtomic(spec_path, process_json_, 0600);

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "base/fd.h"
+#include "base/reaper.h"
 #include "exec/process.h"
 #include "oci/runtime.h"
 #include "stdio/process_io.h"
@@ -21,8 +22,11 @@ namespace runhcs::oci {
 
 class RuntimeProcess : public exec::Process {
  public:
+  // `expect` was taken before `runtime create` and is held until Start
+  // watches the init pid (an init killed before start is then still seen).
   static std::unique_ptr<RuntimeProcess> ForInit(std::shared_ptr<Runtime> runtime, std::string id,
-                                                 pid_t pid, std::unique_ptr<stdio::ProcessIo> io);
+                                                 pid_t pid, std::unique_ptr<stdio::ProcessIo> io,
+                                                 Reaper::Expectation expect);
   static std::unique_ptr<RuntimeProcess> ForExec(std::shared_ptr<Runtime> runtime, std::string id,
                                                  std::string exec_id, std::string bundle,
                                                  std::string process_json, exec::Stdio stdio,
@@ -52,6 +56,7 @@ class RuntimeProcess : public exec::Process {
   // Set before Start returns; used from other threads only after that.
   std::unique_ptr<stdio::ProcessIo> io_;
   bool stdin_closed_before_start_ = false;
+  Reaper::Expectation init_expect_;
 };
 
 }  // namespace runhcs::oci
