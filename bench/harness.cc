@@ -57,6 +57,13 @@ struct Shim {
 };
 const Shim kShims[] = {{"runhcs", "io.containerd.runhcs.v1"}, {"runc-v2", "io.containerd.runc.v2"}};
 
+// The order of the two shims in round i: alternating, so that neither always
+// runs right after the other's background work (event delivery, GC).
+std::vector<Shim> Order(int i) {
+  if (i % 2 == 0) return {kShims[0], kShims[1]};
+  return {kShims[1], kShims[0]};
+}
+
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -342,7 +349,7 @@ class Bench {
       std::map<std::string, std::vector<double>> lat;
       PhaseSamples lc_phases;
       for (int i = 0; i < cfg_.warmup + cfg_.runs; ++i) {
-        for (const auto& shim : kShims) {  // interleaved
+        for (const auto& shim : Order(i)) {  // interleaved
           double ms = Lifecycle(shim, oci, fmt::format("lc-{}-{}", shim.label, seq++));
           if (i >= cfg_.warmup) {
             lat[shim.label].push_back(ms);
@@ -360,7 +367,7 @@ class Bench {
       PhaseSamples ex_phases;
       for (const auto& shim : kShims) StartContainer(shim, oci, "ex-" + shim.label + "-" + oci, {"/bin/sleep", "100000"});
       for (int i = 0; i < cfg_.warmup + cfg_.execs_per_series; ++i) {
-        for (const auto& shim : kShims) {
+        for (const auto& shim : Order(i)) {
           double ms = Exec("ex-" + shim.label + "-" + oci, fmt::format("e{}", i));
           if (i >= cfg_.warmup) {
             ex[shim.label].push_back(ms);
