@@ -1,6 +1,7 @@
 #include "base/reaper.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -120,6 +121,7 @@ StatusOr<pid_t> Reaper::Spawn(const SpawnOptions& opts) {
       tmp[i] = ::fcntl(opts.fds[i].second, F_DUPFD_CLOEXEC, 64);
     }
     for (size_t i = 0; i < opts.fds.size(); ++i) ::dup2(tmp[i], opts.fds[i].first);
+    if (opts.new_session && opts.controlling_tty) ::ioctl(0, TIOCSCTTY, 0);
     if (!opts.cwd.empty() && ::chdir(opts.cwd.c_str()) != 0) {
       int err = errno;
       (void)!::write(status_pipe[1], &err, sizeof err);

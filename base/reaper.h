@@ -41,6 +41,8 @@ struct SpawnOptions {
   std::string cwd;                    // "" = inherit
   std::optional<std::vector<std::string>> env;  // nullopt = inherit
   bool new_session = false;
+  // With new_session: make the terminal on fd 0 the controlling terminal.
+  bool controlling_tty = false;
 };
 
 class Reaper {

@@ -1,0 +1,689 @@
+#include "guest/agent_service.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "base/io.h"
+#include "base/log.h"
+#include "base/reaper.h"
+
+namespace runhcs::guest {
+
+namespace {
+
+constexpr uint32_t kDefaultChunk = 32 * 1024;
+constexpr uint32_t kMaxChunk = 1024 * 1024;
+constexpr char kDefaultPath[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+int64_t BootNs() {
+  timespec ts;
+  ::clock_gettime(CLOCK_BOOTTIME, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+bool ValidId(const std::string& id) {
+  return !id.empty() && id.size() <= 128 && id.find('/') == std::string::npos && id != "." &&
+         id != "..";
+}
+
+// A relative path that stays below its root.
+bool ValidSubPath(const std::string& p) {
+  if (p.empty()) return true;
+  if (p.front() == '/') return false;
+  std::stringstream ss(p);
+  std::string part;
+  while (std::getline(ss, part, '/')) {
+    if (part == "..") return false;
+  }
+  return true;
+}
+
+Status MkdirP(const std::string& path) {
+  std::string cur;
+  std::stringstream ss(path);
+  std::string part;
+  while (std::getline(ss, part, '/')) {
+    if (part.empty()) continue;
+    cur += "/" + part;
+    if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) {
+      return ErrnoError(errno, fmt::format("mkdir {}", cur));
+    }
+  }
+  return OkStatus();
+}
+
+struct Pipe {
+  UniqueFd r, w;
+  static StatusOr<Pipe> Make() {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");
+    return Pipe{UniqueFd(p[0]), UniqueFd(p[1])};
+  }
+};
+
+using SharedFd = std::shared_ptr<UniqueFd>;
+SharedFd Share(UniqueFd fd) { return fd ? std::make_shared<UniqueFd>(std::move(fd)) : nullptr; }
+
+}  // namespace
+
+struct AgentService::Process {
+  pid_t pid = 0;
+  SharedFd master;  // pty master, for resize
+
+  Mutex mu;
+  CondVar cv;
+  SharedFd in GUARDED_BY(mu);   // stdin write end; null once closed
+  SharedFd out GUARDED_BY(mu);  // stdout read end; null at eof
+  SharedFd err GUARDED_BY(mu);
+  std::optional<int> status GUARDED_BY(mu);
+  bool waited GUARDED_BY(mu) = false;
+
+  void SetExit(int st) {
+    MutexLock l(&mu);
+    status = st;
+    cv.SignalAll();
+  }
+  bool DoneLocked() REQUIRES(mu) { return status && waited && !out && !err; }
+};
+
+struct AgentService::Container {
+  std::string id;
+  std::string bundle;
+  std::unique_ptr<oci::Runtime> rt;
+  ProcessPtr init;
+  // Held from `runtime create` until init is watched (an init that dies
+  // before Start is still seen).
+  Reaper::Expectation init_expect;
+  bool started = false;
+  std::map<std::string, ProcessPtr> execs;
+};
+
+AgentService::AgentService(AgentConfig cfg) : cfg_(std::move(cfg)), started_boot_ns_(BootNs()) {}
+
+AgentService::~AgentService() = default;
+
+void AgentService::Register(ttrpc::Server* server) {
+  const std::string svc = "runhcs.agent.v1.Agent";
+  server->Register<pb::PingRequest, pb::PingResponse>(
+      svc, "Ping", [this](const ttrpc::CallContext&, const pb::PingRequest&, pb::PingResponse* r) {
+        ASSIGN_OR_RETURN(*r, Ping());
+        return OkStatus();
+      });
+  server->Register<pb::CreateContainerRequest, pb::Empty>(
+      svc, "CreateContainer",
+      [this](const ttrpc::CallContext&, const pb::CreateContainerRequest& q, pb::Empty*) {
+        return CreateContainer(q);
+      });
+  server->Register<pb::StartContainerRequest, pb::StartResponse>(
+      svc, "StartContainer",
+      [this](const ttrpc::CallContext&, const pb::StartContainerRequest& q, pb::StartResponse* r) {
+        ASSIGN_OR_RETURN(*r, StartContainer(q));
+        return OkStatus();
+      });
+  server->Register<pb::ExecProcessRequest, pb::StartResponse>(
+      svc, "ExecProcess",
+      [this](const ttrpc::CallContext&, const pb::ExecProcessRequest& q, pb::StartResponse* r) {
+        ASSIGN_OR_RETURN(*r, ExecProcess(q));
+        return OkStatus();
+      });
+  server->Register<pb::SignalProcessRequest, pb::Empty>(
+      svc, "SignalProcess",
+      [this](const ttrpc::CallContext&, const pb::SignalProcessRequest& q, pb::Empty*) {
+        return SignalProcess(q);
+      });
+  server->Register<pb::WaitProcessRequest, pb::WaitProcessResponse>(
+      svc, "WaitProcess",
+      [this](const ttrpc::CallContext& ctx, const pb::WaitProcessRequest& q,
+             pb::WaitProcessResponse* r) {
+        ASSIGN_OR_RETURN(*r, WaitProcess(q, ctx.deadline));
+        return OkStatus();
+      });
+  server->Register<pb::RemoveContainerRequest, pb::Empty>(
+      svc, "RemoveContainer",
+      [this](const ttrpc::CallContext&, const pb::RemoveContainerRequest& q, pb::Empty*) {
+        return RemoveContainer(q);
+      });
+  server->Register<pb::WriteStdinRequest, pb::WriteStdinResponse>(
+      svc, "WriteStdin",
+      [this](const ttrpc::CallContext&, const pb::WriteStdinRequest& q, pb::WriteStdinResponse* r) {
+        ASSIGN_OR_RETURN(*r, WriteStdin(q));
+        return OkStatus();
+      });
+  server->Register<pb::ReadStreamRequest, pb::ReadStreamResponse>(
+      svc, "ReadStream",
+      [this](const ttrpc::CallContext& ctx, const pb::ReadStreamRequest& q,
+             pb::ReadStreamResponse* r) {
+        ASSIGN_OR_RETURN(*r, ReadStream(q, ctx.deadline));
+        return OkStatus();
+      });
+  server->Register<pb::ProcessId, pb::Empty>(
+      svc, "CloseStdin",
+      [this](const ttrpc::CallContext&, const pb::ProcessId& q, pb::Empty*) { return CloseStdin(q); });
+  server->Register<pb::ResizeTtyRequest, pb::Empty>(
+      svc, "ResizeTty",
+      [this](const ttrpc::CallContext&, const pb::ResizeTtyRequest& q, pb::Empty*) {
+        return ResizeTty(q);
+      });
+  server->Register<pb::MountShareRequest, pb::Empty>(
+      svc, "MountShare",
+      [this](const ttrpc::CallContext&, const pb::MountShareRequest& q, pb::Empty*) {
+        return MountShare(q);
+      });
+  server->Register<pb::Empty, pb::DumpStacksResponse>(
+      svc, "DumpStacks",
+      [this](const ttrpc::CallContext&, const pb::Empty&, pb::DumpStacksResponse* r) {
+        ASSIGN_OR_RETURN(*r, DumpStacks());
+        return OkStatus();
+      });
+  server->Register<pb::Empty, pb::StatsResponse>(
+      svc, "Stats", [this](const ttrpc::CallContext&, const pb::Empty&, pb::StatsResponse* r) {
+        ASSIGN_OR_RETURN(*r, Stats());
+        return OkStatus();
+      });
+  server->Register<pb::Empty, pb::Empty>(
+      svc, "Shutdown", [this](const ttrpc::CallContext&, const pb::Empty&, pb::Empty*) {
+        if (cfg_.on_shutdown) {
+          // After the answer has gone out.
+          std::thread([cb = cfg_.on_shutdown] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            cb();
+          }).detach();
+        }
+        return OkStatus();
+      });
+}
+
+StatusOr<pb::PingResponse> AgentService::Ping() {
+  pb::PingResponse r;
+  utsname u;
+  if (::uname(&u) == 0) r.set_kernel_release(u.release);
+  r.set_agent_version(cfg_.agent_version);
+  r.set_boot_ns(started_boot_ns_);
+  return r;
+}
+
+StatusOr<AgentService::ProcessPtr> AgentService::Find(const pb::ProcessId& id) {
+  MutexLock l(&mu_);
+  if (id.container_id().empty()) {
+    auto it = vm_processes_.find(id.exec_id());
+    if (it == vm_processes_.end()) return NotFoundError("process {:?} in the VM not found", id.exec_id());
+    return it->second;
+  }
+  auto c = containers_.find(id.container_id());
+  if (c == containers_.end()) return NotFoundError("container {:?} not found", id.container_id());
+  if (id.exec_id().empty()) return c->second->init;
+  auto e = c->second->execs.find(id.exec_id());
+  if (e == c->second->execs.end()) {
+    return NotFoundError("exec {:?} in container {:?} not found", id.exec_id(), id.container_id());
+  }
+  return e->second;
+}
+
+StatusOr<std::shared_ptr<AgentService::Container>> AgentService::FindContainer(const std::string& id) {
+  MutexLock l(&mu_);
+  auto c = containers_.find(id);
+  if (c == containers_.end()) return NotFoundError("container {:?} not found", id);
+  return c->second;
+}
+
+StatusOr<pb::StartResponse> AgentService::ExecProcess(const pb::ExecProcessRequest& req) {
+  if (!ValidId(req.id().exec_id())) return InvalidArgumentError("invalid exec id {:?}", req.id().exec_id());
+  return req.id().container_id().empty() ? ExecInVm(req) : ExecInContainer(req);
+}
+
+StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest& req) {
+  if (req.args().empty()) return InvalidArgumentError("exec in the VM: no args");
+  {
+    MutexLock l(&mu_);
+    if (vm_processes_.count(req.id().exec_id())) {
+      return AlreadyExistsError("process {:?} in the VM already exists", req.id().exec_id());
+    }
+  }
+  auto p = std::make_shared<Process>();
+  SpawnOptions so;
+  so.argv = {req.args().begin(), req.args().end()};
+  std::vector<std::string> env = {req.env().begin(), req.env().end()};
+  bool has_path = false;
+  for (const auto& e : env) has_path |= e.rfind("PATH=", 0) == 0;
+  if (!has_path) env.push_back(kDefaultPath);
+  so.env = env;
+  so.cwd = req.cwd().empty() ? "/" : req.cwd();
+  so.new_session = true;
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  UniqueFd child_in, child_out, child_err;
+  SharedFd in, out, err;
+  if (req.terminal()) {
+    UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!master || ::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0) {
+      return ErrnoError(errno, "pty");
+    }
+    char name[128];
+    if (::ptsname_r(master.get(), name, sizeof name) != 0) return ErrnoError(errno, "ptsname");
+    UniqueFd slave(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!slave) return ErrnoError(errno, fmt::format("open {}", name));
+    so.fds = {{0, slave.get()}, {1, slave.get()}, {2, slave.get()}};
+    so.controlling_tty = true;
+    in = Share(UniqueFd(::fcntl(master.get(), F_DUPFD_CLOEXEC, 0)));
+    out = Share(UniqueFd(::fcntl(master.get(), F_DUPFD_CLOEXEC, 0)));
+    p->master = Share(std::move(master));
+    child_in = std::move(slave);
+  } else {
+    ASSIGN_OR_RETURN(Pipe o, Pipe::Make());
+    ASSIGN_OR_RETURN(Pipe e, Pipe::Make());
+    if (req.stdin()) {
+      ASSIGN_OR_RETURN(Pipe i, Pipe::Make());
+      child_in = std::move(i.r);
+      in = Share(std::move(i.w));
+    }
+    child_out = std::move(o.w);
+    child_err = std::move(e.w);
+    out = Share(std::move(o.r));
+    err = Share(std::move(e.r));
+    so.fds = {{0, child_in ? child_in.get() : devnull.get()},
+              {1, child_out.get()},
+              {2, child_err.get()}};
+  }
+  auto pid = Reaper::Get().Spawn(so);
+  if (!pid.ok()) return pid.status();
+  p->pid = *pid;
+  {
+    MutexLock l(&p->mu);
+    p->in = std::move(in);
+    p->out = std::move(out);
+    p->err = std::move(err);
+  }
+  {
+    MutexLock l(&mu_);
+    vm_processes_[req.id().exec_id()] = p;
+  }
+  std::thread([p] {
+    auto st = Reaper::Get().Wait(p->pid);
+    p->SetExit(st.ok() ? *st : 255);
+  }).detach();
+  pb::StartResponse r;
+  r.set_pid(static_cast<uint32_t>(p->pid));
+  return r;
+}
+
+Status AgentService::CreateContainer(const pb::CreateContainerRequest& req) {
+  if (!ValidId(req.container_id())) return InvalidArgumentError("invalid container id {:?}", req.container_id());
+  if (req.terminal()) {
+    return InvalidArgumentError("container {:?}: terminals in VM containers are not supported yet",
+                                req.container_id());
+  }
+  nlohmann::json spec;
+  try {
+    spec = nlohmann::json::parse(req.spec_json());
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgumentError("container {:?}: spec is not JSON: {}", req.container_id(), e.what());
+  }
+  if (!spec.is_object()) return InvalidArgumentError("container {:?}: spec is not an object", req.container_id());
+  {
+    MutexLock l(&mu_);
+    if (containers_.count(req.container_id())) {
+      return AlreadyExistsError("container {:?} already exists", req.container_id());
+    }
+  }
+  auto c = std::make_shared<Container>();
+  c->id = req.container_id();
+  c->bundle = cfg_.state_dir + "/c/" + c->id;
+  RETURN_IF_ERROR(MkdirP(c->bundle));
+  spec["root"]["path"] = req.rootfs_path();
+  if (spec.contains("process")) spec["process"]["terminal"] = false;
+  RETURN_IF_ERROR(WriteFileAtomic(c->bundle + "/config.json", spec.dump(), 0600));
+  c->rt = std::make_unique<oci::Runtime>(oci::Runtime::Config{cfg_.oci_runtime, cfg_.oci_root}, c->bundle);
+  ASSIGN_OR_RETURN(Pipe o, Pipe::Make());
+  ASSIGN_OR_RETURN(Pipe e, Pipe::Make());
+  Pipe i;
+  if (req.stdin()) {
+    ASSIGN_OR_RETURN(i, Pipe::Make());
+  }
+  c->init_expect = Reaper::Get().Expect();
+  std::string pid_file = c->bundle + "/init.pid";
+  Status st = c->rt->Create(c->id, pid_file, "", {i.r ? i.r.get() : -1, o.w.get(), e.w.get()});
+  if (!st.ok()) {
+    (void)c->rt->Delete(c->id, /*force=*/true);
+    return st;
+  }
+  auto pid_text = ReadFile(pid_file);
+  pid_t pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
+  if (pid <= 0) {
+    (void)c->rt->Delete(c->id, /*force=*/true);
+    return InternalError("container {:?}: the runtime wrote no init pid", c->id);
+  }
+  c->init = std::make_shared<Process>();
+  c->init->pid = pid;
+  {
+    MutexLock l(&c->init->mu);
+    c->init->in = Share(std::move(i.w));
+    c->init->out = Share(std::move(o.r));
+    c->init->err = Share(std::move(e.r));
+  }
+  MutexLock l(&mu_);
+  containers_[c->id] = c;
+  return OkStatus();
+}
+
+StatusOr<pb::StartResponse> AgentService::StartContainer(const pb::StartContainerRequest& req) {
+  ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
+  {
+    MutexLock l(&mu_);
+    if (c->started) return FailedPreconditionError("container {:?} already started", c->id);
+    c->started = true;
+  }
+  ProcessPtr init = c->init;
+  Reaper::Get().Watch(init->pid, [init](int status) { init->SetExit(status); });
+  c->init_expect.Release();
+  RETURN_IF_ERROR(c->rt->Start(c->id));
+  pb::StartResponse r;
+  r.set_pid(static_cast<uint32_t>(init->pid));
+  return r;
+}
+
+StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessRequest& req) {
+  ASSIGN_OR_RETURN(auto c, FindContainer(req.id().container_id()));
+  if (req.terminal()) return InvalidArgumentError("terminals in VM containers are not supported yet");
+  {
+    MutexLock l(&mu_);
+    if (c->execs.count(req.id().exec_id())) {
+      return AlreadyExistsError("exec {:?} in container {:?} already exists", req.id().exec_id(), c->id);
+    }
+  }
+  std::string spec_path = c->bundle + "/.exec-" + req.id().exec_id() + ".json";
+  std::string pid_path = c->bundle + "/.exec-" + req.id().exec_id() + ".pid";
+  RETURN_IF_ERROR(WriteFileAtomic(spec_path, req.process_json(), 0600));
+  ASSIGN_OR_RETURN(Pipe o, Pipe::Make());
+  ASSIGN_OR_RETURN(Pipe e, Pipe::Make());
+  Pipe i;
+  if (req.stdin()) {
+    ASSIGN_OR_RETURN(i, Pipe::Make());
+  }
+  auto expect = Reaper::Get().Expect();
+  Status st = c->rt->Exec(c->id, spec_path, pid_path, "", {i.r ? i.r.get() : -1, o.w.get(), e.w.get()});
+  ::unlink(spec_path.c_str());
+  auto pid_text = ReadFile(pid_path);
+  ::unlink(pid_path.c_str());
+  RETURN_IF_ERROR(st);
+  pid_t pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
+  if (pid <= 0) return InternalError("exec {:?}: the runtime wrote no pid", req.id().exec_id());
+  auto p = std::make_shared<Process>();
+  p->pid = pid;
+  {
+    MutexLock l(&p->mu);
+    p->in = Share(std::move(i.w));
+    p->out = Share(std::move(o.r));
+    p->err = Share(std::move(e.r));
+  }
+  {
+    MutexLock l(&mu_);
+    c->execs[req.id().exec_id()] = p;
+  }
+  Reaper::Get().Watch(pid, [p](int status) { p->SetExit(status); });
+  pb::StartResponse r;
+  r.set_pid(static_cast<uint32_t>(pid));
+  return r;
+}
+
+Status AgentService::SignalProcess(const pb::SignalProcessRequest& req) {
+  if (req.all()) {
+    ASSIGN_OR_RETURN(auto c, FindContainer(req.id().container_id()));
+    return c->rt->Kill(c->id, static_cast<int>(req.signal()), /*all=*/true);
+  }
+  ASSIGN_OR_RETURN(auto p, Find(req.id()));
+  {
+    MutexLock l(&p->mu);
+    if (p->status) return NotFoundError("process {} already exited", p->pid);
+  }
+  if (::kill(p->pid, static_cast<int>(req.signal())) != 0) {
+    if (errno == ESRCH) return NotFoundError("process {} already exited", p->pid);
+    return ErrnoError(errno, fmt::format("signal {} to {}", req.signal(), p->pid));
+  }
+  return OkStatus();
+}
+
+StatusOr<pb::WaitProcessResponse> AgentService::WaitProcess(
+    const pb::WaitProcessRequest& req, std::optional<ttrpc::Clock::time_point> deadline) {
+  ASSIGN_OR_RETURN(auto p, Find(req.id()));
+  pb::WaitProcessResponse r;
+  {
+    MutexLock l(&p->mu);
+    while (!p->status) {
+      if (deadline) {
+        if (!p->cv.WaitUntil(&p->mu, *deadline) && !p->status) {
+          return DeadlineExceededError("process {} still running", p->pid);
+        }
+      } else {
+        p->cv.Wait(&p->mu);
+      }
+    }
+    r.set_exit_status(*p->status);
+    p->waited = true;
+  }
+  if (req.id().container_id().empty()) MaybeForgetVmProcess(req.id().exec_id());
+  return r;
+}
+
+void AgentService::MaybeForgetVmProcess(const std::string& exec_id) {
+  MutexLock l(&mu_);
+  auto it = vm_processes_.find(exec_id);
+  if (it == vm_processes_.end()) return;
+  ProcessPtr p = it->second;
+  bool done;
+  {
+    MutexLock pl(&p->mu);
+    done = p->DoneLocked();
+  }
+  if (done) vm_processes_.erase(it);
+}
+
+Status AgentService::RemoveContainer(const pb::RemoveContainerRequest& req) {
+  ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
+  RETURN_IF_ERROR(c->rt->Delete(c->id, /*force=*/true));
+  MutexLock l(&mu_);
+  containers_.erase(c->id);
+  return OkStatus();
+}
+
+StatusOr<pb::WriteStdinResponse> AgentService::WriteStdin(const pb::WriteStdinRequest& req) {
+  ASSIGN_OR_RETURN(auto p, Find(req.id()));
+  SharedFd in;
+  {
+    MutexLock l(&p->mu);
+    in = p->in;
+  }
+  if (!in) return FailedPreconditionError("stdin of process {} is closed", p->pid);
+  Status st = WriteAll(in->get(), req.data());
+  if (!st.ok()) return st;
+  pb::WriteStdinResponse r;
+  r.set_written(static_cast<uint32_t>(req.data().size()));
+  return r;
+}
+
+StatusOr<pb::ReadStreamResponse> AgentService::ReadStream(
+    const pb::ReadStreamRequest& req, std::optional<ttrpc::Clock::time_point> deadline) {
+  ASSIGN_OR_RETURN(auto p, Find(req.id()));
+  bool is_err = req.stream() == pb::ReadStreamRequest::STDERR;
+  SharedFd fd;
+  {
+    MutexLock l(&p->mu);
+    fd = is_err ? p->err : p->out;
+  }
+  pb::ReadStreamResponse r;
+  if (!fd) {
+    r.set_eof(true);
+    return r;
+  }
+  for (;;) {
+    int timeout = -1;
+    if (deadline) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - ttrpc::Clock::now());
+      if (left.count() <= 0) return DeadlineExceededError("no output yet from process {}", p->pid);
+      timeout = static_cast<int>(std::min<int64_t>(left.count(), 60000));
+    }
+    pollfd pfd{fd->get(), POLLIN, 0};
+    int n = ::poll(&pfd, 1, timeout);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "poll");
+    if (n == 0) continue;  // re-check the deadline
+    break;
+  }
+  uint32_t want = req.max_bytes() == 0 ? kDefaultChunk : std::min(req.max_bytes(), kMaxChunk);
+  std::string buf(want, '\0');
+  ssize_t n;
+  do {
+    n = ::read(fd->get(), buf.data(), buf.size());
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    buf.resize(static_cast<size_t>(n));
+    r.set_data(std::move(buf));
+    return r;
+  }
+  // 0, or EIO from a pty master whose last slave closed: the end.
+  {
+    MutexLock l(&p->mu);
+    (is_err ? p->err : p->out).reset();
+  }
+  r.set_eof(true);
+  if (req.id().container_id().empty()) MaybeForgetVmProcess(req.id().exec_id());
+  return r;
+}
+
+Status AgentService::CloseStdin(const pb::ProcessId& id) {
+  ASSIGN_OR_RETURN(auto p, Find(id));
+  MutexLock l(&p->mu);
+  if (p->master) {
+    // A terminal: send EOF (^D) rather than closing the pty.
+    (void)!::write(p->master->get(), "\x04", 1);
+    return OkStatus();
+  }
+  p->in.reset();
+  return OkStatus();
+}
+
+Status AgentService::ResizeTty(const pb::ResizeTtyRequest& req) {
+  ASSIGN_OR_RETURN(auto p, Find(req.id()));
+  if (!p->master) return FailedPreconditionError("process {} has no terminal", p->pid);
+  winsize ws{};
+  ws.ws_row = static_cast<unsigned short>(req.height());
+  ws.ws_col = static_cast<unsigned short>(req.width());
+  if (::ioctl(p->master->get(), TIOCSWINSZ, &ws) != 0) return ErrnoError(errno, "TIOCSWINSZ");
+  return OkStatus();
+}
+
+Status AgentService::MountShare(const pb::MountShareRequest& req) {
+  if (req.tag().empty() || req.tag().find('/') != std::string::npos) {
+    return InvalidArgumentError("invalid share tag {:?}", req.tag());
+  }
+  if (!ValidSubPath(req.sub_path())) return InvalidArgumentError("invalid share path {:?}", req.sub_path());
+  if (req.guest_path().empty() || req.guest_path().front() != '/') {
+    return InvalidArgumentError("guest path {:?} is not absolute", req.guest_path());
+  }
+  std::string root = cfg_.state_dir + "/shares/" + req.tag();
+  RETURN_IF_ERROR(MkdirP(root));
+  struct stat st_root, st_parent;
+  bool mounted = ::stat(root.c_str(), &st_root) == 0 &&
+                 ::stat((root + "/..").c_str(), &st_parent) == 0 && st_root.st_dev != st_parent.st_dev;
+  if (!mounted && ::mount(req.tag().c_str(), root.c_str(), "virtiofs", 0, nullptr) != 0) {
+    return ErrnoError(errno, fmt::format("mount virtiofs {} at {}", req.tag(), root));
+  }
+  std::string src = req.sub_path().empty() ? root : root + "/" + req.sub_path();
+  struct stat ss;
+  if (::stat(src.c_str(), &ss) != 0) return ErrnoError(errno, fmt::format("share source {}", src));
+  if (S_ISDIR(ss.st_mode)) {
+    RETURN_IF_ERROR(MkdirP(req.guest_path()));
+  } else {
+    size_t slash = req.guest_path().rfind('/');
+    RETURN_IF_ERROR(MkdirP(req.guest_path().substr(0, slash)));
+    UniqueFd f(::open(req.guest_path().c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+  }
+  if (::mount(src.c_str(), req.guest_path().c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+    return ErrnoError(errno, fmt::format("bind {} at {}", src, req.guest_path()));
+  }
+  if (req.read_only() &&
+      ::mount(nullptr, req.guest_path().c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+    int err = errno;
+    ::umount2(req.guest_path().c_str(), MNT_DETACH);
+    return ErrnoError(err, fmt::format("read-only remount of {}", req.guest_path()));
+  }
+  return OkStatus();
+}
+
+StatusOr<pb::DumpStacksResponse> AgentService::DumpStacks() {
+  // Every guest task: pid, name, state, and its kernel stack.
+  std::string out;
+  DIR* d = ::opendir("/proc");
+  if (!d) return ErrnoError(errno, "opendir /proc");
+  std::vector<int> pids;
+  while (dirent* e = ::readdir(d)) {
+    int pid = std::atoi(e->d_name);
+    if (pid > 0) pids.push_back(pid);
+  }
+  ::closedir(d);
+  std::sort(pids.begin(), pids.end());
+  for (int pid : pids) {
+    std::string base = "/proc/" + std::to_string(pid);
+    auto stat = ReadFile(base + "/stat");
+    if (!stat.ok()) continue;
+    // "pid (comm) S ..."
+    size_t open = stat->find('('), close = stat->rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close + 2 >= stat->size()) continue;
+    out += fmt::format("pid {} ({}) state {}\n", pid, stat->substr(open + 1, close - open - 1),
+                       stat->substr(close + 2, 1));
+    auto stack = ReadFile(base + "/stack");
+    if (stack.ok()) {
+      std::stringstream ss(*stack);
+      std::string line;
+      while (std::getline(ss, line)) out += "    " + line + "\n";
+    }
+  }
+  pb::DumpStacksResponse r;
+  r.set_stacks(std::move(out));
+  return r;
+}
+
+StatusOr<pb::StatsResponse> AgentService::Stats() {
+  pb::StatsResponse r;
+  ASSIGN_OR_RETURN(std::string mem, ReadFile("/proc/meminfo"));
+  std::stringstream ms(mem);
+  std::string key;
+  uint64_t value;
+  std::string unit;
+  while (ms >> key >> value) {
+    std::getline(ms, unit);
+    if (key == "MemTotal:") r.set_mem_total_kb(value);
+    if (key == "MemAvailable:") r.set_mem_available_kb(value);
+    if (key == "MemFree:") r.set_mem_free_kb(value);
+  }
+  ASSIGN_OR_RETURN(std::string stat, ReadFile("/proc/stat"));
+  std::stringstream ss(stat);
+  std::string cpu;
+  uint64_t user = 0, nice = 0, sys = 0, idle = 0;
+  if (ss >> cpu >> user >> nice >> sys >> idle && cpu == "cpu") {
+    r.set_cpu_busy_ticks(user + nice + sys);
+    r.set_cpu_idle_ticks(idle);
+  }
+  uint32_t procs = 0;
+  if (DIR* d = ::opendir("/proc")) {
+    while (dirent* e = ::readdir(d)) procs += std::atoi(e->d_name) > 0;
+    ::closedir(d);
+  }
+  r.set_processes(procs);
+  return r;
+}
+
+}  // namespace runhcs::guest

@@ -1,0 +1,25 @@
+// PID-1 duties of the guest agent in the utility VM: the filesystems a
+// Linux userland expects, the kernel modules the VM's devices need, and
+// finding the host channel.
+#pragma once
+
+#include <string>
+
+#include "base/status.h"
+
+namespace runhcs::guest {
+
+// Mounts proc, sys, devtmpfs, devpts, /dev/shm, /run, /tmp and the cgroup2
+// hierarchy; creates /dev/fd and friends. Best effort per mount: the first
+// failure is returned after trying the rest.
+Status MountBasics();
+
+// Loads the modules listed one path per line in `list` (dependencies first,
+// as the image build ordered them). A module already loaded is fine.
+Status LoadModules(const std::string& list);
+
+// The /dev node of the virtio-serial port named `name`, waiting up to
+// `timeout_ms` for it to appear. NotFound if it never does.
+StatusOr<std::string> FindVirtioPort(const std::string& name, int timeout_ms);
+
+}  // namespace runhcs::guest

@@ -1,0 +1,122 @@
+// runhcs-agent: PID 1 of the utility VM. Sets up the guest, then serves
+// runhcs.agent.v1.Agent on the virtio-serial port "runhcs.agent" for as long
+// as the VM lives, reconnecting whenever the host side reconnects.
+//
+// Not PID 1, `--port DEV` names the port's device node instead (debugging an
+// agent started by hand inside a VM).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "base/fd.h"
+#include "base/io.h"
+#include "base/log.h"
+#include "base/reaper.h"
+#include "guest/agent_service.h"
+#include "guest/guest_init.h"
+#include "ttrpc/server.h"
+
+namespace {
+
+constexpr char kPortName[] = "runhcs.agent";
+constexpr char kModuleList[] = "/lib/modules/load.list";
+
+// Waits until the host end of the virtio-serial port is connected: while it
+// is not, poll reports POLLHUP (and a read would return EOF at once).
+runhcs::UniqueFd OpenConnectedPort(const std::string& path) {
+  for (;;) {
+    runhcs::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    for (;;) {
+      pollfd p{fd.get(), POLLIN, 0};
+      ::poll(&p, 1, 100);
+      if (!(p.revents & POLLHUP)) return fd;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+}
+
+[[noreturn]] void PowerOff() {
+  ::sync();
+  ::reboot(RB_POWER_OFF);
+  ::_exit(0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace runhcs;
+  const bool pid1 = ::getpid() == 1;
+  std::string port;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) port = argv[++i];
+  }
+  InitLogging("info");
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGCHLD, SIGTERM, SIGINT}) sigaddset(&mask, s);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  if (pid1) {
+    Status st = guest::MountBasics();
+    if (!st.ok()) spdlog::warn("{}", st.ToString());
+    st = guest::LoadModules(kModuleList);
+    if (!st.ok()) spdlog::warn("{}", st.ToString());
+    auto found = guest::FindVirtioPort(kPortName, 10000);
+    if (!found.ok()) {
+      spdlog::error("{}", found.status().ToString());
+      PowerOff();
+    }
+    port = *found;
+  }
+  if (port.empty()) {
+    std::fprintf(stderr, "usage: runhcs-agent --port PATH (or run as PID 1 in the VM)\n");
+    return 2;
+  }
+  Reaper::Get().Enable();
+  guest::AgentService svc({.agent_version = RUNHCS_VERSION_STRING,
+                           .on_shutdown = [pid1] {
+                             if (pid1) PowerOff();
+                             ::kill(::getpid(), SIGTERM);
+                           }});
+  ttrpc::Server server;
+  svc.Register(&server);
+  spdlog::info("agent serving on {}", port);
+
+  std::thread([&server, port] {
+    for (;;) {
+      UniqueFd fd = OpenConnectedPort(port);
+      server.ServeConnection(std::move(fd));
+      // One host connection at a time; reopen when it ends.
+      while (server.connection_count() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }).detach();
+
+  UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC));
+  for (;;) {
+    signalfd_siginfo si;
+    ssize_t n = ::read(sfd.get(), &si, sizeof si);
+    if (n != sizeof si) {
+      if (n < 0 && errno == EINTR) continue;
+      break;
+    }
+    if (si.ssi_signo == SIGCHLD) {
+      Reaper::Get().ReapAll();
+    } else if (!pid1) {
+      break;
+    }
+  }
+  server.Shutdown(std::chrono::seconds(1));
+  return 0;
+}
