@@ -8,6 +8,7 @@ PKGS=(
   libboost-dev libboost-program-options-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgrpc++-dev protobuf-compiler-grpc gnuplot-nox
   containerd runc crun busybox-static procps util-linux
+  qemu-system-x86 cpio
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -18,4 +19,18 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The utility VM's kernel: the Debian cloud kernel's versioned package,
+# downloaded (not installed) for the image build (guest/image).
+KDIR=/var/cache/runhcs
+KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+if [ -z "$KPKG" ]; then
+  apt-get update -qq
+  KPKG=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+fi
+if ! ls "$KDIR/${KPKG}"_*.deb >/dev/null 2>&1; then
+  echo "deps: downloading $KPKG"
+  mkdir -p "$KDIR"
+  (cd "$KDIR" && apt-get download -qq "$KPKG" 2>/dev/null) || { apt-get update -qq && (cd "$KDIR" && apt-get download -qq "$KPKG"); }
 fi

@@ -58,7 +58,9 @@ StatusOr<containerd::runhcs::v1::Options> OptionsFromJson(std::string_view text)
   try {
     auto j = nlohmann::json::parse(text);
     if (!j.is_object()) return InvalidArgumentError("not a JSON object");
-    for (const auto& [key, v] : j.items()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      const std::string key = it.key();  // (clang 14 cannot capture bindings)
+      const nlohmann::json& v = it.value();
       // Protobuf JSON: lowerCamelCase names, the .proto names accepted too.
       auto is = [&](std::string_view camel, std::string_view snake) {
         return key == camel || key == snake;

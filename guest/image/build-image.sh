@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Builds the utility VM's boot files from a Debian cloud kernel package and
+# the guest agent, without installing anything on the host:
+#   OUT/vmlinuz         the kernel, as packaged
+#   OUT/initrd.img      gzip cpio: /init = the agent, busybox-static and its
+#                       applets, crun and its libraries, the kernel modules
+#                       the VM needs (load order in /lib/modules/load.list)
+#   OUT/kernel.release  `uname -r` of that kernel
+# Reproducible: sorted entries, every mtime 0, owner root, gzip without name
+# or time. Usage: build-image.sh KERNEL_DEB AGENT OUT
+set -euo pipefail
+DEB=$1 AGENT=$2 OUT=$3
+# Virtio transports (microvm: mmio; q35: pci), the agent's channel, shares,
+# and container layers.
+WANT=(virtio_mmio virtio_pci virtio_console virtiofs overlay)
+
+T=$(mktemp -d /tmp/runhcs-image.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+dpkg-deb -x "$DEB" "$T/k"
+KVER=$(ls "$T/k/lib/modules")
+MODS=$T/k/lib/modules/$KVER
+R=$T/root
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,lib,proc,sys,dev,run,tmp,etc,root,mnt}
+
+install -m 0755 "$AGENT" "$R/init"
+
+cp /bin/busybox "$R/bin/busybox"
+for a in $("$R/bin/busybox" --list); do
+  [ -e "$R/bin/$a" ] || ln -s busybox "$R/bin/$a"
+done
+
+CRUN=$(command -v crun)
+install -m 0755 "$CRUN" "$R/usr/bin/crun"
+# Its shared libraries and the loader, at the paths it was linked against.
+for lib in $(ldd "$CRUN" | awk '/=> \//{print $3} /^\s*\/lib/{print $1}'); do
+  mkdir -p "$R$(dirname "$lib")"
+  cp -L "$lib" "$R$lib"
+done
+[ -e "$R/lib64" ] || { mkdir -p "$R/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$R/lib64/"; }
+
+# Modules, dependencies first. A module's dependencies are its .modinfo
+# "depends=" entry; file names may use '-' where module names use '_'.
+declare -A done_mod
+ORDER=()
+find_ko() {
+  local n=$1
+  find "$MODS/kernel" \( -name "$n.ko" -o -name "${n//_/-}.ko" \) -print -quit
+}
+add_mod() {
+  local n=$1 ko deps d
+  [ -n "${done_mod[$n]:-}" ] && return
+  ko=$(find_ko "$n")
+  if [ -z "$ko" ]; then
+    grep -q "/$n.ko\$\|/${n//_/-}.ko\$" "$MODS/modules.builtin" && { done_mod[$n]=builtin; return; }
+    echo "build-image: module $n not found in $KVER" >&2
+    exit 1
+  fi
+  done_mod[$n]=1
+  deps=$(tr '\0' '\n' <"$ko" | sed -n 's/^depends=//p' | tr ',' ' ')
+  for d in $deps; do add_mod "$d"; done
+  ORDER+=("${ko#"$T/k"}")
+}
+for m in "${WANT[@]}"; do add_mod "$m"; done
+: >"$R/lib/modules.list.tmp"
+for ko in "${ORDER[@]}"; do
+  mkdir -p "$R$(dirname "$ko")"
+  cp "$T/k$ko" "$R$ko"
+  echo "$ko" >>"$R/lib/modules.list.tmp"
+done
+mkdir -p "$R/lib/modules"
+mv "$R/lib/modules.list.tmp" "$R/lib/modules/load.list"
+
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$R/etc/passwd"
+printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' >"$R/etc/group"
+echo runhcs-uvm >"$R/etc/hostname"
+
+mkdir -p "$OUT"
+find "$R" -exec touch -h -d @0 {} +
+(cd "$R" && find . -print0 | LC_ALL=C sort -z |
+  cpio --null -o -H newc --reproducible --owner=0:0 --quiet) | gzip -n -6 >"$OUT/initrd.img.tmp"
+mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
+cp "$T/k/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
+echo "$KVER" >"$OUT/kernel.release"
+echo "build-image: $KVER, $(du -k "$OUT/initrd.img" | cut -f1) KiB initrd, modules: ${ORDER[*]##*/}"

@@ -1,0 +1,629 @@
+#include "uvm/qemu_vm.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "base/fd.h"
+#include "base/io.h"
+#include "base/log.h"
+#include "base/reaper.h"
+
+namespace runhcs::uvm {
+
+namespace {
+
+constexpr char kPortName[] = "runhcs.agent";
+constexpr char kShareTag[] = "runhcs";
+constexpr auto kShutdownWait = std::chrono::seconds(5);
+constexpr auto kQuitWait = std::chrono::seconds(3);
+constexpr auto kRelayPoll = std::chrono::seconds(30);
+
+std::string AccelName(QemuConfig::Accel a) {
+  switch (a) {
+    case QemuConfig::Accel::kKvm: return "kvm";
+    case QemuConfig::Accel::kTcg: return "tcg";
+    default: return "auto";
+  }
+}
+
+bool Exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
+
+}  // namespace
+
+int64_t HostTscKhz() {
+  if (auto s = ReadFile("/sys/devices/system/cpu/cpu0/tsc_freq_khz"); s.ok()) {
+    int64_t v = std::atoll(s->c_str());
+    if (v > 0) return v;
+  }
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("cpu MHz", 0) == 0) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos) return static_cast<int64_t>(std::atof(line.c_str() + colon + 1) * 1000);
+    }
+  }
+  return 0;
+}
+
+std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel, int64_t tsc_khz) {
+  const bool micro = cfg.machine == QemuConfig::Machine::kMicrovm;
+  const std::string acc = accel == QemuConfig::Accel::kKvm ? "kvm" : "tcg";
+  const std::string& s = cfg.state_dir;
+  std::string machine = micro ? "microvm,accel=" + acc + ",isa-serial=on,rtc=on"
+                              : "q35,accel=" + acc;
+  machine += ",memory-backend=mem";
+  std::string cmdline = "console=ttyS0 quiet panic=-1 reboot=t";
+  if (micro) cmdline += " pci=off";
+  // microvm has neither HPET nor ACPI PM timer: without the TSC frequency
+  // the kernel may fail to calibrate under TCG and stop.
+  if (tsc_khz > 0) cmdline += " tsc_early_khz=" + std::to_string(tsc_khz);
+  if (!cfg.extra_cmdline.empty()) cmdline += " " + cfg.extra_cmdline;
+  std::vector<std::string> args = {cfg.qemu,
+          "-name", "runhcs-uvm",
+          "-M", machine,
+          "-cpu", accel == QemuConfig::Accel::kKvm ? "host" : "max",
+          "-smp", std::to_string(cfg.cpus),
+          "-m", std::to_string(cfg.memory_mb),
+          // vhost-user (virtiofsd) needs guest memory it can map.
+          "-object", fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", cfg.memory_mb),
+          "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+          "-kernel", cfg.boot_dir + "/vmlinuz",
+          "-initrd", cfg.boot_dir + "/initrd.img",
+          "-append", cmdline,
+          "-serial", "stdio",
+          "-chardev", fmt::format("socket,id=agent,path={}/agent.sock,server=on,wait=off", s),
+          "-device", micro ? "virtio-serial-device" : "virtio-serial-pci",
+          "-device", fmt::format("virtserialport,chardev=agent,name={}", kPortName),
+          "-chardev", fmt::format("socket,id=fs,path={}/fs.sock", s),
+          "-device", fmt::format("{},chardev=fs,tag={}", micro ? "vhost-user-fs-device" : "vhost-user-fs-pci",
+                                 kShareTag),
+          "-qmp", fmt::format("unix:{}/qmp.sock,server=on,wait=off", s)};
+  // virtio-mmio defaults to the legacy interface, which vhost-user (virtiofsd)
+  // refuses.
+  if (micro) args.insert(args.begin() + 1, {"-global", "virtio-mmio.force-legacy=false"});
+  return args;
+}
+
+QemuUtilityVm::QemuUtilityVm(std::string id, QemuConfig cfg) : id_(std::move(id)), cfg_(std::move(cfg)) {}
+
+QemuUtilityVm::~QemuUtilityVm() { (void)Close(); }
+
+AgentClient* QemuUtilityVm::agent() {
+  MutexLock l(&mu_);
+  return agent_.get();
+}
+
+pid_t QemuUtilityVm::qemu_pid() {
+  MutexLock l(&mu_);
+  return qemu_pid_;
+}
+
+QemuConfig::Accel QemuUtilityVm::accel() {
+  MutexLock l(&mu_);
+  return accel_;
+}
+
+// SIGTERM, up to 1 s to go, then SIGKILL. Its exit is collected by the
+// thread that Spawn()ed it waits in.
+void QemuUtilityVm::StopPid(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid, SIGKILL);
+}
+
+void QemuUtilityVm::StopVirtiofsd() {
+  pid_t pid;
+  {
+    MutexLock l(&mu_);
+    pid = std::exchange(virtiofsd_pid_, 0);
+  }
+  StopPid(pid);
+}
+
+Status QemuUtilityVm::StartVirtiofsd() {
+  std::string sock = cfg_.state_dir + "/fs.sock";
+  SpawnOptions so;
+  // chroot, not a mount namespace: share bind mounts made later under the
+  // source must be visible to it without propagation games.
+  so.argv = {cfg_.virtiofsd, "--socket-path=" + sock, "-o", "source=" + cfg_.state_dir + "/shares",
+             "-o", "cache=none", "-o", "sandbox=chroot"};
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  so.fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}};
+  so.new_session = true;
+  auto pid = Reaper::Get().Spawn(so);
+  if (!pid.ok()) return pid.status().Wrap("virtiofsd");
+  {
+    MutexLock l(&mu_);
+    virtiofsd_pid_ = *pid;
+  }
+  pid_t p = *pid;
+  auto exited = std::make_shared<Latch>();
+  std::thread([p, exited] {
+    (void)Reaper::Get().Wait(p);
+    exited->Open();
+  }).detach();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!Exists(sock)) {
+    if (exited->Wait(std::chrono::steady_clock::now() + std::chrono::milliseconds(5))) {
+      MutexLock l(&mu_);
+      virtiofsd_pid_ = 0;
+      return UnavailableError("virtiofsd exited before listening on {}", sock);
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return DeadlineExceededError("virtiofsd did not listen on {} within 5s", sock);
+    }
+  }
+  return OkStatus();
+}
+
+Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds timeout) {
+  int attempt;
+  {
+    MutexLock l(&mu_);
+    attempt = ++boot_;
+    accel_ = accel;
+  }
+  ::unlink((cfg_.state_dir + "/agent.sock").c_str());
+  ::unlink((cfg_.state_dir + "/qmp.sock").c_str());
+  // virtiofsd serves one QEMU and exits when it goes: a new one per boot.
+  StopVirtiofsd();
+  ::unlink((cfg_.state_dir + "/fs.sock").c_str());
+  RETURN_IF_ERROR(StartVirtiofsd());
+  int64_t tsc = cfg_.tsc_khz > 0 ? cfg_.tsc_khz : HostTscKhz();
+  SpawnOptions so;
+  so.argv = QemuArgs(cfg_, accel, tsc);
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");
+  UniqueFd out_r(out[0]), out_w(out[1]);
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  so.fds = {{0, devnull.get()}, {1, out_w.get()}, {2, out_w.get()}};
+  so.new_session = true;
+  auto pid = Reaper::Get().Spawn(so);
+  if (!pid.ok()) return pid.status().Wrap("qemu");
+  out_w.reset();
+  {
+    MutexLock l(&mu_);
+    qemu_pid_ = *pid;
+  }
+  spdlog::info("vm {}: qemu pid {} ({}, {} vCPU, {} MiB)", id_, *pid, AccelName(accel), cfg_.cpus,
+               cfg_.memory_mb);
+  // Console, line by line, until QEMU closes it.
+  std::thread([fd = std::move(out_r), cb = cfg_.console, id = id_]() mutable {
+    std::string buf;
+    char chunk[4096];
+    for (;;) {
+      ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      buf.append(chunk, static_cast<size_t>(n));
+      for (size_t nl; (nl = buf.find('\n')) != std::string::npos; buf.erase(0, nl + 1)) {
+        std::string line = buf.substr(0, nl);
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (cb) {
+          cb(line);
+        } else {
+          spdlog::debug("vm {} console: {}", id, line);
+        }
+      }
+    }
+  }).detach();
+  auto exited = std::make_shared<Latch>();
+  std::thread([this, p = *pid, attempt, exited] {
+    auto st = Reaper::Get().Wait(p);
+    exited->Open();
+    {
+      MutexLock l(&mu_);
+      if (attempt != boot_ || !started_) return;  // a failed boot: Boot handles it
+    }
+    OnQemuExit(st.ok() ? *st : -1);
+  }).detach();
+
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto fail = [&](Status st) {
+    {
+      MutexLock l(&mu_);
+      KillQemuLocked();
+      agent_.reset();
+    }
+    exited->Wait(std::chrono::steady_clock::now() + std::chrono::seconds(10));
+    return st;
+  };
+  UniqueFd conn;
+  while (!conn) {
+    if (exited->Wait(std::chrono::steady_clock::now())) {
+      return fail(UnavailableError("vm {}: qemu exited during boot ({})", id_, AccelName(accel)));
+    }
+    auto c = ConnectUnix(UnixAddress{cfg_.state_dir + "/agent.sock", false});
+    if (c.ok()) {
+      conn = std::move(*c);
+    } else if (std::chrono::steady_clock::now() > deadline) {
+      return fail(DeadlineExceededError("vm {}: qemu never opened its agent socket", id_));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  auto agent = std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(std::move(conn)));
+  // One Ping with the whole remaining time: it waits in the channel until the
+  // agent opens its port.
+  apb::PingRequest ping;
+  apb::PingResponse pong;
+  auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now());
+  Status st = agent->Call("Ping", ping, &pong, std::max(left, std::chrono::nanoseconds(1000000)));
+  if (!st.ok()) {
+    agent->Close();
+    return fail(DeadlineExceededError("vm {}: the agent did not answer within {} ms ({}): {}", id_,
+                                      timeout.count(), AccelName(accel), st.message()));
+  }
+  spdlog::info("vm {}: agent ready ({} {}, kernel {})", id_, AccelName(accel), pong.agent_version(),
+               pong.kernel_release());
+  MutexLock l(&mu_);
+  agent_ = std::move(agent);
+  started_ = true;
+  return OkStatus();
+}
+
+Status QemuUtilityVm::Start() {
+  MutexLock sl(&start_mu_);
+  {
+    MutexLock l(&mu_);
+    if (started_ || closing_ || boot_ > 0) return FailedPreconditionError("vm {} already started", id_);
+  }
+  for (const char* f : {"/vmlinuz", "/initrd.img"}) {
+    if (!Exists(cfg_.boot_dir + f)) {
+      return NotFoundError("vm {}: boot file {}{} is missing (build the VM image)", id_, cfg_.boot_dir, f);
+    }
+  }
+  if (::mkdir(cfg_.state_dir.c_str(), 0700) != 0) {
+    return ErrnoError(errno, fmt::format("vm state dir {}", cfg_.state_dir));
+  }
+  ::mkdir((cfg_.state_dir + "/shares").c_str(), 0700);
+  Status st;
+  {
+    switch (cfg_.accel) {
+      case QemuConfig::Accel::kTcg:
+        st = Boot(QemuConfig::Accel::kTcg, cfg_.boot_timeout);
+        break;
+      case QemuConfig::Accel::kKvm:
+        st = Boot(QemuConfig::Accel::kKvm, cfg_.boot_timeout);
+        break;
+      case QemuConfig::Accel::kAuto:
+        if (::access("/dev/kvm", R_OK | W_OK) == 0) {
+          st = Boot(QemuConfig::Accel::kKvm, cfg_.kvm_probe_timeout);
+          if (st.ok()) break;
+          spdlog::warn("vm {}: KVM boot failed ({}); falling back to TCG", id_, st.message());
+        }
+        st = Boot(QemuConfig::Accel::kTcg, cfg_.boot_timeout);
+        break;
+    }
+  }
+  if (!st.ok()) {
+    {
+      MutexLock l(&mu_);
+      gone_ = true;
+      exit_ = st;
+    }
+    Cleanup();
+  }
+  return st;
+}
+
+void QemuUtilityVm::KillQemuLocked() {
+  if (qemu_pid_ > 0) ::kill(qemu_pid_, SIGKILL);
+}
+
+void QemuUtilityVm::OnQemuExit(int status) {
+  std::shared_ptr<AgentClient> agent;
+  {
+    MutexLock l(&mu_);
+    gone_ = true;
+    if (!closing_) {
+      exit_ = UnavailableError("vm {}: qemu exited unexpectedly (status {})", id_, status);
+      spdlog::error("{}", exit_.message());
+    }
+    agent = agent_;
+    cv_.SignalAll();
+  }
+  if (agent) agent->Close();  // pending calls fail with Unavailable now
+  Cleanup();
+}
+
+Status QemuUtilityVm::QmpQuit() {
+  auto c = ConnectUnix(UnixAddress{cfg_.state_dir + "/qmp.sock", false});
+  if (!c.ok()) return c.status();
+  for (const char* cmd : {"{\"execute\":\"qmp_capabilities\"}\n", "{\"execute\":\"quit\"}\n"}) {
+    RETURN_IF_ERROR(WriteAll(c->get(), cmd));
+  }
+  return OkStatus();
+}
+
+Status QemuUtilityVm::Close() {
+  MutexLock sl(&start_mu_);
+  std::shared_ptr<AgentClient> agent;
+  {
+    MutexLock l(&mu_);
+    closing_ = true;
+    if (!started_) gone_ = true;  // never booted: nothing to stop
+    agent = agent_;
+  }
+  auto gone_within = [&](auto d) {
+    auto deadline = std::chrono::steady_clock::now() + d;
+    MutexLock l(&mu_);
+    while (!gone_) {
+      if (!cv_.WaitUntil(&mu_, deadline) && !gone_) return false;
+    }
+    return true;
+  };
+  bool running;
+  {
+    MutexLock l(&mu_);
+    running = started_ && !gone_;
+  }
+  if (running) {
+    apb::Empty e;
+    if (agent && agent->Call("Shutdown", e, &e, std::chrono::seconds(2)).ok() &&
+        gone_within(kShutdownWait)) {
+      spdlog::info("vm {}: powered off", id_);
+    } else if (QmpQuit().ok() && gone_within(kQuitWait)) {
+      spdlog::info("vm {}: quit through QMP", id_);
+    } else {
+      {
+        MutexLock l(&mu_);
+        KillQemuLocked();
+      }
+      gone_within(std::chrono::seconds(10));
+      spdlog::warn("vm {}: killed", id_);
+    }
+  }
+  Cleanup();
+  return OkStatus();
+}
+
+void QemuUtilityVm::Cleanup() {
+  std::vector<std::string> mounts;
+  pid_t fsd;
+  std::shared_ptr<AgentClient> agent;
+  {
+    MutexLock l(&mu_);
+    if (!(gone_ || !started_)) return;
+    if (cleaning_) {
+      // Someone else is at it: return when it is done, as they will.
+      while (!cleaned_) cv_.Wait(&mu_);
+      return;
+    }
+    cleaning_ = true;
+    mounts.swap(share_mounts_);
+    fsd = std::exchange(virtiofsd_pid_, 0);
+    agent = std::move(agent_);
+  }
+  if (agent) agent->Close();
+  StopPid(fsd);
+  // Never a recursive delete: a share that failed to unmount must keep its
+  // host files. Mount points are empty once unmounted.
+  for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
+    if (::umount2(it->c_str(), MNT_DETACH) != 0) {
+      spdlog::error("vm {}: unmount {}: {}", id_, *it, std::strerror(errno));
+      continue;
+    }
+    if (::rmdir(it->c_str()) != 0) ::unlink(it->c_str());
+  }
+  for (const char* f : {"/agent.sock", "/qmp.sock", "/fs.sock", "/fs.sock.pid"}) {
+    ::unlink((cfg_.state_dir + f).c_str());
+  }
+  ::rmdir((cfg_.state_dir + "/shares").c_str());
+  ::rmdir(cfg_.state_dir.c_str());
+  MutexLock l(&mu_);
+  cleaned_ = true;
+  cv_.SignalAll();
+}
+
+Status QemuUtilityVm::Wait() {
+  MutexLock l(&mu_);
+  while (!(gone_ && cleaned_)) cv_.Wait(&mu_);
+  return exit_;
+}
+
+Status QemuUtilityVm::Share(const std::string& host_path, const std::string& vm_path, bool read_only) {
+  if (host_path.empty() || host_path.front() != '/') {
+    return InvalidArgumentError("share: host path {:?} is not absolute", host_path);
+  }
+  if (vm_path.empty() || vm_path.front() != '/') {
+    return InvalidArgumentError("share: VM path {:?} is not absolute", vm_path);
+  }
+  char real[PATH_MAX];
+  if (!::realpath(host_path.c_str(), real)) {
+    if (errno == ENOENT) return NotFoundError("share: host path {} does not exist", host_path);
+    return ErrnoError(errno, fmt::format("share: resolve {}", host_path));
+  }
+  struct stat st;
+  if (::stat(real, &st) != 0) return ErrnoError(errno, fmt::format("share: stat {}", real));
+  std::shared_ptr<AgentClient> agent;
+  std::string name;
+  {
+    MutexLock l(&mu_);
+    if (!started_ || gone_ || !agent_) return FailedPreconditionError("vm {} is not running", id_);
+    agent = agent_;
+    name = std::to_string(next_share_++);
+  }
+  std::string target = cfg_.state_dir + "/shares/" + name;
+  if (S_ISDIR(st.st_mode)) {
+    if (::mkdir(target.c_str(), 0700) != 0) return ErrnoError(errno, fmt::format("mkdir {}", target));
+  } else {
+    UniqueFd f(::open(target.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+    if (!f) return ErrnoError(errno, fmt::format("create {}", target));
+  }
+  auto undo = [&] {
+    ::umount2(target.c_str(), MNT_DETACH);
+    if (::rmdir(target.c_str()) != 0) ::unlink(target.c_str());
+  };
+  if (::mount(real, target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+    int err = errno;
+    undo();
+    return ErrnoError(err, fmt::format("share: bind {}", real));
+  }
+  if (read_only &&
+      ::mount(nullptr, target.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+    int err = errno;
+    undo();
+    return ErrnoError(err, fmt::format("share: read-only {}", real));
+  }
+  apb::MountShareRequest req;
+  req.set_tag(kShareTag);
+  req.set_sub_path(name);
+  req.set_guest_path(vm_path);
+  req.set_read_only(read_only);
+  apb::Empty e;
+  Status ms = agent->Call("MountShare", req, &e);
+  if (!ms.ok()) {
+    undo();
+    return ms.Wrap("share: in the VM");
+  }
+  MutexLock l(&mu_);
+  share_mounts_.push_back(target);
+  return OkStatus();
+}
+
+StatusOr<int32_t> QemuUtilityVm::ExecInUvm(const containerd::runhcs::v1::diag::ExecProcessRequest& req) {
+  if (req.args().empty()) return InvalidArgumentError("exec in VM: no command");
+  std::shared_ptr<AgentClient> agent;
+  std::string exec_id;
+  {
+    MutexLock l(&mu_);
+    if (!started_ || gone_ || !agent_) return FailedPreconditionError("vm {} is not running", id_);
+    agent = agent_;
+    exec_id = fmt::format("host-exec-{}", next_share_++);
+  }
+  apb::ExecProcessRequest er;
+  er.mutable_id()->set_exec_id(exec_id);
+  for (const auto& a : req.args()) er.add_args(a);
+  er.set_cwd(req.workdir());
+  er.set_terminal(req.terminal());
+  er.set_stdin(!req.stdin().empty());
+  apb::StartResponse started;
+  RETURN_IF_ERROR(agent->Call("ExecProcess", er, &started));
+  apb::ProcessId pid;
+  pid.set_exec_id(exec_id);
+
+  // Output: ReadStream until eof, into the host path (opened here, so a
+  // fifo's reader is whoever asked for this exec).
+  auto pump_out = [agent, pid](std::string path, apb::ReadStreamRequest::Stream which) {
+    UniqueFd fd;
+    if (!path.empty()) fd.reset(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    apb::ReadStreamRequest rr;
+    *rr.mutable_id() = pid;
+    rr.set_stream(which);
+    for (;;) {
+      apb::ReadStreamResponse resp;
+      Status st = agent->Call("ReadStream", rr, &resp, kRelayPoll);
+      if (st.code() == Code::kDeadlineExceeded) continue;
+      if (!st.ok() || resp.eof()) return;
+      if (fd && !WriteAll(fd.get(), resp.data()).ok()) fd.reset();  // reader gone: drain anyway
+    }
+  };
+  std::thread out_t(pump_out, req.stdout(), apb::ReadStreamRequest::STDOUT);
+  std::thread err_t(pump_out, req.terminal() ? std::string() : req.stderr(), apb::ReadStreamRequest::STDERR);
+  UniqueFd stop(::eventfd(0, EFD_CLOEXEC));
+  std::thread in_t;
+  if (!req.stdin().empty()) {
+    in_t = std::thread([agent, pid, path = req.stdin(), stop_fd = stop.get()] {
+      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+      if (fd) {
+        char buf[16384];
+        for (;;) {
+          pollfd p[2] = {{fd.get(), POLLIN, 0}, {stop_fd, POLLIN, 0}};
+          if (::poll(p, 2, -1) < 0 && errno != EINTR) break;
+          if (p[1].revents) return;  // the process is gone
+          if (!p[0].revents) continue;
+          ssize_t n = ::read(fd.get(), buf, sizeof buf);
+          if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+          if (n <= 0) break;
+          apb::WriteStdinRequest w;
+          *w.mutable_id() = pid;
+          w.set_data(buf, static_cast<size_t>(n));
+          apb::WriteStdinResponse wr;
+          if (!agent->Call("WriteStdin", w, &wr).ok()) return;
+        }
+      }
+      apb::Empty e;
+      (void)agent->Call("CloseStdin", pid, &e);
+    });
+  }
+  apb::WaitProcessRequest wr;
+  *wr.mutable_id() = pid;
+  apb::WaitProcessResponse status;
+  Status ws;
+  for (;;) {
+    ws = agent->Call("WaitProcess", wr, &status, kRelayPoll);
+    if (ws.code() != Code::kDeadlineExceeded) break;
+  }
+  out_t.join();
+  err_t.join();
+  uint64_t one = 1;
+  (void)!::write(stop.get(), &one, sizeof one);
+  if (in_t.joinable()) in_t.join();
+  RETURN_IF_ERROR(ws);
+  return status.exit_status();
+}
+
+StatusOr<std::string> QemuUtilityVm::DumpStacks() {
+  AgentClient* a = agent();
+  if (!a) return FailedPreconditionError("vm {} is not running", id_);
+  apb::Empty e;
+  apb::DumpStacksResponse r;
+  RETURN_IF_ERROR(a->Call("DumpStacks", e, &r, std::chrono::seconds(5)));
+  return r.stacks();
+}
+
+StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> QemuUtilityVm::Stats() {
+  pid_t pid;
+  std::shared_ptr<AgentClient> agent;
+  {
+    MutexLock l(&mu_);
+    if (!started_ || gone_) return FailedPreconditionError("vm {} is not running", id_);
+    pid = qemu_pid_;
+    agent = agent_;
+  }
+  containerd::runhcs::stats::v1::VirtualMachineStatistics s;
+  // QEMU on the host: CPU time (utime + stime, fields 14 and 15) and RSS.
+  if (auto stat = ReadFile(fmt::format("/proc/{}/stat", pid)); stat.ok()) {
+    std::istringstream in(stat->substr(stat->rfind(')') + 2));
+    std::string field;
+    uint64_t utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && in >> field; ++i) {
+      if (i == 14) utime = std::stoull(field);
+      if (i == 15) stime = std::stoull(field);
+    }
+    s.mutable_processor()->set_total_runtime_ns((utime + stime) * (1000000000ULL / ::sysconf(_SC_CLK_TCK)));
+  }
+  if (auto status = ReadFile(fmt::format("/proc/{}/status", pid)); status.ok()) {
+    size_t at = status->find("VmRSS:");
+    if (at != std::string::npos) {
+      s.mutable_memory()->set_working_set_bytes(std::stoull(status->substr(at + 6)) * 1024);
+    }
+  }
+  apb::Empty e;
+  apb::StatsResponse guest;
+  if (agent && agent->Call("Stats", e, &guest, std::chrono::seconds(5)).ok()) {
+    auto* vm = s.mutable_memory()->mutable_vm_memory();
+    vm->set_assigned_memory(guest.mem_total_kb() * 1024);
+    vm->set_available_memory(static_cast<int32_t>(guest.mem_available_kb() / 1024));  // MiB
+  }
+  return s;
+}
+
+}  // namespace runhcs::uvm

@@ -1,0 +1,112 @@
+// QemuUtilityVm: a UtilityVm run by QEMU on this host.
+//
+//  - Machine: microvm (virtio-mmio, no PCI, no firmware) by default, with
+//    `tsc_early_khz` on the kernel command line (without it the kernel hangs
+//    about one boot in eight under TCG while calibrating the TSC); q35 on
+//    request. -nodefaults, no network.
+//  - Accelerator: tcg, kvm, or auto: KVM first, and TCG when a KVM boot has
+//    not reached the agent within `kvm_probe_timeout` (KVM guests can hang at
+//    early boot on nested hosts).
+//  - The host<->guest channel is the virtio-serial port "runhcs.agent",
+//    exposed by QEMU as a unix socket in the VM's state directory; the agent
+//    serves TTRPC on it. Start returns once the agent answers Ping.
+//  - Shares: one virtiofsd per VM exports `<state>/shares` with tag
+//    "runhcs"; each Share bind-mounts a host path under it and asks the agent
+//    to mount it at the guest path.
+//  - The serial console goes to `console` line by line (the shim's log).
+//  - Close: agent Shutdown (the guest powers off), then QMP quit, then
+//    SIGKILL; then virtiofsd, the share mounts and the state directory go.
+//    Wait returns when QEMU is gone; if it went for any reason other than
+//    Close (crash, SIGKILL), Wait reports Unavailable with how it ended and
+//    the same cleanup runs.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/latch.h"
+#include "base/thread_annotations.h"
+#include "uvm/agent_client.h"
+#include "uvm/utility_vm.h"
+
+namespace runhcs::uvm {
+
+struct QemuConfig {
+  enum class Accel { kAuto, kKvm, kTcg };
+  enum class Machine { kMicrovm, kQ35 };
+
+  std::string qemu = "qemu-system-x86_64";
+  std::string virtiofsd = "/usr/lib/qemu/virtiofsd";
+  std::string boot_dir;   // holds vmlinuz and initrd.img
+  std::string state_dir;  // created by Start, removed by Close; must not exist
+  int cpus = 1;
+  int memory_mb = 512;
+  Accel accel = Accel::kAuto;
+  Machine machine = Machine::kMicrovm;
+  std::string extra_cmdline;
+  // 0 = read from the host (sysfs, else /proc/cpuinfo).
+  int64_t tsc_khz = 0;
+  std::chrono::milliseconds boot_timeout{30000};       // TCG, or KVM when forced
+  std::chrono::milliseconds kvm_probe_timeout{6000};   // auto: then TCG
+  std::function<void(const std::string&)> console;     // serial output lines
+};
+
+// QEMU's argv for one boot attempt (exposed for unit tests).
+std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel, int64_t tsc_khz);
+// The host TSC frequency in kHz, 0 if unknown.
+int64_t HostTscKhz();
+
+class QemuUtilityVm : public UtilityVm {
+ public:
+  QemuUtilityVm(std::string id, QemuConfig cfg);
+  ~QemuUtilityVm() override;
+
+  const std::string& id() const override { return id_; }
+  Status Start() override;
+  Status Wait() override;
+  Status Close() override;
+  StatusOr<int32_t> ExecInUvm(const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
+  Status Share(const std::string& host_path, const std::string& vm_path, bool read_only) override;
+  StatusOr<std::string> DumpStacks() override;
+  StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> Stats() override;
+
+  // The agent, once started (nullptr before); for tasks running in the VM.
+  AgentClient* agent();
+  pid_t qemu_pid();
+  // Which accelerator the running VM got.
+  QemuConfig::Accel accel();
+
+ private:
+  Status Boot(QemuConfig::Accel accel, std::chrono::milliseconds timeout) REQUIRES(start_mu_);
+  Status StartVirtiofsd() REQUIRES(start_mu_);
+  void StopVirtiofsd();
+  void StopPid(pid_t pid);
+  void KillQemuLocked() REQUIRES(mu_);
+  void OnQemuExit(int status);
+  void Cleanup();
+  Status QmpQuit();
+
+  const std::string id_;
+  const QemuConfig cfg_;
+  Mutex start_mu_;  // serializes Start and Close
+  Mutex mu_;
+  CondVar cv_;
+  bool started_ GUARDED_BY(mu_) = false;
+  bool closing_ GUARDED_BY(mu_) = false;
+  bool gone_ GUARDED_BY(mu_) = false;
+  bool cleaning_ GUARDED_BY(mu_) = false;
+  bool cleaned_ GUARDED_BY(mu_) = false;
+  Status exit_ GUARDED_BY(mu_);
+  pid_t qemu_pid_ GUARDED_BY(mu_) = 0;
+  pid_t virtiofsd_pid_ GUARDED_BY(mu_) = 0;
+  int boot_ GUARDED_BY(mu_) = 0;  // attempt number; exits of older ones are ignored
+  QemuConfig::Accel accel_ GUARDED_BY(mu_) = QemuConfig::Accel::kTcg;
+  std::shared_ptr<AgentClient> agent_ GUARDED_BY(mu_);
+  std::vector<std::string> share_mounts_ GUARDED_BY(mu_);
+  int next_share_ GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace runhcs::uvm

@@ -1,0 +1,90 @@
+// The QEMU command line; booting real VMs is tests/uvm_test.cc.
+#include "uvm/qemu_vm.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace runhcs::uvm {
+namespace {
+
+using ::testing::Contains;
+using ::testing::HasSubstr;
+
+std::string After(const std::vector<std::string>& args, const std::string& flag, int nth = 0) {
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == flag && nth-- == 0) return args[i + 1];
+  }
+  return "";
+}
+
+QemuConfig Config() {
+  QemuConfig c;
+  c.boot_dir = "/boot/x";
+  c.state_dir = "/run/vm1";
+  c.cpus = 2;
+  c.memory_mb = 768;
+  return c;
+}
+
+TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
+  auto a = QemuArgs(Config(), QemuConfig::Accel::kTcg, 2596098);
+  EXPECT_EQ(After(a, "-M"), "microvm,accel=tcg,isa-serial=on,rtc=on,memory-backend=mem");
+  EXPECT_EQ(After(a, "-cpu"), "max");
+  EXPECT_EQ(After(a, "-smp"), "2");
+  EXPECT_EQ(After(a, "-m"), "768");
+  EXPECT_THAT(After(a, "-append"), HasSubstr("tsc_early_khz=2596098"));
+  EXPECT_THAT(After(a, "-append"), HasSubstr("pci=off"));
+  EXPECT_EQ(After(a, "-kernel"), "/boot/x/vmlinuz");
+  EXPECT_EQ(After(a, "-initrd"), "/boot/x/initrd.img");
+  EXPECT_THAT(a, Contains("-nodefaults"));
+  EXPECT_THAT(a, Contains("virtio-serial-device"));
+  EXPECT_THAT(a, Contains("virtserialport,chardev=agent,name=runhcs.agent"));
+  EXPECT_THAT(a, Contains("socket,id=agent,path=/run/vm1/agent.sock,server=on,wait=off"));
+  EXPECT_THAT(a, Contains("vhost-user-fs-device,chardev=fs,tag=runhcs"));
+  EXPECT_THAT(a, Contains("memory-backend-memfd,id=mem,size=768M,share=on"));
+  EXPECT_EQ(After(a, "-qmp"), "unix:/run/vm1/qmp.sock,server=on,wait=off");
+}
+
+TEST(QemuArgs, KvmUsesHostCpuAndQ35UsesPciDevices) {
+  QemuConfig c = Config();
+  c.machine = QemuConfig::Machine::kQ35;
+  auto a = QemuArgs(c, QemuConfig::Accel::kKvm, 0);
+  EXPECT_EQ(After(a, "-M"), "q35,accel=kvm,memory-backend=mem");
+  EXPECT_EQ(After(a, "-cpu"), "host");
+  EXPECT_THAT(After(a, "-append"), ::testing::Not(HasSubstr("tsc_early_khz")));
+  EXPECT_THAT(After(a, "-append"), ::testing::Not(HasSubstr("pci=off")));
+  EXPECT_THAT(a, Contains("virtio-serial-pci"));
+  EXPECT_THAT(a, Contains("vhost-user-fs-pci,chardev=fs,tag=runhcs"));
+}
+
+TEST(QemuVm, StartWithoutBootFilesIsNotFoundAndLeavesNothing) {
+  QemuConfig c = Config();
+  c.boot_dir = ::testing::TempDir() + "/no-such-boot-dir";
+  c.state_dir = ::testing::TempDir() + "/vm-state-nf";
+  QemuUtilityVm vm("t", c);
+  EXPECT_EQ(vm.Start().code(), Code::kNotFound);
+  EXPECT_NE(::access(c.state_dir.c_str(), F_OK), 0);
+  EXPECT_TRUE(vm.Close().ok());
+  EXPECT_TRUE(vm.Close().ok());  // idempotent
+}
+
+TEST(QemuVm, CallsBeforeStartAreFailedPrecondition) {
+  QemuUtilityVm vm("t", Config());
+  EXPECT_EQ(vm.Share("/tmp", "/mnt", false).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(vm.DumpStacks().status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(vm.Share("relative", "/mnt", false).code(), Code::kInvalidArgument);
+  EXPECT_EQ(vm.Share("/nonexistent/path", "/mnt", false).code(), Code::kNotFound);
+  containerd::runhcs::v1::diag::ExecProcessRequest r;
+  r.add_args("uname");
+  EXPECT_EQ(vm.ExecInUvm(r).status().code(), Code::kFailedPrecondition);
+}
+
+TEST(HostTscKhz, IsReadFromTheHost) {
+  // x86 Linux always reports "cpu MHz" in /proc/cpuinfo.
+  int64_t k = HostTscKhz();
+  EXPECT_GT(k, 100000);
+  EXPECT_LT(k, 10000000);
+}
+
+}  // namespace
+}  // namespace runhcs::uvm
