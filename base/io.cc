@@ -60,6 +60,17 @@ StatusOr<std::string> ReadFile(const std::string& path) {
   return ReadAll(fd.get());
 }
 
+Status MkdirAll(const std::string& path, mode_t mode) {
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    std::string part = path.substr(0, pos);
+    if (::mkdir(part.c_str(), mode) != 0 && errno != EEXIST) {
+      return ErrnoError(errno, fmt::format("mkdir {}", part));
+    }
+  }
+  return OkStatus();
+}
+
 Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode) {
   std::string tmp;
   size_t slash = path.rfind('/');

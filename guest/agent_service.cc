@@ -53,20 +53,6 @@ bool ValidSubPath(const std::string& p) {
   return true;
 }
 
-Status MkdirP(const std::string& path) {
-  std::string cur;
-  std::stringstream ss(path);
-  std::string part;
-  while (std::getline(ss, part, '/')) {
-    if (part.empty()) continue;
-    cur += "/" + part;
-    if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) {
-      return ErrnoError(errno, fmt::format("mkdir {}", cur));
-    }
-  }
-  return OkStatus();
-}
-
 struct Pipe {
   UniqueFd r, w;
   static StatusOr<Pipe> Make() {
@@ -342,11 +328,19 @@ Status AgentService::CreateContainer(const pb::CreateContainerRequest& req) {
   auto c = std::make_shared<Container>();
   c->id = req.container_id();
   c->bundle = cfg_.state_dir + "/c/" + c->id;
-  RETURN_IF_ERROR(MkdirP(c->bundle));
+  RETURN_IF_ERROR(MkdirAll(c->bundle, 0700));
   spec["root"]["path"] = req.rootfs_path();
-  if (spec.contains("process")) spec["process"]["terminal"] = false;
+  if (spec.contains("process")) {
+    spec["process"]["terminal"] = false;
+    // The guest kernel has no LSM policy loaded; the VM is the boundary.
+    spec["process"].erase("apparmorProfile");
+    spec["process"].erase("selinuxLabel");
+  }
+  if (spec.contains("linux")) spec["linux"].erase("mountLabel");
   RETURN_IF_ERROR(WriteFileAtomic(c->bundle + "/config.json", spec.dump(), 0600));
-  c->rt = std::make_unique<oci::Runtime>(oci::Runtime::Config{cfg_.oci_runtime, cfg_.oci_root}, c->bundle);
+  // The initramfs root cannot be pivoted away from.
+  c->rt = std::make_unique<oci::Runtime>(
+      oci::Runtime::Config{cfg_.oci_runtime, cfg_.oci_root, /*no_pivot=*/true}, c->bundle);
   ASSIGN_OR_RETURN(Pipe o, Pipe::Make());
   ASSIGN_OR_RETURN(Pipe e, Pipe::Make());
   Pipe i;
@@ -594,7 +588,7 @@ Status AgentService::MountShare(const pb::MountShareRequest& req) {
     return InvalidArgumentError("guest path {:?} is not absolute", req.guest_path());
   }
   std::string root = cfg_.state_dir + "/shares/" + req.tag();
-  RETURN_IF_ERROR(MkdirP(root));
+  RETURN_IF_ERROR(MkdirAll(root, 0755));
   struct stat st_root, st_parent;
   bool mounted = ::stat(root.c_str(), &st_root) == 0 &&
                  ::stat((root + "/..").c_str(), &st_parent) == 0 && st_root.st_dev != st_parent.st_dev;
@@ -605,10 +599,10 @@ Status AgentService::MountShare(const pb::MountShareRequest& req) {
   struct stat ss;
   if (::stat(src.c_str(), &ss) != 0) return ErrnoError(errno, fmt::format("share source {}", src));
   if (S_ISDIR(ss.st_mode)) {
-    RETURN_IF_ERROR(MkdirP(req.guest_path()));
+    RETURN_IF_ERROR(MkdirAll(req.guest_path(), 0755));
   } else {
     size_t slash = req.guest_path().rfind('/');
-    RETURN_IF_ERROR(MkdirP(req.guest_path().substr(0, slash)));
+    RETURN_IF_ERROR(MkdirAll(req.guest_path().substr(0, slash), 0755));
     UniqueFd f(::open(req.guest_path().c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
   }
   if (::mount(src.c_str(), req.guest_path().c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {

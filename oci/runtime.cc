@@ -84,6 +84,7 @@ Status Runtime::Run(const std::string& verb, std::vector<std::string> args, cons
 Status Runtime::Create(const std::string& id, const std::string& pid_file,
                        const std::string& console_socket, const Stdio& io) {
   std::vector<std::string> args = {"--bundle", bundle_, "--pid-file", pid_file};
+  if (cfg_.no_pivot) args.push_back("--no-pivot");
   if (!console_socket.empty()) {
     args.push_back("--console-socket");
     args.push_back(console_socket);

@@ -23,6 +23,9 @@ class Runtime {
   struct Config {
     std::string binary = "runc";
     std::string root;  // --root; "" = the runtime's default
+    // create --no-pivot: chroot instead of pivot_root, for a root that
+    // cannot be pivoted (the initramfs of a utility VM).
+    bool no_pivot = false;
   };
   // The process's stdio for create/exec (-1 = /dev/null).
   struct Stdio {

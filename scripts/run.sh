@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh >/dev/null
-SHIM_DIR=$PWD/build/cmd/shim
+SHIM_DIR=$PWD/build/bin
 echo "== $("$SHIM_DIR/containerd-shim-runhcs-v1" -v | tr '\n' ' ')"
 
 D=$(mktemp -d /tmp/runhcs-demo.XXXXXX)

@@ -17,6 +17,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "base/io.h"
@@ -28,6 +29,7 @@
 #include "base/sha256.h"
 #include "oci/mounts.h"
 #include "oci/process_task.h"
+#include "uvm/vm_task.h"
 #include "oci/spec.h"
 #include "service/options.h"
 #include "service/task_service.h"
@@ -52,16 +54,8 @@ std::string Cwd() {
   return ::getcwd(buf, sizeof buf) ? std::string(buf) : std::string(".");
 }
 
-Status MkdirAll(const std::string& path, mode_t mode) {
-  for (size_t pos = 1; pos <= path.size(); ++pos) {
-    if (pos != path.size() && path[pos] != '/') continue;
-    std::string part = path.substr(0, pos);
-    if (::mkdir(part.c_str(), mode) != 0 && errno != EEXIST) {
-      return ErrnoError(errno, fmt::format("mkdir {}", part));
-    }
-  }
-  return OkStatus();
-}
+constexpr char kIsolationAnnotation[] = "io.containerd.runhcs.v1.isolation";
+constexpr char kAcceleratorAnnotation[] = "io.containerd.runhcs.v1.vm-accelerator";
 
 // Builds tasks for Create: process isolation through the OCI runtime; the
 // utility VM plugs in here as it lands.
@@ -71,11 +65,13 @@ class ShimTaskFactory : public service::TaskFactory {
       : opts_(std::move(opts)), ns_(std::move(ns)), publisher_(publisher) {}
 
   StatusOr<std::shared_ptr<task::Task>> CreateTask(const task::CreateRequest& req,
-                                                   const oci::Spec&) override {
+                                                   const oci::Spec& spec) override {
     ASSIGN_OR_RETURN(auto opts, OptionsFor(req));
+    RETURN_IF_ERROR(ApplyAnnotations(spec, &opts));
     if (opts.isolation == service::ShimOptions::Isolation::kHypervisor) {
-      return NotImplementedError("hypervisor isolation of task '{}' is not available in this build",
-                                 req.id);
+      uvm::VmTask::Config cfg{ns_, VmConfig(opts)};
+      ASSIGN_OR_RETURN(auto t, uvm::VmTask::Create(req, cfg, publisher_));
+      return std::shared_ptr<task::Task>(std::move(t));
     }
     oci::ProcessTask::Config cfg{ns_, {opts.oci_runtime, opts.oci_runtime_root}};
     ASSIGN_OR_RETURN(auto t, oci::ProcessTask::Create(req, cfg, publisher_));
@@ -93,6 +89,49 @@ class ShimTaskFactory : public service::TaskFactory {
   StatusOr<service::ShimOptions> OptionsFor(const task::CreateRequest& req) {
     if (req.options.type_url().empty()) return opts_;
     return service::DecodeOptions(req.options);
+  }
+  // Per-container annotations override the options (docs/configuration.md).
+  static Status ApplyAnnotations(const oci::Spec& spec, service::ShimOptions* o) {
+    std::string iso = spec.Annotation(kIsolationAnnotation);
+    if (iso == "hypervisor") {
+      o->isolation = service::ShimOptions::Isolation::kHypervisor;
+    } else if (iso == "process") {
+      o->isolation = service::ShimOptions::Isolation::kProcess;
+    } else if (!iso.empty()) {
+      return InvalidArgumentError("annotation {}={:?}: want process or hypervisor", kIsolationAnnotation, iso);
+    }
+    std::string acc = spec.Annotation(kAcceleratorAnnotation);
+    if (acc == "auto") {
+      o->accelerator = service::ShimOptions::Accelerator::kAuto;
+    } else if (acc == "kvm") {
+      o->accelerator = service::ShimOptions::Accelerator::kKvm;
+    } else if (acc == "tcg") {
+      o->accelerator = service::ShimOptions::Accelerator::kTcg;
+    } else if (!acc.empty()) {
+      return InvalidArgumentError("annotation {}={:?}: want auto, kvm or tcg", kAcceleratorAnnotation, acc);
+    }
+    return OkStatus();
+  }
+  static uvm::QemuConfig VmConfig(const service::ShimOptions& o) {
+    uvm::QemuConfig c;
+    c.boot_dir = o.boot_files_path.empty() ? DefaultBootDir() : o.boot_files_path;
+    c.cpus = o.vm_processors > 0 ? o.vm_processors : (std::thread::hardware_concurrency() > 1 ? 2 : 1);
+    c.memory_mb = o.vm_memory_mb > 0 ? o.vm_memory_mb : 1024;
+    switch (o.accelerator) {
+      case service::ShimOptions::Accelerator::kKvm: c.accel = uvm::QemuConfig::Accel::kKvm; break;
+      case service::ShimOptions::Accelerator::kTcg: c.accel = uvm::QemuConfig::Accel::kTcg; break;
+      default: c.accel = uvm::QemuConfig::Accel::kAuto; break;
+    }
+    return c;
+  }
+  // <dir of this binary>/../share/runhcs/boot: the install layout, and the
+  // build tree's (bin/ and share/ side by side).
+  static std::string DefaultBootDir() {
+    char self[PATH_MAX];
+    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    std::string exe = n > 0 ? std::string(self, static_cast<size_t>(n)) : "";
+    std::string dir = exe.substr(0, exe.rfind('/'));
+    return dir.substr(0, dir.rfind('/')) + "/share/runhcs/boot";
   }
   static const char* IsolationName(const service::ShimOptions& o) {
     return o.isolation == service::ShimOptions::Isolation::kHypervisor ? "hypervisor" : "process";

@@ -1,0 +1,170 @@
+#include "uvm/vm_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <thread>
+
+#include "base/io.h"
+#include "base/latch.h"
+#include "base/log.h"
+
+namespace runhcs::uvm {
+
+namespace {
+constexpr auto kPoll = std::chrono::seconds(30);
+constexpr auto kIoDrainTimeout = std::chrono::seconds(2);
+}  // namespace
+
+struct VmProcess::Pumps {
+  std::shared_ptr<AgentClient> agent;
+  apb::ProcessId id;
+  UniqueFd stop;  // eventfd: ends the stdin pump
+  Latch out_done, err_done;
+};
+
+VmProcess::VmProcess(std::shared_ptr<AgentClient> agent, std::string container_id,
+                     std::string exec_id, std::string process_json, exec::Stdio stdio,
+                     stdio::IoContext ctx, std::unique_ptr<stdio::ProcessIo> io)
+    : agent_(std::move(agent)),
+      container_id_(std::move(container_id)),
+      exec_id_(std::move(exec_id)),
+      process_json_(std::move(process_json)),
+      stdio_(std::move(stdio)),
+      ctx_(std::move(ctx)),
+      io_(std::move(io)) {}
+
+VmProcess::~VmProcess() {
+  if (pumps_) {
+    uint64_t one = 1;
+    (void)!::write(pumps_->stop.get(), &one, sizeof one);
+  }
+  if (io_) io_->Close(std::chrono::milliseconds(0));
+}
+
+StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
+  if (stdio_.terminal) {
+    return InvalidArgumentError("terminals for containers in a utility VM are not supported yet");
+  }
+  if (!io_) {
+    ASSIGN_OR_RETURN(io_, stdio::ProcessIo::Open(stdio_, ctx_));
+  }
+  // Our copies of the process's ends of ProcessIo's pipes: the agent's
+  // streams are the process's stdio from ProcessIo's point of view.
+  UniqueFd out_w(::fcntl(io_->child_stdout(), F_DUPFD_CLOEXEC, 0));
+  UniqueFd err_w(::fcntl(io_->child_stderr(), F_DUPFD_CLOEXEC, 0));
+  UniqueFd in_r(io_->child_stdin() >= 0 ? ::fcntl(io_->child_stdin(), F_DUPFD_CLOEXEC, 0) : -1);
+  apb::ProcessId id;
+  id.set_container_id(container_id_);
+  id.set_exec_id(exec_id_);
+  apb::StartResponse started;
+  if (exec_id_.empty()) {
+    apb::StartContainerRequest r;
+    r.set_container_id(container_id_);
+    RETURN_IF_ERROR(agent_->Call("StartContainer", r, &started));
+  } else {
+    apb::ExecProcessRequest r;
+    *r.mutable_id() = id;
+    r.set_process_json(process_json_);
+    r.set_stdin(in_r.get() >= 0);
+    RETURN_IF_ERROR(agent_->Call("ExecProcess", r, &started));
+  }
+  Status ios = io_->Started();
+  if (!ios.ok()) spdlog::warn("{}/{}: stdio: {}", container_id_, exec_id_, ios.ToString());
+
+  auto p = std::make_shared<Pumps>();
+  p->agent = agent_;
+  p->id = id;
+  p->stop.reset(::eventfd(0, EFD_CLOEXEC));
+  pumps_ = p;
+  auto pump_out = [p](UniqueFd fd, apb::ReadStreamRequest::Stream which, Latch* done) {
+    apb::ReadStreamRequest rr;
+    *rr.mutable_id() = p->id;
+    rr.set_stream(which);
+    for (;;) {
+      apb::ReadStreamResponse resp;
+      Status st = p->agent->Call("ReadStream", rr, &resp, kPoll);
+      if (st.code() == Code::kDeadlineExceeded) continue;
+      if (!st.ok() || resp.eof()) break;
+      if (fd && !WriteAll(fd.get(), resp.data()).ok()) fd.reset();  // reader gone: keep draining
+    }
+    fd.reset();  // EOF for ProcessIo's copier
+    done->Open();
+  };
+  std::thread(pump_out, std::move(out_w), apb::ReadStreamRequest::STDOUT, &p->out_done).detach();
+  std::thread(pump_out, std::move(err_w), apb::ReadStreamRequest::STDERR, &p->err_done).detach();
+  if (in_r.get() >= 0) {
+    if (stdin_closed_early_) in_r.reset();
+    std::thread([p, fd = std::move(in_r)]() mutable {
+      char buf[32768];
+      while (fd) {
+        pollfd pf[2] = {{fd.get(), POLLIN, 0}, {p->stop.get(), POLLIN, 0}};
+        if (::poll(pf, 2, -1) < 0 && errno != EINTR) break;
+        if (pf[1].revents) return;  // the process is gone
+        if (!pf[0].revents) continue;
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        apb::WriteStdinRequest w;
+        *w.mutable_id() = p->id;
+        w.set_data(buf, static_cast<size_t>(n));
+        apb::WriteStdinResponse wr;
+        if (!p->agent->Call("WriteStdin", w, &wr).ok()) return;
+      }
+      apb::Empty e;
+      (void)p->agent->Call("CloseStdin", p->id, &e);
+    }).detach();
+  }
+  std::thread([p, cb = std::move(on_exit)] {
+    apb::WaitProcessRequest wr;
+    *wr.mutable_id() = p->id;
+    apb::WaitProcessResponse resp;
+    Status st;
+    do {
+      st = p->agent->Call("WaitProcess", wr, &resp, kPoll);
+    } while (st.code() == Code::kDeadlineExceeded);
+    uint32_t status = st.ok() ? static_cast<uint32_t>(resp.exit_status()) : kVmGoneStatus;
+    if (!st.ok()) spdlog::warn("{}/{}: {}; exit status {}", p->id.container_id(), p->id.exec_id(),
+                               st.ToString(), status);
+    // Output first: the exit event follows everything the process wrote.
+    p->out_done.Wait();
+    p->err_done.Wait();
+    uint64_t one = 1;
+    (void)!::write(p->stop.get(), &one, sizeof one);
+    cb(status);
+  }).detach();
+  return started.pid();
+}
+
+Status VmProcess::Signal(uint32_t signal) {
+  apb::SignalProcessRequest r;
+  r.mutable_id()->set_container_id(container_id_);
+  r.mutable_id()->set_exec_id(exec_id_);
+  r.set_signal(signal);
+  apb::Empty e;
+  return agent_->Call("SignalProcess", r, &e);
+}
+
+Status VmProcess::ResizePty(uint32_t, uint32_t) {
+  return FailedPreconditionError("process {}/{} has no terminal", container_id_, exec_id_);
+}
+
+void VmProcess::CloseStdin() {
+  if (io_) {
+    io_->CloseStdin();  // our stdin pump sees EOF and closes the guest's
+  } else {
+    stdin_closed_early_ = true;
+  }
+}
+
+void VmProcess::Terminate() { (void)Signal(SIGKILL); }
+
+void VmProcess::ReleaseIo() {
+  if (io_) io_->Close(kIoDrainTimeout);
+}
+
+}  // namespace runhcs::uvm

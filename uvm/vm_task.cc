@@ -1,0 +1,335 @@
+#include "uvm/vm_task.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/io.h"
+#include "base/log.h"
+#include "base/proto_time.h"
+#include "base/sha256.h"
+#include "containerd/events/task.pb.h"
+#include "exec/exec_events.h"
+#include "oci/mounts.h"
+#include "runhcs/stats.pb.h"
+#include "uvm/vm_process.h"
+
+namespace runhcs::uvm {
+
+namespace {
+
+constexpr auto kExecsDieWithInit = std::chrono::seconds(5);
+constexpr auto kDeleteWaitForClose = std::chrono::seconds(60);
+constexpr char kGuestRootfs[] = "/run/runhcs/rootfs/";
+
+bool ValidExecId(std::string_view id) {
+  return !id.empty() && id.size() <= 128 && id.find('/') == std::string_view::npos && id != "." &&
+         id != "..";
+}
+
+}  // namespace
+
+std::string VmTask::VmStateDir(const std::string& ns, const std::string& id) {
+  return "/run/runhcs/vm/" + Sha256Hex(ns + "/" + id).substr(0, 24);
+}
+
+StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req, const Config& cfg,
+                                                 events::Publisher* publisher) {
+  if (req.stdio.terminal) {
+    return InvalidArgumentError(
+        "task '{}': terminals for hypervisor-isolated containers are not supported yet", req.id);
+  }
+  ASSIGN_OR_RETURN(std::string spec, ReadFile(req.bundle + "/config.json"));
+  // The rootfs to share: the mounts containerd sent, mounted at
+  // bundle/rootfs, or else the spec's root.path (relative to the bundle).
+  std::string rootfs = req.bundle + "/rootfs";
+  try {
+    auto j = nlohmann::json::parse(spec);
+    std::string path = j.at("root").at("path").get<std::string>();
+    if (req.rootfs.empty()) rootfs = path.starts_with("/") ? path : req.bundle + "/" + path;
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgumentError("task '{}': config.json has no usable root.path: {}", req.id, e.what());
+  }
+  bool mounted = false;
+  if (!req.rootfs.empty()) {
+    ::mkdir(rootfs.c_str(), 0711);
+    RETURN_IF_ERROR(oci::MountAll(req.rootfs, rootfs));
+    mounted = true;
+  }
+  auto unmount = [&] {
+    if (mounted) (void)oci::UnmountAll(rootfs);
+  };
+  QemuConfig vc = cfg.vm;
+  vc.state_dir = VmStateDir(cfg.ns, req.id);
+  (void)MkdirAll("/run/runhcs/vm", 0700);
+  if (!vc.console) {
+    vc.console = [id = req.id](const std::string& line) { spdlog::debug("vm {}: {}", id, line); };
+  }
+  auto vm = std::make_unique<QemuUtilityVm>(req.id, vc);
+  Status st = vm->Start();
+  if (st.ok()) st = vm->Share(rootfs, kGuestRootfs + req.id, /*read_only=*/false);
+  if (st.ok()) {
+    apb::CreateContainerRequest cc;
+    cc.set_container_id(req.id);
+    cc.set_spec_json(spec);
+    cc.set_rootfs_path(kGuestRootfs + req.id);
+    cc.set_stdin(!req.stdio.stdin_path.empty());
+    apb::Empty e;
+    st = vm->agent()->Call("CreateContainer", cc, &e, std::chrono::seconds(30));
+  }
+  std::unique_ptr<stdio::ProcessIo> io;
+  if (st.ok()) {
+    auto opened = stdio::ProcessIo::Open(req.stdio, {req.id, cfg.ns, req.bundle});
+    if (opened.ok()) {
+      io = std::move(opened).value();
+    } else {
+      st = opened.status();
+    }
+  }
+  if (!st.ok()) {
+    (void)vm->Close();
+    unmount();
+    return st;
+  }
+  std::shared_ptr<AgentClient> agent(vm->agent(), [](AgentClient*) {});  // owned by the VM
+  auto task = std::make_shared<VmTask>(req.id, req.bundle, cfg.ns, std::move(vm), publisher, mounted);
+  std::weak_ptr<VmTask> weak = task;
+  task->init_ = exec::ProcessExec::Create(
+      {req.id, "", req.bundle, req.stdio, 0},
+      std::make_unique<VmProcess>(agent, req.id, "", "", req.stdio,
+                                  stdio::IoContext{req.id, cfg.ns, req.bundle}, std::move(io)),
+      publisher, [weak](const exec::ExecStatus&) {
+        if (auto t = weak.lock()) t->OnInitExit();
+      });
+  task->WatchVm();
+
+  containerd::events::TaskCreate ev;
+  ev.set_container_id(req.id);
+  ev.set_bundle(req.bundle);
+  for (const auto& m : req.rootfs) {
+    auto* pm = ev.add_rootfs();
+    pm->set_type(m.type);
+    pm->set_source(m.source);
+    pm->set_target(m.target);
+    for (const auto& o : m.options) pm->add_options(o);
+  }
+  ev.mutable_io()->set_stdin(req.stdio.stdin_path);
+  ev.mutable_io()->set_stdout(req.stdio.stdout_path);
+  ev.mutable_io()->set_stderr(req.stdio.stderr_path);
+  ev.mutable_io()->set_terminal(req.stdio.terminal);
+  ev.set_pid(0);
+  publisher->Publish(ev);
+  return task;
+}
+
+VmTask::VmTask(std::string id, std::string bundle, std::string ns, std::unique_ptr<QemuUtilityVm> vm,
+               events::Publisher* publisher, bool mounted)
+    : id_(std::move(id)),
+      bundle_(std::move(bundle)),
+      ns_(std::move(ns)),
+      vm_(std::move(vm)),
+      publisher_(publisher),
+      mounted_(mounted) {}
+
+VmTask::~VmTask() { (void)vm_->Close(); }
+
+void VmTask::WatchVm() {
+  std::weak_ptr<VmTask> weak = weak_from_this();
+  QemuUtilityVm* vm = vm_.get();
+  std::thread([weak, vm] {
+    Status st = vm->Wait();
+    auto t = weak.lock();
+    if (!t || st.ok()) return;  // closed by us, or the task is gone
+    // The VM died: started processes learn it from the agent (exit 1);
+    // the ones never started are force-exited here, execs before init.
+    std::vector<std::shared_ptr<exec::ProcessExec>> created;
+    {
+      MutexLock l(&t->mu_);
+      for (auto& [id, e] : t->execs_) {
+        if (e->state() == exec::State::kCreated) created.push_back(e);
+      }
+    }
+    for (auto& e : created) e->ForceExit(VmProcess::kVmGoneStatus);
+    if (t->init_->state() == exec::State::kCreated) t->init_->ForceExit(VmProcess::kVmGoneStatus);
+  }).detach();
+}
+
+void VmTask::OnInitExit() {
+  std::vector<std::shared_ptr<exec::ProcessExec>> running;
+  {
+    MutexLock l(&mu_);
+    for (auto& [eid, e] : execs_) {
+      if (e->state() == exec::State::kRunning) running.push_back(e);
+    }
+  }
+  if (!running.empty()) {
+    apb::SignalProcessRequest k;
+    k.mutable_id()->set_container_id(id_);
+    k.set_signal(SIGKILL);
+    k.set_all(true);
+    apb::Empty e;
+    if (AgentClient* a = vm_->agent()) (void)a->Call("SignalProcess", k, &e);
+    auto deadline = std::chrono::steady_clock::now() + kExecsDieWithInit;
+    for (auto& x : running) {
+      if (!x->Wait(deadline).ok()) x->ForceExit(VmProcess::kVmGoneStatus);
+    }
+  }
+  // hcsshim order: the host (VM) is closed before init's TaskExit.
+  (void)vm_->Close();
+  if (mounted_) {
+    Status us = oci::UnmountAll(bundle_ + "/rootfs");
+    if (!us.ok()) spdlog::warn("task {}: {}", id_, us.ToString());
+  }
+  publisher_->Publish(exec::ExitEvent(init_->status(), id_));
+  closed_.Open();
+}
+
+Status VmTask::CreateExec(const task::ExecRequest& req) {
+  if (req.exec_id.empty()) return AlreadyExistsError("exec id must not be empty");
+  if (!ValidExecId(req.exec_id)) return InvalidArgumentError("invalid exec id {:?}", req.exec_id);
+  if (init_->state() != exec::State::kRunning) {
+    return FailedPreconditionError("cannot exec in task '{}': its init is not running", id_);
+  }
+  if (req.stdio.terminal) {
+    return InvalidArgumentError("exec {:?}: terminals in a utility VM are not supported yet", req.exec_id);
+  }
+  if (!nlohmann::json::accept(req.process_json)) {
+    return InvalidArgumentError("exec {:?}: process spec is not JSON", req.exec_id);
+  }
+  AgentClient* raw = vm_->agent();
+  if (!raw) return FailedPreconditionError("task '{}': its VM is gone", id_);
+  std::shared_ptr<AgentClient> agent(raw, [](AgentClient*) {});
+  auto e = exec::ProcessExec::Create(
+      {id_, req.exec_id, bundle_, req.stdio, 0},
+      std::make_unique<VmProcess>(agent, id_, req.exec_id, req.process_json, req.stdio,
+                                  stdio::IoContext{id_, ns_, bundle_}, nullptr),
+      publisher_);
+  {
+    MutexLock l(&mu_);
+    if (execs_.count(req.exec_id)) {
+      return AlreadyExistsError("exec: '{}' in task: '{}' already exists", req.exec_id, id_);
+    }
+    execs_[req.exec_id] = e;
+  }
+  containerd::events::TaskExecAdded ev;
+  ev.set_container_id(id_);
+  ev.set_exec_id(req.exec_id);
+  publisher_->Publish(ev);
+  return OkStatus();
+}
+
+StatusOr<std::shared_ptr<exec::Exec>> VmTask::GetExec(std::string_view exec_id) {
+  if (exec_id.empty()) return std::shared_ptr<exec::Exec>(init_);
+  MutexLock l(&mu_);
+  auto it = execs_.find(exec_id);
+  if (it == execs_.end()) return NotFoundError("exec: '{}' in task: '{}' not found", exec_id, id_);
+  return std::shared_ptr<exec::Exec>(it->second);
+}
+
+std::vector<std::shared_ptr<exec::Exec>> VmTask::ListExecs() {
+  MutexLock l(&mu_);
+  std::vector<std::shared_ptr<exec::Exec>> out;
+  for (auto& [id, e] : execs_) out.push_back(e);
+  return out;
+}
+
+Status VmTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
+  if (all && !exec_id.empty()) {
+    return FailedPreconditionError("cannot signal all for non-empty exec: '{}'", exec_id);
+  }
+  ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
+  if (all && e->state() == exec::State::kRunning) {
+    AgentClient* a = vm_->agent();
+    if (!a) return NotFoundError("task '{}': its VM is gone", id_);
+    apb::SignalProcessRequest k;
+    k.mutable_id()->set_container_id(id_);
+    k.set_signal(signal);
+    k.set_all(true);
+    apb::Empty empty;
+    return a->Call("SignalProcess", k, &empty);
+  }
+  return e->Kill(signal);
+}
+
+StatusOr<exec::ExecStatus> VmTask::DeleteExec(std::string_view exec_id) {
+  ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
+  switch (exec::State st = e->state()) {
+    case exec::State::kCreated:
+      e->ForceExit(0);
+      break;
+    case exec::State::kRunning:
+      return FailedPreconditionError("exec: '{}' in task: '{}' is in invalid state: '{}' for delete",
+                                     exec_id.empty() ? id_ : std::string(exec_id), id_,
+                                     exec::StateName(st));
+    case exec::State::kExited:
+      break;
+  }
+  exec::ExecStatus status = e->status();
+  if (exec_id.empty()) {
+    if (!closed_.Wait(std::chrono::steady_clock::now() + kDeleteWaitForClose)) {
+      return DeadlineExceededError("task '{}' did not finish exiting", id_);
+    }
+    status = e->status();
+  } else {
+    MutexLock l(&mu_);
+    execs_.erase(std::string(exec_id));
+  }
+  publisher_->Publish(exec::DeleteEvent(status));
+  return status;
+}
+
+StatusOr<std::vector<task::ProcessDetails>> VmTask::Pids() {
+  std::vector<task::ProcessDetails> out;
+  if (init_->state() == exec::State::kRunning) out.push_back({init_->pid(), ""});
+  MutexLock l(&mu_);
+  for (auto& [eid, e] : execs_) {
+    if (e->state() == exec::State::kRunning) out.push_back({e->pid(), eid});
+  }
+  return out;
+}
+
+StatusOr<exec::ExecStatus> VmTask::Wait(exec::Deadline deadline) {
+  if (!closed_.Wait(deadline)) return DeadlineExceededError("wait for task '{}'", id_);
+  return init_->status();
+}
+
+Status VmTask::Pause() {
+  return NotImplementedError("pause of hypervisor-isolated task '{}' is not implemented yet", id_);
+}
+
+Status VmTask::Resume() {
+  return NotImplementedError("resume of hypervisor-isolated task '{}' is not implemented yet", id_);
+}
+
+Status VmTask::Update(const runhcs::wkt::Any&) {
+  return NotImplementedError("update of hypervisor-isolated task '{}' is not implemented yet", id_);
+}
+
+StatusOr<runhcs::wkt::Any> VmTask::Stats() {
+  ASSIGN_OR_RETURN(auto vm, vm_->Stats());
+  containerd::runhcs::stats::v1::Statistics s;
+  *s.mutable_vm() = vm;
+  *s.mutable_timestamp() = ToTimestamp(std::chrono::system_clock::now());
+  runhcs::wkt::Any any;
+  any.set_type_url("containerd.runhcs.stats.v1.Statistics");
+  any.set_value(s.SerializeAsString());
+  return any;
+}
+
+StatusOr<int32_t> VmTask::ExecInHost(const containerd::runhcs::v1::diag::ExecProcessRequest& req) {
+  return vm_->ExecInUvm(req);
+}
+
+std::string VmTask::DumpGuestStacks() {
+  auto s = vm_->DumpStacks();
+  return s.ok() ? *s : "";
+}
+
+Status VmTask::Share(const std::string& host_path, const std::string& vm_path, bool read_only) {
+  return vm_->Share(host_path, vm_path, read_only);
+}
+
+}  // namespace runhcs::uvm

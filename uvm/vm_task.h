@@ -1,0 +1,84 @@
+// VmTask: a hypervisor-isolated container. It owns a utility VM of its own;
+// the container runs inside it under the guest agent (crun in the VM), its
+// rootfs reaching the guest through a virtiofs share.
+//
+//  - Create: mount the rootfs on the host, boot the VM, share the rootfs,
+//    CreateContainer in the guest, publish TaskCreate (pid 0: the process
+//    exists from Start on, as in hcsshim's HCS tasks).
+//  - stdio: containerd's fifos/files/loggers are served by stdio::ProcessIo
+//    on the host exactly as for process isolation; VmProcess pumps the
+//    agent's streams into and out of ProcessIo's pipes.
+//  - Init exits: running execs are killed and reported first, the container
+//    is removed, the VM closed, the rootfs unmounted; then init's TaskExit.
+//  - The VM dies on its own (QEMU killed): every process reports exit status
+//    1 (hcsshim's ForceExit(1) on host exit), execs before init, and the
+//    same teardown runs.
+//
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "base/latch.h"
+#include "base/thread_annotations.h"
+#include "events/publisher.h"
+#include "exec/process_exec.h"
+#include "task/task.h"
+#include "uvm/qemu_vm.h"
+
+namespace runhcs::uvm {
+
+class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
+ public:
+  struct Config {
+    std::string ns;
+    QemuConfig vm;  // state_dir and console are filled in per task
+  };
+  static StatusOr<std::shared_ptr<VmTask>> Create(const task::CreateRequest& req, const Config& cfg,
+                                                  events::Publisher* publisher);
+  ~VmTask() override;
+
+  const std::string& id() const override { return id_; }
+  Status CreateExec(const task::ExecRequest& req) override;
+  StatusOr<std::shared_ptr<exec::Exec>> GetExec(std::string_view exec_id) override;
+  std::vector<std::shared_ptr<exec::Exec>> ListExecs() override;
+  Status KillExec(std::string_view exec_id, uint32_t signal, bool all) override;
+  StatusOr<exec::ExecStatus> DeleteExec(std::string_view exec_id) override;
+  StatusOr<std::vector<task::ProcessDetails>> Pids() override;
+  StatusOr<exec::ExecStatus> Wait(exec::Deadline deadline) override;
+  Status Pause() override;
+  Status Resume() override;
+  Status Update(const runhcs::wkt::Any& resources) override;
+  StatusOr<runhcs::wkt::Any> Stats() override;
+  StatusOr<int32_t> ExecInHost(const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
+  std::string DumpGuestStacks() override;
+  Status Share(const std::string& host_path, const std::string& vm_path, bool read_only) override;
+
+  // The short per-task directory that holds the VM's sockets (unix socket
+  // paths are limited to 108 bytes, bundles can be long).
+  static std::string VmStateDir(const std::string& ns, const std::string& id);
+
+  VmTask(std::string id, std::string bundle, std::string ns, std::unique_ptr<QemuUtilityVm> vm,
+         events::Publisher* publisher, bool mounted);
+
+ private:
+  void OnInitExit();
+  void WatchVm();
+
+  const std::string id_;
+  const std::string bundle_;
+  const std::string ns_;
+  const std::unique_ptr<QemuUtilityVm> vm_;
+  events::Publisher* const publisher_;
+  const bool mounted_;
+  std::shared_ptr<exec::ProcessExec> init_;  // set once in Create
+
+  Latch closed_;  // init's exit handled and published
+
+  Mutex mu_;
+  std::map<std::string, std::shared_ptr<exec::ProcessExec>, std::less<>> execs_ GUARDED_BY(mu_);
+};
+
+}  // namespace runhcs::uvm
