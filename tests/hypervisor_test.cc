@@ -1,0 +1,168 @@
+// Hypervisor-isolated containers through a real containerd 1.6 and plain
+// `ctr`: each container runs in its own QEMU utility VM (TCG here), selected
+// by a runtime config file or by a per-container annotation.
+#include <signal.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <thread>
+
+#include "base/io.h"
+#include "tests/subprocess.h"
+
+namespace runhcs::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::vector<std::string> kHypervisor = {
+    "--annotation", "io.containerd.runhcs.v1.isolation=hypervisor", "--annotation",
+    "io.containerd.runhcs.v1.vm-accelerator=tcg"};
+
+std::string ShimDir() {
+  std::string bin = RUNHCS_SHIM_BINARY;
+  return bin.substr(0, bin.rfind('/'));
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+class HypervisorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(ctrd_.ok()) << ctrd_.log();
+    rootfs_ = ctrd_.dir() + "/rootfs";
+    ASSERT_TRUE(MakeBusyboxRootfs(rootfs_));
+    guest_kernel_ = Trim(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release"));
+    ASSERT_FALSE(guest_kernel_.empty());
+  }
+  void TearDown() override {
+    // Nothing of any VM survives a test.
+    EXPECT_TRUE(WaitFor([] { return RunCommand({"pgrep", "-f", "qemu-system.*runhcs-uvm"}).out.empty(); }, 10s))
+        << RunCommand({"pgrep", "-fa", "qemu-system"}).out;
+    EXPECT_EQ(RunCommand({"pgrep", "-f", "virtiofsd.*runhcs"}).out, "");
+  }
+
+  RunResult CtrRun(const std::vector<std::string>& flags, const std::string& id,
+                   const std::vector<std::string>& cmd, const RunOptions& opts = {}) {
+    std::vector<std::string> args = {"run", "--runtime", "io.containerd.runhcs.v1"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.insert(args.end(), {"--rootfs", rootfs_, id});
+    args.insert(args.end(), cmd.begin(), cmd.end());
+    return ctrd_.Ctr(args, opts);
+  }
+  std::vector<std::string> With(std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  }
+  std::string TaskStatus(const std::string& id) {
+    std::stringstream ss(ctrd_.Ctr({"task", "ls"}).out);
+    for (std::string line; std::getline(ss, line);) {
+      std::stringstream ls(line);
+      std::string tid, pid, status;
+      ls >> tid >> pid >> status;
+      if (tid == id) return status;
+    }
+    return "";
+  }
+  // The QEMU of the container `id` (its -name is shared; match the state dir).
+  pid_t QemuPid() {
+    auto r = RunCommand({"pgrep", "-f", "qemu-system.*runhcs-uvm"});
+    return std::atoi(r.out.c_str());
+  }
+
+  Containerd ctrd_{ShimDir()};
+  std::string rootfs_;
+  std::string guest_kernel_;
+};
+
+TEST_F(HypervisorTest, AnnotationSelectsTheVmAndUnameIsTheGuestKernel) {
+  RunResult r = CtrRun(With({"--rm"}, kHypervisor), "uname1", {"/bin/uname", "-r"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+  utsname host;
+  ::uname(&host);
+  EXPECT_EQ(Trim(r.out), guest_kernel_);
+  EXPECT_NE(Trim(r.out), host.release);
+}
+
+TEST_F(HypervisorTest, RuntimeConfigFileSelectsTheVm) {
+  std::string cfg = ctrd_.dir() + "/hv.json";
+  ASSERT_TRUE(WriteFileAtomic(cfg, R"({"sandboxIsolation":"HYPERVISOR","vmAccelerator":"TCG","vmMemorySizeInMb":384})", 0644).ok());
+  RunResult r = CtrRun({"--rm", "--runtime-config-path", cfg}, "uname2", {"/bin/uname", "-r"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+  EXPECT_EQ(Trim(r.out), guest_kernel_);
+}
+
+TEST_F(HypervisorTest, ExitCodesStdinAndStderrBehaveAsInProcessIsolation) {
+  EXPECT_EQ(CtrRun(With({"--rm"}, kHypervisor), "exit7", {"/bin/sh", "-c", "exit 7"}).exit_code, 7);
+  RunResult in = CtrRun(With({"--rm"}, kHypervisor), "stdin1", {"/bin/head", "-n1"},
+                        {.stdin_data = "data\nmore\n"});
+  EXPECT_EQ(in.exit_code, 0) << in.err;
+  EXPECT_EQ(in.out, "data\n");
+  RunResult err = CtrRun(With({"--rm"}, kHypervisor), "stderr1", {"/bin/sh", "-c", "echo oops >&2"});
+  EXPECT_EQ(err.err, "oops\n");
+}
+
+TEST_F(HypervisorTest, ExecKillDeleteAndEventOrder) {
+  std::string events = ctrd_.dir() + "/events.txt";
+  pid_t ev = ctrd_.CtrBackground({"events"}, events);
+  std::this_thread::sleep_for(300ms);
+  RunResult r = CtrRun(With({"-d"}, kHypervisor), "det1",
+                       {"/bin/sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("det1") == "RUNNING"; }, 10s));
+  RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "x1", "det1", "/bin/sh", "-c", "uname -r; exit 5"});
+  EXPECT_EQ(ex.exit_code, 5) << ex.err;
+  EXPECT_EQ(Trim(ex.out), guest_kernel_);
+  EXPECT_EQ(ctrd_.Ctr({"task", "kill", "det1"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("det1") == "STOPPED"; }, 15s));
+  RunResult del = ctrd_.Ctr({"task", "delete", "det1"});
+  EXPECT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_EQ(ctrd_.Ctr({"container", "delete", "det1"}).exit_code, 0);
+  std::this_thread::sleep_for(500ms);
+  ::kill(ev, SIGTERM);
+  // Topics in order for det1: create, start, exec-added, exec-started,
+  // exit (x1), delete (x1: ctr deletes the exec), exit (init 42), delete.
+  std::string text = ReadFileOr(events);
+  std::vector<std::string> order;
+  std::stringstream ss(text);
+  for (std::string line; std::getline(ss, line);) {
+    if (line.find("det1") == std::string::npos) continue;
+    for (const char* t : {"/tasks/create", "/tasks/start", "/tasks/exec-added", "/tasks/exec-started",
+                          "/tasks/exit", "/tasks/delete"}) {
+      if (line.find(std::string(t) + " ") != std::string::npos) order.push_back(t);
+    }
+  }
+  ASSERT_GE(order.size(), 6u) << text;
+  EXPECT_EQ(order[0], "/tasks/create");
+  EXPECT_EQ(order[1], "/tasks/start");
+  EXPECT_EQ(order.back(), "/tasks/delete");
+  EXPECT_EQ(order[order.size() - 2], "/tasks/exit") << text;
+  EXPECT_NE(text.find(R"("id":"det1","pid":)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"("exit_status":42)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"("id":"x1","pid":)"), std::string::npos) << text;
+}
+
+TEST_F(HypervisorTest, QemuKilledEndsEveryTaskAndLeavesNothing) {
+  RunResult r = CtrRun(With({"-d"}, kHypervisor), "kvm1", {"/bin/sleep", "1000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("kvm1") == "RUNNING"; }, 10s));
+  pid_t qemu = QemuPid();
+  ASSERT_GT(qemu, 0);
+  ASSERT_EQ(::kill(qemu, SIGKILL), 0);
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("kvm1") == "STOPPED"; }, 15s)) << TaskStatus("kvm1");
+  RunResult del = ctrd_.Ctr({"task", "delete", "kvm1"});
+  EXPECT_EQ(del.exit_code, 0) << del.err;
+  // The reference shim's status for a task whose host went away.
+  EXPECT_NE(del.err.find("exit code 1"), std::string::npos) << del.out << del.err;
+  EXPECT_EQ(ctrd_.Ctr({"container", "delete", "kvm1"}).exit_code, 0);
+  EXPECT_EQ(RunCommand({"ls", "/run/runhcs/vm"}).out, "");
+}
+
+}  // namespace
+}  // namespace runhcs::testing
