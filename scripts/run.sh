@@ -69,6 +69,10 @@ CTR task kill demo3
 for _ in $(seq 50); do CTR task ls | grep -q "demo3.*STOPPED" && break; sleep 0.1; done
 CTR task delete demo3 >/dev/null
 CTR container delete demo3
+step "ctr run --rm ... --annotation io.containerd.runhcs.v1.isolation=hypervisor demo4 uname -r"
+echo "   host kernel:  $(uname -r)"
+CTR run --rm "${RT[@]}" --annotation io.containerd.runhcs.v1.isolation=hypervisor \
+  --rootfs "$D/rootfs" demo4 /bin/uname -r | sed 's/^/   guest kernel: /'
 sleep 0.3
 step "events seen by ctr events:"
 sed 's/^/   /' "$D/events.txt"
