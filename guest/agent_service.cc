@@ -21,6 +21,7 @@
 #include "base/io.h"
 #include "base/log.h"
 #include "base/reaper.h"
+#include "stdio/console.h"
 
 namespace runhcs::guest {
 
@@ -85,6 +86,62 @@ struct AgentService::Process {
     cv.SignalAll();
   }
   bool DoneLocked() REQUIRES(mu) { return status && waited && !out && !err; }
+};
+
+// The stdio of a process the OCI runtime starts: pipes, or with a terminal
+// the console socket the runtime sends the pty master to.
+class AgentService::RuntimeIo {
+ public:
+  static StatusOr<RuntimeIo> Make(bool terminal, bool with_stdin) {
+    RuntimeIo io;
+    if (terminal) {
+      ASSIGN_OR_RETURN(io.console_, stdio::ConsoleSocket::Create("/tmp"));
+      return io;
+    }
+    ASSIGN_OR_RETURN(io.out_, Pipe::Make());
+    ASSIGN_OR_RETURN(io.err_, Pipe::Make());
+    if (with_stdin) {
+      ASSIGN_OR_RETURN(io.in_, Pipe::Make());
+    }
+    return io;
+  }
+  const std::string& console_path() const {
+    static const std::string none;
+    return console_ ? console_->path() : none;
+  }
+  // For the runtime's own stdin/stdout/stderr (-1: /dev/null).
+  oci::Runtime::Stdio child() const {
+    if (console_) return {};
+    return {in_.r ? in_.r.get() : -1, out_.w.get(), err_.w.get()};
+  }
+  // After the runtime returned: take the pty master, drop the child ends.
+  Status Started() {
+    if (console_) {
+      ASSIGN_OR_RETURN(master_, console_->ReceiveMaster());
+      console_.reset();
+    }
+    in_.r.reset();
+    out_.w.reset();
+    err_.w.reset();
+    return OkStatus();
+  }
+  void MoveTo(Process* p) {
+    MutexLock l(&p->mu);
+    if (master_) {
+      p->in = Share(UniqueFd(::fcntl(master_.get(), F_DUPFD_CLOEXEC, 0)));
+      p->out = Share(UniqueFd(::fcntl(master_.get(), F_DUPFD_CLOEXEC, 0)));
+      p->master = Share(std::move(master_));
+      return;
+    }
+    p->in = Share(std::move(in_.w));
+    p->out = Share(std::move(out_.r));
+    p->err = Share(std::move(err_.r));
+  }
+
+ private:
+  std::unique_ptr<stdio::ConsoleSocket> console_;
+  UniqueFd master_;
+  Pipe in_, out_, err_;
 };
 
 struct AgentService::Container {
@@ -308,10 +365,6 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
 
 Status AgentService::CreateContainer(const pb::CreateContainerRequest& req) {
   if (!ValidId(req.container_id())) return InvalidArgumentError("invalid container id {:?}", req.container_id());
-  if (req.terminal()) {
-    return InvalidArgumentError("container {:?}: terminals in VM containers are not supported yet",
-                                req.container_id());
-  }
   nlohmann::json spec;
   try {
     spec = nlohmann::json::parse(req.spec_json());
@@ -331,7 +384,7 @@ Status AgentService::CreateContainer(const pb::CreateContainerRequest& req) {
   RETURN_IF_ERROR(MkdirAll(c->bundle, 0700));
   spec["root"]["path"] = req.rootfs_path();
   if (spec.contains("process")) {
-    spec["process"]["terminal"] = false;
+    spec["process"]["terminal"] = req.terminal();
     // The guest kernel has no LSM policy loaded; the VM is the boundary.
     spec["process"].erase("apparmorProfile");
     spec["process"].erase("selinuxLabel");
@@ -341,15 +394,12 @@ Status AgentService::CreateContainer(const pb::CreateContainerRequest& req) {
   // The initramfs root cannot be pivoted away from.
   c->rt = std::make_unique<oci::Runtime>(
       oci::Runtime::Config{cfg_.oci_runtime, cfg_.oci_root, /*no_pivot=*/true}, c->bundle);
-  ASSIGN_OR_RETURN(Pipe o, Pipe::Make());
-  ASSIGN_OR_RETURN(Pipe e, Pipe::Make());
-  Pipe i;
-  if (req.stdin()) {
-    ASSIGN_OR_RETURN(i, Pipe::Make());
-  }
+  RuntimeIo io;
+  ASSIGN_OR_RETURN(io, RuntimeIo::Make(req.terminal(), req.stdin()));
   c->init_expect = Reaper::Get().Expect();
   std::string pid_file = c->bundle + "/init.pid";
-  Status st = c->rt->Create(c->id, pid_file, "", {i.r ? i.r.get() : -1, o.w.get(), e.w.get()});
+  Status st = c->rt->Create(c->id, pid_file, io.console_path(), io.child());
+  if (st.ok()) st = io.Started();
   if (!st.ok()) {
     (void)c->rt->Delete(c->id, /*force=*/true);
     return st;
@@ -362,12 +412,7 @@ Status AgentService::CreateContainer(const pb::CreateContainerRequest& req) {
   }
   c->init = std::make_shared<Process>();
   c->init->pid = pid;
-  {
-    MutexLock l(&c->init->mu);
-    c->init->in = Share(std::move(i.w));
-    c->init->out = Share(std::move(o.r));
-    c->init->err = Share(std::move(e.r));
-  }
+  io.MoveTo(c->init.get());
   MutexLock l(&mu_);
   containers_[c->id] = c;
   return OkStatus();
@@ -391,7 +436,6 @@ StatusOr<pb::StartResponse> AgentService::StartContainer(const pb::StartContaine
 
 StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessRequest& req) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.id().container_id()));
-  if (req.terminal()) return InvalidArgumentError("terminals in VM containers are not supported yet");
   {
     MutexLock l(&mu_);
     if (c->execs.count(req.id().exec_id())) {
@@ -401,14 +445,11 @@ StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessR
   std::string spec_path = c->bundle + "/.exec-" + req.id().exec_id() + ".json";
   std::string pid_path = c->bundle + "/.exec-" + req.id().exec_id() + ".pid";
   RETURN_IF_ERROR(WriteFileAtomic(spec_path, req.process_json(), 0600));
-  ASSIGN_OR_RETURN(Pipe o, Pipe::Make());
-  ASSIGN_OR_RETURN(Pipe e, Pipe::Make());
-  Pipe i;
-  if (req.stdin()) {
-    ASSIGN_OR_RETURN(i, Pipe::Make());
-  }
+  RuntimeIo io;
+  ASSIGN_OR_RETURN(io, RuntimeIo::Make(req.terminal(), req.stdin()));
   auto expect = Reaper::Get().Expect();
-  Status st = c->rt->Exec(c->id, spec_path, pid_path, "", {i.r ? i.r.get() : -1, o.w.get(), e.w.get()});
+  Status st = c->rt->Exec(c->id, spec_path, pid_path, io.console_path(), io.child());
+  if (st.ok()) st = io.Started();
   ::unlink(spec_path.c_str());
   auto pid_text = ReadFile(pid_path);
   ::unlink(pid_path.c_str());
@@ -417,12 +458,7 @@ StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessR
   if (pid <= 0) return InternalError("exec {:?}: the runtime wrote no pid", req.id().exec_id());
   auto p = std::make_shared<Process>();
   p->pid = pid;
-  {
-    MutexLock l(&p->mu);
-    p->in = Share(std::move(i.w));
-    p->out = Share(std::move(o.r));
-    p->err = Share(std::move(e.r));
-  }
+  io.MoveTo(p.get());
   {
     MutexLock l(&mu_);
     c->execs[req.id().exec_id()] = p;

@@ -75,6 +75,7 @@ class AgentService {
  private:
   struct Process;
   struct Container;
+  class RuntimeIo;
   using ProcessPtr = std::shared_ptr<Process>;
 
   StatusOr<ProcessPtr> Find(const pb::ProcessId& id);

@@ -1,5 +1,7 @@
 #include "stdio/process_io.h"
 
+#include "stdio/console.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -94,11 +96,7 @@ StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const exec::Stdio& stdio, c
 
   if (stdio.terminal) {
     // The runtime connects here and sends the pty master.
-    char tmpl[] = "/tmp/runhcs-pty-XXXXXX";
-    if (!::mkdtemp(tmpl)) return ErrnoError(errno, "mkdtemp");
-    io->console_dir_ = tmpl;
-    io->console_path_ = io->console_dir_ + "/pty.sock";
-    ASSIGN_OR_RETURN(io->console_listener_, ListenUnix({io->console_path_, false}));
+    ASSIGN_OR_RETURN(io->console_, ConsoleSocket::Create());
     if (out.kind == Target::kFifo) {
       ASSIGN_OR_RETURN(io->out_dst_, OpenOutputFifo(out.path, &io->keep_));
     } else if (out.kind == Target::kFile) {
@@ -218,25 +216,8 @@ Status ProcessIo::Started() {
   child_err_.reset();
   if (terminal_) {
     // The runtime has connected and sent the master by now.
-    UniqueFd conn(::accept4(console_listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!conn) return ErrnoError(errno, "accept console socket");
-    char data[256];
-    iovec iov{data, sizeof data};
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf;
-    msg.msg_controllen = sizeof cbuf;
-    if (::recvmsg(conn.get(), &msg, MSG_CMSG_CLOEXEC) < 0) return ErrnoError(errno, "receive pty master");
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_type != SCM_RIGHTS) return InternalError("console socket sent no fd");
-    int fd;
-    std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    master_.reset(fd);
-    console_listener_.reset();
-    ::unlink(console_path_.c_str());
-    ::rmdir(console_dir_.c_str());
+    ASSIGN_OR_RETURN(master_, console_->ReceiveMaster());
+    console_.reset();
     int master_out = ::fcntl(master_.get(), F_DUPFD_CLOEXEC, 0);
     int master_in = ::fcntl(master_.get(), F_DUPFD_CLOEXEC, 0);
     if (out_dst_) {
@@ -309,11 +290,7 @@ void ProcessIo::Close(std::chrono::milliseconds timeout) {
     std::thread([pid] { (void)Reaper::Get().Wait(pid); }).detach();
     logger_pid_ = -1;
   }
-  if (!console_path_.empty() && console_listener_) {
-    console_listener_.reset();
-    ::unlink(console_path_.c_str());
-    ::rmdir(console_dir_.c_str());
-  }
+  console_.reset();
 }
 
 }  // namespace runhcs::stdio

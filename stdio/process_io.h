@@ -30,6 +30,7 @@
 #include "base/status.h"
 #include "base/thread_annotations.h"
 #include "exec/exec.h"
+#include "stdio/console.h"
 
 namespace runhcs::stdio {
 
@@ -49,7 +50,7 @@ class ProcessIo {
   int child_stdout() const { return child_out_.get(); }
   int child_stderr() const { return child_err_.get(); }
   // Terminal only: the socket to pass as --console-socket.
-  const std::string& console_socket() const { return console_path_; }
+  const std::string& console_socket() const { return console_ ? console_->path() : kNoConsole; }
 
   // The runtime created the process: drop our copies of its ends, receive
   // the pty master (terminal), start copying.
@@ -74,8 +75,8 @@ class ProcessIo {
   UniqueFd out_r_, err_r_;                     // our ends of stdout/stderr pipes
   UniqueFd out_dst_, err_dst_;                 // fifo/file writers
   std::vector<UniqueFd> keep_;                 // extra fifo read handles
-  std::string console_dir_, console_path_;
-  UniqueFd console_listener_;
+  static inline const std::string kNoConsole;
+  std::unique_ptr<ConsoleSocket> console_;
   UniqueFd master_;
   pid_t logger_pid_ = -1;
 

@@ -120,6 +120,21 @@ TEST_F(HypervisorTest, ExitCodesStdinAndStderrBehaveAsInProcessIsolation) {
   EXPECT_EQ(err.err, "oops\n");
 }
 
+TEST_F(HypervisorTest, TerminalRunsInTheGuestAndSeesTheResize) {
+  // `script` gives ctr a terminal; ctr sends its size with ResizePty.
+  ids_.push_back("tty1");
+  std::string cmd = "stty cols 77 rows 21; ctr --address " + ctrd_.grpc_address() +
+                    " run -t --rm --runtime io.containerd.runhcs.v1 --annotation "
+                    "io.containerd.runhcs.v1.isolation=hypervisor --annotation "
+                    "io.containerd.runhcs.v1.vm-accelerator=tcg --rootfs " + rootfs_ +
+                    " tty1 /bin/sh -c 'sleep 0.3; stty size; tty; uname -r; exit 4'";
+  RunResult r = RunCommand({"script", "-qec", cmd, "/dev/null"});
+  EXPECT_EQ(r.exit_code, 4) << r.out << r.err;
+  EXPECT_NE(r.out.find("21 77"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("/dev/pts/"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(guest_kernel_), std::string::npos) << r.out;
+}
+
 TEST_F(HypervisorTest, ExecKillDeleteAndEventOrder) {
   std::string events = ctrd_.dir() + "/events.txt";
   pid_t ev = ctrd_.CtrBackground({"events"}, events);

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,6 +13,7 @@
 #include "base/io.h"
 #include "base/latch.h"
 #include "base/log.h"
+#include "stdio/console.h"
 
 namespace runhcs::uvm {
 
@@ -47,17 +49,29 @@ VmProcess::~VmProcess() {
 }
 
 StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
-  if (stdio_.terminal) {
-    return InvalidArgumentError("terminals for containers in a utility VM are not supported yet");
-  }
   if (!io_) {
     ASSIGN_OR_RETURN(io_, stdio::ProcessIo::Open(stdio_, ctx_));
   }
-  // Our copies of the process's ends of ProcessIo's pipes: the agent's
-  // streams are the process's stdio from ProcessIo's point of view.
-  UniqueFd out_w(::fcntl(io_->child_stdout(), F_DUPFD_CLOEXEC, 0));
-  UniqueFd err_w(::fcntl(io_->child_stderr(), F_DUPFD_CLOEXEC, 0));
-  UniqueFd in_r(io_->child_stdin() >= 0 ? ::fcntl(io_->child_stdin(), F_DUPFD_CLOEXEC, 0) : -1);
+  UniqueFd out_w, err_w, in_r;
+  if (stdio_.terminal) {
+    // ProcessIo waits for a runtime to hand it a pty master. The terminal
+    // is in the guest; hand it one end of a socket pair instead and carry
+    // the guest pty's bytes on the other. (No pty here: no second line
+    // discipline between the client and the guest's terminal.)
+    int sp[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) return ErrnoError(errno, "socketpair");
+    UniqueFd near(sp[0]), far(sp[1]);
+    ASSIGN_OR_RETURN(UniqueFd conn, ConnectUnix({io_->console_socket(), false}));
+    RETURN_IF_ERROR(stdio::SendFd(conn.get(), near.get()));
+    out_w.reset(::fcntl(far.get(), F_DUPFD_CLOEXEC, 0));
+    in_r = std::move(far);
+  } else {
+    // Our copies of the process's ends of ProcessIo's pipes: the agent's
+    // streams are the process's stdio from ProcessIo's point of view.
+    out_w.reset(::fcntl(io_->child_stdout(), F_DUPFD_CLOEXEC, 0));
+    err_w.reset(::fcntl(io_->child_stderr(), F_DUPFD_CLOEXEC, 0));
+    if (io_->child_stdin() >= 0) in_r.reset(::fcntl(io_->child_stdin(), F_DUPFD_CLOEXEC, 0));
+  }
   apb::ProcessId id;
   id.set_container_id(container_id_);
   id.set_exec_id(exec_id_);
@@ -71,6 +85,7 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
     *r.mutable_id() = id;
     r.set_process_json(process_json_);
     r.set_stdin(in_r.get() >= 0);
+    r.set_terminal(stdio_.terminal);
     RETURN_IF_ERROR(agent_->Call("ExecProcess", r, &started));
   }
   Status ios = io_->Started();
@@ -92,6 +107,7 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
       if (!st.ok() || resp.eof()) break;
       if (fd && !WriteAll(fd.get(), resp.data()).ok()) fd.reset();  // reader gone: keep draining
     }
+    if (fd) ::shutdown(fd.get(), SHUT_WR);  // a socket (terminal) has other fds open
     fd.reset();  // EOF for ProcessIo's copier
     done->Open();
   };
@@ -149,8 +165,17 @@ Status VmProcess::Signal(uint32_t signal) {
   return agent_->Call("SignalProcess", r, &e);
 }
 
-Status VmProcess::ResizePty(uint32_t, uint32_t) {
-  return FailedPreconditionError("process {}/{} has no terminal", container_id_, exec_id_);
+Status VmProcess::ResizePty(uint32_t width, uint32_t height) {
+  if (!stdio_.terminal) {
+    return FailedPreconditionError("process {}/{} has no terminal", container_id_, exec_id_);
+  }
+  apb::ResizeTtyRequest r;
+  r.mutable_id()->set_container_id(container_id_);
+  r.mutable_id()->set_exec_id(exec_id_);
+  r.set_width(width);
+  r.set_height(height);
+  apb::Empty e;
+  return agent_->Call("ResizeTty", r, &e);
 }
 
 void VmProcess::CloseStdin() {

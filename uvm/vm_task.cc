@@ -38,10 +38,6 @@ std::string VmTask::VmStateDir(const std::string& ns, const std::string& id) {
 
 StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req, const Config& cfg,
                                                  events::Publisher* publisher) {
-  if (req.stdio.terminal) {
-    return InvalidArgumentError(
-        "task '{}': terminals for hypervisor-isolated containers are not supported yet", req.id);
-  }
   ASSIGN_OR_RETURN(std::string spec, ReadFile(req.bundle + "/config.json"));
   // The rootfs to share: the mounts containerd sent, mounted at
   // bundle/rootfs, or else the spec's root.path (relative to the bundle).
@@ -77,6 +73,7 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req,
     cc.set_spec_json(spec);
     cc.set_rootfs_path(kGuestRootfs + req.id);
     cc.set_stdin(!req.stdio.stdin_path.empty());
+    cc.set_terminal(req.stdio.terminal);
     apb::Empty e;
     st = vm->agent()->Call("CreateContainer", cc, &e, std::chrono::seconds(30));
   }
@@ -192,9 +189,6 @@ Status VmTask::CreateExec(const task::ExecRequest& req) {
   if (!ValidExecId(req.exec_id)) return InvalidArgumentError("invalid exec id {:?}", req.exec_id);
   if (init_->state() != exec::State::kRunning) {
     return FailedPreconditionError("cannot exec in task '{}': its init is not running", id_);
-  }
-  if (req.stdio.terminal) {
-    return InvalidArgumentError("exec {:?}: terminals in a utility VM are not supported yet", req.exec_id);
   }
   if (!nlohmann::json::accept(req.process_json)) {
     return InvalidArgumentError("exec {:?}: process spec is not JSON", req.exec_id);
