@@ -73,6 +73,28 @@ bool WaitFd(int fd, short events, int cancel_fd) {
   }
 }
 
+// Copies what `src` holds right now into `dst`, waiting at most 1 s for
+// `dst` each time it is full.
+void DrainReadable(int src, int dst, char* buf, size_t size) {
+  for (;;) {
+    ssize_t n = ::read(src, buf, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // EAGAIN: nothing more now; 0: EOF
+    size_t off = 0;
+    while (off < static_cast<size_t>(n)) {
+      ssize_t w = ::write(dst, buf + off, static_cast<size_t>(n) - off);
+      if (w >= 0) {
+        off += static_cast<size_t>(w);
+      } else if (errno == EAGAIN) {
+        pollfd p{dst, POLLOUT, 0};
+        if (::poll(&p, 1, 1000) <= 0) return;
+      } else if (errno != EINTR) {
+        return;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const exec::Stdio& stdio, const IoContext& ctx) {
@@ -179,7 +201,12 @@ void ProcessIo::StartPump(int src, int dst, bool is_output, int cancel_fd, bool 
   threads_.emplace_back([this, src, dst, is_output, cancel_fd, close_dst_at_end] {
     char buf[32768];
     for (;;) {
-      if (!WaitFd(src, POLLIN, cancel_fd)) break;
+      if (!WaitFd(src, POLLIN, cancel_fd)) {
+        // stdin closed (CloseIO): what the client wrote before still goes
+        // to the process, as runc-v2 does by closing its own fifo handle.
+        if (!is_output) DrainReadable(src, dst, buf, sizeof buf);
+        break;
+      }
       ssize_t n = ::read(src, buf, sizeof buf);
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
       if (n <= 0) break;  // EOF (or EIO from a pty whose slave closed)

@@ -88,6 +88,23 @@ TEST_F(ProcessIoTest, CloseStdinGivesTheProcessEof) {
   (*io)->Close(1s);
 }
 
+TEST_F(ProcessIoTest, CloseStdinStillDeliversWhatTheClientWrote) {
+  // ctr writes its stdin into the fifo, then calls CloseIO at once; the
+  // process must get the data, then EOF.
+  std::string in = Fifo("in");
+  auto io = ProcessIo::Open({in, "", "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(io.ok());
+  UniqueFd pin(::dup((*io)->child_stdin()));
+  ASSERT_TRUE((*io)->Started().ok());
+  UniqueFd w(::open(in.c_str(), O_WRONLY));
+  ASSERT_TRUE(WriteAll(w.get(), "data\nmore\n").ok());
+  (*io)->CloseStdin();
+  auto got = ReadAll(pin.get());
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, "data\nmore\n");
+  (*io)->Close(1s);
+}
+
 TEST_F(ProcessIoTest, MissingFifoIsNotFound) {
   auto io = ProcessIo::Open({"", dir_ + "/nope", "", false}, {"c", "ns", dir_});
   EXPECT_EQ(io.status().code(), Code::kNotFound);

@@ -117,7 +117,7 @@ TEST_F(HypervisorTest, ExitCodesStdinAndStderrBehaveAsInProcessIsolation) {
   EXPECT_EQ(in.exit_code, 0) << in.err;
   EXPECT_EQ(in.out, "data\n");
   RunResult err = CtrRun(With({"--rm"}, kHypervisor), "stderr1", {"/bin/sh", "-c", "echo oops >&2"});
-  EXPECT_EQ(err.err, "oops\n");
+  EXPECT_EQ(err.err, "oops\n") << ctrd_.log();
 }
 
 TEST_F(HypervisorTest, TerminalRunsInTheGuestAndSeesTheResize) {

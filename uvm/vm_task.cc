@@ -58,6 +58,15 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req,
   auto unmount = [&] {
     if (mounted) (void)oci::UnmountAll(rootfs);
   };
+  // stdio first, before the seconds of boot: a client that writes its stdin
+  // and closes the fifo before anyone has it open for reading loses the
+  // data (the fifo's buffer dies with its last opener).
+  auto opened = stdio::ProcessIo::Open(req.stdio, {req.id, cfg.ns, req.bundle});
+  if (!opened.ok()) {
+    unmount();
+    return opened.status();
+  }
+  std::unique_ptr<stdio::ProcessIo> io = std::move(opened).value();
   QemuConfig vc = cfg.vm;
   vc.state_dir = VmStateDir(cfg.ns, req.id);
   (void)MkdirAll("/run/runhcs/vm", 0700);
@@ -77,16 +86,8 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req,
     apb::Empty e;
     st = vm->agent()->Call("CreateContainer", cc, &e, std::chrono::seconds(30));
   }
-  std::unique_ptr<stdio::ProcessIo> io;
-  if (st.ok()) {
-    auto opened = stdio::ProcessIo::Open(req.stdio, {req.id, cfg.ns, req.bundle});
-    if (opened.ok()) {
-      io = std::move(opened).value();
-    } else {
-      st = opened.status();
-    }
-  }
   if (!st.ok()) {
+    io->Close(std::chrono::milliseconds(0));
     (void)vm->Close();
     unmount();
     return st;
