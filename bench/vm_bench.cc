@@ -1,0 +1,307 @@
+// runhcs-vm-bench: the utility VM's costs, each next to its reference
+// measured in the same run:
+//   1. boot to agent-ready (QemuUtilityVm::Start) against the same kernel
+//      booting a bare busybox initramfs to its first line from init, same
+//      machine, memory and command line: the limit for this kernel;
+//   2. a container's lifecycle (create, start, wait, delete of /bin/true)
+//      inside a running VM through the agent, against the same container
+//      run by the same OCI runtime (crun) on the host.
+// TCG always; KVM where it reaches the agent. Writes OUT/vm.md.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/io.h"
+#include "base/latch.h"
+#include "base/reaper.h"
+#include "tests/subprocess.h"
+#include "uvm/qemu_vm.h"
+
+namespace runhcs::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using testing::RunCommand;
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// A busybox initramfs whose /init prints a marker and powers off.
+bool MakeBareInitrd(const std::string& dir) {
+  std::string root = dir + "/bare-root";
+  RunCommand({"mkdir", "-p", root + "/bin"});
+  RunCommand({"cp", "/bin/busybox", root + "/bin/busybox"});
+  if (!WriteFileAtomic(root + "/init", "#!/bin/busybox sh\n/bin/busybox echo BARE-INIT-READY\n/bin/busybox poweroff -f\n", 0755).ok()) {
+    return false;
+  }
+  return RunCommand({"sh", "-c", "cd " + root + " && find . | cpio -o -H newc --quiet | gzip -1 > " + dir + "/bare.img"})
+             .exit_code == 0;
+}
+
+// Spawn to the marker line on the console, in ms; -1 on timeout.
+double BareBoot(const uvm::QemuConfig& cfg, const std::string& initrd, uvm::QemuConfig::Accel accel) {
+  int64_t tsc = uvm::HostTscKhz();
+  std::string acc = accel == uvm::QemuConfig::Accel::kKvm ? "kvm" : "tcg";
+  std::vector<std::string> argv = {
+      cfg.qemu, "-M", "microvm,accel=" + acc + ",isa-serial=on,rtc=on", "-cpu",
+      accel == uvm::QemuConfig::Accel::kKvm ? "host" : "max", "-smp", std::to_string(cfg.cpus), "-m",
+      std::to_string(cfg.memory_mb), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+      "-kernel", cfg.boot_dir + "/vmlinuz", "-initrd", initrd, "-append",
+      "console=ttyS0 quiet panic=-1 reboot=t pci=off tsc_early_khz=" + std::to_string(tsc), "-serial",
+      "stdio"};
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return -1;
+  UniqueFd r(p[0]), w(p[1]);
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  auto t0 = Clock::now();
+  auto pid = Reaper::Get().Spawn({.argv = argv, .fds = {{0, devnull.get()}, {1, w.get()}, {2, w.get()}}});
+  if (!pid.ok()) return -1;
+  w.reset();
+  std::string seen;
+  double ms = -1;
+  char buf[4096];
+  for (;;) {
+    pollfd pf{r.get(), POLLIN, 0};
+    if (::poll(&pf, 1, 20000) <= 0) break;
+    ssize_t n = ::read(r.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    seen.append(buf, static_cast<size_t>(n));
+    if (seen.find("BARE-INIT-READY") != std::string::npos) {
+      ms = Ms(Clock::now() - t0);
+      break;
+    }
+  }
+  ::kill(*pid, SIGKILL);
+  (void)Reaper::Get().Wait(*pid);
+  return ms;
+}
+
+struct VmBoot {
+  double ms = -1;
+  uvm::QemuConfig::Accel got = uvm::QemuConfig::Accel::kTcg;
+};
+
+VmBoot AgentBoot(uvm::QemuConfig cfg, const std::string& state, uvm::QemuConfig::Accel accel) {
+  cfg.state_dir = state;
+  cfg.accel = accel;
+  cfg.boot_timeout = std::chrono::milliseconds(20000);
+  uvm::QemuUtilityVm vm("bench", cfg);
+  auto t0 = Clock::now();
+  Status st = vm.Start();
+  VmBoot b;
+  if (st.ok()) {
+    b.ms = Ms(Clock::now() - t0);
+    b.got = vm.accel();
+  }
+  (void)vm.Close();
+  return b;
+}
+
+// Runs argv to completion through the Reaper (which owns waitpid here).
+int Run(const std::vector<std::string>& argv) {
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  auto pid = Reaper::Get().Spawn({.argv = argv, .fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}}});
+  if (!pid.ok()) return -1;
+  auto st = Reaper::Get().Wait(*pid);
+  return st.ok() ? *st : -1;
+}
+
+// create, start, wait, delete of the spec's process with crun on the host.
+double HostLifecycle(const std::string& bundle, const std::string& id) {
+  auto t0 = Clock::now();
+  std::string pidfile = bundle + "/" + id + ".pid";
+  auto expect = Reaper::Get().Expect();
+  if (Run({"crun", "create", "--bundle", bundle, "--pid-file", pidfile, id}) != 0) return -1;
+  pid_t pid = std::atoi(testing::ReadFileOr(pidfile, "0").c_str());
+  Latch exited;
+  Reaper::Get().Watch(pid, [&](int) { exited.Open(); });  // we are its subreaper
+  expect.Release();
+  if (Run({"crun", "start", id}) != 0) return -1;
+  exited.Wait();
+  Run({"crun", "delete", "--force", id});
+  ::unlink(pidfile.c_str());
+  return Ms(Clock::now() - t0);
+}
+
+double VmLifecycle(uvm::AgentClient* agent, const std::string& spec, const std::string& rootfs,
+                   const std::string& id) {
+  namespace apb = ::runhcs::agent::v1;
+  auto t0 = Clock::now();
+  apb::CreateContainerRequest cc;
+  cc.set_container_id(id);
+  cc.set_spec_json(spec);
+  cc.set_rootfs_path(rootfs);
+  apb::Empty e;
+  if (!agent->Call("CreateContainer", cc, &e).ok()) return -1;
+  apb::StartContainerRequest sc;
+  sc.set_container_id(id);
+  apb::StartResponse sr;
+  if (!agent->Call("StartContainer", sc, &sr).ok()) return -1;
+  apb::WaitProcessRequest wr;
+  wr.mutable_id()->set_container_id(id);
+  apb::WaitProcessResponse w;
+  if (!agent->Call("WaitProcess", wr, &w).ok()) return -1;
+  apb::RemoveContainerRequest rr;
+  rr.set_container_id(id);
+  if (!agent->Call("RemoveContainer", rr, &e).ok()) return -1;
+  return Ms(Clock::now() - t0);
+}
+
+}  // namespace
+}  // namespace runhcs::bench
+
+int main(int argc, char** argv) {
+  using namespace runhcs;
+  using namespace runhcs::bench;
+  int runs = 5, lifecycles = 20;
+  std::string out_dir = "bench/results";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--runs" && i + 1 < argc) runs = std::stoi(argv[++i]);
+    else if (a == "--lifecycles" && i + 1 < argc) lifecycles = std::stoi(argv[++i]);
+    else if (a == "--out" && i + 1 < argc) out_dir = argv[++i];
+    else if (a == "--quick") { runs = 2; lifecycles = 5; }
+    else {
+      std::fprintf(stderr, "usage: runhcs-vm-bench [--runs N] [--lifecycles N] [--out DIR] [--quick]\n");
+      return 2;
+    }
+  }
+  std::string scratch = testing::MakeTempDir("runhcs-vm-bench");
+  if (!testing::MaskUnifiedControllersForCrun(scratch)) {
+    std::fprintf(stderr, "cannot set up the private mount namespace (root needed)\n");
+    return 1;
+  }
+  uvm::QemuConfig cfg;
+  cfg.boot_dir = RUNHCS_BOOT_DIR;
+  cfg.cpus = 1;
+  cfg.memory_mb = 512;
+  cfg.console = [](const std::string&) {};
+  if (!MakeBareInitrd(scratch)) {
+    std::fprintf(stderr, "cannot build the bare initramfs\n");
+    return 1;
+  }
+  // Setup with plain child processes, before the Reaper takes over waitpid.
+  std::string rootfs = scratch + "/rootfs";
+  testing::MakeBusyboxRootfs(rootfs);
+  std::string bundle = scratch + "/bundle";
+  RunCommand({"mkdir", "-p", bundle});
+  RunCommand({"crun", "spec", "--bundle", bundle});
+  auto spec = nlohmann::json::parse(testing::ReadFileOr(bundle + "/config.json", "{}"));
+  spec["process"]["terminal"] = false;
+  spec["process"]["args"] = {"/bin/true"};
+  spec["root"] = {{"path", rootfs}, {"readonly", false}};
+  (void)WriteFileAtomic(bundle + "/config.json", spec.dump(), 0644);
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);  // container inits started by crun create
+  Reaper::Get().Enable();
+  std::atomic<bool> reaping{true};
+  std::thread reaper([&] {
+    while (reaping) {
+      Reaper::Get().ReapAll();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  struct Row {
+    std::string what;
+    double runhcs, reference, target;
+  };
+  std::vector<Row> rows;
+  std::vector<std::string> notes;
+
+  for (auto accel : {uvm::QemuConfig::Accel::kTcg, uvm::QemuConfig::Accel::kKvm}) {
+    std::string name = accel == uvm::QemuConfig::Accel::kKvm ? "KVM" : "TCG";
+    if (accel == uvm::QemuConfig::Accel::kKvm && ::access("/dev/kvm", R_OK | W_OK) != 0) {
+      notes.push_back("KVM: no /dev/kvm.");
+      continue;
+    }
+    std::vector<double> bare, agent;
+    bool kvm_failed = false;
+    for (int i = 0; i < runs + 1; ++i) {  // first run: warm-up
+      double b = BareBoot(cfg, scratch + "/bare.img", accel);
+      VmBoot v = AgentBoot(cfg, scratch + "/vm", accel);
+      std::printf("  %s boot %d: bare %.0f ms, agent-ready %.0f ms\n", name.c_str(), i, b, v.ms);
+      std::fflush(stdout);
+      if (b < 0 || v.ms < 0) {
+        if (accel == uvm::QemuConfig::Accel::kKvm) {
+          kvm_failed = true;
+          break;
+        }
+        continue;
+      }
+      if (i > 0) {
+        bare.push_back(b);
+        agent.push_back(v.ms);
+      }
+    }
+    if (kvm_failed) {
+      notes.push_back("KVM: the guest did not reach init/the agent within 20 s on this host "
+                      "(nested KVM hangs or QEMU fails at early boot); no KVM figures.");
+      continue;
+    }
+    rows.push_back({name + " boot to agent-ready vs bare kernel to init (ms)", Median(agent), Median(bare), 1.2});
+  }
+
+  // Container lifecycle: in a running VM vs on the host, same crun, same spec.
+  std::vector<double> host, guest;
+  {
+    uvm::QemuConfig c = cfg;
+    c.state_dir = scratch + "/vm-run";
+    c.accel = uvm::QemuConfig::Accel::kTcg;
+    uvm::QemuUtilityVm vm("bench-run", c);
+    Status st = vm.Start();
+    if (st.ok()) st = vm.Share(rootfs, "/run/bench-rootfs", false);
+    if (!st.ok()) {
+      std::fprintf(stderr, "VM: %s\n", st.ToString().c_str());
+    } else {
+      for (int i = 0; i < lifecycles + 2; ++i) {  // interleaved; first two: warm-up
+        double h = HostLifecycle(bundle, "bench-host-" + std::to_string(i));
+        double g = VmLifecycle(vm.agent(), spec.dump(), "/run/bench-rootfs", "bench-vm-" + std::to_string(i));
+        if (i >= 2 && h > 0 && g > 0) {
+          host.push_back(h);
+          guest.push_back(g);
+        }
+      }
+      rows.push_back({"container lifecycle, VM (TCG) vs host, crun (ms)", Median(guest), Median(host), 2.0});
+    }
+    (void)vm.Close();
+  }
+  reaping = false;
+  reaper.join();
+  RunCommand({"rm", "-rf", scratch});
+
+  ::mkdir(out_dir.c_str(), 0755);
+  std::ofstream md(out_dir + "/vm.md");
+  md << "# Utility VM costs\n\nGenerated by `runhcs-vm-bench` (bench/README.md). Medians of " << runs
+     << " boots and " << lifecycles << " lifecycles, after warm-up; 1 vCPU, 512 MiB, microvm.\n\n"
+     << "| what | runhcs | reference | ratio | target | verdict |\n|---|---:|---:|---:|---:|---|\n";
+  for (const auto& r : rows) {
+    double ratio = r.reference > 0 ? r.runhcs / r.reference : 0;
+    md << fmt::format("| {} | {:.0f} | {:.0f} | {:.2f} | <= {:.1f} | {} |\n", r.what, r.runhcs, r.reference,
+                      ratio, r.target, ratio <= r.target ? "met" : fmt::format("missed by {:.2f}", ratio - r.target));
+    std::printf("%-60s %8.0f %8.0f ratio %.2f\n", r.what.c_str(), r.runhcs, r.reference, ratio);
+  }
+  md << "\nReferences: the bare boot is the same kernel, machine and command line with a busybox "
+        "initramfs whose /init prints a line (the agent also loads virtio modules, finds its port "
+        "and answers Ping); the host lifecycle is `crun create/start/delete` of the same spec on "
+        "the host (the VM one is the agent's CreateContainer, StartContainer, WaitProcess, "
+        "RemoveContainer: crun in the guest plus the channel round trips).\n";
+  for (const auto& n : notes) md << "\n" << n << "\n";
+  std::printf("results: %s/vm.md\n", out_dir.c_str());
+  return rows.empty() ? 1 : 0;
+}
