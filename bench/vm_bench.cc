@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -140,27 +141,40 @@ double HostLifecycle(const std::string& bundle, const std::string& id) {
   return Ms(Clock::now() - t0);
 }
 
+// Per phase (create, start, wait, remove), summed over the measured runs.
+std::map<std::string, std::vector<double>> vm_phases;
+
 double VmLifecycle(uvm::AgentClient* agent, const std::string& spec, const std::string& rootfs,
                    const std::string& id) {
   namespace apb = ::runhcs::agent::v1;
   auto t0 = Clock::now();
+  auto t = t0;
+  auto mark = [&](const char* phase) {
+    auto now = Clock::now();
+    vm_phases[phase].push_back(Ms(now - t));
+    t = now;
+  };
   apb::CreateContainerRequest cc;
   cc.set_container_id(id);
   cc.set_spec_json(spec);
   cc.set_rootfs_path(rootfs);
   apb::Empty e;
   if (!agent->Call("CreateContainer", cc, &e).ok()) return -1;
+  mark("create");
   apb::StartContainerRequest sc;
   sc.set_container_id(id);
   apb::StartResponse sr;
   if (!agent->Call("StartContainer", sc, &sr).ok()) return -1;
+  mark("start");
   apb::WaitProcessRequest wr;
   wr.mutable_id()->set_container_id(id);
   apb::WaitProcessResponse w;
   if (!agent->Call("WaitProcess", wr, &w).ok()) return -1;
+  mark("wait");
   apb::RemoveContainerRequest rr;
   rr.set_container_id(id);
   if (!agent->Call("RemoveContainer", rr, &e).ok()) return -1;
+  mark("remove");
   return Ms(Clock::now() - t0);
 }
 
@@ -301,6 +315,12 @@ int main(int argc, char** argv) {
         "and answers Ping); the host lifecycle is `crun create/start/delete` of the same spec on "
         "the host (the VM one is the agent's CreateContainer, StartContainer, WaitProcess, "
         "RemoveContainer: crun in the guest plus the channel round trips).\n";
+  md << "\nIn-VM lifecycle by phase (median ms): ";
+  for (const char* ph : {"create", "start", "wait", "remove"}) {
+    md << fmt::format("{} {:.0f}; ", ph, Median(vm_phases[ph]));
+    std::printf("  vm phase %s %.0f ms\n", ph, Median(vm_phases[ph]));
+  }
+  md << "\n";
   for (const auto& n : notes) md << "\n" << n << "\n";
   std::printf("results: %s/vm.md\n", out_dir.c_str());
   return rows.empty() ? 1 : 0;

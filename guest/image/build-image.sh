@@ -22,7 +22,9 @@ MODS=$T/k/lib/modules/$KVER
 R=$T/root
 mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,lib,proc,sys,dev,run,tmp,etc,root,mnt}
 
-install -m 0755 "$AGENT" "$R/init"
+# Without debug info: it is most of the image otherwise.
+strip --strip-all -o "$R/init" "$AGENT"
+chmod 0755 "$R/init"
 
 cp /bin/busybox "$R/bin/busybox"
 for a in $("$R/bin/busybox" --list); do
