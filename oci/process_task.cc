@@ -22,11 +22,6 @@ constexpr auto kExecsDieWithInit = std::chrono::seconds(2);
 constexpr auto kDeleteWaitForClose = std::chrono::seconds(30);
 constexpr char kLinuxResourcesUrl[] = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
-bool ValidExecId(std::string_view id) {
-  return !id.empty() && id.size() <= 128 && id.find('/') == std::string_view::npos && id != "." &&
-         id != "..";
-}
-
 }  // namespace
 
 StatusOr<Runtime::Config> ProcessTask::ReadRuntimeFile(const std::string& bundle) {
@@ -95,22 +90,7 @@ StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateReq
         if (auto t = weak.lock()) t->OnInitExit();
       });
 
-  containerd::events::TaskCreate ev;
-  ev.set_container_id(req.id);
-  ev.set_bundle(req.bundle);
-  for (const auto& m : req.rootfs) {
-    auto* pm = ev.add_rootfs();
-    pm->set_type(m.type);
-    pm->set_source(m.source);
-    pm->set_target(m.target);
-    for (const auto& o : m.options) pm->add_options(o);
-  }
-  ev.mutable_io()->set_stdin(req.stdio.stdin_path);
-  ev.mutable_io()->set_stdout(req.stdio.stdout_path);
-  ev.mutable_io()->set_stderr(req.stdio.stderr_path);
-  ev.mutable_io()->set_terminal(req.stdio.terminal);
-  ev.set_pid(static_cast<uint32_t>(pid));
-  publisher->Publish(ev);
+  publisher->Publish(task::CreateEvent(req, static_cast<uint32_t>(pid)));
   return task;
 }
 
@@ -129,13 +109,7 @@ ProcessTask::~ProcessTask() = default;
 void ProcessTask::OnInitExit() {
   // Init is gone; its pid namespace takes the execs with it. Make sure, then
   // wait for their exits to be published before init's.
-  std::vector<std::shared_ptr<exec::ProcessExec>> running;
-  {
-    MutexLock l(&mu_);
-    for (auto& [eid, e] : execs_) {
-      if (e->state() == exec::State::kRunning) running.push_back(e);
-    }
-  }
+  auto running = execs_.InState(exec::State::kRunning);
   if (!running.empty()) {
     (void)runtime_->Kill(id_, SIGKILL, /*all=*/true);
     auto deadline = std::chrono::steady_clock::now() + kExecsDieWithInit;
@@ -148,8 +122,7 @@ void ProcessTask::OnInitExit() {
 }
 
 Status ProcessTask::CreateExec(const task::ExecRequest& req) {
-  if (req.exec_id.empty()) return AlreadyExistsError("exec id must not be empty");
-  if (!ValidExecId(req.exec_id)) return InvalidArgumentError("invalid exec id {:?}", req.exec_id);
+  RETURN_IF_ERROR(task::ValidateNewExecId(req.exec_id));
   if (init_->state() != exec::State::kRunning) {
     return FailedPreconditionError("cannot exec in task '{}': its init is not running", id_);
   }
@@ -166,32 +139,20 @@ Status ProcessTask::CreateExec(const task::ExecRequest& req) {
       RuntimeProcess::ForExec(runtime_, id_, req.exec_id, bundle_, req.process_json, req.stdio,
                               {id_, ns_, bundle_}),
       publisher_);
-  {
-    MutexLock l(&mu_);
-    if (execs_.count(req.exec_id)) {
-      return AlreadyExistsError("exec: '{}' in task: '{}' already exists", req.exec_id, id_);
-    }
-    execs_[req.exec_id] = e;
-  }
-  containerd::events::TaskExecAdded ev;
-  ev.set_container_id(id_);
-  ev.set_exec_id(req.exec_id);
-  publisher_->Publish(ev);
+  RETURN_IF_ERROR(execs_.Add(req.exec_id, e));
+  publisher_->Publish(task::ExecAddedEvent(id_, req.exec_id));
   return OkStatus();
 }
 
 StatusOr<std::shared_ptr<exec::Exec>> ProcessTask::GetExec(std::string_view exec_id) {
   if (exec_id.empty()) return std::shared_ptr<exec::Exec>(init_);
-  MutexLock l(&mu_);
-  auto it = execs_.find(exec_id);
-  if (it == execs_.end()) return NotFoundError("exec: '{}' in task: '{}' not found", exec_id, id_);
-  return std::shared_ptr<exec::Exec>(it->second);
+  ASSIGN_OR_RETURN(auto e, execs_.Get(exec_id));
+  return std::shared_ptr<exec::Exec>(std::move(e));
 }
 
 std::vector<std::shared_ptr<exec::Exec>> ProcessTask::ListExecs() {
-  MutexLock l(&mu_);
   std::vector<std::shared_ptr<exec::Exec>> out;
-  for (auto& [id, e] : execs_) out.push_back(e);
+  for (auto& e : execs_.List()) out.push_back(e);
   return out;
 }
 
@@ -240,8 +201,7 @@ StatusOr<exec::ExecStatus> ProcessTask::DeleteExec(std::string_view exec_id) {
     deleted_ = true;
   } else {
     status = e->status();
-    MutexLock l(&mu_);
-    execs_.erase(std::string(exec_id));
+    execs_.Remove(exec_id);
   }
   publisher_->Publish(exec::DeleteEvent(status));
   return status;
@@ -250,10 +210,7 @@ StatusOr<exec::ExecStatus> ProcessTask::DeleteExec(std::string_view exec_id) {
 StatusOr<std::vector<task::ProcessDetails>> ProcessTask::Pids() {
   ASSIGN_OR_RETURN(auto pids, runtime_->Ps(id_));
   std::map<uint32_t, std::string> by_pid;
-  {
-    MutexLock l(&mu_);
-    for (auto& [eid, e] : execs_) by_pid[e->pid()] = eid;
-  }
+  for (auto& e : execs_.List()) by_pid[e->pid()] = e->id();
   std::vector<task::ProcessDetails> out;
   for (pid_t p : pids) {
     auto it = by_pid.find(static_cast<uint32_t>(p));

@@ -21,6 +21,7 @@
 #include "events/publisher.h"
 #include "exec/process_exec.h"
 #include "oci/runtime.h"
+#include "task/exec_set.h"
 #include "task/task.h"
 
 namespace runhcs::oci {
@@ -76,7 +77,7 @@ class ProcessTask : public task::Task {
   Latch closed_;  // init's exit handled and published
 
   Mutex mu_;
-  std::map<std::string, std::shared_ptr<exec::ProcessExec>, std::less<>> execs_ GUARDED_BY(mu_);
+  task::ExecSet execs_{id_};
   bool paused_ GUARDED_BY(mu_) = false;
   bool deleted_ GUARDED_BY(mu_) = false;
 };

@@ -15,6 +15,7 @@
 #include "exec/exec_events.h"
 #include "oci/mounts.h"
 #include "runhcs/stats.pb.h"
+#include "task/exec_set.h"
 #include "uvm/vm_process.h"
 
 namespace runhcs::uvm {
@@ -24,11 +25,6 @@ namespace {
 constexpr auto kExecsDieWithInit = std::chrono::seconds(5);
 constexpr auto kDeleteWaitForClose = std::chrono::seconds(60);
 constexpr char kGuestRootfs[] = "/run/runhcs/rootfs/";
-
-bool ValidExecId(std::string_view id) {
-  return !id.empty() && id.size() <= 128 && id.find('/') == std::string_view::npos && id != "." &&
-         id != "..";
-}
 
 }  // namespace
 
@@ -104,22 +100,7 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req,
       });
   task->WatchVm();
 
-  containerd::events::TaskCreate ev;
-  ev.set_container_id(req.id);
-  ev.set_bundle(req.bundle);
-  for (const auto& m : req.rootfs) {
-    auto* pm = ev.add_rootfs();
-    pm->set_type(m.type);
-    pm->set_source(m.source);
-    pm->set_target(m.target);
-    for (const auto& o : m.options) pm->add_options(o);
-  }
-  ev.mutable_io()->set_stdin(req.stdio.stdin_path);
-  ev.mutable_io()->set_stdout(req.stdio.stdout_path);
-  ev.mutable_io()->set_stderr(req.stdio.stderr_path);
-  ev.mutable_io()->set_terminal(req.stdio.terminal);
-  ev.set_pid(0);
-  publisher->Publish(ev);
+  publisher->Publish(task::CreateEvent(req, 0));
   return task;
 }
 
@@ -143,26 +124,13 @@ void VmTask::WatchVm() {
     if (!t || st.ok()) return;  // closed by us, or the task is gone
     // The VM died: started processes learn it from the agent (exit 1);
     // the ones never started are force-exited here, execs before init.
-    std::vector<std::shared_ptr<exec::ProcessExec>> created;
-    {
-      MutexLock l(&t->mu_);
-      for (auto& [id, e] : t->execs_) {
-        if (e->state() == exec::State::kCreated) created.push_back(e);
-      }
-    }
-    for (auto& e : created) e->ForceExit(VmProcess::kVmGoneStatus);
+    for (auto& e : t->execs_.InState(exec::State::kCreated)) e->ForceExit(VmProcess::kVmGoneStatus);
     if (t->init_->state() == exec::State::kCreated) t->init_->ForceExit(VmProcess::kVmGoneStatus);
   }).detach();
 }
 
 void VmTask::OnInitExit() {
-  std::vector<std::shared_ptr<exec::ProcessExec>> running;
-  {
-    MutexLock l(&mu_);
-    for (auto& [eid, e] : execs_) {
-      if (e->state() == exec::State::kRunning) running.push_back(e);
-    }
-  }
+  auto running = execs_.InState(exec::State::kRunning);
   if (!running.empty()) {
     apb::SignalProcessRequest k;
     k.mutable_id()->set_container_id(id_);
@@ -186,8 +154,7 @@ void VmTask::OnInitExit() {
 }
 
 Status VmTask::CreateExec(const task::ExecRequest& req) {
-  if (req.exec_id.empty()) return AlreadyExistsError("exec id must not be empty");
-  if (!ValidExecId(req.exec_id)) return InvalidArgumentError("invalid exec id {:?}", req.exec_id);
+  RETURN_IF_ERROR(task::ValidateNewExecId(req.exec_id));
   if (init_->state() != exec::State::kRunning) {
     return FailedPreconditionError("cannot exec in task '{}': its init is not running", id_);
   }
@@ -202,32 +169,20 @@ Status VmTask::CreateExec(const task::ExecRequest& req) {
       std::make_unique<VmProcess>(agent, id_, req.exec_id, req.process_json, req.stdio,
                                   stdio::IoContext{id_, ns_, bundle_}, nullptr),
       publisher_);
-  {
-    MutexLock l(&mu_);
-    if (execs_.count(req.exec_id)) {
-      return AlreadyExistsError("exec: '{}' in task: '{}' already exists", req.exec_id, id_);
-    }
-    execs_[req.exec_id] = e;
-  }
-  containerd::events::TaskExecAdded ev;
-  ev.set_container_id(id_);
-  ev.set_exec_id(req.exec_id);
-  publisher_->Publish(ev);
+  RETURN_IF_ERROR(execs_.Add(req.exec_id, e));
+  publisher_->Publish(task::ExecAddedEvent(id_, req.exec_id));
   return OkStatus();
 }
 
 StatusOr<std::shared_ptr<exec::Exec>> VmTask::GetExec(std::string_view exec_id) {
   if (exec_id.empty()) return std::shared_ptr<exec::Exec>(init_);
-  MutexLock l(&mu_);
-  auto it = execs_.find(exec_id);
-  if (it == execs_.end()) return NotFoundError("exec: '{}' in task: '{}' not found", exec_id, id_);
-  return std::shared_ptr<exec::Exec>(it->second);
+  ASSIGN_OR_RETURN(auto e, execs_.Get(exec_id));
+  return std::shared_ptr<exec::Exec>(std::move(e));
 }
 
 std::vector<std::shared_ptr<exec::Exec>> VmTask::ListExecs() {
-  MutexLock l(&mu_);
   std::vector<std::shared_ptr<exec::Exec>> out;
-  for (auto& [id, e] : execs_) out.push_back(e);
+  for (auto& e : execs_.List()) out.push_back(e);
   return out;
 }
 
@@ -269,8 +224,7 @@ StatusOr<exec::ExecStatus> VmTask::DeleteExec(std::string_view exec_id) {
     }
     status = e->status();
   } else {
-    MutexLock l(&mu_);
-    execs_.erase(std::string(exec_id));
+    execs_.Remove(exec_id);
   }
   publisher_->Publish(exec::DeleteEvent(status));
   return status;
@@ -279,10 +233,7 @@ StatusOr<exec::ExecStatus> VmTask::DeleteExec(std::string_view exec_id) {
 StatusOr<std::vector<task::ProcessDetails>> VmTask::Pids() {
   std::vector<task::ProcessDetails> out;
   if (init_->state() == exec::State::kRunning) out.push_back({init_->pid(), ""});
-  MutexLock l(&mu_);
-  for (auto& [eid, e] : execs_) {
-    if (e->state() == exec::State::kRunning) out.push_back({e->pid(), eid});
-  }
+  for (auto& e : execs_.InState(exec::State::kRunning)) out.push_back({e->pid(), e->id()});
   return out;
 }
 

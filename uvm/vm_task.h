@@ -25,6 +25,7 @@
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
 #include "exec/process_exec.h"
+#include "task/exec_set.h"
 #include "task/task.h"
 #include "uvm/qemu_vm.h"
 
@@ -76,9 +77,7 @@ class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
   std::shared_ptr<exec::ProcessExec> init_;  // set once in Create
 
   Latch closed_;  // init's exit handled and published
-
-  Mutex mu_;
-  std::map<std::string, std::shared_ptr<exec::ProcessExec>, std::less<>> execs_ GUARDED_BY(mu_);
+  task::ExecSet execs_{id_};
 };
 
 }  // namespace runhcs::uvm
