@@ -654,7 +654,8 @@ Status AgentService::MountShare(const pb::MountShareRequest& req) {
 }
 
 StatusOr<pb::DumpStacksResponse> AgentService::DumpStacks() {
-  // Every guest task: pid, name, state, and its kernel stack.
+  // Every guest process and each of its threads (the agent's own included):
+  // name, state and kernel stack.
   std::string out;
   DIR* d = ::opendir("/proc");
   if (!d) return ErrnoError(errno, "opendir /proc");
@@ -674,11 +675,30 @@ StatusOr<pb::DumpStacksResponse> AgentService::DumpStacks() {
     if (open == std::string::npos || close == std::string::npos || close + 2 >= stat->size()) continue;
     out += fmt::format("pid {} ({}) state {}\n", pid, stat->substr(open + 1, close - open - 1),
                        stat->substr(close + 2, 1));
-    auto stack = ReadFile(base + "/stack");
-    if (stack.ok()) {
-      std::stringstream ss(*stack);
-      std::string line;
-      while (std::getline(ss, line)) out += "    " + line + "\n";
+    // Each thread: its name, state and kernel stack.
+    std::vector<int> tids;
+    if (DIR* td = ::opendir((base + "/task").c_str())) {
+      while (dirent* e = ::readdir(td)) {
+        if (int tid = std::atoi(e->d_name); tid > 0) tids.push_back(tid);
+      }
+      ::closedir(td);
+    }
+    std::sort(tids.begin(), tids.end());
+    for (int tid : tids) {
+      std::string tb = fmt::format("{}/task/{}", base, tid);
+      auto comm = ReadFile(tb + "/comm");
+      auto tstat = ReadFile(tb + "/stat");
+      size_t tclose = tstat.ok() ? tstat->rfind(')') : std::string::npos;
+      std::string state = tclose != std::string::npos && tclose + 2 < tstat->size() ? tstat->substr(tclose + 2, 1) : "?";
+      std::string name = comm.ok() ? *comm : "";
+      while (!name.empty() && name.back() == '\n') name.pop_back();
+      out += fmt::format("  thread {} ({}) state {}\n", tid, name, state);
+      auto stack = ReadFile(tb + "/stack");
+      if (stack.ok()) {
+        std::stringstream ss(*stack);
+        std::string line;
+        while (std::getline(ss, line)) out += "      " + line + "\n";
+      }
     }
   }
   pb::DumpStacksResponse r;

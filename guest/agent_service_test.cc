@@ -213,6 +213,8 @@ TEST_F(AgentServiceTest, StatsAndStacksReadProc) {
   auto dump = svc_.DumpStacks();
   ASSERT_TRUE(dump.ok());
   EXPECT_NE(dump->stacks().find(fmt::format("pid {} (", ::getpid())), std::string::npos);
+  // This process's threads are listed under it.
+  EXPECT_NE(dump->stacks().find(fmt::format("  thread {} (", ::getpid())), std::string::npos);
 }
 
 }  // namespace
