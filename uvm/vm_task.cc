@@ -67,7 +67,8 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req,
   vc.state_dir = VmStateDir(cfg.ns, req.id);
   (void)MkdirAll("/run/runhcs/vm", 0700);
   if (!vc.console) {
-    vc.console = [id = req.id](const std::string& line) { spdlog::debug("vm {}: {}", id, line); };
+    // The guest's serial console (kernel and agent messages) into the shim's log.
+    vc.console = [id = req.id](const std::string& line) { spdlog::info("vm {} console: {}", id, line); };
   }
   auto vm = std::make_unique<QemuUtilityVm>(req.id, vc);
   Status st = vm->Start();
