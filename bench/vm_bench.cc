@@ -26,6 +26,7 @@
 
 #include "base/io.h"
 #include "base/latch.h"
+#include "base/polled_reaper.h"
 #include "base/reaper.h"
 #include "tests/subprocess.h"
 #include "uvm/qemu_vm.h"
@@ -223,14 +224,7 @@ int main(int argc, char** argv) {
   spec["root"] = {{"path", rootfs}, {"readonly", false}};
   (void)WriteFileAtomic(bundle + "/config.json", spec.dump(), 0644);
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);  // container inits started by crun create
-  Reaper::Get().Enable();
-  std::atomic<bool> reaping{true};
-  std::thread reaper([&] {
-    while (reaping) {
-      Reaper::Get().ReapAll();
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  });
+  auto reaper = std::make_unique<PolledReaper>(std::chrono::milliseconds(1));
   struct Row {
     std::string what;
     double runhcs, reference, target;
@@ -295,8 +289,7 @@ int main(int argc, char** argv) {
     }
     (void)vm.Close();
   }
-  reaping = false;
-  reaper.join();
+  reaper.reset();
   RunCommand({"rm", "-rf", scratch});
 
   ::mkdir(out_dir.c_str(), 0755);

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "base/reaper.h"
+#include "base/polled_reaper.h"
 
 namespace runhcs::guest {
 namespace {
@@ -18,22 +19,9 @@ using Clock = ttrpc::Clock;
 
 class AgentServiceTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    // The agent relies on the SIGCHLD-driven Reaper; drive it by polling.
-    Reaper::Get().Enable();
-    reaping_ = true;
-    reaper_ = new std::thread([] {
-      while (reaping_) {
-        Reaper::Get().ReapAll();
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      }
-    });
-  }
-  static void TearDownTestSuite() {
-    reaping_ = false;
-    reaper_->join();
-    delete reaper_;
-  }
+  // The agent relies on the SIGCHLD-driven Reaper; drive it by polling.
+  static void SetUpTestSuite() { reaper_ = new PolledReaper(); }
+  static void TearDownTestSuite() { delete reaper_; }
 
   pb::ExecProcessRequest Exec(const std::string& id, std::vector<std::string> args, bool in = false,
                               bool tty = false) {
@@ -74,8 +62,7 @@ class AgentServiceTest : public ::testing::Test {
   }
 
   AgentService svc_{AgentConfig{.state_dir = ::testing::TempDir() + "/agent-state"}};
-  static inline std::atomic<bool> reaping_{false};
-  static inline std::thread* reaper_ = nullptr;
+  static inline PolledReaper* reaper_ = nullptr;
 };
 
 TEST_F(AgentServiceTest, PingReportsKernelAndVersion) {

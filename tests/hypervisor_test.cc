@@ -71,16 +71,7 @@ class HypervisorTest : public ::testing::Test {
     a.insert(a.end(), b.begin(), b.end());
     return a;
   }
-  std::string TaskStatus(const std::string& id) {
-    std::stringstream ss(ctrd_.Ctr({"task", "ls"}).out);
-    for (std::string line; std::getline(ss, line);) {
-      std::stringstream ls(line);
-      std::string tid, pid, status;
-      ls >> tid >> pid >> status;
-      if (tid == id) return status;
-    }
-    return "";
-  }
+  std::string TaskStatus(const std::string& id) { return ctrd_.TaskStatus(id); }
   // The QEMU of container `id`.
   pid_t QemuPid(const std::string& id) {
     auto r = RunCommand({"pgrep", "-f", "qemu-system.*" + VmDir(id)});

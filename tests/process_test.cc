@@ -44,17 +44,7 @@ class ProcessTest : public ::testing::Test {
     args.insert(args.end(), cmd.begin(), cmd.end());
     return ctrd_.Ctr(args, opts);
   }
-  // The STATUS column of `ctr task ls` for `id`, or "".
-  std::string TaskStatus(const std::string& id) {
-    std::stringstream ss(ctrd_.Ctr({"task", "ls"}).out);
-    for (std::string line; std::getline(ss, line);) {
-      std::stringstream ls(line);
-      std::string tid, pid, status;
-      ls >> tid >> pid >> status;
-      if (tid == id) return status;
-    }
-    return "";
-  }
+  std::string TaskStatus(const std::string& id) { return ctrd_.TaskStatus(id); }
   std::string Bundle(const std::string& id) {
     return ctrd_.dir() + "/state/io.containerd.runtime.v2.task/default/" + id;
   }

@@ -246,4 +246,15 @@ bool Alive(pid_t pid) {
   return close != std::string::npos && stat.substr(close + 2, 1) != "Z";
 }
 
+std::string Containerd::TaskStatus(const std::string& id) {
+  std::stringstream ss(Ctr({"task", "ls"}).out);
+  for (std::string line; std::getline(ss, line);) {
+    std::stringstream ls(line);
+    std::string tid, pid, status;
+    ls >> tid >> pid >> status;
+    if (tid == id) return status;
+  }
+  return "";
+}
+
 }  // namespace runhcs::testing

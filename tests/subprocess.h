@@ -47,6 +47,9 @@ class Containerd {
   pid_t CtrBackground(const std::vector<std::string>& args, const std::string& out_file,
                       const std::string& ns = "default");
   std::string log();
+  // The STATUS column of `ctr task ls` for task `id` (RUNNING, STOPPED,
+  // ...), or "" when there is no such task.
+  std::string TaskStatus(const std::string& id);
   // Stops containerd (SIGTERM) and starts it again on the same dirs.
   bool Restart();
   void Stop();

@@ -12,6 +12,7 @@
 
 #include "base/io.h"
 #include "base/reaper.h"
+#include "base/polled_reaper.h"
 #include "tests/subprocess.h"
 #include "uvm/qemu_vm.h"
 
@@ -29,21 +30,8 @@ bool Alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
 class UvmTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    Reaper::Get().Enable();
-    reaping_ = true;
-    reaper_ = new std::thread([] {
-      while (reaping_) {
-        Reaper::Get().ReapAll();
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-    });
-  }
-  static void TearDownTestSuite() {
-    reaping_ = false;
-    reaper_->join();
-    delete reaper_;
-  }
+  static void SetUpTestSuite() { reaper_ = new PolledReaper(std::chrono::milliseconds(5)); }
+  static void TearDownTestSuite() { delete reaper_; }
   void SetUp() override { dir_ = testing::MakeTempDir("runhcs-uvm-test"); }
   void TearDown() override { testing::RunCommand({"rm", "-rf", dir_}); }
 
@@ -83,8 +71,7 @@ class UvmTest : public ::testing::Test {
   int runs_ = 0;
   std::mutex console_mu_;
   std::string console_;
-  static inline std::atomic<bool> reaping_{false};
-  static inline std::thread* reaper_ = nullptr;
+  static inline PolledReaper* reaper_ = nullptr;
 };
 
 TEST_F(UvmTest, BootsToAgentAndRunsInTheGuestKernel) {
