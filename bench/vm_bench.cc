@@ -279,7 +279,7 @@ int main(int argc, char** argv) {
     } else {
       for (int i = 0; i < lifecycles + 2; ++i) {  // interleaved; first two: warm-up
         double h = HostLifecycle(bundle, "bench-host-" + std::to_string(i));
-        double g = VmLifecycle(vm.agent(), spec.dump(), "/run/bench-rootfs", "bench-vm-" + std::to_string(i));
+        double g = VmLifecycle(vm.agent().get(), spec.dump(), "/run/bench-rootfs", "bench-vm-" + std::to_string(i));
         if (i >= 2 && h > 0 && g > 0) {
           host.push_back(h);
           guest.push_back(g);

@@ -95,6 +95,12 @@ void SandboxTask::Close() {
     Status st = host_->Close();
     if (!st.ok()) spdlog::error("sandbox {}: close utility VM: {}", id_, st.ToString());
   }
+  std::function<void()> before;
+  {
+    MutexLock l(&mu_);
+    before = before_exit_;
+  }
+  if (before) before();
   publisher_->Publish(exec::ExitEvent(init_->status(), init_->id()));
   closed_.Open();
 }

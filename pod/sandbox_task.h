@@ -25,6 +25,8 @@
 //     so TaskExit always precedes TaskDelete.
 #pragma once
 
+#include <functional>
+
 #include <memory>
 #include <thread>
 
@@ -46,6 +48,14 @@ class SandboxTask : public task::Task {
                                              std::shared_ptr<uvm::UtilityVm> host);
   // Force-exits init (status 1) if still running, closes, joins its threads.
   ~SandboxTask() override;
+
+  // Runs in close(), after the VM is closed and before init's TaskExit: the
+  // pod waits there for its workloads' TaskExits, which must come first.
+  // Set before the task can exit.
+  void SetBeforeExit(std::function<void()> fn) {
+    MutexLock l(&mu_);
+    before_exit_ = std::move(fn);
+  }
 
   const std::string& id() const override { return id_; }
   Status CreateExec(const task::ExecRequest& req) override;
@@ -77,6 +87,7 @@ class SandboxTask : public task::Task {
   events::Publisher* const publisher_;
   const std::string id_;
   const std::shared_ptr<uvm::UtilityVm> host_;  // owned; may be null
+  std::function<void()> before_exit_ GUARDED_BY(mu_);
   const std::shared_ptr<exec::ProcessExec> init_;
 
   Mutex mu_;

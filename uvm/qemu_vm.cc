@@ -101,9 +101,9 @@ QemuUtilityVm::QemuUtilityVm(std::string id, QemuConfig cfg) : id_(std::move(id)
 
 QemuUtilityVm::~QemuUtilityVm() { (void)Close(); }
 
-AgentClient* QemuUtilityVm::agent() {
+std::shared_ptr<AgentClient> QemuUtilityVm::agent() {
   MutexLock l(&mu_);
-  return agent_.get();
+  return agent_;
 }
 
 pid_t QemuUtilityVm::qemu_pid() {
@@ -581,7 +581,7 @@ StatusOr<int32_t> QemuUtilityVm::ExecInUvm(const containerd::runhcs::v1::diag::E
 }
 
 StatusOr<std::string> QemuUtilityVm::DumpStacks() {
-  AgentClient* a = agent();
+  auto a = agent();
   if (!a) return FailedPreconditionError("vm {} is not running", id_);
   apb::Empty e;
   apb::DumpStacksResponse r;

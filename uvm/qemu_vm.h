@@ -73,8 +73,7 @@ class QemuUtilityVm : public UtilityVm {
   StatusOr<std::string> DumpStacks() override;
   StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> Stats() override;
 
-  // The agent, once started (nullptr before); for tasks running in the VM.
-  AgentClient* agent();
+  std::shared_ptr<AgentClient> agent() override;
   pid_t qemu_pid();
   // Which accelerator the running VM got.
   QemuConfig::Accel accel();

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "uvm/agent_client.h"
 #include "runhcs/diag.pb.h"
 #include "runhcs/stats.pb.h"
 
@@ -38,6 +39,9 @@ class UtilityVm {
   // The guest's stacks, or "" where the guest cannot tell.
   virtual StatusOr<std::string> DumpStacks() = 0;
   virtual StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> Stats() = 0;
+  // The guest agent of a running VM (nullptr otherwise, and in fakes). Shared:
+  // a caller may keep it past Close; its calls then fail with Unavailable.
+  virtual std::shared_ptr<AgentClient> agent() { return nullptr; }
 };
 
 }  // namespace runhcs::uvm

@@ -32,37 +32,56 @@ std::string VmTask::VmStateDir(const std::string& ns, const std::string& id) {
   return "/run/runhcs/vm/" + Sha256Hex(ns + "/" + id).substr(0, 24);
 }
 
-StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req, const Config& cfg,
-                                                 events::Publisher* publisher) {
-  ASSIGN_OR_RETURN(std::string spec, ReadFile(req.bundle + "/config.json"));
+namespace {
+
+// What every VM task needs before the VM: the spec, the rootfs on the host
+// (mounted when containerd sent mounts) and the stdio, opened first (a client
+// that writes its stdin and closes the fifo before anyone has it open for
+// reading loses the data: the fifo's buffer dies with its last opener).
+struct Prepared {
+  std::string spec;
+  std::string rootfs;
+  bool mounted = false;
+  std::unique_ptr<stdio::ProcessIo> io;
+
+  void Undo() {
+    if (io) io->Close(std::chrono::milliseconds(0));
+    if (mounted) (void)oci::UnmountAll(rootfs);
+  }
+};
+
+StatusOr<Prepared> Prepare(const task::CreateRequest& req, const std::string& ns) {
+  Prepared p;
+  ASSIGN_OR_RETURN(p.spec, ReadFile(req.bundle + "/config.json"));
   // The rootfs to share: the mounts containerd sent, mounted at
   // bundle/rootfs, or else the spec's root.path (relative to the bundle).
-  std::string rootfs = req.bundle + "/rootfs";
+  p.rootfs = req.bundle + "/rootfs";
   try {
-    auto j = nlohmann::json::parse(spec);
+    auto j = nlohmann::json::parse(p.spec);
     std::string path = j.at("root").at("path").get<std::string>();
-    if (req.rootfs.empty()) rootfs = path.starts_with("/") ? path : req.bundle + "/" + path;
+    if (req.rootfs.empty()) p.rootfs = path.starts_with("/") ? path : req.bundle + "/" + path;
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgumentError("task '{}': config.json has no usable root.path: {}", req.id, e.what());
   }
-  bool mounted = false;
   if (!req.rootfs.empty()) {
-    ::mkdir(rootfs.c_str(), 0711);
-    RETURN_IF_ERROR(oci::MountAll(req.rootfs, rootfs));
-    mounted = true;
+    ::mkdir(p.rootfs.c_str(), 0711);
+    RETURN_IF_ERROR(oci::MountAll(req.rootfs, p.rootfs));
+    p.mounted = true;
   }
-  auto unmount = [&] {
-    if (mounted) (void)oci::UnmountAll(rootfs);
-  };
-  // stdio first, before the seconds of boot: a client that writes its stdin
-  // and closes the fifo before anyone has it open for reading loses the
-  // data (the fifo's buffer dies with its last opener).
-  auto opened = stdio::ProcessIo::Open(req.stdio, {req.id, cfg.ns, req.bundle});
-  if (!opened.ok()) {
-    unmount();
-    return opened.status();
+  auto io = stdio::ProcessIo::Open(req.stdio, {req.id, ns, req.bundle});
+  if (!io.ok()) {
+    p.Undo();
+    return io.status();
   }
-  std::unique_ptr<stdio::ProcessIo> io = std::move(opened).value();
+  p.io = std::move(io).value();
+  return p;
+}
+
+}  // namespace
+
+StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req, const Config& cfg,
+                                                 events::Publisher* publisher) {
+  ASSIGN_OR_RETURN(Prepared p, Prepare(req, cfg.ns));
   QemuConfig vc = cfg.vm;
   vc.state_dir = VmStateDir(cfg.ns, req.id);
   (void)MkdirAll("/run/runhcs/vm", 0700);
@@ -70,8 +89,33 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req,
     // The guest's serial console (kernel and agent messages) into the shim's log.
     vc.console = [id = req.id](const std::string& line) { spdlog::info("vm {} console: {}", id, line); };
   }
-  auto vm = std::make_unique<QemuUtilityVm>(req.id, vc);
+  auto vm = std::make_shared<QemuUtilityVm>(req.id, vc);
   Status st = vm->Start();
+  if (!st.ok()) {
+    p.Undo();
+    (void)vm->Close();
+    return st;
+  }
+  return CreateWith(req, cfg.ns, vm, /*owns_vm=*/true, std::move(p.io), p.spec, p.rootfs, p.mounted,
+                    publisher);
+}
+
+StatusOr<std::shared_ptr<VmTask>> VmTask::CreateIn(const task::CreateRequest& req, const std::string& ns,
+                                                   std::shared_ptr<UtilityVm> vm,
+                                                   events::Publisher* publisher) {
+  if (!vm || !vm->agent()) return FailedPreconditionError("task '{}': the pod's VM is not running", req.id);
+  ASSIGN_OR_RETURN(Prepared p, Prepare(req, ns));
+  return CreateWith(req, ns, std::move(vm), /*owns_vm=*/false, std::move(p.io), p.spec, p.rootfs,
+                    p.mounted, publisher);
+}
+
+StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& req, const std::string& ns,
+                                                     std::shared_ptr<UtilityVm> vm, bool owns_vm,
+                                                     std::unique_ptr<stdio::ProcessIo> io,
+                                                     const std::string& spec, const std::string& rootfs,
+                                                     bool mounted, events::Publisher* publisher) {
+  std::shared_ptr<AgentClient> agent = vm->agent();
+  Status st = agent ? OkStatus() : FailedPreconditionError("task '{}': VM is not running", req.id);
   if (st.ok()) st = vm->Share(rootfs, kGuestRootfs + req.id, /*read_only=*/false);
   if (st.ok()) {
     apb::CreateContainerRequest cc;
@@ -81,44 +125,45 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req,
     cc.set_stdin(!req.stdio.stdin_path.empty());
     cc.set_terminal(req.stdio.terminal);
     apb::Empty e;
-    st = vm->agent()->Call("CreateContainer", cc, &e, std::chrono::seconds(30));
+    st = agent->Call("CreateContainer", cc, &e, std::chrono::seconds(30));
   }
   if (!st.ok()) {
     io->Close(std::chrono::milliseconds(0));
-    (void)vm->Close();
-    unmount();
+    if (owns_vm) (void)vm->Close();
+    if (mounted) (void)oci::UnmountAll(rootfs);
     return st;
   }
-  std::shared_ptr<AgentClient> agent(vm->agent(), [](AgentClient*) {});  // owned by the VM
-  auto task = std::make_shared<VmTask>(req.id, req.bundle, cfg.ns, std::move(vm), publisher, mounted);
+  auto task = std::make_shared<VmTask>(req.id, req.bundle, ns, std::move(vm), owns_vm, publisher, mounted);
   std::weak_ptr<VmTask> weak = task;
   task->init_ = exec::ProcessExec::Create(
       {req.id, "", req.bundle, req.stdio, 0},
       std::make_unique<VmProcess>(agent, req.id, "", "", req.stdio,
-                                  stdio::IoContext{req.id, cfg.ns, req.bundle}, std::move(io)),
+                                  stdio::IoContext{req.id, ns, req.bundle}, std::move(io)),
       publisher, [weak](const exec::ExecStatus&) {
         if (auto t = weak.lock()) t->OnInitExit();
       });
   task->WatchVm();
-
   publisher->Publish(task::CreateEvent(req, 0));
   return task;
 }
 
-VmTask::VmTask(std::string id, std::string bundle, std::string ns, std::unique_ptr<QemuUtilityVm> vm,
-               events::Publisher* publisher, bool mounted)
+VmTask::VmTask(std::string id, std::string bundle, std::string ns, std::shared_ptr<UtilityVm> vm,
+               bool owns_vm, events::Publisher* publisher, bool mounted)
     : id_(std::move(id)),
       bundle_(std::move(bundle)),
       ns_(std::move(ns)),
       vm_(std::move(vm)),
+      owns_vm_(owns_vm),
       publisher_(publisher),
       mounted_(mounted) {}
 
-VmTask::~VmTask() { (void)vm_->Close(); }
+VmTask::~VmTask() {
+  if (owns_vm_) (void)vm_->Close();
+}
 
 void VmTask::WatchVm() {
   std::weak_ptr<VmTask> weak = weak_from_this();
-  QemuUtilityVm* vm = vm_.get();
+  std::shared_ptr<UtilityVm> vm = vm_;
   std::thread([weak, vm] {
     Status st = vm->Wait();
     auto t = weak.lock();
@@ -138,14 +183,23 @@ void VmTask::OnInitExit() {
     k.set_signal(SIGKILL);
     k.set_all(true);
     apb::Empty e;
-    if (AgentClient* a = vm_->agent()) (void)a->Call("SignalProcess", k, &e);
+    if (auto a = vm_->agent()) (void)a->Call("SignalProcess", k, &e);
     auto deadline = std::chrono::steady_clock::now() + kExecsDieWithInit;
     for (auto& x : running) {
       if (!x->Wait(deadline).ok()) x->ForceExit(VmProcess::kVmGoneStatus);
     }
   }
-  // hcsshim order: the host (VM) is closed before init's TaskExit.
-  (void)vm_->Close();
+  if (owns_vm_) {
+    // hcsshim order: the host (VM) is closed before init's TaskExit.
+    (void)vm_->Close();
+  } else if (auto a = vm_->agent()) {
+    // A pod workload: the VM stays; the guest forgets the container.
+    apb::RemoveContainerRequest rr;
+    rr.set_container_id(id_);
+    apb::Empty e;
+    Status rs = a->Call("RemoveContainer", rr, &e);
+    if (!rs.ok()) spdlog::warn("task {}: remove from the VM: {}", id_, rs.ToString());
+  }
   if (mounted_) {
     Status us = oci::UnmountAll(bundle_ + "/rootfs");
     if (!us.ok()) spdlog::warn("task {}: {}", id_, us.ToString());
@@ -162,9 +216,8 @@ Status VmTask::CreateExec(const task::ExecRequest& req) {
   if (!nlohmann::json::accept(req.process_json)) {
     return InvalidArgumentError("exec {:?}: process spec is not JSON", req.exec_id);
   }
-  AgentClient* raw = vm_->agent();
-  if (!raw) return FailedPreconditionError("task '{}': its VM is gone", id_);
-  std::shared_ptr<AgentClient> agent(raw, [](AgentClient*) {});
+  std::shared_ptr<AgentClient> agent = vm_->agent();
+  if (!agent) return FailedPreconditionError("task '{}': its VM is gone", id_);
   auto e = exec::ProcessExec::Create(
       {id_, req.exec_id, bundle_, req.stdio, 0},
       std::make_unique<VmProcess>(agent, id_, req.exec_id, req.process_json, req.stdio,
@@ -193,7 +246,7 @@ Status VmTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
   }
   ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
   if (all && e->state() == exec::State::kRunning) {
-    AgentClient* a = vm_->agent();
+    auto a = vm_->agent();
     if (!a) return NotFoundError("task '{}': its VM is gone", id_);
     apb::SignalProcessRequest k;
     k.mutable_id()->set_container_id(id_);

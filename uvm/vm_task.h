@@ -27,6 +27,7 @@
 #include "exec/process_exec.h"
 #include "task/exec_set.h"
 #include "task/task.h"
+#include "stdio/process_io.h"
 #include "uvm/qemu_vm.h"
 
 namespace runhcs::uvm {
@@ -37,8 +38,14 @@ class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
     std::string ns;
     QemuConfig vm;  // state_dir and console are filled in per task
   };
+  // A container with a VM of its own, booted here and closed with it.
   static StatusOr<std::shared_ptr<VmTask>> Create(const task::CreateRequest& req, const Config& cfg,
                                                   events::Publisher* publisher);
+  // A pod workload in the pod's running VM, which it does not own: its init
+  // exiting removes the container from the guest and leaves the VM alone.
+  static StatusOr<std::shared_ptr<VmTask>> CreateIn(const task::CreateRequest& req, const std::string& ns,
+                                                    std::shared_ptr<UtilityVm> vm,
+                                                    events::Publisher* publisher);
   ~VmTask() override;
 
   const std::string& id() const override { return id_; }
@@ -61,17 +68,23 @@ class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
   // paths are limited to 108 bytes, bundles can be long).
   static std::string VmStateDir(const std::string& ns, const std::string& id);
 
-  VmTask(std::string id, std::string bundle, std::string ns, std::unique_ptr<QemuUtilityVm> vm,
-         events::Publisher* publisher, bool mounted);
+  VmTask(std::string id, std::string bundle, std::string ns, std::shared_ptr<UtilityVm> vm,
+         bool owns_vm, events::Publisher* publisher, bool mounted);
 
  private:
   void OnInitExit();
+  static StatusOr<std::shared_ptr<VmTask>> CreateWith(const task::CreateRequest& req, const std::string& ns,
+                                                      std::shared_ptr<UtilityVm> vm, bool owns_vm,
+                                                      std::unique_ptr<stdio::ProcessIo> io,
+                                                      const std::string& spec, const std::string& rootfs,
+                                                      bool mounted, events::Publisher* publisher);
   void WatchVm();
 
   const std::string id_;
   const std::string bundle_;
   const std::string ns_;
-  const std::unique_ptr<QemuUtilityVm> vm_;
+  const std::shared_ptr<UtilityVm> vm_;
+  const bool owns_vm_;
   events::Publisher* const publisher_;
   const bool mounted_;
   std::shared_ptr<exec::ProcessExec> init_;  // set once in Create

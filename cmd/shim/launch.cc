@@ -30,6 +30,9 @@
 #include "oci/mounts.h"
 #include "oci/process_task.h"
 #include "uvm/vm_task.h"
+#include "task/exec_set.h"
+#include "pod/sandbox_task.h"
+#include "pod/pod.h"
 #include "oci/spec.h"
 #include "service/options.h"
 #include "service/task_service.h"
@@ -77,11 +80,55 @@ class ShimTaskFactory : public service::TaskFactory {
     ASSIGN_OR_RETURN(auto t, oci::ProcessTask::Create(req, cfg, publisher_));
     return std::shared_ptr<task::Task>(std::move(t));
   }
+  // A hypervisor-isolated pod: the fake sandbox task owns the pod's VM and
+  // every workload runs in it. A process-isolated pod: the sandbox and the
+  // workloads are ordinary containers. Either way, one shim.
   StatusOr<std::shared_ptr<pod::Pod>> CreatePod(const task::CreateRequest& req,
-                                                const oci::Spec&) override {
+                                                const oci::Spec& spec) override {
     ASSIGN_OR_RETURN(auto opts, OptionsFor(req));
-    return NotImplementedError("{} isolation of pod '{}' is not available in this build",
-                               IsolationName(opts), req.id);
+    RETURN_IF_ERROR(ApplyAnnotations(spec, &opts));
+    events::Publisher* pub = publisher_;
+    const std::string ns = ns_;
+    if (opts.isolation == service::ShimOptions::Isolation::kProcess) {
+      oci::ProcessTask::Config cfg{ns_, {opts.oci_runtime, opts.oci_runtime_root}};
+      ASSIGN_OR_RETURN(auto sandbox, oci::ProcessTask::Create(req, cfg, pub));
+      return std::shared_ptr<pod::Pod>(std::make_shared<pod::PodImpl>(
+          req.id, sandbox, nullptr,
+          [cfg, pub](const task::CreateRequest& r, const oci::Spec&,
+                     std::shared_ptr<uvm::UtilityVm>) -> StatusOr<std::shared_ptr<task::Task>> {
+            ASSIGN_OR_RETURN(auto t, oci::ProcessTask::Create(r, cfg, pub));
+            return std::shared_ptr<task::Task>(std::move(t));
+          }));
+    }
+    uvm::QemuConfig vc = VmConfig(opts);
+    vc.state_dir = uvm::VmTask::VmStateDir(ns_, req.id);
+    RETURN_IF_ERROR(MkdirAll("/run/runhcs/vm", 0700));
+    vc.console = [id = req.id](const std::string& line) { spdlog::info("vm {} console: {}", id, line); };
+    auto vm = std::make_shared<uvm::QemuUtilityVm>(req.id, vc);
+    if (Status st = vm->Start(); !st.ok()) {
+      (void)vm->Close();
+      return st;
+    }
+    std::shared_ptr<pod::SandboxTask> sandbox = pod::SandboxTask::Create(pub, req.id, req.bundle, vm);
+    pub->Publish(task::CreateEvent(req, 0));
+    auto p = std::make_shared<pod::PodImpl>(
+        req.id, sandbox, vm,
+        [ns, pub](const task::CreateRequest& r, const oci::Spec&,
+                  std::shared_ptr<uvm::UtilityVm> host) -> StatusOr<std::shared_ptr<task::Task>> {
+          ASSIGN_OR_RETURN(auto t, uvm::VmTask::CreateIn(r, ns, std::move(host), pub));
+          return std::shared_ptr<task::Task>(std::move(t));
+        });
+    // Workloads' TaskExits before the sandbox's (they end with the VM).
+    std::weak_ptr<pod::PodImpl> weak = p;
+    sandbox->SetBeforeExit([weak, id = req.id] {
+      auto pod = weak.lock();
+      if (!pod) return;
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      for (auto& t : pod->ListTasks()) {
+        if (t->id() != id) (void)t->Wait(deadline);
+      }
+    });
+    return std::shared_ptr<pod::Pod>(p);
   }
 
  private:
@@ -133,9 +180,6 @@ class ShimTaskFactory : public service::TaskFactory {
     std::string dir = exe.substr(0, exe.rfind('/'));
     return dir.substr(0, dir.rfind('/')) + "/share/runhcs/boot";
   }
-  static const char* IsolationName(const service::ShimOptions& o) {
-    return o.isolation == service::ShimOptions::Isolation::kHypervisor ? "hypervisor" : "process";
-  }
   const service::ShimOptions opts_;
   const std::string ns_;
   events::Publisher* const publisher_;
@@ -179,14 +223,15 @@ int Start(const Flags& f) {
   if (role->kind == oci::PodRole::kWorkload) {
     // The pod's shim serves this container too: connect, spawn nothing.
     auto client = ttrpc::Client::Dial(ua);
-    if (!client.ok()) return Fail(client.status().Wrap("failed to connect to hosting shim"));
+    std::string what = fmt::format("failed to connect to hosting shim of pod '{}'", role->sandbox_id);
+    if (!client.ok()) return Fail(client.status().Wrap(what));
     containerd::task::v2::ConnectRequest req;
     req.set_id(role->sandbox_id);
     containerd::task::v2::ConnectResponse resp;
     ttrpc::CallOptions co;
     co.timeout = std::chrono::seconds(10);
     Status st = (*client)->Call("containerd.task.v2.Task", "Connect", req, &resp, co);
-    if (!st.ok()) return Fail(st.Wrap("failed to connect to hosting shim"));
+    if (!st.ok()) return Fail(st.Wrap(what));
   } else {
     Status st = MkdirAll(kSocketDir, 0711);
     if (!st.ok()) return Fail(st);

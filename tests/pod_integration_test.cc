@@ -1,0 +1,170 @@
+// Pods as containerd's CRI shapes them, driven with plain `ctr` and the CRI
+// annotations: one shim per pod; in a hypervisor-isolated pod the fake
+// sandbox task owns the one VM every workload runs in.
+#include <signal.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <thread>
+
+#include "base/io.h"
+#include "base/sha256.h"
+#include "tests/subprocess.h"
+
+namespace runhcs::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string ShimDir() {
+  std::string bin = RUNHCS_SHIM_BINARY;
+  return bin.substr(0, bin.rfind('/'));
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+int Count(const std::string& pattern) {
+  std::string out = RunCommand({"pgrep", "-f", pattern}).out;
+  return static_cast<int>(std::count(out.begin(), out.end(), '\n'));
+}
+
+class PodTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(ctrd_.ok()) << ctrd_.log();
+    rootfs_ = ctrd_.dir() + "/rootfs";
+    ASSERT_TRUE(MakeBusyboxRootfs(rootfs_));
+  }
+  void TearDown() override {
+    for (const auto& pod : pods_) {
+      std::string dir = VmDir(pod);
+      EXPECT_TRUE(WaitFor([&] { return Count(dir) == 0; }, 10s)) << RunCommand({"pgrep", "-fa", dir}).out;
+      EXPECT_NE(::access(dir.c_str(), F_OK), 0) << dir;
+    }
+  }
+  static std::string VmDir(const std::string& pod) {
+    return "/run/runhcs/vm/" + Sha256Hex("default/" + pod).substr(0, 24);
+  }
+  std::vector<std::string> Cri(const std::string& type, const std::string& pod, bool hypervisor) {
+    std::vector<std::string> a = {"--annotation", "io.kubernetes.cri.container-type=" + type,
+                                  "--annotation", "io.kubernetes.cri.sandbox-id=" + pod};
+    if (hypervisor) {
+      a.insert(a.end(), {"--annotation", "io.containerd.runhcs.v1.isolation=hypervisor", "--annotation",
+                         "io.containerd.runhcs.v1.vm-accelerator=tcg"});
+    }
+    return a;
+  }
+  void RunDetached(const std::string& id, const std::vector<std::string>& flags) {
+    std::vector<std::string> args = {"run", "-d", "--runtime", "io.containerd.runhcs.v1"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.insert(args.end(), {"--rootfs", rootfs_, id, "/bin/sleep", "1000"});
+    RunResult r = ctrd_.Ctr(args);
+    ASSERT_EQ(r.exit_code, 0) << id << ": " << r.err << ctrd_.log();
+    ASSERT_TRUE(WaitFor([&] { return ctrd_.TaskStatus(id) == "RUNNING"; }, 15s)) << ctrd_.TaskStatus(id);
+  }
+  void StartPod(const std::string& pod, const std::vector<std::string>& workloads, bool hypervisor) {
+    pods_.push_back(pod);
+    RunDetached(pod, Cri("sandbox", pod, hypervisor));
+    for (const auto& w : workloads) RunDetached(w, Cri("container", pod, false));
+  }
+  void Remove(const std::vector<std::string>& ids) {
+    for (const auto& id : ids) {
+      ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", id});
+      WaitFor([&] { return ctrd_.TaskStatus(id) == "STOPPED" || ctrd_.TaskStatus(id).empty(); }, 15s);
+      ctrd_.Ctr({"task", "delete", id});
+      ctrd_.Ctr({"container", "delete", id});
+    }
+  }
+  std::string BootId(const std::string& id, const std::string& exec_id) {
+    RunResult r = ctrd_.Ctr({"task", "exec", "--exec-id", exec_id, id, "/bin/cat", "/proc/sys/kernel/random/boot_id"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return Trim(r.out);
+  }
+
+  Containerd ctrd_{ShimDir()};
+  std::string rootfs_;
+  std::vector<std::string> pods_;
+};
+
+TEST_F(PodTest, HypervisorPodIsOneShimAndOneVmForAllItsContainers) {
+  StartPod("pod1", {"pod1-a", "pod1-b"}, /*hypervisor=*/true);
+  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod1 "), 1);
+  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod1-"), 0);  // workloads joined, spawned nothing
+  EXPECT_EQ(Count("qemu-system.*" + VmDir("pod1")), 1);
+  std::string a = BootId("pod1-a", "x1"), b = BootId("pod1-b", "x2");
+  EXPECT_FALSE(a.empty());
+  EXPECT_EQ(a, b);  // the same VM
+  EXPECT_NE(a, Trim(ReadFileOr("/proc/sys/kernel/random/boot_id")));
+  // A workload ending leaves the pod (and its shim and VM) running.
+  Remove({"pod1-b"});
+  EXPECT_EQ(ctrd_.TaskStatus("pod1-a"), "RUNNING");
+  EXPECT_EQ(Count("qemu-system.*" + VmDir("pod1")), 1);
+  Remove({"pod1-a", "pod1"});
+  EXPECT_TRUE(WaitFor([] { return Count("containerd-shim-runhcs-v1 .*-id pod1 ") == 0; }, 10s));
+}
+
+TEST_F(PodTest, QemuKilledEndsEveryTaskWorkloadsFirst) {
+  std::string events = ctrd_.dir() + "/events.txt";
+  pid_t ev = ctrd_.CtrBackground({"events"}, events);
+  std::this_thread::sleep_for(300ms);
+  StartPod("pod2", {"pod2-a", "pod2-b"}, /*hypervisor=*/true);
+  std::string qemu = Trim(RunCommand({"pgrep", "-f", "qemu-system.*" + VmDir("pod2")}).out);
+  ASSERT_FALSE(qemu.empty());
+  ASSERT_EQ(::kill(std::atoi(qemu.c_str()), SIGKILL), 0);
+  for (const char* id : {"pod2", "pod2-a", "pod2-b"}) {
+    EXPECT_TRUE(WaitFor([&] { return ctrd_.TaskStatus(id) == "STOPPED"; }, 15s)) << id;
+  }
+  std::this_thread::sleep_for(300ms);
+  ::kill(ev, SIGTERM);
+  // Each workload's TaskExit (status 1) before the sandbox's.
+  std::vector<std::string> exits;
+  std::stringstream ss(ReadFileOr(events));
+  for (std::string line; std::getline(ss, line);) {
+    if (line.find("/tasks/exit ") == std::string::npos) continue;
+    EXPECT_NE(line.find(R"("exit_status":1)"), std::string::npos) << line;
+    for (const char* id : {"pod2-a", "pod2-b", "pod2"}) {
+      if (line.find(std::string(R"("container_id":")") + id + "\"") != std::string::npos) exits.push_back(id);
+    }
+  }
+  ASSERT_EQ(exits.size(), 3u) << ReadFileOr(events);
+  EXPECT_EQ(exits.back(), "pod2");
+  Remove({"pod2-a", "pod2-b", "pod2"});
+}
+
+TEST_F(PodTest, TwoPodsGetTwoShimsAndTwoVms) {
+  StartPod("pod3", {"pod3-a"}, /*hypervisor=*/true);
+  StartPod("pod4", {"pod4-a"}, /*hypervisor=*/true);
+  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod3 "), 1);
+  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod4 "), 1);
+  EXPECT_EQ(Count("qemu-system.*" + VmDir("pod3")), 1);
+  EXPECT_EQ(Count("qemu-system.*" + VmDir("pod4")), 1);
+  EXPECT_NE(BootId("pod3-a", "x"), BootId("pod4-a", "x"));
+  Remove({"pod3-a", "pod3", "pod4-a", "pod4"});
+}
+
+TEST_F(PodTest, ProcessIsolatedPodSharesOneShim) {
+  StartPod("pod5", {"pod5-a", "pod5-b"}, /*hypervisor=*/false);
+  pods_.pop_back();  // no VM to check for
+  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod5 "), 1);
+  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod5-"), 0);
+  // The host's kernel: no VM.
+  EXPECT_EQ(BootId("pod5-a", "x"), Trim(ReadFileOr("/proc/sys/kernel/random/boot_id")));
+  Remove({"pod5-a", "pod5-b", "pod5"});
+  EXPECT_TRUE(WaitFor([] { return Count("containerd-shim-runhcs-v1 .*-id pod5 ") == 0; }, 10s));
+}
+
+TEST_F(PodTest, WorkloadWithoutItsSandboxIsRejected) {
+  RunResult r = ctrd_.Ctr({"run", "-d", "--runtime", "io.containerd.runhcs.v1", "--annotation",
+                           "io.kubernetes.cri.container-type=container", "--annotation",
+                           "io.kubernetes.cri.sandbox-id=nopod", "--rootfs", rootfs_, "orphan", "/bin/true"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("nopod"), std::string::npos) << "ERR:" << r.err << "OUT:" << r.out;
+}
+
+}  // namespace
+}  // namespace runhcs::testing
