@@ -136,6 +136,29 @@ TEST_F(PodTest, QemuKilledEndsEveryTaskWorkloadsFirst) {
   Remove({"pod2-a", "pod2-b", "pod2"});
 }
 
+TEST_F(PodTest, SandboxKilledClosesTheVmAndEndsTheWorkloads) {
+  std::string events = ctrd_.dir() + "/events.txt";
+  pid_t ev = ctrd_.CtrBackground({"events"}, events);
+  std::this_thread::sleep_for(300ms);
+  StartPod("pod6", {"pod6-a"}, /*hypervisor=*/true);
+  // containerd's way to stop a pod: kill the sandbox's init.
+  EXPECT_EQ(ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", "pod6"}).exit_code, 0);
+  for (const char* id : {"pod6", "pod6-a"}) {
+    EXPECT_TRUE(WaitFor([&] { return ctrd_.TaskStatus(id) == "STOPPED"; }, 15s)) << id;
+  }
+  EXPECT_TRUE(WaitFor([&] { return Count("qemu-system.*" + VmDir("pod6")) == 0; }, 10s));
+  std::this_thread::sleep_for(300ms);
+  ::kill(ev, SIGTERM);
+  std::string text = ReadFileOr(events);
+  size_t workload = text.find(R"(/tasks/exit {"container_id":"pod6-a")");
+  size_t sandbox = text.find(R"(/tasks/exit {"container_id":"pod6",)");
+  ASSERT_NE(workload, std::string::npos) << text;
+  ASSERT_NE(sandbox, std::string::npos) << text;
+  EXPECT_LT(workload, sandbox) << text;
+  EXPECT_NE(text.find(R"("id":"pod6-a","pid":)"), std::string::npos);
+  Remove({"pod6-a", "pod6"});
+}
+
 TEST_F(PodTest, TwoPodsGetTwoShimsAndTwoVms) {
   StartPod("pod3", {"pod3-a"}, /*hypervisor=*/true);
   StartPod("pod4", {"pod4-a"}, /*hypervisor=*/true);
