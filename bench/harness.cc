@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -47,6 +48,7 @@ struct Config {
   int exec_warmup = 100;
   int containers = 50;
   int rpc_calls = 2000;
+  int pods = 3;
   std::string out_dir = "bench/results";
   std::vector<std::string> oci_runtimes = {"runc", "crun"};
 };
@@ -186,8 +188,10 @@ class Bench {
     return any;
   }
 
-  nlohmann::json Spec(const std::string& id, const std::vector<std::string>& args) {
+  nlohmann::json Spec(const std::string& id, const std::vector<std::string>& args,
+                      const std::map<std::string, std::string>& annotations = {}) {
     nlohmann::json s = base_spec_;
+    for (const auto& [k, v] : annotations) s["annotations"][k] = v;
     s["process"]["args"] = args;
     s["hostname"] = id;
     s["linux"]["cgroupsPath"] = std::string("/") + kNs + "/" + id;
@@ -205,7 +209,8 @@ class Bench {
 
   // Container + task, started. Returns the init pid.
   uint32_t StartContainer(const Shim& shim, const std::string& oci, const std::string& id,
-                          const std::vector<std::string>& args) {
+                          const std::vector<std::string>& args,
+                          const std::map<std::string, std::string>& annotations = {}) {
     auto t = Clock::now();
     ctrs::CreateContainerRequest cc;
     auto* c = cc.mutable_container();
@@ -213,7 +218,7 @@ class Bench {
     c->mutable_runtime()->set_name(shim.runtime);
     *c->mutable_runtime()->mutable_options() = Options(shim, oci);
     c->mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Spec");
-    c->mutable_spec()->set_value(Spec(id, args).dump());
+    c->mutable_spec()->set_value(Spec(id, args, annotations).dump());
     ctrs::CreateContainerResponse ccr;
     Client::Check(client_.containers().Create(client_.Ctx().get(), cc, &ccr), "create container");
     tasks::CreateTaskRequest tc;
@@ -469,9 +474,84 @@ class Bench {
     Add(sec, "PSS", "KiB", total["runhcs"].pss_kib, total["runc-v2"].pss_kib);
     Add(sec, "threads", "", total["runhcs"].threads, total["runc-v2"].threads);
 
+    if (cfg_.pods > 0) Pods();
+
     event_order_violations = CheckEventOrder();
     std::printf("== event order: %d of %zu lifecycles out of order\n", event_order_violations,
                 lifecycle_ids_.size());
+  }
+
+  // The pid and the descendants of `root`, memory summed.
+  static ProcMem TreeMem(pid_t root) {
+    std::map<pid_t, std::vector<pid_t>> children;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      pid_t pid = std::atoi(e.path().filename().c_str());
+      if (pid > 0) children[ParentOf(pid)].push_back(pid);
+    }
+    ProcMem total;
+    std::vector<pid_t> todo = {root};
+    while (!todo.empty()) {
+      pid_t p = todo.back();
+      todo.pop_back();
+      ProcMem m = MemOf(p);
+      total.rss_kib += m.rss_kib;
+      total.pss_kib += m.pss_kib;
+      total.threads += m.threads;
+      for (pid_t c : children[p]) todo.push_back(c);
+    }
+    return total;
+  }
+
+  // 7. Pods (CRI annotations): start of a sandbox and its first workload,
+  // and what one pod costs in memory (its shim and everything under it:
+  // QEMU and virtiofsd for a VM).
+  void Pods() {
+    struct Kind {
+      std::string label;
+      Shim shim;
+      bool hypervisor;
+    };
+    const Kind kinds[] = {{"runhcs", kShims[0], false}, {"runc-v2", kShims[1], false},
+                          {"runhcs-vm", kShims[0], true}};
+    std::map<std::string, std::vector<double>> start;
+    std::map<std::string, ProcMem> mem;
+    std::printf("== pods (sandbox + 1 workload; %d each)\n", cfg_.pods);
+    for (int i = 0; i < cfg_.pods; ++i) {
+      for (const auto& k : kinds) {
+        std::string pod = fmt::format("pod-{}-{}", k.label, i), w = pod + "-w";
+        std::map<std::string, std::string> sb = {{"io.kubernetes.cri.container-type", "sandbox"},
+                                                 {"io.kubernetes.cri.sandbox-id", pod}};
+        if (k.hypervisor) {
+          sb["io.containerd.runhcs.v1.isolation"] = "hypervisor";
+          sb["io.containerd.runhcs.v1.vm-accelerator"] = "tcg";
+        }
+        std::map<std::string, std::string> wl = {{"io.kubernetes.cri.container-type", "container"},
+                                                 {"io.kubernetes.cri.sandbox-id", pod}};
+        auto t0 = Clock::now();
+        uint32_t init = StartContainer(k.shim, "runc", pod, {"/bin/sleep", "100000"}, sb);
+        StartContainer(k.shim, "runc", w, {"/bin/sleep", "100000"}, wl);
+        start[k.label].push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        if (i == 0) {
+          std::this_thread::sleep_for(std::chrono::seconds(1));
+          // The shim: its pid file, or (runc-v2) the parent of the sandbox's init.
+          pid_t shim = static_cast<pid_t>(std::atoi(ReadFileOr(Bundle(pod) + "/shim.pid", "0").c_str()));
+          if (shim <= 0) shim = ParentOf(static_cast<pid_t>(init));
+          if (shim > 0) mem[k.label] = TreeMem(shim);
+        }
+        for (const auto& id : {w, pod}) {
+          Kill(id);
+          WaitTask(id);
+          DeleteContainer(id);
+        }
+      }
+    }
+    Add("pod (process isolation)", "start p50", "ms", Percentile(start["runhcs"], .5),
+        Percentile(start["runc-v2"], .5));
+    Add("pod (process isolation)", "PSS of one pod", "KiB", mem["runhcs"].pss_kib, mem["runc-v2"].pss_kib);
+    Add("pod (runhcs VM, TCG) vs process pod (runc-v2)", "start p50", "ms",
+        Percentile(start["runhcs-vm"], .5), Percentile(start["runc-v2"], .5));
+    Add("pod (runhcs VM, TCG) vs process pod (runc-v2)", "PSS of one pod", "KiB",
+        mem["runhcs-vm"].pss_kib, mem["runc-v2"].pss_kib);
   }
 
   int event_order_violations = 0;
@@ -581,11 +661,12 @@ int main(int argc, char** argv) {
     else if (a == "--execs") cfg.execs_per_series = std::stoi(next());
     else if (a == "--exec-growth") cfg.exec_growth = std::stoi(next());
     else if (a == "--containers") cfg.containers = std::stoi(next());
+    else if (a == "--pods") cfg.pods = std::stoi(next());
     else if (a == "--out") cfg.out_dir = next();
     else if (a == "--quick") {
-      cfg.runs = 8; cfg.execs_per_series = 8; cfg.exec_growth = 100; cfg.exec_warmup = 20; cfg.containers = 5; cfg.rpc_calls = 300;
+      cfg.runs = 8; cfg.execs_per_series = 8; cfg.exec_growth = 100; cfg.exec_warmup = 20; cfg.containers = 5; cfg.rpc_calls = 300; cfg.pods = 1;
     } else {
-      std::fprintf(stderr, "usage: runhcs-bench [--runs N] [--execs N] [--exec-growth N] [--containers N] [--out DIR] [--quick]\n");
+      std::fprintf(stderr, "usage: runhcs-bench [--runs N] [--execs N] [--exec-growth N] [--containers N] [--pods N] [--out DIR] [--quick]\n");
       return 2;
     }
   }
