@@ -115,6 +115,11 @@ TEST_F(UvmTest, SharesAreVisibleAndReadOnlyWhenAsked) {
   EXPECT_NE(Run(vm, {"touch", "/mnt/ro/new"}).first, 0);
   EXPECT_NE(::access((host + "/new").c_str(), F_OK), 0);
   EXPECT_EQ(vm.Share(dir_ + "/missing", "/mnt/x", false).code(), Code::kNotFound);
+  // Unshare ends it on the host: its mount point under the share root goes.
+  ASSERT_TRUE(vm.Unshare("/mnt/ro").ok());
+  EXPECT_NE(::access((dir_ + "/vm/shares/0").c_str(), F_OK), 0);
+  EXPECT_EQ(vm.Unshare("/mnt/ro").code(), Code::kNotFound);
+  EXPECT_EQ(Run(vm, {"cat", "/etc/hello.txt"}).second, "from the host\n");
   pid_t qemu = vm.qemu_pid();
   ASSERT_TRUE(vm.Close().ok());
   ExpectNothingLeft(qemu);

@@ -395,7 +395,7 @@ Status QemuUtilityVm::Close() {
 }
 
 void QemuUtilityVm::Cleanup() {
-  std::vector<std::string> mounts;
+  std::vector<std::pair<std::string, std::string>> mounts;
   pid_t fsd;
   std::shared_ptr<AgentClient> agent;
   {
@@ -415,13 +415,7 @@ void QemuUtilityVm::Cleanup() {
   StopPid(fsd);
   // Never a recursive delete: a share that failed to unmount must keep its
   // host files. Mount points are empty once unmounted.
-  for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
-    if (::umount2(it->c_str(), MNT_DETACH) != 0) {
-      spdlog::error("vm {}: unmount {}: {}", id_, *it, std::strerror(errno));
-      continue;
-    }
-    if (::rmdir(it->c_str()) != 0) ::unlink(it->c_str());
-  }
+  for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) RemoveShareMount(it->first);
   for (const char* f : {"/agent.sock", "/qmp.sock", "/fs.sock", "/fs.sock.pid"}) {
     ::unlink((cfg_.state_dir + f).c_str());
   }
@@ -494,7 +488,33 @@ Status QemuUtilityVm::Share(const std::string& host_path, const std::string& vm_
     return ms.Wrap("share: in the VM");
   }
   MutexLock l(&mu_);
-  share_mounts_.push_back(target);
+  share_mounts_.emplace_back(target, vm_path);
+  return OkStatus();
+}
+
+bool QemuUtilityVm::RemoveShareMount(const std::string& target) {
+  if (::umount2(target.c_str(), MNT_DETACH) != 0) {
+    spdlog::error("vm {}: unmount {}: {}", id_, target, std::strerror(errno));
+    return false;  // keep the (still mounted) point: never delete through it
+  }
+  if (::rmdir(target.c_str()) != 0) ::unlink(target.c_str());
+  return true;
+}
+
+Status QemuUtilityVm::Unshare(const std::string& vm_path) {
+  std::string target;
+  {
+    MutexLock l(&mu_);
+    for (auto it = share_mounts_.begin(); it != share_mounts_.end(); ++it) {
+      if (it->second == vm_path) {
+        target = it->first;
+        share_mounts_.erase(it);
+        break;
+      }
+    }
+  }
+  if (target.empty()) return NotFoundError("vm {}: nothing is shared at {}", id_, vm_path);
+  if (!RemoveShareMount(target)) return InternalError("vm {}: could not unmount the share of {}", id_, vm_path);
   return OkStatus();
 }
 

@@ -70,6 +70,7 @@ class QemuUtilityVm : public UtilityVm {
   Status Close() override;
   StatusOr<int32_t> ExecInUvm(const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
   Status Share(const std::string& host_path, const std::string& vm_path, bool read_only) override;
+  Status Unshare(const std::string& vm_path) override;
   StatusOr<std::string> DumpStacks() override;
   StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> Stats() override;
 
@@ -86,6 +87,8 @@ class QemuUtilityVm : public UtilityVm {
   void KillQemuLocked() REQUIRES(mu_);
   void OnQemuExit(int status);
   void Cleanup();
+  // Unmounts one share mount point and removes it; false if still mounted.
+  bool RemoveShareMount(const std::string& target);
   Status QmpQuit();
 
   const std::string id_;
@@ -104,7 +107,8 @@ class QemuUtilityVm : public UtilityVm {
   int boot_ GUARDED_BY(mu_) = 0;  // attempt number; exits of older ones are ignored
   QemuConfig::Accel accel_ GUARDED_BY(mu_) = QemuConfig::Accel::kTcg;
   std::shared_ptr<AgentClient> agent_ GUARDED_BY(mu_);
-  std::vector<std::string> share_mounts_ GUARDED_BY(mu_);
+  // Host mount points under <state>/shares, with the VM path each serves.
+  std::vector<std::pair<std::string, std::string>> share_mounts_ GUARDED_BY(mu_);
   int next_share_ GUARDED_BY(mu_) = 0;
 };
 

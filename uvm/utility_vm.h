@@ -36,6 +36,12 @@ class UtilityVm {
   // Makes `host_path` visible at `vm_path` inside the VM.
   virtual Status Share(const std::string& host_path, const std::string& vm_path,
                        bool read_only) = 0;
+  // Ends the Share at `vm_path` on the host side: its mount there goes (what
+  // the guest still holds open stays readable until it lets go). NotFound if
+  // nothing is shared there.
+  virtual Status Unshare(const std::string& vm_path) {
+    return NotImplementedError("unshare {} is not supported", vm_path);
+  }
   // The guest's stacks, or "" where the guest cannot tell.
   virtual StatusOr<std::string> DumpStacks() = 0;
   virtual StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> Stats() = 0;

@@ -200,6 +200,12 @@ void VmTask::OnInitExit() {
     Status rs = a->Call("RemoveContainer", rr, &e);
     if (!rs.ok()) spdlog::warn("task {}: remove from the VM: {}", id_, rs.ToString());
   }
+  if (!owns_vm_) {
+    // The rootfs share must go before the rootfs is unmounted below, or the
+    // share's bind mount would keep it busy for the life of the pod.
+    Status us = vm_->Unshare(kGuestRootfs + id_);
+    if (!us.ok() && us.code() != Code::kNotFound) spdlog::warn("task {}: {}", id_, us.ToString());
+  }
   if (mounted_) {
     Status us = oci::UnmountAll(bundle_ + "/rootfs");
     if (!us.ok()) spdlog::warn("task {}: {}", id_, us.ToString());
