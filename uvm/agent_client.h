@@ -21,6 +21,8 @@ namespace apb = ::runhcs::agent::v1;
 class AgentClient {
  public:
   static constexpr auto kDefaultTimeout = std::chrono::seconds(10);
+  // One long poll of ReadStream/WaitProcess.
+  static constexpr auto kRelayPoll = std::chrono::seconds(30);
 
   explicit AgentClient(std::unique_ptr<ttrpc::Client> client) : client_(std::move(client)) {}
 
@@ -31,6 +33,20 @@ class AgentClient {
     o.timeout = timeout;
     return client_->Call("runhcs.agent.v1.Agent", method, req, resp, o);
   }
+
+  // The relays between a process in the VM and host fds, shared by the
+  // container processes (VmProcess) and exec-in-VM. Each blocks; long polls
+  // that time out (DeadlineExceeded) are simply asked again.
+  //
+  // ReadStream until EOF (or the agent is gone), writing into `fd`; if the
+  // fd's reader goes away, the stream is still drained. `fd` < 0 drains only.
+  void RelayOutput(const apb::ProcessId& id, apb::ReadStreamRequest::Stream which, int fd);
+  // `fd` into WriteStdin until EOF, then CloseStdin. Returns early, without
+  // closing the guest's stdin, once `stop_fd` is readable (the process is
+  // gone) or a write fails.
+  void RelayStdin(const apb::ProcessId& id, int fd, int stop_fd);
+  // Waits for the process's exit status.
+  StatusOr<int32_t> WaitProcess(const apb::ProcessId& id);
 
   bool closed() { return client_->closed(); }
   void Close() { client_->Close(); }

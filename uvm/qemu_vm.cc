@@ -28,7 +28,6 @@ constexpr char kPortName[] = "runhcs.agent";
 constexpr char kShareTag[] = "runhcs";
 constexpr auto kShutdownWait = std::chrono::seconds(5);
 constexpr auto kQuitWait = std::chrono::seconds(3);
-constexpr auto kRelayPoll = std::chrono::seconds(30);
 
 std::string AccelName(QemuConfig::Accel a) {
   switch (a) {
@@ -539,21 +538,12 @@ StatusOr<int32_t> QemuUtilityVm::ExecInUvm(const containerd::runhcs::v1::diag::E
   apb::ProcessId pid;
   pid.set_exec_id(exec_id);
 
-  // Output: ReadStream until eof, into the host path (opened here, so a
-  // fifo's reader is whoever asked for this exec).
+  // The host paths are opened here, so a fifo's other end is whoever asked
+  // for this exec.
   auto pump_out = [agent, pid](std::string path, apb::ReadStreamRequest::Stream which) {
     UniqueFd fd;
     if (!path.empty()) fd.reset(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    apb::ReadStreamRequest rr;
-    *rr.mutable_id() = pid;
-    rr.set_stream(which);
-    for (;;) {
-      apb::ReadStreamResponse resp;
-      Status st = agent->Call("ReadStream", rr, &resp, kRelayPoll);
-      if (st.code() == Code::kDeadlineExceeded) continue;
-      if (!st.ok() || resp.eof()) return;
-      if (fd && !WriteAll(fd.get(), resp.data()).ok()) fd.reset();  // reader gone: drain anyway
-    }
+    agent->RelayOutput(pid, which, fd ? fd.get() : -1);
   };
   std::thread out_t(pump_out, req.stdout(), apb::ReadStreamRequest::STDOUT);
   std::thread err_t(pump_out, req.terminal() ? std::string() : req.stderr(), apb::ReadStreamRequest::STDERR);
@@ -563,41 +553,20 @@ StatusOr<int32_t> QemuUtilityVm::ExecInUvm(const containerd::runhcs::v1::diag::E
     in_t = std::thread([agent, pid, path = req.stdin(), stop_fd = stop.get()] {
       UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
       if (fd) {
-        char buf[16384];
-        for (;;) {
-          pollfd p[2] = {{fd.get(), POLLIN, 0}, {stop_fd, POLLIN, 0}};
-          if (::poll(p, 2, -1) < 0 && errno != EINTR) break;
-          if (p[1].revents) return;  // the process is gone
-          if (!p[0].revents) continue;
-          ssize_t n = ::read(fd.get(), buf, sizeof buf);
-          if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-          if (n <= 0) break;
-          apb::WriteStdinRequest w;
-          *w.mutable_id() = pid;
-          w.set_data(buf, static_cast<size_t>(n));
-          apb::WriteStdinResponse wr;
-          if (!agent->Call("WriteStdin", w, &wr).ok()) return;
-        }
+        agent->RelayStdin(pid, fd.get(), stop_fd);
+      } else {
+        apb::Empty e;
+        (void)agent->Call("CloseStdin", pid, &e);
       }
-      apb::Empty e;
-      (void)agent->Call("CloseStdin", pid, &e);
     });
   }
-  apb::WaitProcessRequest wr;
-  *wr.mutable_id() = pid;
-  apb::WaitProcessResponse status;
-  Status ws;
-  for (;;) {
-    ws = agent->Call("WaitProcess", wr, &status, kRelayPoll);
-    if (ws.code() != Code::kDeadlineExceeded) break;
-  }
+  auto status = agent->WaitProcess(pid);
   out_t.join();
   err_t.join();
   uint64_t one = 1;
   (void)!::write(stop.get(), &one, sizeof one);
   if (in_t.joinable()) in_t.join();
-  RETURN_IF_ERROR(ws);
-  return status.exit_status();
+  return status;
 }
 
 StatusOr<std::string> QemuUtilityVm::DumpStacks() {

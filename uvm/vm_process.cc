@@ -18,7 +18,6 @@
 namespace runhcs::uvm {
 
 namespace {
-constexpr auto kPoll = std::chrono::seconds(30);
 constexpr auto kIoDrainTimeout = std::chrono::seconds(2);
 }  // namespace
 
@@ -97,16 +96,7 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
   p->stop.reset(::eventfd(0, EFD_CLOEXEC));
   pumps_ = p;
   auto pump_out = [p](UniqueFd fd, apb::ReadStreamRequest::Stream which, Latch* done) {
-    apb::ReadStreamRequest rr;
-    *rr.mutable_id() = p->id;
-    rr.set_stream(which);
-    for (;;) {
-      apb::ReadStreamResponse resp;
-      Status st = p->agent->Call("ReadStream", rr, &resp, kPoll);
-      if (st.code() == Code::kDeadlineExceeded) continue;
-      if (!st.ok() || resp.eof()) break;
-      if (fd && !WriteAll(fd.get(), resp.data()).ok()) fd.reset();  // reader gone: keep draining
-    }
+    p->agent->RelayOutput(p->id, which, fd.get());
     if (fd) ::shutdown(fd.get(), SHUT_WR);  // a socket (terminal) has other fds open
     fd.reset();  // EOF for ProcessIo's copier
     done->Open();
@@ -114,38 +104,18 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
   std::thread(pump_out, std::move(out_w), apb::ReadStreamRequest::STDOUT, &p->out_done).detach();
   std::thread(pump_out, std::move(err_w), apb::ReadStreamRequest::STDERR, &p->err_done).detach();
   if (in_r.get() >= 0) {
-    if (stdin_closed_early_) in_r.reset();
-    std::thread([p, fd = std::move(in_r)]() mutable {
-      char buf[32768];
-      while (fd) {
-        pollfd pf[2] = {{fd.get(), POLLIN, 0}, {p->stop.get(), POLLIN, 0}};
-        if (::poll(pf, 2, -1) < 0 && errno != EINTR) break;
-        if (pf[1].revents) return;  // the process is gone
-        if (!pf[0].revents) continue;
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        apb::WriteStdinRequest w;
-        *w.mutable_id() = p->id;
-        w.set_data(buf, static_cast<size_t>(n));
-        apb::WriteStdinResponse wr;
-        if (!p->agent->Call("WriteStdin", w, &wr).ok()) return;
-      }
+    if (stdin_closed_early_) {
       apb::Empty e;
       (void)p->agent->Call("CloseStdin", p->id, &e);
-    }).detach();
+    } else {
+      std::thread([p, fd = std::move(in_r)] { p->agent->RelayStdin(p->id, fd.get(), p->stop.get()); }).detach();
+    }
   }
   std::thread([p, cb = std::move(on_exit)] {
-    apb::WaitProcessRequest wr;
-    *wr.mutable_id() = p->id;
-    apb::WaitProcessResponse resp;
-    Status st;
-    do {
-      st = p->agent->Call("WaitProcess", wr, &resp, kPoll);
-    } while (st.code() == Code::kDeadlineExceeded);
-    uint32_t status = st.ok() ? static_cast<uint32_t>(resp.exit_status()) : kVmGoneStatus;
+    auto st = p->agent->WaitProcess(p->id);
+    uint32_t status = st.ok() ? static_cast<uint32_t>(*st) : kVmGoneStatus;
     if (!st.ok()) spdlog::warn("{}/{}: {}; exit status {}", p->id.container_id(), p->id.exec_id(),
-                               st.ToString(), status);
+                               st.status().ToString(), status);
     // Output first: the exit event follows everything the process wrote.
     p->out_done.Wait();
     p->err_done.Wait();
