@@ -21,6 +21,11 @@ namespace runhcs::exec {
 enum class State { kCreated, kRunning, kExited };
 std::string_view StateName(State s);  // "created", "running", "exited"
 
+// The FailedPrecondition for `op` on an exec in the wrong state, worded as
+// hcsshim's newExecInvalidStateError. `exec_id` is the task id for init.
+Status InvalidStateError(std::string_view exec_id, std::string_view task_id, std::string_view state,
+                         std::string_view op);
+
 using SystemTime = std::chrono::system_clock::time_point;
 using Deadline = std::optional<std::chrono::steady_clock::time_point>;
 

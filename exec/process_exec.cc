@@ -119,9 +119,14 @@ ExecStatus ProcessExec::StatusLocked() const {
   return s;
 }
 
+Status InvalidStateError(std::string_view exec_id, std::string_view task_id, std::string_view state,
+                         std::string_view op) {
+  return FailedPreconditionError("exec: '{}' in task: '{}' is in invalid state: '{}' for {}", exec_id,
+                                 task_id, state, op);
+}
+
 Status ProcessExec::InvalidState(std::string_view op) const {
-  return FailedPreconditionError("exec: '{}' in task: '{}' is in invalid state: '{}' for {}", id_,
-                                 cfg_.task_id, starting_ ? "starting" : StateName(state_->id()), op);
+  return InvalidStateError(id_, cfg_.task_id, starting_ ? "starting" : StateName(state_->id()), op);
 }
 
 void ProcessExec::TransitionLocked(State to) {

@@ -175,9 +175,7 @@ StatusOr<exec::ExecStatus> ProcessTask::DeleteExec(std::string_view exec_id) {
       if (!exec_id.empty()) e->ForceExit(0);
       break;
     case exec::State::kRunning:
-      return FailedPreconditionError("exec: '{}' in task: '{}' is in invalid state: '{}' for delete",
-                                     exec_id.empty() ? id_ : std::string(exec_id), id_,
-                                     exec::StateName(st));
+      return exec::InvalidStateError(e->id(), id_, exec::StateName(st), "delete");
     case exec::State::kExited:
       break;
   }

@@ -131,8 +131,7 @@ StatusOr<exec::ExecStatus> SandboxTask::DeleteExec(std::string_view exec_id) {
       e->ForceExit(0);
       break;
     case exec::State::kRunning:
-      return FailedPreconditionError("exec: '{}' in task: '{}' is in invalid state: '{}' for delete",
-                                     exec_id, id_, exec::StateName(st));
+      return exec::InvalidStateError(exec_id, id_, exec::StateName(st), "delete");
     case exec::State::kExited:
       break;
   }
