@@ -79,24 +79,31 @@ StatusOr<Prepared> Prepare(const task::CreateRequest& req, const std::string& ns
 
 }  // namespace
 
-StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req, const Config& cfg,
-                                                 events::Publisher* publisher) {
-  ASSIGN_OR_RETURN(Prepared p, Prepare(req, cfg.ns));
-  QemuConfig vc = cfg.vm;
-  vc.state_dir = VmStateDir(cfg.ns, req.id);
-  (void)MkdirAll("/run/runhcs/vm", 0700);
-  if (!vc.console) {
+StatusOr<std::shared_ptr<QemuUtilityVm>> VmTask::BootVm(QemuConfig base, const std::string& ns,
+                                                         const std::string& id) {
+  base.state_dir = VmStateDir(ns, id);
+  RETURN_IF_ERROR(MkdirAll("/run/runhcs/vm", 0700));
+  if (!base.console) {
     // The guest's serial console (kernel and agent messages) into the shim's log.
-    vc.console = [id = req.id](const std::string& line) { spdlog::info("vm {} console: {}", id, line); };
+    base.console = [id](const std::string& line) { spdlog::info("vm {} console: {}", id, line); };
   }
-  auto vm = std::make_shared<QemuUtilityVm>(req.id, vc);
-  Status st = vm->Start();
-  if (!st.ok()) {
-    p.Undo();
+  auto vm = std::make_shared<QemuUtilityVm>(id, std::move(base));
+  if (Status st = vm->Start(); !st.ok()) {
     (void)vm->Close();
     return st;
   }
-  return CreateWith(req, cfg.ns, vm, /*owns_vm=*/true, std::move(p.io), p.spec, p.rootfs, p.mounted,
+  return vm;
+}
+
+StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req, const Config& cfg,
+                                                 events::Publisher* publisher) {
+  ASSIGN_OR_RETURN(Prepared p, Prepare(req, cfg.ns));
+  auto vm = BootVm(cfg.vm, cfg.ns, req.id);
+  if (!vm.ok()) {
+    p.Undo();
+    return vm.status();
+  }
+  return CreateWith(req, cfg.ns, *vm, /*owns_vm=*/true, std::move(p.io), p.spec, p.rootfs, p.mounted,
                     publisher);
 }
 

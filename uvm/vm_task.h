@@ -67,6 +67,11 @@ class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
   // The short per-task directory that holds the VM's sockets (unix socket
   // paths are limited to 108 bytes, bundles can be long).
   static std::string VmStateDir(const std::string& ns, const std::string& id);
+  // Boots the VM of container or pod `id` (`base` with its state directory
+  // and, unless given, its console into the shim's log). On failure nothing
+  // of it is left.
+  static StatusOr<std::shared_ptr<QemuUtilityVm>> BootVm(QemuConfig base, const std::string& ns,
+                                                        const std::string& id);
 
   VmTask(std::string id, std::string bundle, std::string ns, std::shared_ptr<UtilityVm> vm,
          bool owns_vm, events::Publisher* publisher, bool mounted);

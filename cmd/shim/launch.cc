@@ -100,15 +100,7 @@ class ShimTaskFactory : public service::TaskFactory {
             return std::shared_ptr<task::Task>(std::move(t));
           }));
     }
-    uvm::QemuConfig vc = VmConfig(opts);
-    vc.state_dir = uvm::VmTask::VmStateDir(ns_, req.id);
-    RETURN_IF_ERROR(MkdirAll("/run/runhcs/vm", 0700));
-    vc.console = [id = req.id](const std::string& line) { spdlog::info("vm {} console: {}", id, line); };
-    auto vm = std::make_shared<uvm::QemuUtilityVm>(req.id, vc);
-    if (Status st = vm->Start(); !st.ok()) {
-      (void)vm->Close();
-      return st;
-    }
+    ASSIGN_OR_RETURN(std::shared_ptr<uvm::QemuUtilityVm> vm, uvm::VmTask::BootVm(VmConfig(opts), ns_, req.id));
     std::shared_ptr<pod::SandboxTask> sandbox = pod::SandboxTask::Create(pub, req.id, req.bundle, vm);
     pub->Publish(task::CreateEvent(req, 0));
     auto p = std::make_shared<pod::PodImpl>(
