@@ -63,6 +63,19 @@ struct Pipe {
   }
 };
 
+// The entries of `dir` named by a positive number (pids, tids), ascending.
+std::vector<int> NumericEntries(const std::string& dir) {
+  std::vector<int> out;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (int n = std::atoi(e->d_name); n > 0) out.push_back(n);
+    }
+    ::closedir(d);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 using SharedFd = std::shared_ptr<UniqueFd>;
 SharedFd Share(UniqueFd fd) { return fd ? std::make_shared<UniqueFd>(std::move(fd)) : nullptr; }
 
@@ -657,15 +670,8 @@ StatusOr<pb::DumpStacksResponse> AgentService::DumpStacks() {
   // Every guest process and each of its threads (the agent's own included):
   // name, state and kernel stack.
   std::string out;
-  DIR* d = ::opendir("/proc");
-  if (!d) return ErrnoError(errno, "opendir /proc");
-  std::vector<int> pids;
-  while (dirent* e = ::readdir(d)) {
-    int pid = std::atoi(e->d_name);
-    if (pid > 0) pids.push_back(pid);
-  }
-  ::closedir(d);
-  std::sort(pids.begin(), pids.end());
+  std::vector<int> pids = NumericEntries("/proc");
+  if (pids.empty()) return InternalError("no processes listed in /proc (is it mounted?)");
   for (int pid : pids) {
     std::string base = "/proc/" + std::to_string(pid);
     auto stat = ReadFile(base + "/stat");
@@ -676,14 +682,7 @@ StatusOr<pb::DumpStacksResponse> AgentService::DumpStacks() {
     out += fmt::format("pid {} ({}) state {}\n", pid, stat->substr(open + 1, close - open - 1),
                        stat->substr(close + 2, 1));
     // Each thread: its name, state and kernel stack.
-    std::vector<int> tids;
-    if (DIR* td = ::opendir((base + "/task").c_str())) {
-      while (dirent* e = ::readdir(td)) {
-        if (int tid = std::atoi(e->d_name); tid > 0) tids.push_back(tid);
-      }
-      ::closedir(td);
-    }
-    std::sort(tids.begin(), tids.end());
+    std::vector<int> tids = NumericEntries(base + "/task");
     for (int tid : tids) {
       std::string tb = fmt::format("{}/task/{}", base, tid);
       auto comm = ReadFile(tb + "/comm");
@@ -727,12 +726,7 @@ StatusOr<pb::StatsResponse> AgentService::Stats() {
     r.set_cpu_busy_ticks(user + nice + sys);
     r.set_cpu_idle_ticks(idle);
   }
-  uint32_t procs = 0;
-  if (DIR* d = ::opendir("/proc")) {
-    while (dirent* e = ::readdir(d)) procs += std::atoi(e->d_name) > 0;
-    ::closedir(d);
-  }
-  r.set_processes(procs);
+  r.set_processes(static_cast<uint32_t>(NumericEntries("/proc").size()));
   return r;
 }
 
