@@ -23,23 +23,13 @@ const std::vector<std::string> kHypervisor = {
     "--annotation", "io.containerd.runhcs.v1.isolation=hypervisor", "--annotation",
     "io.containerd.runhcs.v1.vm-accelerator=tcg"};
 
-std::string ShimDir() {
-  std::string bin = RUNHCS_SHIM_BINARY;
-  return bin.substr(0, bin.rfind('/'));
-}
-
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-
 class HypervisorTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(ctrd_.ok()) << ctrd_.log();
     rootfs_ = ctrd_.dir() + "/rootfs";
     ASSERT_TRUE(MakeBusyboxRootfs(rootfs_));
-    guest_kernel_ = Trim(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release"));
+    guest_kernel_ = TrimNewlines(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release"));
     ASSERT_FALSE(guest_kernel_.empty());
   }
   void TearDown() override {
@@ -78,7 +68,7 @@ class HypervisorTest : public ::testing::Test {
     return std::atoi(r.out.c_str());
   }
 
-  Containerd ctrd_{ShimDir()};
+  Containerd ctrd_{DirName(RUNHCS_SHIM_BINARY)};
   std::string rootfs_;
   std::string guest_kernel_;
   std::vector<std::string> ids_;
@@ -89,8 +79,8 @@ TEST_F(HypervisorTest, AnnotationSelectsTheVmAndUnameIsTheGuestKernel) {
   ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
   utsname host;
   ::uname(&host);
-  EXPECT_EQ(Trim(r.out), guest_kernel_);
-  EXPECT_NE(Trim(r.out), host.release);
+  EXPECT_EQ(TrimNewlines(r.out), guest_kernel_);
+  EXPECT_NE(TrimNewlines(r.out), host.release);
 }
 
 TEST_F(HypervisorTest, RuntimeConfigFileSelectsTheVm) {
@@ -98,7 +88,7 @@ TEST_F(HypervisorTest, RuntimeConfigFileSelectsTheVm) {
   ASSERT_TRUE(WriteFileAtomic(cfg, R"({"sandboxIsolation":"HYPERVISOR","vmAccelerator":"TCG","vmMemorySizeInMb":384})", 0644).ok());
   RunResult r = CtrRun({"--rm", "--runtime-config-path", cfg}, "uname2", {"/bin/uname", "-r"});
   ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
-  EXPECT_EQ(Trim(r.out), guest_kernel_);
+  EXPECT_EQ(TrimNewlines(r.out), guest_kernel_);
 }
 
 TEST_F(HypervisorTest, ExitCodesStdinAndStderrBehaveAsInProcessIsolation) {
@@ -136,7 +126,7 @@ TEST_F(HypervisorTest, ExecKillDeleteAndEventOrder) {
   ASSERT_TRUE(WaitFor([&] { return TaskStatus("det1") == "RUNNING"; }, 10s));
   RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "x1", "det1", "/bin/sh", "-c", "uname -r; exit 5"});
   EXPECT_EQ(ex.exit_code, 5) << ex.err;
-  EXPECT_EQ(Trim(ex.out), guest_kernel_);
+  EXPECT_EQ(TrimNewlines(ex.out), guest_kernel_);
   EXPECT_EQ(ctrd_.Ctr({"task", "kill", "det1"}).exit_code, 0);
   ASSERT_TRUE(WaitFor([&] { return TaskStatus("det1") == "STOPPED"; }, 15s));
   RunResult del = ctrd_.Ctr({"task", "delete", "det1"});

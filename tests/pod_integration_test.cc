@@ -18,16 +18,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string ShimDir() {
-  std::string bin = RUNHCS_SHIM_BINARY;
-  return bin.substr(0, bin.rfind('/'));
-}
-
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-
 int Count(const std::string& pattern) {
   std::string out = RunCommand({"pgrep", "-f", pattern}).out;
   return static_cast<int>(std::count(out.begin(), out.end(), '\n'));
@@ -83,10 +73,10 @@ class PodTest : public ::testing::Test {
   std::string BootId(const std::string& id, const std::string& exec_id) {
     RunResult r = ctrd_.Ctr({"task", "exec", "--exec-id", exec_id, id, "/bin/cat", "/proc/sys/kernel/random/boot_id"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    return Trim(r.out);
+    return TrimNewlines(r.out);
   }
 
-  Containerd ctrd_{ShimDir()};
+  Containerd ctrd_{DirName(RUNHCS_SHIM_BINARY)};
   std::string rootfs_;
   std::vector<std::string> pods_;
 };
@@ -99,7 +89,7 @@ TEST_F(PodTest, HypervisorPodIsOneShimAndOneVmForAllItsContainers) {
   std::string a = BootId("pod1-a", "x1"), b = BootId("pod1-b", "x2");
   EXPECT_FALSE(a.empty());
   EXPECT_EQ(a, b);  // the same VM
-  EXPECT_NE(a, Trim(ReadFileOr("/proc/sys/kernel/random/boot_id")));
+  EXPECT_NE(a, TrimNewlines(ReadFileOr("/proc/sys/kernel/random/boot_id")));
   // A workload ending leaves the pod (and its shim and VM) running.
   Remove({"pod1-b"});
   EXPECT_EQ(ctrd_.TaskStatus("pod1-a"), "RUNNING");
@@ -113,7 +103,7 @@ TEST_F(PodTest, QemuKilledEndsEveryTaskWorkloadsFirst) {
   pid_t ev = ctrd_.CtrBackground({"events"}, events);
   std::this_thread::sleep_for(300ms);
   StartPod("pod2", {"pod2-a", "pod2-b"}, /*hypervisor=*/true);
-  std::string qemu = Trim(RunCommand({"pgrep", "-f", "qemu-system.*" + VmDir("pod2")}).out);
+  std::string qemu = TrimNewlines(RunCommand({"pgrep", "-f", "qemu-system.*" + VmDir("pod2")}).out);
   ASSERT_FALSE(qemu.empty());
   ASSERT_EQ(::kill(std::atoi(qemu.c_str()), SIGKILL), 0);
   for (const char* id : {"pod2", "pod2-a", "pod2-b"}) {
@@ -176,7 +166,7 @@ TEST_F(PodTest, ProcessIsolatedPodSharesOneShim) {
   EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod5 "), 1);
   EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod5-"), 0);
   // The host's kernel: no VM.
-  EXPECT_EQ(BootId("pod5-a", "x"), Trim(ReadFileOr("/proc/sys/kernel/random/boot_id")));
+  EXPECT_EQ(BootId("pod5-a", "x"), TrimNewlines(ReadFileOr("/proc/sys/kernel/random/boot_id")));
   Remove({"pod5-a", "pod5-b", "pod5"});
   EXPECT_TRUE(WaitFor([] { return Count("containerd-shim-runhcs-v1 .*-id pod5 ") == 0; }, 10s));
 }

@@ -22,11 +22,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string ShimDir() {
-  std::string bin = RUNHCS_SHIM_BINARY;
-  return bin.substr(0, bin.rfind('/'));
-}
-
 class ProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -76,7 +71,7 @@ class ProcessTest : public ::testing::Test {
     ctrd_.Ctr({"container", "delete", id});
   }
 
-  Containerd ctrd_{ShimDir()};
+  Containerd ctrd_{DirName(RUNHCS_SHIM_BINARY)};
   std::string rootfs_;
 };
 

@@ -239,6 +239,13 @@ bool MaskUnifiedControllersForCrun(const std::string& scratch_dir) {
   return ::mount(empty.c_str(), controllers.c_str(), nullptr, MS_BIND, nullptr) == 0;
 }
 
+std::string DirName(const std::string& path) { return path.substr(0, path.rfind('/')); }
+
+std::string TrimNewlines(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
 bool Alive(pid_t pid) {
   std::string stat = ReadFileOr("/proc/" + std::to_string(pid) + "/stat");
   if (stat.empty()) return false;

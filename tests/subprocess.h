@@ -73,6 +73,10 @@ bool MaskUnifiedControllersForCrun(const std::string& scratch_dir);
 bool Alive(pid_t pid);
 
 std::string MakeTempDir(const std::string& prefix);
+// "/a/b/c" -> "/a/b".
+std::string DirName(const std::string& path);
+// `s` without its trailing newlines (and carriage returns).
+std::string TrimNewlines(std::string s);
 std::string ReadFileOr(const std::string& path, const std::string& fallback = "");
 
 }  // namespace runhcs::testing

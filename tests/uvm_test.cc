@@ -20,13 +20,7 @@ namespace runhcs::uvm {
 namespace {
 
 using testing::ReadFileOr;
-
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-
-bool Alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+using testing::TrimNewlines;
 
 class UvmTest : public ::testing::Test {
  protected:
@@ -60,7 +54,7 @@ class UvmTest : public ::testing::Test {
   }
   // Nothing of the VM is left: no QEMU, no virtiofsd, no state directory.
   void ExpectNothingLeft(pid_t qemu) {
-    EXPECT_FALSE(Alive(qemu)) << "qemu " << qemu << " still runs";
+    EXPECT_FALSE(testing::Alive(qemu)) << "qemu " << qemu << " still runs";
     EXPECT_NE(::access((dir_ + "/vm").c_str(), F_OK), 0)
         << "state dir left: " << testing::RunCommand({"ls", "-laR", dir_ + "/vm"}).out;
     auto left = testing::RunCommand({"pgrep", "-f", "virtiofsd.*" + dir_});
@@ -83,8 +77,8 @@ TEST_F(UvmTest, BootsToAgentAndRunsInTheGuestKernel) {
   EXPECT_EQ(code, 0);
   utsname host;
   ::uname(&host);
-  EXPECT_EQ(Trim(out), Trim(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release")));
-  EXPECT_NE(Trim(out), host.release);
+  EXPECT_EQ(TrimNewlines(out), TrimNewlines(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release")));
+  EXPECT_NE(TrimNewlines(out), host.release);
   EXPECT_EQ(Run(vm, {"/bin/sh", "-c", "exit 3"}).first, 3);
   auto stacks = vm.DumpStacks();
   ASSERT_TRUE(stacks.ok()) << stacks.status().ToString();
