@@ -321,6 +321,15 @@ void TaskService::Register(ttrpc::Server* server) {
         resp->set_pid(::getpid());
         return OkStatus();
       });
+  server->Register<diag::StacksRequest, diag::StacksResponse>(
+      kDiagService, "DiagStacks",
+      [this](const CallContext&, const diag::StacksRequest&, diag::StacksResponse* resp) -> Status {
+        resp->set_stacks(FormatStacks(CaptureThreadStacks(), cfg_.symbolize ? cfg_.symbolize : SymbolizeHere));
+        // The guest's, when this shim runs a utility VM (bounded by the VM's
+        // own timeout); no task yet means no VM.
+        if (auto t = GetTask(cfg_.id); t.ok()) resp->set_guest_stacks((*t)->DumpGuestStacks());
+        return OkStatus();
+      });
   server->Register<diag::TasksRequest, diag::TasksResponse>(
       kDiagService, "DiagTasks",
       [this](const CallContext&, const diag::TasksRequest& req, diag::TasksResponse* resp) -> Status {

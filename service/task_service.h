@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include "base/stacks.h"
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
 #include "oci/spec.h"
@@ -53,6 +54,8 @@ class TaskService {
     // Called once Shutdown decides the shim should exit; the daemon stops
     // after the reply is sent.
     std::function<void()> on_shutdown;
+    // Names the pcs of DiagStacks; unset: symbolized in this process.
+    Symbolizer symbolize;
   };
 
   explicit TaskService(Config cfg);

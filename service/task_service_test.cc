@@ -264,6 +264,17 @@ TEST_F(ServiceTest, DiagPidAndTasks) {
   EXPECT_NE(st.message().find("not isolated"), std::string::npos);
 }
 
+TEST_F(ServiceTest, DiagStacksNamesTheShimsOwnFunctions) {
+  ASSERT_TRUE(InstallStackHandler().ok());
+  ASSERT_NO_FATAL_FAILURE(Init("c1", false));
+  diag::StacksResponse stacks;
+  ASSERT_TRUE(Call("DiagStacks", diag::StacksRequest(), &stacks, kDiag).ok());
+  // The thread serving the call, symbolized, and every other thread listed.
+  EXPECT_NE(stacks.stacks().find("runhcs::CaptureThreadStacks()"), std::string::npos) << stacks.stacks();
+  EXPECT_NE(stacks.stacks().find(fmt::format("thread {} ", ::getpid())), std::string::npos);
+  EXPECT_EQ(stacks.guest_stacks(), "");  // no task, no VM
+}
+
 TEST_F(ServiceTest, PodShim_SandboxFirstThenWorkloads) {
   ASSERT_NO_FATAL_FAILURE(Init("pod", true));
   EXPECT_EQ(Create("w1").code(), Code::kFailedPrecondition);  // sandbox must come first

@@ -27,6 +27,7 @@
 #include "events/forwarder.h"
 #include "base/reaper.h"
 #include "base/sha256.h"
+#include "base/stacks.h"
 #include "oci/mounts.h"
 #include "oci/process_task.h"
 #include "uvm/vm_task.h"
@@ -35,6 +36,7 @@
 #include "pod/pod.h"
 #include "oci/spec.h"
 #include "service/options.h"
+#include "service/shim_registry.h"
 #include "service/task_service.h"
 #include "ttrpc/client.h"
 #include "ttrpc/server.h"
@@ -187,7 +189,18 @@ std::string SocketPathOf(int fd) {
   return sa.sun_path;
 }
 
+// Symbolizes in a child running this executable's `symbolize` action, so the
+// daemon never holds the executable's debug information.
+std::vector<std::vector<Frame>> SymbolizeWithHelper(const std::vector<uintptr_t>& pcs) {
+  auto r = SymbolizeInChild({"/proc/self/exe", "symbolize"}, pcs);
+  if (r.ok()) return *r;
+  spdlog::warn("stacks: {}", r.status().ToString());
+  return std::vector<std::vector<Frame>>(pcs.size());
+}
+
 }  // namespace
+
+int Symbolize() { return SymbolizeMain(STDIN_FILENO, STDOUT_FILENO); }
 
 std::string SocketAddress(const std::string& containerd_address, const std::string& ns,
                           const std::string& group) {
@@ -335,7 +348,10 @@ int Delete(const Flags& f) {
   auto address = ReadFile(bundle + "/address");
   if (address.ok()) {
     UnixAddress ua = UnixAddress::Parse(*address);
-    if (!ua.abstract && !ConnectUnix(ua).ok()) ::unlink(ua.path.c_str());
+    if (!ua.abstract && !ConnectUnix(ua).ok()) {
+      ::unlink(ua.path.c_str());
+      service::ShimRegistry().Unregister(service::ShimRegistry::NameOf(f.ns, f.id), ua.path);
+    }
   }
   containerd::task::v2::DeleteResponse resp;
   resp.set_pid(pid);
@@ -380,6 +396,7 @@ int Serve(const Flags& f) {
   UniqueFd efd(::eventfd(0, EFD_CLOEXEC));
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) spdlog::warn("subreaper: {}", std::strerror(errno));
   Reaper::Get().Enable();
+  if (Status hs = InstallStackHandler(); !hs.ok()) spdlog::warn("stack dumps: {}", hs.ToString());
   ::fcntl(kListenerFd, F_SETFD, FD_CLOEXEC);  // not for our children
 
   const char* ttrpc_env = std::getenv("TTRPC_ADDRESS");
@@ -389,14 +406,23 @@ int Serve(const Flags& f) {
     events::Forwarder forwarder({.address = ttrpc_address, .ns = f.ns});
     ShimTaskFactory factory(opts.ok() ? *opts : service::ShimOptions{}, f.ns, &forwarder);
     int efd_raw = efd.get();
-    service::TaskService svc({f.id, f.ns, f.is_sandbox, &factory, &forwarder, [efd_raw] {
+    service::TaskService svc({f.id, f.ns, f.is_sandbox, &factory, &forwarder,
+                              [efd_raw] {
                                 uint64_t one = 1;
                                 (void)!::write(efd_raw, &one, sizeof one);
-                              }});
+                              },
+                              SymbolizeWithHelper});
     ttrpc::Server server;
     svc.Register(&server);
     server.ServeListener(UniqueFd(kListenerFd));
     spdlog::info("serving {} for {}/{} (pid {})", socket_path, f.ns, f.id, ::getpid());
+    // For shimdiag, which finds shims without containerd.
+    service::ShimRegistry registry;
+    std::string shim_name = service::ShimRegistry::NameOf(f.ns, f.id);
+    if (!socket_path.empty()) {
+      Status rs = registry.Register(shim_name, socket_path);
+      if (!rs.ok()) spdlog::warn("{}", rs.ToString());
+    }
 
     for (bool done = false; !done;) {
       pollfd pfd[2] = {{sfd.get(), POLLIN, 0}, {efd.get(), POLLIN, 0}};
@@ -424,7 +450,10 @@ int Serve(const Flags& f) {
       }
     }
     server.Shutdown(std::chrono::seconds(3));
-    if (!socket_path.empty()) ::unlink(socket_path.c_str());
+    if (!socket_path.empty()) {
+      registry.Unregister(shim_name, socket_path);
+      ::unlink(socket_path.c_str());
+    }
   }  // the forwarder flushes here (bounded)
   spdlog::info("exited");
   return 0;

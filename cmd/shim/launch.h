@@ -26,7 +26,7 @@ struct Flags {
   std::string bundle;
   bool debug = false;
   bool is_sandbox = false;
-  std::string action;  // start | delete | serve
+  std::string action;  // start | delete | serve | symbolize (the last two internal)
 };
 
 // "unix:///run/containerd/s/<sha256(address/ns/group)>", the socket naming of
@@ -38,5 +38,8 @@ std::string SocketAddress(const std::string& containerd_address, const std::stri
 int Start(const Flags& flags);
 int Delete(const Flags& flags);
 int Serve(const Flags& flags);
+// Internal: the daemon's symbolizer helper (base/stacks.h SymbolizeMain on
+// stdin/stdout).
+int Symbolize();
 
 }  // namespace runhcs::shim

@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   if (f.action == "start") return runhcs::shim::Start(f);
   if (f.action == "delete") return runhcs::shim::Delete(f);
   if (f.action == "serve") return runhcs::shim::Serve(f);
+  if (f.action == "symbolize") return runhcs::shim::Symbolize();
   std::fprintf(stderr, "containerd-shim-runhcs-v1: unknown action %s; want start or delete\n",
                f.action.empty() ? "(none)" : f.action.c_str());
   return 2;
