@@ -1,5 +1,7 @@
 #include "service/task_service.h"
 
+#include <algorithm>
+
 #include "runhcs/wkt/empty.pb.h"
 #include <unistd.h>
 
@@ -347,7 +349,14 @@ void TaskService::Register(ttrpc::Server* server) {
           auto* out = resp->add_tasks();
           out->set_id(t->id());
           if (!req.execs()) continue;
-          for (const auto& e : t->ListExecs()) {
+          // Init first, as hcsshim lists it; the fake sandbox task's
+          // ListExecs already holds its init.
+          std::vector<std::shared_ptr<exec::Exec>> execs = t->ListExecs();
+          if (auto init = t->GetExec(""); init.ok() &&
+                                          std::find(execs.begin(), execs.end(), *init) == execs.end()) {
+            execs.insert(execs.begin(), *init);
+          }
+          for (const auto& e : execs) {
             auto* x = out->add_execs();
             x->set_id(e->id());
             x->set_state(std::string(exec::StateName(e->state())));

@@ -1,0 +1,172 @@
+// shimdiag against real shims: a hypervisor-isolated pod (real containerd,
+// real QEMU) and a process-isolated one, driven with the shimdiag binary.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <thread>
+
+#include "base/io.h"
+#include "tests/pod_fixture.h"
+#include "tests/subprocess.h"
+
+namespace runhcs::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class ShimdiagTest : public PodFixture {
+ protected:
+  RunResult Diag(std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), RUNHCS_SHIMDIAG_BINARY);
+    RunOptions o;
+    o.stdin_data = input;
+    o.timeout = std::chrono::seconds(120);
+    return RunCommand(args, o);
+  }
+  std::string ShimPid(const std::string& pod) {
+    return TrimNewlines(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id " + pod + " "}).out);
+  }
+};
+
+TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
+  StartPod("sdiag1", {"sdiag1-w"}, /*hypervisor=*/true);
+  const std::string shim = "default-sdiag1";
+  const std::string pid = ShimPid("sdiag1");
+  ASSERT_FALSE(pid.empty());
+
+  {
+    SCOPED_TRACE("list, pid");
+    RunResult r = Diag({"list"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr(shim + "\n"));
+    r = Diag({"list", "--pids"});
+    EXPECT_THAT(r.out, HasSubstr(shim + "  " + pid + "\n")) << r.out;
+    r = Diag({"pid", "default-sdiag"});  // a unique prefix
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(TrimNewlines(r.out), pid);
+  }
+  {
+    SCOPED_TRACE("exec in the VM");
+    std::string guest_kernel = TrimNewlines(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release"));
+    ASSERT_FALSE(guest_kernel.empty());
+    RunResult r = Diag({"exec", shim, "uname", "-r"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(TrimNewlines(r.out), guest_kernel);
+    r = Diag({"exec", shim, "sh", "-c", "echo to-stderr >&2; exit 3"});
+    EXPECT_EQ(r.exit_code, 3);
+    EXPECT_THAT(r.err, HasSubstr("to-stderr"));
+    r = Diag({"exec", shim, "tr", "a-z", "A-Z"}, "piped through the VM\n");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "PIPED THROUGH THE VM\n");
+    r = Diag({"exec", shim, "/no/such/binary"});
+    EXPECT_NE(r.exit_code, 0);
+  }
+  {
+    SCOPED_TRACE("tasks");
+    RunResult r = Diag({"tasks", "--execs", shim});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("sdiag1\n|----> \trunning: sdiag1\n"));
+    EXPECT_THAT(r.out, HasSubstr("sdiag1-w\n|----> \trunning: sdiag1-w\n"));
+    r = Diag({"tasks", "--json", shim});
+    EXPECT_THAT(r.out, HasSubstr("\"id\": \"sdiag1-w\""));
+  }
+  {
+    SCOPED_TRACE("share");
+    std::string dir = ctrd_.dir() + "/shared";
+    ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+    std::ofstream(dir + "/hello.txt") << "hello from the host\n";
+    RunResult r = Diag({"share", "--ro", shim, dir, "/mnt/ro"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "Shared " + dir + " into " + shim + " at /mnt/ro (read-only)\n");
+    r = Diag({"exec", shim, "cat", "/mnt/ro/hello.txt"});
+    EXPECT_EQ(r.out, "hello from the host\n") << r.err;
+    r = Diag({"exec", shim, "sh", "-c", "echo x > /mnt/ro/new.txt"});
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_THAT(r.err, HasSubstr("Read-only"));
+    EXPECT_NE(::access((dir + "/new.txt").c_str(), F_OK), 0);
+
+    r = Diag({"share", shim, dir, "/mnt/rw"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    r = Diag({"exec", shim, "sh", "-c", "echo written in the VM > /mnt/rw/new.txt"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(ReadFileOr(dir + "/new.txt"), "written in the VM\n");
+
+    r = Diag({"share", shim, ctrd_.dir() + "/no-such-dir", "/mnt/x"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_THAT(r.err, HasSubstr("does not exist"));
+    r = Diag({"share", shim, "relative/path", "/mnt/x"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_THAT(r.err, HasSubstr("not absolute"));
+  }
+  {
+    SCOPED_TRACE("stacks");
+    RunResult r = Diag({"stacks", shim});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("Stacks:\nthread "));
+    EXPECT_THAT(r.out, HasSubstr("\nthread " + pid + " containerd-shim:\n"));  // the main thread
+    // Real functions of the shim, with their sources.
+    EXPECT_THAT(r.out, HasSubstr("runhcs::CaptureThreadStacks()"));
+    EXPECT_THAT(r.out, HasSubstr("runhcs::ttrpc::"));
+    EXPECT_THAT(r.out, HasSubstr("runhcs::shim::Serve"));
+    EXPECT_THAT(r.out, HasSubstr("launch.cc:"));
+    EXPECT_THAT(r.out, HasSubstr("\nGuest Stacks:\n"));
+    EXPECT_THAT(r.out, HasSubstr("pid 1 (init)"));  // the agent
+  }
+  {
+    SCOPED_TRACE("exec -t through tmux");
+    std::string sock = "runhcs-shimdiag-" + std::to_string(::getpid());
+    std::string done = ctrd_.dir() + "/tty-exit";
+    auto tmux = [&](std::vector<std::string> a) {
+      a.insert(a.begin(), {"tmux", "-L", sock});
+      return RunCommand(a);
+    };
+    auto screen = [&] { return tmux({"capture-pane", "-p", "-t", "t"}).out; };
+    std::string cmd = std::string(RUNHCS_SHIMDIAG_BINARY) + " exec -t " + shim + " /bin/sh; echo EXIT=$? > " + done +
+                      "; sleep 30";
+    ASSERT_EQ(tmux({"new-session", "-d", "-s", "t", "-x", "120", "-y", "30", cmd}).exit_code, 0);
+    EXPECT_TRUE(WaitFor([&] { return screen().find('#') != std::string::npos; }, 30s)) << screen();
+    tmux({"send-keys", "-t", "t", "echo MARK-$((6*7)); tty; [ -t 0 ] && echo IS-A-TTY", "Enter"});
+    EXPECT_TRUE(WaitFor([&] { return screen().find("IS-A-TTY\n") != std::string::npos; }, 30s)) << screen();
+    std::string s = screen();
+    EXPECT_THAT(s, HasSubstr("MARK-42"));
+    EXPECT_THAT(s, HasSubstr("/dev/pts/"));
+    tmux({"send-keys", "-t", "t", "exit 5", "Enter"});
+    EXPECT_TRUE(WaitFor([&] { return ReadFileOr(done) == "EXIT=5\n"; }, 30s)) << ReadFileOr(done) << screen();
+    tmux({"kill-server"});
+  }
+
+  Remove({"sdiag1-w", "sdiag1"});
+  EXPECT_TRUE(WaitFor([&] { return ShimPid("sdiag1").empty(); }, 15s));
+  EXPECT_THAT(Diag({"list"}).out, Not(HasSubstr(shim + "\n")));
+  RunResult gone = Diag({"pid", shim});
+  EXPECT_EQ(gone.exit_code, 1);
+  EXPECT_THAT(gone.err, HasSubstr("no such shim"));
+}
+
+TEST_F(ShimdiagTest, AProcessIsolatedPodHasNoVmToExecOrShareIn) {
+  StartPod("sdiag2", {}, /*hypervisor=*/false);
+  pods_.pop_back();  // no VM to check for
+  const std::string shim = "default-sdiag2";
+  RunResult r = Diag({"exec", shim, "true"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("not isolated"));
+  r = Diag({"share", shim, "/tmp", "/mnt"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("not isolated"));
+  r = Diag({"tasks", shim});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "sdiag2\n");
+  r = Diag({"stacks", shim});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("runhcs::CaptureThreadStacks()"));
+  EXPECT_THAT(r.out, Not(HasSubstr("Guest Stacks:")));
+  Remove({"sdiag2"});
+}
+
+}  // namespace
+}  // namespace runhcs::testing
