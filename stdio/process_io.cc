@@ -2,6 +2,7 @@
 
 #include "stdio/console.h"
 
+#include <algorithm>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -158,8 +159,14 @@ StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const exec::Stdio& stdio, c
     io->logger_pid_ = *pid;
     ready.w.reset();
     // Ready: a byte, or EOF.
-    pollfd p{ready.r.get(), POLLIN, 0};
-    int n = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(kLoggerReadyTimeout).count()));
+    // EINTR (a stack dump's signal) waits again, for what is left.
+    auto until = std::chrono::steady_clock::now() + kLoggerReadyTimeout;
+    int n;
+    do {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      pollfd p{ready.r.get(), POLLIN, 0};
+      n = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    } while (n < 0 && errno == EINTR);
     if (n <= 0) return DeadlineExceededError("binary logger {} did not signal ready", out.path);
     io->child_out_ = std::move(po.w);
     io->child_err_ = std::move(pe.w);
