@@ -73,6 +73,28 @@ step "ctr run --rm ... --annotation io.containerd.runhcs.v1.isolation=hypervisor
 echo "   host kernel:  $(uname -r)"
 CTR run --rm "${RT[@]}" --annotation io.containerd.runhcs.v1.isolation=hypervisor \
   --rootfs "$D/rootfs" demo4 /bin/uname -r | sed 's/^/   guest kernel: /'
+step "ctr run -d ... isolation=hypervisor demo5, then shimdiag (finds shims without containerd)"
+CTR run -d "${RT[@]}" --annotation io.containerd.runhcs.v1.isolation=hypervisor \
+  --rootfs "$D/rootfs" demo5 /bin/sleep 1000
+for _ in $(seq 100); do CTR task ls | grep -q "demo5.*RUNNING" && break; sleep 0.1; done
+SHIMDIAG=$SHIM_DIR/shimdiag
+step "shimdiag list --pids"
+"$SHIMDIAG" list --pids | grep -E "^Shim|demo-demo5" | sed 's/^/   /'
+step "shimdiag tasks --execs demo-demo5"
+"$SHIMDIAG" tasks --execs demo-demo5 | sed 's/^/   /'
+step "shimdiag exec demo-demo5 sh -c 'uname -r; exit 7' (a process in the utility VM itself)"
+set +e
+"$SHIMDIAG" exec demo-demo5 sh -c 'uname -r; exit 7' | sed 's/^/   /'
+echo "   exit status: ${PIPESTATUS[0]}"
+set -e
+step "shimdiag stacks demo-demo5 (the main thread, and where the guest's begin)"
+"$SHIMDIAG" stacks demo-demo5 >"$D/stacks.txt"
+grep -B2 -A1 "runhcs::shim::Serve" "$D/stacks.txt" | cut -c1-120 | sed 's/^/   /'
+grep -A2 "^Guest Stacks" "$D/stacks.txt" | sed 's/^/   /'
+CTR task kill -s KILL demo5
+for _ in $(seq 100); do CTR task ls | grep -q "demo5.*STOPPED" && break; sleep 0.1; done
+CTR task delete demo5 >/dev/null
+CTR container delete demo5
 sleep 0.3
 step "events seen by ctr events:"
 sed 's/^/   /' "$D/events.txt"
