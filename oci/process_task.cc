@@ -13,6 +13,7 @@
 #include "exec/exec_events.h"
 #include "oci/mounts.h"
 #include "oci/runtime_process.h"
+#include "stats/oom_watcher.h"
 
 namespace runhcs::oci {
 
@@ -90,8 +91,29 @@ StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateReq
         if (auto t = weak.lock()) t->OnInitExit();
       });
 
+  task->WatchCgroup(pid);
   publisher->Publish(task::CreateEvent(req, static_cast<uint32_t>(pid)));
   return task;
+}
+
+void ProcessTask::WatchCgroup(pid_t pid) {
+  auto cg = stats::CgroupsOf(pid);
+  if (!cg.ok()) {
+    spdlog::warn("task {}: no cgroup to read stats from: {}", id_, cg.status().ToString());
+    return;
+  }
+  {
+    MutexLock l(&mu_);
+    cgroups_ = *cg;
+  }
+  std::string dir = stats::MemoryDir(stats::kCgroupRoot, *cg);
+  events::Publisher* publisher = publisher_;
+  Status st = stats::OomWatcher::Get().Add(id_, dir, stats::IsUnified(), [publisher, id = id_] {
+    containerd::events::TaskOOM ev;
+    ev.set_container_id(id);
+    publisher->Publish(ev);
+  });
+  if (!st.ok()) spdlog::warn("task {}: OOM events: {}", id_, st.ToString());
 }
 
 ProcessTask::ProcessTask(std::string id, std::string bundle, std::string ns,
@@ -117,6 +139,10 @@ void ProcessTask::OnInitExit() {
       if (!e->Wait(deadline).ok()) e->ForceExit(128 + SIGKILL);
     }
   }
+  // An OOM kill is signalled before the killed process is reaped: report it
+  // before the exit it caused. Nothing is left in the cgroup to OOM after.
+  stats::OomWatcher::Get().Drain(id_);
+  stats::OomWatcher::Get().Remove(id_);
   publisher_->Publish(exec::ExitEvent(init_->status(), id_));
   closed_.Open();
 }
@@ -270,7 +296,15 @@ Status ProcessTask::Update(const runhcs::wkt::Any& resources) {
 }
 
 StatusOr<runhcs::wkt::Any> ProcessTask::Stats() {
-  return NotImplementedError("stats of process-isolated task '{}' are not collected yet", id_);
+  std::optional<stats::ProcessCgroups> cg;
+  {
+    MutexLock l(&mu_);
+    cg = cgroups_;
+  }
+  if (!cg) return NotFoundError("task '{}' has no cgroup to read stats from", id_);
+  auto any = stats::ReadMetricsAny(stats::kCgroupRoot, *cg);
+  if (!any.ok()) return any.status().Wrap(fmt::format("stats of task '{}'", id_));
+  return any;
 }
 
 StatusOr<int32_t> ProcessTask::ExecInHost(const containerd::runhcs::v1::diag::ExecProcessRequest&) {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,7 @@
 #include "exec/process_exec.h"
 #include "oci/runtime.h"
 #include "task/exec_set.h"
+#include "stats/cgroup.h"
 #include "task/task.h"
 
 namespace runhcs::oci {
@@ -64,6 +66,8 @@ class ProcessTask : public task::Task {
 
  private:
   void OnInitExit();
+  // Records init's cgroup (for Stats) and watches it for OOM kills.
+  void WatchCgroup(pid_t pid);
 
   // Read-only after Create.
   const std::string id_;
@@ -78,6 +82,7 @@ class ProcessTask : public task::Task {
 
   Mutex mu_;
   task::ExecSet execs_{id_};
+  std::optional<stats::ProcessCgroups> cgroups_ GUARDED_BY(mu_);
   bool paused_ GUARDED_BY(mu_) = false;
   bool deleted_ GUARDED_BY(mu_) = false;
 };
