@@ -21,6 +21,8 @@
 #include "base/io.h"
 #include "base/log.h"
 #include "base/reaper.h"
+#include "stats/cgroup.h"
+#include "stats/oom_watcher.h"
 #include "stdio/console.h"
 
 namespace runhcs::guest {
@@ -167,6 +169,12 @@ struct AgentService::Container {
   Reaper::Expectation init_expect;
   bool started = false;
   std::map<std::string, ProcessPtr> execs;
+  std::string cgroup_dir;  // "" when unknown
+  // OOM kills: guarded by the agent's mu_.
+  uint64_t oom_total = 0;
+  uint32_t oom_pending = 0;
+  bool init_exited = false;
+  bool removed = false;
 };
 
 AgentService::AgentService(AgentConfig cfg) : cfg_(std::move(cfg)), started_boot_ns_(BootNs()) {}
@@ -249,6 +257,23 @@ void AgentService::Register(ttrpc::Server* server) {
   server->Register<pb::Empty, pb::StatsResponse>(
       svc, "Stats", [this](const ttrpc::CallContext&, const pb::Empty&, pb::StatsResponse* r) {
         ASSIGN_OR_RETURN(*r, Stats());
+        return OkStatus();
+      });
+  server->Register<pb::ContainerRequest, pb::ContainerStatsResponse>(
+      svc, "ContainerStats",
+      [this](const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::ContainerStatsResponse* r) {
+        ASSIGN_OR_RETURN(*r, ContainerStats(req));
+        return OkStatus();
+      });
+  server->Register<pb::ContainerRequest, pb::Empty>(
+      svc, "PauseContainer",
+      [this](const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::Empty*) { return PauseContainer(req); });
+  server->Register<pb::ContainerRequest, pb::Empty>(
+      svc, "ResumeContainer",
+      [this](const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::Empty*) { return ResumeContainer(req); });
+  server->Register<pb::WaitOomRequest, pb::WaitOomResponse>(
+      svc, "WaitOom", [this](const ttrpc::CallContext&, const pb::WaitOomRequest& req, pb::WaitOomResponse* r) {
+        ASSIGN_OR_RETURN(*r, WaitOom(req));
         return OkStatus();
       });
   server->Register<pb::Empty, pb::Empty>(
@@ -426,9 +451,27 @@ Status AgentService::CreateContainer(const pb::CreateContainerRequest& req) {
   c->init = std::make_shared<Process>();
   c->init->pid = pid;
   io.MoveTo(c->init.get());
-  MutexLock l(&mu_);
-  containers_[c->id] = c;
+  if (auto cg = stats::CgroupsOf(pid); cg.ok() && cg->has_v2) c->cgroup_dir = cfg_.cgroup_root + cg->v2;
+  {
+    MutexLock l(&mu_);
+    containers_[c->id] = c;
+  }
+  WatchOom(c);
   return OkStatus();
+}
+
+void AgentService::WatchOom(const std::shared_ptr<Container>& c) {
+  if (c->cgroup_dir.empty()) return;
+  std::weak_ptr<Container> weak = c;
+  Status st = stats::OomWatcher::Get().Add(c->id, c->cgroup_dir, /*unified=*/true, [this, weak] {
+    auto c = weak.lock();
+    if (!c) return;
+    MutexLock l(&mu_);
+    ++c->oom_total;
+    ++c->oom_pending;
+    oom_cv_.SignalAll();
+  });
+  if (!st.ok()) spdlog::info("container {}: no OOM events: {}", c->id, st.ToString());
 }
 
 StatusOr<pb::StartResponse> AgentService::StartContainer(const pb::StartContainerRequest& req) {
@@ -439,7 +482,15 @@ StatusOr<pb::StartResponse> AgentService::StartContainer(const pb::StartContaine
     c->started = true;
   }
   ProcessPtr init = c->init;
-  Reaper::Get().Watch(init->pid, [init](int status) { init->SetExit(status); });
+  std::weak_ptr<Container> weak = c;
+  Reaper::Get().Watch(init->pid, [this, init, weak](int status) {
+    init->SetExit(status);
+    if (auto c = weak.lock()) {
+      MutexLock l(&mu_);
+      c->init_exited = true;
+      oom_cv_.SignalAll();
+    }
+  });
   c->init_expect.Release();
   RETURN_IF_ERROR(c->rt->Start(c->id));
   pb::StartResponse r;
@@ -537,9 +588,45 @@ void AgentService::MaybeForgetVmProcess(const std::string& exec_id) {
 Status AgentService::RemoveContainer(const pb::RemoveContainerRequest& req) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   RETURN_IF_ERROR(c->rt->Delete(c->id, /*force=*/true));
+  stats::OomWatcher::Get().Remove(c->id);
   MutexLock l(&mu_);
+  c->removed = true;
+  oom_cv_.SignalAll();
   containers_.erase(c->id);
   return OkStatus();
+}
+
+StatusOr<pb::ContainerStatsResponse> AgentService::ContainerStats(const pb::ContainerRequest& req) {
+  ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
+  if (c->cgroup_dir.empty()) return NotFoundError("container {:?} has no cgroup", c->id);
+  pb::ContainerStatsResponse r;
+  ASSIGN_OR_RETURN(*r.mutable_metrics(), stats::ReadV2(c->cgroup_dir));
+  return r;
+}
+
+Status AgentService::PauseContainer(const pb::ContainerRequest& req) {
+  ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
+  return c->rt->Pause(c->id);
+}
+
+Status AgentService::ResumeContainer(const pb::ContainerRequest& req) {
+  ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
+  return c->rt->Resume(c->id);
+}
+
+StatusOr<pb::WaitOomResponse> AgentService::WaitOom(const pb::WaitOomRequest& req) {
+  ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
+  stats::OomWatcher::Get().Drain(c->id);  // a kill that just happened counts
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(req.timeout_ms());
+  MutexLock l(&mu_);
+  while (c->oom_pending == 0 && !c->init_exited && !c->removed) {
+    if (!oom_cv_.WaitUntil(&mu_, until)) break;
+  }
+  pb::WaitOomResponse r;
+  r.set_taken(std::exchange(c->oom_pending, 0));
+  r.set_total(c->oom_total);
+  r.set_ended(c->init_exited || c->removed);
+  return r;
 }
 
 StatusOr<pb::WriteStdinResponse> AgentService::WriteStdin(const pb::WriteStdinRequest& req) {

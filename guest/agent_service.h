@@ -43,6 +43,7 @@ struct AgentConfig {
   std::string oci_root = "/run/crun";
   std::string state_dir = "/run/runhcs";
   std::string agent_version;
+  std::string cgroup_root = "/sys/fs/cgroup";
   // Called after Shutdown has answered (PID 1 powers the VM off).
   std::function<void()> on_shutdown;
 };
@@ -71,6 +72,10 @@ class AgentService {
   Status MountShare(const pb::MountShareRequest& req);
   StatusOr<pb::DumpStacksResponse> DumpStacks();
   StatusOr<pb::StatsResponse> Stats();
+  StatusOr<pb::ContainerStatsResponse> ContainerStats(const pb::ContainerRequest& req);
+  Status PauseContainer(const pb::ContainerRequest& req);
+  Status ResumeContainer(const pb::ContainerRequest& req);
+  StatusOr<pb::WaitOomResponse> WaitOom(const pb::WaitOomRequest& req);
 
  private:
   struct Process;
@@ -84,12 +89,16 @@ class AgentService {
   StatusOr<pb::StartResponse> ExecInContainer(const pb::ExecProcessRequest& req);
   // Drops a finished VM-level process once its status and output are taken.
   void MaybeForgetVmProcess(const std::string& exec_id);
+  // Watches the container's memory cgroup for OOM kills (best effort: a
+  // container without a memory controller has none to report).
+  void WatchOom(const std::shared_ptr<Container>& c);
 
   const AgentConfig cfg_;
   const int64_t started_boot_ns_;
   Mutex mu_;
   std::map<std::string, ProcessPtr> vm_processes_ GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Container>> containers_ GUARDED_BY(mu_);
+  CondVar oom_cv_;  // a container's OOM count, init exit or removal changed
 };
 
 }  // namespace runhcs::guest

@@ -204,5 +204,17 @@ TEST_F(AgentServiceTest, StatsAndStacksReadProc) {
   EXPECT_NE(dump->stacks().find(fmt::format("  thread {} (", ::getpid())), std::string::npos);
 }
 
+TEST_F(AgentServiceTest, ContainerCallsOnAnUnknownContainerAreNotFound) {
+  pb::ContainerRequest req;
+  req.set_container_id("nope");
+  EXPECT_EQ(svc_.ContainerStats(req).status().code(), Code::kNotFound);
+  EXPECT_EQ(svc_.PauseContainer(req).code(), Code::kNotFound);
+  EXPECT_EQ(svc_.ResumeContainer(req).code(), Code::kNotFound);
+  pb::WaitOomRequest w;
+  w.set_container_id("nope");
+  w.set_timeout_ms(10);
+  EXPECT_EQ(svc_.WaitOom(w).status().code(), Code::kNotFound);
+}
+
 }  // namespace
 }  // namespace runhcs::guest

@@ -12,7 +12,10 @@
 
 #include "base/io.h"
 #include "base/sha256.h"
+#include "containerd/task/v2/shim.pb.h"
+#include "runhcs/stats.pb.h"
 #include "tests/subprocess.h"
+#include "ttrpc/client.h"
 
 namespace runhcs::testing {
 namespace {
@@ -169,6 +172,99 @@ TEST_F(HypervisorTest, QemuKilledEndsEveryTaskAndLeavesNothing) {
   // The reference shim's status for a task whose host went away.
   EXPECT_NE(del.err.find("exit code 1"), std::string::npos) << del.out << del.err;
   EXPECT_EQ(ctrd_.Ctr({"container", "delete", "kvm1"}).exit_code, 0);
+}
+
+TEST_F(HypervisorTest, OomInTheGuestGivesTaskOomThenExit137) {
+  std::string events = ctrd_.dir() + "/events.txt";
+  pid_t ev = ctrd_.CtrBackground({"events"}, events);
+  std::this_thread::sleep_for(300ms);
+  // dd reads 256 MiB of zeros into one buffer: past a 32 MiB limit.
+  RunResult r = CtrRun(With({"--rm", "--memory-limit", "33554432"}, kHypervisor), "oomvm",
+                       {"/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"});
+  EXPECT_EQ(r.exit_code, 137) << r.out << r.err;
+  std::this_thread::sleep_for(300ms);
+  ::kill(ev, SIGTERM);
+  std::string text = ReadFileOr(events);
+  size_t oom = text.find(R"(/tasks/oom {"container_id":"oomvm"})");
+  size_t exit = text.find(R"(/tasks/exit {"container_id":"oomvm")");
+  ASSERT_NE(oom, std::string::npos) << text;
+  ASSERT_NE(exit, std::string::npos) << text;
+  EXPECT_LT(oom, exit) << text;
+  EXPECT_NE(text.find(R"("exit_status":137)", exit), std::string::npos) << text;
+}
+
+TEST_F(HypervisorTest, PauseFreezesTheContainerInTheGuestAndResumeThawsIt) {
+  std::string events = ctrd_.dir() + "/events.txt";
+  pid_t ev = ctrd_.CtrBackground({"events"}, events);
+  std::this_thread::sleep_for(300ms);
+  // A counter in the container's /tmp: the rootfs is shared with the host.
+  RunResult r = CtrRun(With({"-d"}, kHypervisor), "pause1",
+                       {"/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("pause1") == "RUNNING"; }, 30s));
+  std::string counter = rootfs_ + "/tmp/n";
+  auto count = [&] { return std::atoi(ReadFileOr(counter).c_str()); };
+  ASSERT_TRUE(WaitFor([&] { return count() > 2; }, 30s));
+
+  ASSERT_EQ(ctrd_.Ctr({"task", "pause", "pause1"}).exit_code, 0);
+  EXPECT_EQ(TaskStatus("pause1"), "PAUSED");
+  int frozen = count();
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(count(), frozen) << "the container kept running while paused";
+
+  ASSERT_EQ(ctrd_.Ctr({"task", "resume", "pause1"}).exit_code, 0);
+  EXPECT_EQ(TaskStatus("pause1"), "RUNNING");
+  EXPECT_TRUE(WaitFor([&] { return count() > frozen; }, 10s));
+  ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", "pause1"});
+  EXPECT_TRUE(WaitFor([&] { return TaskStatus("pause1") == "STOPPED"; }, 15s));
+  std::this_thread::sleep_for(300ms);
+  ::kill(ev, SIGTERM);
+  std::string text = ReadFileOr(events);
+  size_t paused = text.find(R"(/tasks/paused {"container_id":"pause1"})");
+  size_t resumed = text.find(R"(/tasks/resumed {"container_id":"pause1"})");
+  ASSERT_NE(paused, std::string::npos) << text;
+  ASSERT_NE(resumed, std::string::npos) << text;
+  EXPECT_LT(paused, resumed);
+  ctrd_.Ctr({"task", "delete", "pause1"});
+  ctrd_.Ctr({"container", "delete", "pause1"});
+}
+
+TEST_F(HypervisorTest, StatsHoldTheContainersGuestCgroupAndTheVmsOwnFigures) {
+  RunResult r = CtrRun(With({"-d", "--memory-limit", "67108864"}, kHypervisor), "stats1",
+                       {"/bin/sh", "-c", "sleep 1000 & sleep 1000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("stats1") == "RUNNING"; }, 30s));
+  // Straight to the shim, as containerd would: Task.Stats on its socket.
+  std::string address =
+      ReadFileOr(ctrd_.dir() + "/state/io.containerd.runtime.v2.task/default/stats1/address");
+  auto client = ttrpc::Client::Dial(UnixAddress::Parse(address));
+  ASSERT_TRUE(client.ok()) << address;
+  containerd::runhcs::stats::v1::Statistics s;
+  auto fetch = [&] {
+    containerd::task::v2::StatsRequest req;
+    req.set_id("stats1");
+    containerd::task::v2::StatsResponse resp;
+    Status st = (*client)->Call("containerd.task.v2.Task", "Stats", req, &resp);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(resp.stats().type_url(), "containerd.runhcs.stats.v1.Statistics");
+    EXPECT_TRUE(s.ParseFromString(resp.stats().value()));
+  };
+  // The container's cgroup in the guest (v2): both sleeps, once the shell
+  // has started the second.
+  EXPECT_TRUE(WaitFor([&] { fetch(); return s.linux_v2().pids().current() == 2; }, 10s))
+      << s.linux_v2().pids().current();
+  EXPECT_EQ(s.linux_v2().memory().usage_limit(), 67108864u);
+  EXPECT_GT(s.linux_v2().memory().usage(), 0u);
+  EXPECT_GT(s.linux_v2().cpu().usage_usec(), 0u);
+  // The VM: QEMU on the host, meminfo in the guest.
+  EXPECT_GT(s.vm().memory().working_set_bytes(), 0u);
+  EXPECT_GT(s.vm().processor().total_runtime_ns(), 0u);
+  EXPECT_GT(s.vm().memory().vm_memory().assigned_memory(), 0u);
+  EXPECT_TRUE(s.has_timestamp());
+  ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", "stats1"});
+  EXPECT_TRUE(WaitFor([&] { return TaskStatus("stats1") == "STOPPED"; }, 15s));
+  ctrd_.Ctr({"task", "delete", "stats1"});
+  ctrd_.Ctr({"container", "delete", "stats1"});
 }
 
 }  // namespace

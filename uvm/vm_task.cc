@@ -149,6 +149,10 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& 
       publisher, [weak](const exec::ExecStatus&) {
         if (auto t = weak.lock()) t->OnInitExit();
       });
+  if (agent) {
+    task->oom_ = std::make_unique<OomRelay>(agent, req.id, publisher);
+    task->oom_->Start();
+  }
   task->WatchVm();
   publisher->Publish(task::CreateEvent(req, 0));
   return task;
@@ -183,6 +187,8 @@ void VmTask::WatchVm() {
 }
 
 void VmTask::OnInitExit() {
+  // An OOM kill in the guest is reported before the exit it caused.
+  if (oom_) oom_->Flush();
   auto running = execs_.InState(exec::State::kRunning);
   if (!running.empty()) {
     apb::SignalProcessRequest k;
@@ -307,12 +313,39 @@ StatusOr<exec::ExecStatus> VmTask::Wait(exec::Deadline deadline) {
   return init_->status();
 }
 
-Status VmTask::Pause() {
-  return NotImplementedError("pause of hypervisor-isolated task '{}' is not implemented yet", id_);
+Status VmTask::Pause() { return FreezeContainer(true); }
+
+Status VmTask::Resume() { return FreezeContainer(false); }
+
+Status VmTask::FreezeContainer(bool freeze) {
+  auto agent = vm_->agent();
+  if (!agent) return FailedPreconditionError("task '{}': its VM is not running", id_);
+  if (init_->state() != exec::State::kRunning) {
+    return FailedPreconditionError("cannot {} task '{}': it is not running", freeze ? "pause" : "resume", id_);
+  }
+  apb::ContainerRequest req;
+  req.set_container_id(id_);
+  apb::Empty e;
+  RETURN_IF_ERROR(agent->Call(freeze ? "PauseContainer" : "ResumeContainer", req, &e));
+  {
+    MutexLock l(&mu_);
+    paused_ = freeze;
+  }
+  if (freeze) {
+    containerd::events::TaskPaused ev;
+    ev.set_container_id(id_);
+    publisher_->Publish(ev);
+  } else {
+    containerd::events::TaskResumed ev;
+    ev.set_container_id(id_);
+    publisher_->Publish(ev);
+  }
+  return OkStatus();
 }
 
-Status VmTask::Resume() {
-  return NotImplementedError("resume of hypervisor-isolated task '{}' is not implemented yet", id_);
+bool VmTask::Paused() {
+  MutexLock l(&mu_);
+  return paused_;
 }
 
 Status VmTask::Update(const runhcs::wkt::Any&) {
@@ -320,9 +353,18 @@ Status VmTask::Update(const runhcs::wkt::Any&) {
 }
 
 StatusOr<runhcs::wkt::Any> VmTask::Stats() {
-  ASSIGN_OR_RETURN(auto vm, vm_->Stats());
   containerd::runhcs::stats::v1::Statistics s;
-  *s.mutable_vm() = vm;
+  auto agent = vm_->agent();
+  if (!agent) return FailedPreconditionError("task '{}': its VM is not running", id_);
+  apb::ContainerRequest req;
+  req.set_container_id(id_);
+  apb::ContainerStatsResponse cs;
+  RETURN_IF_ERROR(agent->Call("ContainerStats", req, &cs).Wrap(fmt::format("stats of task '{}'", id_)));
+  *s.mutable_linux_v2() = std::move(*cs.mutable_metrics());
+  // As hcsshim: the VM's own figures only from the task that owns the VM.
+  if (owns_vm_) {
+    ASSIGN_OR_RETURN(*s.mutable_vm(), vm_->Stats());
+  }
   *s.mutable_timestamp() = ToTimestamp(std::chrono::system_clock::now());
   runhcs::wkt::Any any;
   any.set_type_url("containerd.runhcs.stats.v1.Statistics");

@@ -28,6 +28,7 @@
 #include "task/exec_set.h"
 #include "task/task.h"
 #include "stdio/process_io.h"
+#include "uvm/oom_relay.h"
 #include "uvm/qemu_vm.h"
 
 namespace runhcs::uvm {
@@ -58,6 +59,7 @@ class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
   StatusOr<exec::ExecStatus> Wait(exec::Deadline deadline) override;
   Status Pause() override;
   Status Resume() override;
+  bool Paused() override;
   Status Update(const runhcs::wkt::Any& resources) override;
   StatusOr<runhcs::wkt::Any> Stats() override;
   StatusOr<int32_t> ExecInHost(const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
@@ -84,6 +86,7 @@ class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
                                                       const std::string& spec, const std::string& rootfs,
                                                       bool mounted, events::Publisher* publisher);
   void WatchVm();
+  Status FreezeContainer(bool freeze);
 
   const std::string id_;
   const std::string bundle_;
@@ -96,6 +99,9 @@ class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
 
   Latch closed_;  // init's exit handled and published
   task::ExecSet execs_{id_};
+  std::unique_ptr<OomRelay> oom_;  // set once in Create; null without an agent (fakes)
+  Mutex mu_;
+  bool paused_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace runhcs::uvm
