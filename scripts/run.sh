@@ -61,6 +61,8 @@ step "ctr task exec --exec-id e1 demo3 /bin/uname -a"
 CTR task exec --exec-id e1 demo3 /bin/uname -a | sed 's/^/   /'
 step "ctr task ps demo3"
 CTR task ps demo3 | sed 's/^/   /'
+step "ctr task metrics demo3 (the container's cgroup)"
+CTR task metrics demo3 | sed 's/^/   /'
 step "ctr task pause / resume demo3"
 CTR task pause demo3 && CTR task ls | grep demo3 | sed 's/^/   /'
 CTR task resume demo3 && CTR task ls | grep demo3 | sed 's/^/   /'
