@@ -77,8 +77,10 @@ Status Runtime::Run(const std::string& verb, std::vector<std::string> args, cons
         "list (e.g. bind-mount an empty file over it in the shim's mount namespace)",
         verb, msg, cfg_.binary);
   }
-  return UnknownError("OCI runtime {} failed: {}: exit status {}", verb,
-                      msg.empty() ? "(no log)" : msg, status);
+  // 128+N is how a death by signal N is encoded (Reaper::ExitStatus).
+  std::string how = status > 128 && status < 128 + 65 ? fmt::format("exit status {} (signal {})", status, status - 128)
+                                                       : fmt::format("exit status {}", status);
+  return UnknownError("OCI runtime {} failed: {}: {} {}", verb, msg.empty() ? "(no log)" : msg, cfg_.binary, how);
 }
 
 Status Runtime::Create(const std::string& id, const std::string& pid_file,

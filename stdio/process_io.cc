@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "base/io.h"
@@ -72,6 +73,13 @@ bool WaitFd(int fd, short events, int cancel_fd) {
     if (p[1].revents) return false;
     if (p[0].revents) return true;
   }
+}
+
+// What fd refers to, for messages.
+std::string FdTarget(int fd) {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink(fmt::format("/proc/self/fd/{}", fd).c_str(), buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : fmt::format("fd {}", fd);
 }
 
 // Copies what `src` holds right now into `dst`, waiting at most 1 s for
@@ -207,6 +215,10 @@ void ProcessIo::StartPump(int src, int dst, bool is_output, int cancel_fd, bool 
   SetNonblock(dst);
   threads_.emplace_back([this, src, dst, is_output, cancel_fd, close_dst_at_end] {
     char buf[32768];
+    // An output whose destination fails (a full disk under a file:// log)
+    // is logged once and its data dropped while it fails: the process must
+    // never block on its own stdout.
+    bool failing = false;
     for (;;) {
       if (!WaitFd(src, POLLIN, cancel_fd)) {
         // stdin closed (CloseIO): what the client wrote before still goes
@@ -229,11 +241,23 @@ void ProcessIo::StartPump(int src, int dst, bool is_output, int cancel_fd, bool 
             break;
           }
         } else if (errno != EINTR) {
-          ok = false;  // reader gone for good: stop copying
-          break;
+          if (!is_output) {
+            ok = false;  // the process closed its stdin: stop copying
+            break;
+          }
+          if (!failing) {
+            spdlog::error("stdio: writing output to {}: {}; dropping output while this lasts",
+                          FdTarget(dst), std::strerror(errno));
+            failing = true;
+          }
+          break;  // this chunk is dropped
         }
       }
       if (!ok) break;
+      if (failing && off == static_cast<size_t>(n)) {
+        spdlog::info("stdio: writing output to {} works again", FdTarget(dst));
+        failing = false;
+      }
     }
     if (close_dst_at_end) ::close(dst);
     if (is_output) {

@@ -1,6 +1,7 @@
 #include "stdio/process_io.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -140,6 +141,31 @@ TEST_F(ProcessIoTest, FileUriCollectsBothStreams) {
   auto got = ReadFile(log);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(*got, "out\nerr\n");
+}
+
+TEST_F(ProcessIoTest, AFullDiskUnderAFileLogNeverBlocksTheProcess) {
+  // /dev/full fails every write with ENOSPC, like a full filesystem.
+  auto io = ProcessIo::Open({"", "file:///dev/full", "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(io.ok()) << io.status().ToString();
+  UniqueFd pout(::dup((*io)->child_stdout()));
+  ASSERT_TRUE((*io)->Started().ok());
+  // Far more than a pipe holds: it all goes in only if the shim keeps
+  // draining while the destination fails.
+  ::fcntl(pout.get(), F_SETFL, O_NONBLOCK);
+  std::string chunk(64 * 1024, 'x');
+  size_t written = 0;
+  while (written < 64 * chunk.size()) {
+    ssize_t n = ::write(pout.get(), chunk.data(), chunk.size());
+    if (n > 0) {
+      written += static_cast<size_t>(n);
+      continue;
+    }
+    pollfd p{pout.get(), POLLOUT, 0};
+    if (::poll(&p, 1, 2000) <= 0) break;  // blocked for 2 s: the pump stopped
+  }
+  EXPECT_EQ(written, 64 * chunk.size()) << "the process blocked on its stdout";
+  pout.reset();
+  (*io)->Close(2s);
 }
 
 TEST_F(ProcessIoTest, BinaryLoggerGetsFds345AndEnvironment) {

@@ -34,9 +34,9 @@ class ShimdiagTest : public PodFixture {
 };
 
 TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
-  StartPod("sdiag1", {"sdiag1-w"}, /*hypervisor=*/true);
-  const std::string shim = "default-sdiag1";
-  const std::string pid = ShimPid("sdiag1");
+  StartPod("diagvm", {"diagvm-w"}, /*hypervisor=*/true);
+  const std::string shim = "default-diagvm";
+  const std::string pid = ShimPid("diagvm");
   ASSERT_FALSE(pid.empty());
 
   {
@@ -46,7 +46,7 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
     EXPECT_THAT(r.out, HasSubstr(shim + "\n"));
     r = Diag({"list", "--pids"});
     EXPECT_THAT(r.out, HasSubstr(shim + "  " + pid + "\n")) << r.out;
-    r = Diag({"pid", "default-sdiag"});  // a unique prefix
+    r = Diag({"pid", "default-diagv"});  // a unique prefix
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(TrimNewlines(r.out), pid);
   }
@@ -70,10 +70,10 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
     SCOPED_TRACE("tasks");
     RunResult r = Diag({"tasks", "--execs", shim});
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_THAT(r.out, HasSubstr("sdiag1\n|----> \trunning: sdiag1\n"));
-    EXPECT_THAT(r.out, HasSubstr("sdiag1-w\n|----> \trunning: sdiag1-w\n"));
+    EXPECT_THAT(r.out, HasSubstr("diagvm\n|----> \trunning: diagvm\n"));
+    EXPECT_THAT(r.out, HasSubstr("diagvm-w\n|----> \trunning: diagvm-w\n"));
     r = Diag({"tasks", "--json", shim});
-    EXPECT_THAT(r.out, HasSubstr("\"id\": \"sdiag1-w\""));
+    EXPECT_THAT(r.out, HasSubstr("\"id\": \"diagvm-w\""));
   }
   {
     SCOPED_TRACE("share");
@@ -140,8 +140,8 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
     tmux({"kill-server"});
   }
 
-  Remove({"sdiag1-w", "sdiag1"});
-  EXPECT_TRUE(WaitFor([&] { return ShimPid("sdiag1").empty(); }, 15s));
+  Remove({"diagvm-w", "diagvm"});
+  EXPECT_TRUE(WaitFor([&] { return ShimPid("diagvm").empty(); }, 15s));
   EXPECT_THAT(Diag({"list"}).out, Not(HasSubstr(shim + "\n")));
   RunResult gone = Diag({"pid", shim});
   EXPECT_EQ(gone.exit_code, 1);
@@ -149,9 +149,9 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
 }
 
 TEST_F(ShimdiagTest, AProcessIsolatedPodHasNoVmToExecOrShareIn) {
-  StartPod("sdiag2", {}, /*hypervisor=*/false);
+  StartPod("diagproc", {}, /*hypervisor=*/false);
   pods_.pop_back();  // no VM to check for
-  const std::string shim = "default-sdiag2";
+  const std::string shim = "default-diagproc";
   RunResult r = Diag({"exec", shim, "true"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("not isolated"));
@@ -160,12 +160,12 @@ TEST_F(ShimdiagTest, AProcessIsolatedPodHasNoVmToExecOrShareIn) {
   EXPECT_THAT(r.err, HasSubstr("not isolated"));
   r = Diag({"tasks", shim});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out, "sdiag2\n");
+  EXPECT_EQ(r.out, "diagproc\n");
   r = Diag({"stacks", shim});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("runhcs::CaptureThreadStacks()"));
   EXPECT_THAT(r.out, Not(HasSubstr("Guest Stacks:")));
-  Remove({"sdiag2"});
+  Remove({"diagproc"});
 }
 
 }  // namespace

@@ -136,6 +136,15 @@ bool Containerd::StartDaemon() {
   return false;
 }
 
+bool Containerd::CrashAndRestart() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  return StartDaemon();
+}
+
 bool Containerd::Restart() {
   Stop();
   return StartDaemon();

@@ -52,6 +52,8 @@ class Containerd {
   std::string TaskStatus(const std::string& id);
   // Stops containerd (SIGTERM) and starts it again on the same dirs.
   bool Restart();
+  // Kills containerd with SIGKILL (no cleanup of its own) and starts it again.
+  bool CrashAndRestart();
   void Stop();
 
  private:

@@ -46,6 +46,8 @@ struct Server::Shared {
   std::deque<std::function<void()>> work GUARDED_BY(mu);
   size_t idle_workers GUARDED_BY(mu) = 0;
   size_t wakeups GUARDED_BY(mu) = 0;  // reserved wake-ups not yet taken
+  size_t workers GUARDED_BY(mu) = 0;
+  std::function<void()> on_idle;     // set before serving; read-only after
 
   static void Dispatch(const std::shared_ptr<Shared>& self, std::function<void()> job) {
     MutexLock l(&self->mu);
@@ -58,10 +60,14 @@ struct Server::Shared {
       self->work_cv.Signal();
       return;
     }
-    std::thread([self] { self->WorkerLoop(); }).detach();
+    ++self->workers;
+    std::thread([self] {
+      if (self->WorkerLoop() && self->on_idle) self->on_idle();
+    }).detach();
   }
 
-  void WorkerLoop() {
+  // True when this was the last worker and it left for want of work.
+  bool WorkerLoop() {
     constexpr auto kWorkerIdle = std::chrono::seconds(2);
     MutexLock l(&mu);
     for (;;) {
@@ -73,7 +79,7 @@ struct Server::Shared {
         while (wakeups == 0) {
           if (!work_cv.WaitUntil(&mu, deadline) && wakeups == 0) {
             --idle_workers;
-            return;
+            return --workers == 0 && work.empty();
           }
         }
         --wakeups;  // Dispatch already took us off idle_workers
@@ -117,6 +123,7 @@ void SendResponse(int fd, Mutex* write_mu, uint32_t sid, const Status& st,
 }  // namespace
 
 Server::Server(Options opts) : opts_(opts), shared_(std::make_shared<Shared>()) {
+  shared_->on_idle = opts_.on_idle;
   int p[2];
   if (::pipe2(p, O_CLOEXEC) == 0) {
     wake_[0].reset(p[0]);

@@ -62,6 +62,10 @@ class Server {
   struct Options {
     size_t max_inflight_per_connection = 128;
     bool require_same_uid = true;
+    // Called (on the exiting worker, no lock held) when the last handler
+    // worker has exited for want of work: the process has gone quiet. The
+    // shim returns freed heap pages to the kernel there.
+    std::function<void()> on_idle;
   };
 
   Server() : Server(Options{}) {}

@@ -287,5 +287,28 @@ TEST(ServerPeerCred, OtherUidIsRefused) {
   ::unlink(path.c_str());
 }
 
+TEST(ServerIdle, OnIdleRunsOnceTheLastWorkerLeavesForWantOfWork) {
+  std::atomic<int> idle{0};
+  Server::Options o;
+  o.on_idle = [&] { ++idle; };
+  Server server(o);
+  server.Register<StateRequest, StateResponse>(kSvc, "State",
+                                               [](const CallContext&, const StateRequest&, StateResponse*) {
+                                                 return OkStatus();
+                                               });
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  server.ServeConnection(UniqueFd(sv[0]));
+  Client client{UniqueFd(sv[1])};
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(client.Call(kSvc, "State", StateRequest(), nullptr).ok());
+  EXPECT_EQ(idle.load(), 0);  // workers linger 2 s
+  for (int i = 0; i < 60 && idle == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(idle.load(), 1);
+  ASSERT_TRUE(client.Call(kSvc, "State", StateRequest(), nullptr).ok());  // busy, then quiet again
+  for (int i = 0; i < 60 && idle == 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(idle.load(), 2);
+  server.Shutdown(std::chrono::milliseconds(500));
+}
+
 }  // namespace
 }  // namespace runhcs::ttrpc
