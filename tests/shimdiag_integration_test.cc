@@ -96,6 +96,20 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(ReadFileOr(dir + "/new.txt"), "written in the VM\n");
 
+    // A symlink is resolved on the host before anything is mounted: the VM
+    // gets the target, and a dangling link is refused like a missing path.
+    std::string link = ctrd_.dir() + "/link-to-shared";
+    ASSERT_EQ(::symlink(dir.c_str(), link.c_str()), 0);
+    r = Diag({"share", "--ro", shim, link, "/mnt/via-link"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    r = Diag({"exec", shim, "cat", "/mnt/via-link/hello.txt"});
+    EXPECT_EQ(r.out, "hello from the host\n") << r.err;
+    std::string dangling = ctrd_.dir() + "/dangling";
+    ASSERT_EQ(::symlink((ctrd_.dir() + "/nothing-here").c_str(), dangling.c_str()), 0);
+    r = Diag({"share", shim, dangling, "/mnt/y"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_THAT(r.err, HasSubstr("does not exist"));
+
     r = Diag({"share", shim, ctrd_.dir() + "/no-such-dir", "/mnt/x"});
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_THAT(r.err, HasSubstr("does not exist"));
