@@ -16,8 +16,9 @@ namespace {
 
 runhcs::guest::AgentService& Agent() {
   static runhcs::guest::AgentService* svc = [] {
-    char tmpl[] = "/tmp/fuzz-agent-XXXXXX";
-    std::string dir = ::mkdtemp(tmpl) ? tmpl : "/tmp/fuzz-agent";
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/fuzz-agent-XXXXXX";
+    std::string dir = ::mkdtemp(tmpl.data()) ? tmpl : "/tmp/fuzz-agent";
     return new runhcs::guest::AgentService(runhcs::guest::AgentConfig{
         .oci_runtime = "/nonexistent/oci-runtime", .oci_root = dir + "/root", .state_dir = dir + "/state",
         .cgroup_root = dir + "/cgroup"});

@@ -43,7 +43,7 @@ trap 'rm -rf "$work"' EXIT
 for t in ttrpc spec options agent; do
   mkdir -p "$work/$t"
   # New inputs go to the scratch dir; the checked-in corpus is only read.
-  build-asan/fuzz/fuzz_$t -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 -rss_limit_mb=2048 \
+  TMPDIR="$work" build-asan/fuzz/fuzz_$t -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 "$work/$t" "fuzz/corpus/$t" 2>"$work/$t.log" || { tail -60 "$work/$t.log"; exit 1; }
   echo "fuzz_$t: $(grep -E '^stat::number_of_executed_units' "$work/$t.log" | awk '{print $2}') runs, no crash"
 done
