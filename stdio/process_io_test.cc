@@ -163,7 +163,7 @@ TEST_F(ProcessIoTest, AFullDiskUnderAFileLogNeverBlocksTheProcess) {
     pollfd p{pout.get(), POLLOUT, 0};
     if (::poll(&p, 1, 2000) <= 0) break;  // blocked for 2 s: the pump stopped
   }
-  EXPECT_EQ(written, 64 * chunk.size()) << "the process blocked on its stdout";
+  EXPECT_GE(written, 64 * chunk.size()) << "the process blocked on its stdout";
   pout.reset();
   (*io)->Close(2s);
 }
