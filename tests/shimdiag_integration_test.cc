@@ -145,7 +145,8 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
     ASSERT_EQ(tmux({"new-session", "-d", "-s", "t", "-x", "120", "-y", "30", cmd}).exit_code, 0);
     EXPECT_TRUE(WaitFor([&] { return screen().find('#') != std::string::npos; }, 30s)) << screen();
     tmux({"send-keys", "-t", "t", "echo MARK-$((6*7)); tty; [ -t 0 ] && echo IS-A-TTY", "Enter"});
-    EXPECT_TRUE(WaitFor([&] { return screen().find("IS-A-TTY\n") != std::string::npos; }, 30s)) << screen();
+    // The output line, not the echoed command line that also names it.
+    EXPECT_TRUE(WaitFor([&] { return screen().find("\nIS-A-TTY\n") != std::string::npos; }, 30s)) << screen();
     std::string s = screen();
     EXPECT_THAT(s, HasSubstr("MARK-42"));
     EXPECT_THAT(s, HasSubstr("/dev/pts/"));
