@@ -94,13 +94,12 @@ TEST_F(FaultTest, RuntimeDyingMidCreateFailsTheCreateAndLeavesNothing) {
   EXPECT_THAT(r.err, HasSubstr("create")) << r.err;
   EXPECT_THAT(r.err, HasSubstr("runc-dies exit status 137 (signal 9)")) << r.err;  // which runtime, how
   ExpectNothingLeft("rdie");
-  EXPECT_EQ(Count("runc init"), 0);
   ctrd_.Ctr({"container", "delete", "rdie"});
 }
 
 TEST_F(FaultTest, ShimKilledDuringCreateIsCleanedUpByDelete) {
   // The runtime hangs after creating: the shim is killed while it waits.
-  std::string cfg = Config(Wrapper("runc-hangs", "exec sleep 20"));
+  std::string cfg = Config(Wrapper("runc-hangs", "exec sleep 19"));
   pid_t run = ctrd_.CtrBackground(With(Run(cfg), {"--rootfs", rootfs_, "half", "/bin/true"}),
                                   ctrd_.dir() + "/half.out");
   ASSERT_TRUE(WaitFor([&] { return Count("runc-hangs") > 0 && !RuncList().empty(); }, 15s)) << RuncList();
@@ -113,7 +112,7 @@ TEST_F(FaultTest, ShimKilledDuringCreateIsCleanedUpByDelete) {
   EXPECT_NE(WEXITSTATUS(status), 0);
   EXPECT_TRUE(WaitFor([&] { return RuncList().empty(); }, 15s)) << RuncList();
   ExpectNothingLeft("half");
-  RunCommand({"pkill", "-f", "sleep 20"});
+  RunCommand({"pkill", "-f", "^sleep 19$"});
   ctrd_.Ctr({"task", "delete", "half"});
   ctrd_.Ctr({"container", "delete", "half"});
 }
@@ -154,8 +153,8 @@ TEST_F(FaultTest, AFileLogOnAFullFilesystemKeepsTheContainerRunningAndIsLogged) 
                                          "echo line $i of output that will not fit; done"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto count = [&] { return std::atoi(ReadFileOr(rootfs_ + "/tmp/n").c_str()); };
-  // 64 KiB of log is ~1800 lines: well past that, it still runs.
-  EXPECT_TRUE(WaitFor([&] { return count() > 20000; }, 60s)) << count();
+  // 64 KiB of log is ~1700 lines: well past that, it still runs.
+  EXPECT_TRUE(WaitFor([&] { return count() > 5000; }, 90s)) << count();
   struct statvfs vfs;
   ASSERT_EQ(::statvfs(tiny.c_str(), &vfs), 0);
   EXPECT_EQ(vfs.f_bavail, 0u) << "the log filesystem should be full";
@@ -178,12 +177,12 @@ TEST_F(FaultTest, ContainerdKilledDuringAnExecReconnectsAndTheTaskStaysManageabl
   pid_t exec = ctrd_.CtrBackground({"task", "exec", "--exec-id", "long", "survive", "/bin/sleep", "2"},
                                    ctrd_.dir() + "/exec.out");
   ASSERT_TRUE(WaitFor([&] { return ctrd_.Ctr({"task", "ps", "survive"}).out.find('\n') != std::string::npos &&
-                                   Count("sleep 2") > 0; }, 15s));
+                                   Count("^/bin/sleep 2$") > 0; }, 15s));
   ASSERT_TRUE(ctrd_.CrashAndRestart()) << ctrd_.log();
   ::waitpid(exec, nullptr, 0);  // its containerd went away
   // The shim kept running: containerd reconnects through the bundle's address.
   EXPECT_TRUE(WaitFor([&] { return ctrd_.TaskStatus("survive") == "RUNNING"; }, 15s)) << ctrd_.TaskStatus("survive");
-  EXPECT_TRUE(WaitFor([&] { return Count("sleep 2") == 0; }, 10s));  // the exec ran to its end
+  EXPECT_TRUE(WaitFor([&] { return Count("^/bin/sleep 2$") == 0; }, 10s));  // the exec ran to its end
   RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "after", "survive", "/bin/echo", "after restart"});
   EXPECT_EQ(ex.exit_code, 0) << ex.err;
   EXPECT_EQ(ex.out, "after restart\n");
