@@ -2,7 +2,9 @@
 // process-isolated pod: the sandbox's shim serves every workload), via a real
 // containerd and plain `ctr`. Afterwards the shim holds what it held before:
 // fds, threads, child processes, mounts, sockets, pipes and fifos, and its
-// resident memory has not grown by more than 1%.
+// live heap (what the shim logs when it goes idle) has not grown by more
+// than 1%. Resident memory is reported and bounded at 2%: the allocator keeps
+// some freed pages after bursts (see docs/reliability.md).
 #include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -84,6 +86,13 @@ Footprint Measure(pid_t pid) {
   return f;
 }
 
+// Bytes of heap in use from the shim's last "idle: heap N B in use" line
+// (it logs one each time it goes quiet, after trimming); 0 if none.
+long LastIdleHeap(const std::string& log) {
+  size_t at = log.rfind("idle: heap ");
+  return at == std::string::npos ? 0 : std::atol(log.c_str() + at + 11);
+}
+
 class SoakTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -127,6 +136,7 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   // Idle: the TTRPC server's pooled workers exit after 2 s without work.
   std::this_thread::sleep_for(3s);
   Footprint before = Measure(shim);
+  long heap_before = LastIdleHeap(ctrd_.log());
 
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < n; ++i) ASSERT_NO_FATAL_FAILURE(Lifecycle(fmt::format("w{}", i)));
@@ -139,12 +149,15 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   Footprint after;
   std::this_thread::sleep_for(3s);
   WaitFor([&] { return (after = Measure(shim)) == before; }, 20s);
+  long heap_after = LastIdleHeap(ctrd_.log());
   std::cout << "soak: " << n << " lifecycles in "
             << std::chrono::duration_cast<std::chrono::seconds>(t1 - t0).count() << " s, " << n << " execs in "
             << std::chrono::duration_cast<std::chrono::seconds>(t2 - t1).count() << " s\n"
             << "soak: before " << Describe(before) << "\nsoak: after lifecycles " << Describe(mid)
             << "\nsoak: after execs " << Describe(after) << "\n"
-            << fmt::format("soak: rss growth {:.2f}%\n", 100.0 * (after.rss_kb - before.rss_kb) / before.rss_kb);
+            << fmt::format("soak: rss growth {:.2f}%\n", 100.0 * (after.rss_kb - before.rss_kb) / before.rss_kb)
+            << fmt::format("soak: live heap {} -> {} B ({:+.2f}%)\n", heap_before, heap_after,
+                           heap_before ? 100.0 * (heap_after - heap_before) / heap_before : 0.0);
   EXPECT_EQ(after.fds, before.fds);
   EXPECT_EQ(after.threads, before.threads);
   EXPECT_EQ(after.children, before.children);
@@ -152,7 +165,9 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   EXPECT_EQ(after.sockets, before.sockets);
   EXPECT_EQ(after.pipes, before.pipes);
   EXPECT_EQ(after.fifos, before.fifos);
-  EXPECT_LE(after.rss_kb, before.rss_kb + before.rss_kb / 100) << "RSS grew by more than 1%";
+  ASSERT_GT(heap_before, 0) << "no idle heap line in the shim's log";
+  EXPECT_LE(heap_after, heap_before + heap_before / 100) << "the live heap grew by more than 1%: a leak";
+  EXPECT_LE(after.rss_kb, before.rss_kb + before.rss_kb / 50) << "RSS grew by more than 2%";
 
   ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", "soak"});
   WaitFor([&] { return ctrd_.TaskStatus("soak") == "STOPPED"; }, 15s);
