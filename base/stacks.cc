@@ -248,16 +248,10 @@ std::vector<std::vector<Frame>> SymbolizeHere(const std::vector<uintptr_t>& rel_
 }
 
 int SymbolizeMain(int in_fd, int out_fd) {
-  std::string input;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(in_fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    input.append(buf, static_cast<size_t>(n));
-  }
+  auto input = ReadAll(in_fd);
+  if (!input.ok()) return 1;
   std::vector<uintptr_t> pcs;
-  std::istringstream in(input);
+  std::istringstream in(*input);
   for (std::string line; std::getline(in, line);) {
     if (!line.empty()) pcs.push_back(std::strtoull(line.c_str(), nullptr, 16));
   }
@@ -286,14 +280,8 @@ StatusOr<std::vector<std::vector<Frame>>> SymbolizeInChild(const std::vector<std
   for (uintptr_t pc : rel_pcs) input += fmt::format("{:x}\n", pc);
   Status wst = WriteAll(in_w.get(), input);
   in_w.reset();
-  std::string text;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(out_r.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buf, static_cast<size_t>(n));
-  }
+  auto read = ReadAll(out_r.get());
+  std::string text = read.ok() ? *read : "";
   auto code = Reaper::Get().Wait(pid, std::chrono::steady_clock::now() + std::chrono::seconds(30));
   if (!code.ok()) {
     ::kill(pid, SIGKILL);

@@ -109,9 +109,7 @@ void ProcessTask::WatchCgroup(pid_t pid) {
   std::string dir = stats::MemoryDir(stats::kCgroupRoot, *cg);
   events::Publisher* publisher = publisher_;
   Status st = stats::OomWatcher::Get().Add(id_, dir, stats::IsUnified(), [publisher, id = id_] {
-    containerd::events::TaskOOM ev;
-    ev.set_container_id(id);
-    publisher->Publish(ev);
+    publisher->Publish(task::OomEvent(id));
   });
   if (!st.ok()) spdlog::warn("task {}: OOM events: {}", id_, st.ToString());
 }
@@ -257,9 +255,7 @@ Status ProcessTask::Pause() {
     MutexLock l(&mu_);
     paused_ = true;
   }
-  containerd::events::TaskPaused ev;
-  ev.set_container_id(id_);
-  publisher_->Publish(ev);
+  publisher_->Publish(task::PausedEvent(id_));
   return OkStatus();
 }
 
@@ -269,9 +265,7 @@ Status ProcessTask::Resume() {
     MutexLock l(&mu_);
     paused_ = false;
   }
-  containerd::events::TaskResumed ev;
-  ev.set_container_id(id_);
-  publisher_->Publish(ev);
+  publisher_->Publish(task::ResumedEvent(id_));
   return OkStatus();
 }
 

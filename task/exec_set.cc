@@ -36,6 +36,25 @@ containerd::events::TaskExecAdded ExecAddedEvent(const std::string& task_id, con
   return ev;
 }
 
+namespace {
+template <typename Event>
+Event ForTask(const std::string& task_id) {
+  Event ev;
+  ev.set_container_id(task_id);
+  return ev;
+}
+}  // namespace
+
+containerd::events::TaskPaused PausedEvent(const std::string& task_id) {
+  return ForTask<containerd::events::TaskPaused>(task_id);
+}
+containerd::events::TaskResumed ResumedEvent(const std::string& task_id) {
+  return ForTask<containerd::events::TaskResumed>(task_id);
+}
+containerd::events::TaskOOM OomEvent(const std::string& task_id) {
+  return ForTask<containerd::events::TaskOOM>(task_id);
+}
+
 Status ExecSet::Add(const std::string& exec_id, std::shared_ptr<exec::ProcessExec> e) {
   MutexLock l(&mu_);
   if (execs_.count(exec_id)) {

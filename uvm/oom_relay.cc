@@ -1,7 +1,7 @@
 #include "uvm/oom_relay.h"
 
 #include "base/log.h"
-#include "containerd/events/task.pb.h"
+#include "task/exec_set.h"
 #include "runhcs/agent.pb.h"
 
 namespace runhcs::uvm {
@@ -22,11 +22,7 @@ OomRelay::~OomRelay() {
 void OomRelay::Start() { thread_ = std::thread([this] { Loop(); }); }
 
 void OomRelay::Publish(uint32_t n) {
-  for (uint32_t i = 0; i < n; ++i) {
-    containerd::events::TaskOOM ev;
-    ev.set_container_id(id_);
-    publisher_->Publish(ev);
-  }
+  for (uint32_t i = 0; i < n; ++i) publisher_->Publish(task::OomEvent(id_));
   if (n == 0) return;
   spdlog::info("task {}: {} OOM kill(s) in the VM", id_, n);
   MutexLock l(&mu_);

@@ -332,13 +332,9 @@ Status VmTask::FreezeContainer(bool freeze) {
     paused_ = freeze;
   }
   if (freeze) {
-    containerd::events::TaskPaused ev;
-    ev.set_container_id(id_);
-    publisher_->Publish(ev);
+    publisher_->Publish(task::PausedEvent(id_));
   } else {
-    containerd::events::TaskResumed ev;
-    ev.set_container_id(id_);
-    publisher_->Publish(ev);
+    publisher_->Publish(task::ResumedEvent(id_));
   }
   return OkStatus();
 }
