@@ -22,11 +22,6 @@ namespace {
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 
-int Count(const std::string& pattern) {
-  std::string out = RunCommand({"pgrep", "-f", pattern}).out;
-  return static_cast<int>(std::count(out.begin(), out.end(), '\n'));
-}
-
 class FaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -61,7 +56,7 @@ class FaultTest : public ::testing::Test {
     return ReadFileOr("/proc/self/mountinfo").find("/" + id + "/rootfs") != std::string::npos;
   }
   void ExpectNothingLeft(const std::string& id) {
-    EXPECT_TRUE(WaitFor([&] { return Count("containerd-shim-runhcs-v1 .*-id " + id + " ") == 0; }, 15s)) << id;
+    EXPECT_TRUE(WaitFor([&] { return CountProcesses("containerd-shim-runhcs-v1 .*-id " + id + " ") == 0; }, 15s)) << id;
     EXPECT_EQ(RuncList(), "") << id;
     EXPECT_FALSE(Mounted(id)) << id;
     EXPECT_EQ(::access(("/run/runhcs/shims/default-" + id).c_str(), F_OK), -1) << "registry entry left: " << id;
@@ -102,7 +97,7 @@ TEST_F(FaultTest, ShimKilledDuringCreateIsCleanedUpByDelete) {
   std::string cfg = Config(Wrapper("runc-hangs", "exec sleep 19"));
   pid_t run = ctrd_.CtrBackground(With(Run(cfg), {"--rootfs", rootfs_, "half", "/bin/true"}),
                                   ctrd_.dir() + "/half.out");
-  ASSERT_TRUE(WaitFor([&] { return Count("runc-hangs") > 0 && !RuncList().empty(); }, 15s)) << RuncList();
+  ASSERT_TRUE(WaitFor([&] { return CountProcesses("runc-hangs") > 0 && !RuncList().empty(); }, 15s)) << RuncList();
   std::string shim = TrimNewlines(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id half "}).out);
   ASSERT_FALSE(shim.empty());
   ASSERT_EQ(::kill(std::atoi(shim.c_str()), SIGKILL), 0);
@@ -177,12 +172,12 @@ TEST_F(FaultTest, ContainerdKilledDuringAnExecReconnectsAndTheTaskStaysManageabl
   pid_t exec = ctrd_.CtrBackground({"task", "exec", "--exec-id", "long", "survive", "/bin/sleep", "2"},
                                    ctrd_.dir() + "/exec.out");
   ASSERT_TRUE(WaitFor([&] { return ctrd_.Ctr({"task", "ps", "survive"}).out.find('\n') != std::string::npos &&
-                                   Count("^/bin/sleep 2$") > 0; }, 15s));
+                                   CountProcesses("^/bin/sleep 2$") > 0; }, 15s));
   ASSERT_TRUE(ctrd_.CrashAndRestart()) << ctrd_.log();
   ::waitpid(exec, nullptr, 0);  // its containerd went away
   // The shim kept running: containerd reconnects through the bundle's address.
   EXPECT_TRUE(WaitFor([&] { return ctrd_.TaskStatus("survive") == "RUNNING"; }, 15s)) << ctrd_.TaskStatus("survive");
-  EXPECT_TRUE(WaitFor([&] { return Count("^/bin/sleep 2$") == 0; }, 10s));  // the exec ran to its end
+  EXPECT_TRUE(WaitFor([&] { return CountProcesses("^/bin/sleep 2$") == 0; }, 10s));  // the exec ran to its end
   RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "after", "survive", "/bin/echo", "after restart"});
   EXPECT_EQ(ex.exit_code, 0) << ex.err;
   EXPECT_EQ(ex.out, "after restart\n");

@@ -18,12 +18,6 @@ namespace runhcs::testing {
 
 using namespace std::chrono_literals;
 
-// Processes whose command line matches `pattern` (pgrep -f).
-inline int Count(const std::string& pattern) {
-  std::string out = RunCommand({"pgrep", "-f", pattern}).out;
-  return static_cast<int>(std::count(out.begin(), out.end(), '\n'));
-}
-
 class PodFixture : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -34,7 +28,7 @@ class PodFixture : public ::testing::Test {
   void TearDown() override {
     for (const auto& pod : pods_) {
       std::string dir = VmDir(pod);
-      EXPECT_TRUE(WaitFor([&] { return Count(dir) == 0; }, 10s)) << RunCommand({"pgrep", "-fa", dir}).out;
+      EXPECT_TRUE(WaitFor([&] { return CountProcesses(dir) == 0; }, 10s)) << RunCommand({"pgrep", "-fa", dir}).out;
       EXPECT_NE(::access(dir.c_str(), F_OK), 0) << dir;
     }
   }
@@ -64,12 +58,7 @@ class PodFixture : public ::testing::Test {
     for (const auto& w : workloads) RunDetached(w, Cri("container", pod, false));
   }
   void Remove(const std::vector<std::string>& ids) {
-    for (const auto& id : ids) {
-      ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", id});
-      WaitFor([&] { return ctrd_.TaskStatus(id) == "STOPPED" || ctrd_.TaskStatus(id).empty(); }, 15s);
-      ctrd_.Ctr({"task", "delete", id});
-      ctrd_.Ctr({"container", "delete", id});
-    }
+    for (const auto& id : ids) ctrd_.KillAndDelete(id);
   }
   std::string BootId(const std::string& id, const std::string& exec_id) {
     RunResult r = ctrd_.Ctr({"task", "exec", "--exec-id", exec_id, id, "/bin/cat", "/proc/sys/kernel/random/boot_id"});

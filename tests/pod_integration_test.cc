@@ -23,9 +23,9 @@ using PodTest = PodFixture;
 
 TEST_F(PodTest, HypervisorPodIsOneShimAndOneVmForAllItsContainers) {
   StartPod("pod1", {"pod1-a", "pod1-b"}, /*hypervisor=*/true);
-  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod1 "), 1);
-  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod1-"), 0);  // workloads joined, spawned nothing
-  EXPECT_EQ(Count("qemu-system.*" + VmDir("pod1")), 1);
+  EXPECT_EQ(CountProcesses("containerd-shim-runhcs-v1 .*-id pod1 "), 1);
+  EXPECT_EQ(CountProcesses("containerd-shim-runhcs-v1 .*-id pod1-"), 0);  // workloads joined, spawned nothing
+  EXPECT_EQ(CountProcesses("qemu-system.*" + VmDir("pod1")), 1);
   std::string a = BootId("pod1-a", "x1"), b = BootId("pod1-b", "x2");
   EXPECT_FALSE(a.empty());
   EXPECT_EQ(a, b);  // the same VM
@@ -33,9 +33,9 @@ TEST_F(PodTest, HypervisorPodIsOneShimAndOneVmForAllItsContainers) {
   // A workload ending leaves the pod (and its shim and VM) running.
   Remove({"pod1-b"});
   EXPECT_EQ(ctrd_.TaskStatus("pod1-a"), "RUNNING");
-  EXPECT_EQ(Count("qemu-system.*" + VmDir("pod1")), 1);
+  EXPECT_EQ(CountProcesses("qemu-system.*" + VmDir("pod1")), 1);
   Remove({"pod1-a", "pod1"});
-  EXPECT_TRUE(WaitFor([] { return Count("containerd-shim-runhcs-v1 .*-id pod1 ") == 0; }, 10s));
+  EXPECT_TRUE(WaitFor([] { return CountProcesses("containerd-shim-runhcs-v1 .*-id pod1 ") == 0; }, 10s));
 }
 
 TEST_F(PodTest, QemuKilledEndsEveryTaskWorkloadsFirst) {
@@ -76,7 +76,7 @@ TEST_F(PodTest, SandboxKilledClosesTheVmAndEndsTheWorkloads) {
   for (const char* id : {"pod6", "pod6-a"}) {
     EXPECT_TRUE(WaitFor([&] { return ctrd_.TaskStatus(id) == "STOPPED"; }, 15s)) << id;
   }
-  EXPECT_TRUE(WaitFor([&] { return Count("qemu-system.*" + VmDir("pod6")) == 0; }, 10s));
+  EXPECT_TRUE(WaitFor([&] { return CountProcesses("qemu-system.*" + VmDir("pod6")) == 0; }, 10s));
   std::this_thread::sleep_for(300ms);
   ::kill(ev, SIGTERM);
   std::string text = ReadFileOr(events);
@@ -92,10 +92,10 @@ TEST_F(PodTest, SandboxKilledClosesTheVmAndEndsTheWorkloads) {
 TEST_F(PodTest, TwoPodsGetTwoShimsAndTwoVms) {
   StartPod("pod3", {"pod3-a"}, /*hypervisor=*/true);
   StartPod("pod4", {"pod4-a"}, /*hypervisor=*/true);
-  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod3 "), 1);
-  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod4 "), 1);
-  EXPECT_EQ(Count("qemu-system.*" + VmDir("pod3")), 1);
-  EXPECT_EQ(Count("qemu-system.*" + VmDir("pod4")), 1);
+  EXPECT_EQ(CountProcesses("containerd-shim-runhcs-v1 .*-id pod3 "), 1);
+  EXPECT_EQ(CountProcesses("containerd-shim-runhcs-v1 .*-id pod4 "), 1);
+  EXPECT_EQ(CountProcesses("qemu-system.*" + VmDir("pod3")), 1);
+  EXPECT_EQ(CountProcesses("qemu-system.*" + VmDir("pod4")), 1);
   EXPECT_NE(BootId("pod3-a", "x"), BootId("pod4-a", "x"));
   Remove({"pod3-a", "pod3", "pod4-a", "pod4"});
 }
@@ -103,12 +103,12 @@ TEST_F(PodTest, TwoPodsGetTwoShimsAndTwoVms) {
 TEST_F(PodTest, ProcessIsolatedPodSharesOneShim) {
   StartPod("pod5", {"pod5-a", "pod5-b"}, /*hypervisor=*/false);
   pods_.pop_back();  // no VM to check for
-  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod5 "), 1);
-  EXPECT_EQ(Count("containerd-shim-runhcs-v1 .*-id pod5-"), 0);
+  EXPECT_EQ(CountProcesses("containerd-shim-runhcs-v1 .*-id pod5 "), 1);
+  EXPECT_EQ(CountProcesses("containerd-shim-runhcs-v1 .*-id pod5-"), 0);
   // The host's kernel: no VM.
   EXPECT_EQ(BootId("pod5-a", "x"), TrimNewlines(ReadFileOr("/proc/sys/kernel/random/boot_id")));
   Remove({"pod5-a", "pod5-b", "pod5"});
-  EXPECT_TRUE(WaitFor([] { return Count("containerd-shim-runhcs-v1 .*-id pod5 ") == 0; }, 10s));
+  EXPECT_TRUE(WaitFor([] { return CountProcesses("containerd-shim-runhcs-v1 .*-id pod5 ") == 0; }, 10s));
 }
 
 TEST_F(PodTest, WorkloadWithoutItsSandboxIsRejected) {

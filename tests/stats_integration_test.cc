@@ -27,12 +27,6 @@ class StatsTest : public ::testing::Test {
     rootfs_ = ctrd_.dir() + "/rootfs";
     ASSERT_TRUE(MakeBusyboxRootfs(rootfs_));
   }
-  void Remove(const std::string& id) {
-    ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", id});
-    WaitFor([&] { return ctrd_.TaskStatus(id) == "STOPPED" || ctrd_.TaskStatus(id).empty(); }, 15s);
-    ctrd_.Ctr({"task", "delete", id});
-    ctrd_.Ctr({"container", "delete", id});
-  }
   // The `METRIC VALUE` table of `ctr task metrics`.
   std::map<std::string, std::string> Metrics(const std::string& id) {
     RunResult r = ctrd_.Ctr({"task", "metrics", id});
@@ -95,7 +89,7 @@ TEST_F(StatsTest, CtrTaskMetricsPrintsTheContainersCgroupFiles) {
   EXPECT_TRUE(doc.contains("memory")) << j.out;
   EXPECT_TRUE(doc.contains("cpu")) << j.out;
   EXPECT_EQ(doc["memory"]["usage"]["limit"], 67108864);
-  Remove("m1");
+  ctrd_.KillAndDelete("m1");
 }
 
 TEST_F(StatsTest, MetricsOfAnUnknownTaskIsAnError) {

@@ -136,6 +136,23 @@ bool Containerd::StartDaemon() {
   return false;
 }
 
+bool Containerd::KillAndDelete(const std::string& id) {
+  bool killed = Ctr({"task", "kill", "-s", "SIGKILL", id}).exit_code == 0;
+  bool stopped = WaitFor(
+      [&] {
+        std::string st = TaskStatus(id);
+        return st == "STOPPED" || st.empty();
+      },
+      std::chrono::seconds(15));
+  bool deleted = Ctr({"task", "delete", id}).exit_code == 0;
+  return Ctr({"container", "delete", id}).exit_code == 0 && killed && stopped && deleted;
+}
+
+int CountProcesses(const std::string& pattern) {
+  std::string out = RunCommand({"pgrep", "-f", pattern}).out;
+  return static_cast<int>(std::count(out.begin(), out.end(), '\n'));
+}
+
 bool Containerd::CrashAndRestart() {
   if (pid_ > 0) {
     ::kill(pid_, SIGKILL);

@@ -50,6 +50,9 @@ class Containerd {
   // The STATUS column of `ctr task ls` for task `id` (RUNNING, STOPPED,
   // ...), or "" when there is no such task.
   std::string TaskStatus(const std::string& id);
+  // SIGKILLs task `id`, waits (15 s) until it has stopped, then deletes the
+  // task and the container. True when each step succeeded.
+  bool KillAndDelete(const std::string& id);
   // Stops containerd (SIGTERM) and starts it again on the same dirs.
   bool Restart();
   // Kills containerd with SIGKILL (no cleanup of its own) and starts it again.
@@ -73,6 +76,8 @@ bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds limit)
 // runtimes) inherits it; the rest of the machine does not see it.
 bool MaskUnifiedControllersForCrun(const std::string& scratch_dir);
 bool Alive(pid_t pid);
+// Processes whose command line matches `pattern` (pgrep -f).
+int CountProcesses(const std::string& pattern);
 
 std::string MakeTempDir(const std::string& prefix);
 // "/a/b/c" -> "/a/b".
