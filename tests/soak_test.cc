@@ -1,10 +1,15 @@
 // Soak: 1000 container lifecycles and 1000 execs through one shim (a
 // process-isolated pod: the sandbox's shim serves every workload), via a real
 // containerd and plain `ctr`. Afterwards the shim holds what it held before:
-// fds, threads, child processes, mounts, sockets, pipes and fifos, and its
-// live heap (what the shim logs when it goes idle) has not grown by more
-// than 1%. Resident memory is reported and bounded at 2%: the allocator keeps
-// some freed pages after bursts (see docs/reliability.md).
+// fds, threads, child processes, mounts, sockets, pipes and fifos; its live
+// heap (what the shim logs when it goes idle) and its RSS have not grown by
+// more than 1%.
+//
+// The shim runs here with glibc's per-thread cache off. With it on, each
+// thread keeps freed blocks that mallinfo counts as in use: the live figure
+// then wanders by a few percent (±12 KB) between idle moments, leak or not,
+// and RSS with it. Off, the figure is exact (measured: +32 B after 2000
+// operations), so 1% is a real bound (see docs/reliability.md).
 #include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -116,7 +121,7 @@ class SoakTest : public ::testing::Test {
     ASSERT_EQ(r.exit_code, 0) << exec_id << ": " << r.err;
   }
 
-  Containerd ctrd_{DirName(RUNHCS_SHIM_BINARY)};
+  Containerd ctrd_{DirName(RUNHCS_SHIM_BINARY), {{"GLIBC_TUNABLES", "glibc.malloc.tcache_count=0"}}};
   std::string rootfs_;
 };
 
@@ -150,6 +155,11 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   std::this_thread::sleep_for(3s);
   WaitFor([&] { return (after = Measure(shim)) == before; }, 20s);
   long heap_after = LastIdleHeap(ctrd_.log());
+  {  // the whole series: a leak shows as a rising line
+    std::string log = ctrd_.log();
+    for (size_t at = log.find("idle: heap "); at != std::string::npos; at = log.find("idle: heap ", at + 1))
+      std::cout << "soak: shim log: " << log.substr(at, log.find('\n', at) - at) << "\n";
+  }
   std::cout << "soak: " << n << " lifecycles in "
             << std::chrono::duration_cast<std::chrono::seconds>(t1 - t0).count() << " s, " << n << " execs in "
             << std::chrono::duration_cast<std::chrono::seconds>(t2 - t1).count() << " s\n"
@@ -167,7 +177,7 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   EXPECT_EQ(after.fifos, before.fifos);
   ASSERT_GT(heap_before, 0) << "no idle heap line in the shim's log";
   EXPECT_LE(heap_after, heap_before + heap_before / 100) << "the live heap grew by more than 1%: a leak";
-  EXPECT_LE(after.rss_kb, before.rss_kb + before.rss_kb / 50) << "RSS grew by more than 2%";
+  EXPECT_LE(after.rss_kb, before.rss_kb + before.rss_kb / 100) << "RSS grew by more than 1%";
 
   ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", "soak"});
   WaitFor([&] { return ctrd_.TaskStatus("soak") == "STOPPED"; }, 15s);

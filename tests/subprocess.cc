@@ -94,7 +94,8 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
   return r;
 }
 
-Containerd::Containerd(const std::string& extra_path) : extra_path_(extra_path) {
+Containerd::Containerd(const std::string& extra_path, std::vector<std::pair<std::string, std::string>> env)
+    : extra_path_(extra_path), env_(std::move(env)) {
   dir_ = MakeTempDir("runhcs-ctrd");
   std::ofstream cfg(dir_ + "/config.toml");
   cfg << "version = 2\n"
@@ -120,6 +121,7 @@ bool Containerd::StartDaemon() {
       const char* path = std::getenv("PATH");
       ::setenv("PATH", (extra_path + ":" + (path ? path : "/usr/bin:/bin")).c_str(), 1);
     }
+    for (const auto& [k, v] : env_) ::setenv(k.c_str(), v.c_str(), 1);
     ::execlp("containerd", "containerd", "--config", (dir_ + "/config.toml").c_str(), nullptr);
     ::_exit(127);
   }

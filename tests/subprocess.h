@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace runhcs::testing {
@@ -33,8 +34,10 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
 // A private containerd 1.6 under a temp dir: own root, state and sockets.
 class Containerd {
  public:
-  // `extra_path` is prepended to containerd's PATH (where it finds shims).
-  explicit Containerd(const std::string& extra_path = "");
+  // `extra_path` is prepended to containerd's PATH (where it finds shims);
+  // `env` is added to containerd's environment (and so its shims').
+  explicit Containerd(const std::string& extra_path = "",
+                      std::vector<std::pair<std::string, std::string>> env = {});
   ~Containerd();
   bool ok() const { return pid_ > 0; }
   const std::string& dir() const { return dir_; }
@@ -63,6 +66,7 @@ class Containerd {
   bool StartDaemon();
   std::string dir_;
   std::string extra_path_;
+  std::vector<std::pair<std::string, std::string>> env_;
   pid_t pid_ = -1;
 };
 
