@@ -3,9 +3,12 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 #include <sstream>
+#include <string_view>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -98,6 +101,26 @@ void ReadMemoryEntry(Reader& r, const std::string& prefix, v1::MemoryEntry* e) {
   e->set_failcnt(r.U64(prefix + ".failcnt"));
 }
 
+// The page sizes ("2MB", "1GB") of the files `hugetlb.<size><suffix>` in
+// `dir`, sorted; none if it cannot be read. Sizes never contain a dot, which
+// keeps v2's `hugetlb.<size>.rsvd.current` out.
+std::vector<std::string> HugePageSizes(const std::string& dir, const std::string& suffix) {
+  std::vector<std::string> sizes;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return sizes;
+  const std::string prefix = "hugetlb.";
+  while (dirent* e = ::readdir(d)) {
+    std::string_view n = e->d_name;
+    if (n.size() <= prefix.size() + suffix.size() || !n.starts_with(prefix) || !n.ends_with(suffix))
+      continue;
+    std::string_view size = n.substr(prefix.size(), n.size() - prefix.size() - suffix.size());
+    if (size.find('.') == std::string_view::npos) sizes.emplace_back(size);
+  }
+  ::closedir(d);
+  std::sort(sizes.begin(), sizes.end());
+  return sizes;
+}
+
 }  // namespace
 
 ProcessCgroups ParseProcCgroup(std::string_view text) {
@@ -128,7 +151,9 @@ StatusOr<ProcessCgroups> CgroupsOf(pid_t pid) {
   return ParseProcCgroup(*t);
 }
 
-bool IsUnified(const std::string& root) { return ::access((root + "/cgroup.controllers").c_str(), F_OK) == 0; }
+bool IsUnified(const std::string& root) {
+  return ::access((root + "/cgroup.controllers").c_str(), F_OK) == 0;
+}
 
 StatusOr<v1::Metrics> ReadV1(const std::string& root, const ProcessCgroups& cg) {
   Reader r;
@@ -239,22 +264,12 @@ StatusOr<v1::Metrics> ReadV1(const std::string& root, const ProcessCgroups& cg) 
     }
   }
   if (std::string d = dir("hugetlb"); !d.empty()) {
-    if (DIR* dd = ::opendir(d.c_str())) {
-      while (dirent* e = ::readdir(dd)) {
-        std::string n = e->d_name;
-        const std::string suffix = ".usage_in_bytes";
-        if (n.rfind("hugetlb.", 0) != 0 || n.size() <= suffix.size() + 8 ||
-            n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0) {
-          continue;
-        }
-        std::string size = n.substr(8, n.size() - 8 - suffix.size());
-        auto* h = m.add_hugetlb();
-        h->set_pagesize(size);
-        h->set_usage(r.U64(d + "/hugetlb." + size + ".usage_in_bytes"));
-        h->set_max(r.U64(d + "/hugetlb." + size + ".max_usage_in_bytes"));
-        h->set_failcnt(r.U64(d + "/hugetlb." + size + ".failcnt"));
-      }
-      ::closedir(dd);
+    for (const std::string& size : HugePageSizes(d, ".usage_in_bytes")) {
+      auto* h = m.add_hugetlb();
+      h->set_pagesize(size);
+      h->set_usage(r.U64(d + "/hugetlb." + size + ".usage_in_bytes"));
+      h->set_max(r.U64(d + "/hugetlb." + size + ".max_usage_in_bytes"));
+      h->set_failcnt(r.U64(d + "/hugetlb." + size + ".failcnt"));
     }
   }
   if (r.found == 0) return NotFoundError("no cgroup v1 files readable under {}", root);
@@ -300,7 +315,8 @@ StatusOr<v2::Metrics> ReadV2(const std::string& dir) {
   // Newer kernels split these by anon/file; the message has the sum.
   mem->set_workingset_refault(Get(st, "workingset_refault") + Get(st, "workingset_refault_anon") +
                               Get(st, "workingset_refault_file"));
-  mem->set_workingset_activate(Get(st, "workingset_activate") + Get(st, "workingset_activate_anon") +
+  mem->set_workingset_activate(Get(st, "workingset_activate") +
+                               Get(st, "workingset_activate_anon") +
                                Get(st, "workingset_activate_file"));
   mem->set_workingset_nodereclaim(Get(st, "workingset_nodereclaim"));
   mem->set_pgrefill(Get(st, "pgrefill"));
@@ -348,6 +364,12 @@ StatusOr<v2::Metrics> ReadV2(const std::string& dir) {
         if (k == "wios") entry->set_wios(v);
       }
     }
+  }
+  for (const std::string& size : HugePageSizes(dir, ".current")) {
+    auto* h = m.add_hugetlb();
+    h->set_pagesize(size);
+    h->set_current(r.U64(dir + "/hugetlb." + size + ".current"));
+    h->set_max(r.U64(dir + "/hugetlb." + size + ".max"));
   }
   if (r.found == 0) return NotFoundError("no cgroup v2 files readable in {}", dir);
   return m;

@@ -58,6 +58,7 @@ TEST_F(CgroupTest, V1ReadsEveryControllerInTheMessagesUnits) {
   Put("hugetlb" + p + "/hugetlb.2MB.usage_in_bytes", "2097152\n");
   Put("hugetlb" + p + "/hugetlb.2MB.max_usage_in_bytes", "4194304\n");
   Put("hugetlb" + p + "/hugetlb.2MB.failcnt", "0\n");
+  Put("hugetlb" + p + "/hugetlb.2MB.rsvd.usage_in_bytes", "0\n");
   ProcessCgroups cg;
   for (const char* c : {"pids", "cpu", "cpuacct", "memory", "blkio", "hugetlb"}) cg.v1[c] = p;
 
@@ -111,7 +112,12 @@ TEST_F(CgroupTest, V2ReadsTheUnifiedFiles) {
   Put("u/c1/memory.max", "max\n");
   Put("u/c1/memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n");
   Put("u/c1/io.stat", "8:0 rbytes=4096 wbytes=512 rios=1 wios=2 dbytes=0 dios=0\n");
-  Put("cgroup.controllers", "cpu memory pids io\n");
+  Put("u/c1/hugetlb.2MB.current", "4194304\n");
+  Put("u/c1/hugetlb.2MB.max", "max\n");
+  Put("u/c1/hugetlb.2MB.rsvd.current", "0\n");
+  Put("u/c1/hugetlb.1GB.current", "0\n");
+  Put("u/c1/hugetlb.1GB.max", "1073741824\n");
+  Put("cgroup.controllers", "cpu memory pids io hugetlb\n");
 
   auto m = ReadV2(d);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -128,6 +134,13 @@ TEST_F(CgroupTest, V2ReadsTheUnifiedFiles) {
   ASSERT_EQ(m->io().usage_size(), 1);
   EXPECT_EQ(m->io().usage(0).wbytes(), 512u);
   EXPECT_EQ(m->io().usage(0).wios(), 2u);
+  // One entry per page size (the reservation files are not page sizes).
+  ASSERT_EQ(m->hugetlb_size(), 2);
+  EXPECT_EQ(m->hugetlb(0).pagesize(), "1GB");
+  EXPECT_EQ(m->hugetlb(0).max(), 1073741824u);
+  EXPECT_EQ(m->hugetlb(1).pagesize(), "2MB");
+  EXPECT_EQ(m->hugetlb(1).current(), 4194304u);
+  EXPECT_EQ(m->hugetlb(1).max(), UINT64_MAX);
 
   // A unified root answers with the v2 message and its type URL.
   ProcessCgroups cg;
