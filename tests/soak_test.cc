@@ -18,6 +18,7 @@
 
 #include <cstdlib>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 #include <fmt/format.h>
@@ -91,11 +92,14 @@ Footprint Measure(pid_t pid) {
   return f;
 }
 
-// Bytes of heap in use from the shim's last "idle: heap N B in use" line
-// (it logs one each time it goes quiet, after trimming); 0 if none.
+// What the shim logs each time it goes quiet, after trimming:
+// "idle: heap N B in use, M B free".
+constexpr std::string_view kIdleHeap = "idle: heap ";
+
+// N from the shim's last idle line; 0 if none.
 long LastIdleHeap(const std::string& log) {
-  size_t at = log.rfind("idle: heap ");
-  return at == std::string::npos ? 0 : std::atol(log.c_str() + at + 11);
+  size_t at = log.rfind(kIdleHeap);
+  return at == std::string::npos ? 0 : std::atol(log.c_str() + at + kIdleHeap.size());
 }
 
 class SoakTest : public ::testing::Test {
@@ -157,7 +161,7 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   long heap_after = LastIdleHeap(ctrd_.log());
   {  // the whole series: a leak shows as a rising line
     std::string log = ctrd_.log();
-    for (size_t at = log.find("idle: heap "); at != std::string::npos; at = log.find("idle: heap ", at + 1))
+    for (size_t at = log.find(kIdleHeap); at != std::string::npos; at = log.find(kIdleHeap, at + 1))
       std::cout << "soak: shim log: " << log.substr(at, log.find('\n', at) - at) << "\n";
   }
   std::cout << "soak: " << n << " lifecycles in "
