@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -90,6 +91,13 @@ class Exec {
   // state; in Exited it MUST return at once with the original exit status.
   // With a deadline, returns DeadlineExceeded if it passes first.
   virtual StatusOr<ExecStatus> Wait(Deadline deadline = std::nullopt) = 0;
+
+  // Wait without a thread: `done` gets what Wait would return once the exec
+  // has exited, at once (on this thread) if it has, else on the thread that
+  // finished the exit, with no lock held. `wanted` (optional) lets the exec
+  // drop a waiter whose caller has gone (an abandoned Wait call).
+  virtual void NotifyExit(std::function<void(const ExecStatus&)> done,
+                          std::function<bool()> wanted = nullptr) = 0;
 
   // Forcibly ends the exec: terminates the process if running, records
   // `status` as the exit status and unblocks every waiter. Idempotent: on an

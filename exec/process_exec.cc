@@ -142,6 +142,10 @@ Status ProcessExec::Start() {
   {
     MutexLock l(&mu_);
     if (!state_->MayStart() || starting_) return InvalidState("start");
+    if (start_blocked_) {
+      return FailedPreconditionError("exec: '{}' in task: '{}' cannot start: the task's init has exited", id_,
+                                     cfg_.task_id);
+    }
     starting_ = true;
   }
   std::weak_ptr<ProcessExec> weak = weak_from_this();
@@ -200,6 +204,12 @@ Status ProcessExec::Start() {
   return OkStatus();
 }
 
+bool ProcessExec::BlockStart() {
+  MutexLock l(&mu_);
+  start_blocked_ = true;
+  return starting_;
+}
+
 Status ProcessExec::Kill(uint32_t signal) {
   {
     MutexLock l(&mu_);
@@ -239,17 +249,15 @@ Status ProcessExec::CloseIO(bool /*stdin*/) {
 }
 
 StatusOr<ExecStatus> ProcessExec::Wait(Deadline deadline) {
-  MutexLock l(&mu_);
-  while (!exit_complete_) {
-    if (deadline) {
-      if (!exited_cv_.WaitUntil(&mu_, *deadline) && !exit_complete_) {
-        return DeadlineExceededError("wait for exec '{}' in task '{}'", id_, cfg_.task_id);
-      }
-    } else {
-      exited_cv_.Wait(&mu_);
-    }
+  if (!exited_.Wait(deadline)) {
+    return DeadlineExceededError("wait for exec '{}' in task '{}'", id_, cfg_.task_id);
   }
-  return StatusLocked();
+  return status();
+}
+
+void ProcessExec::NotifyExit(std::function<void(const ExecStatus&)> done, std::function<bool()> wanted) {
+  // `this` outlives the waiter: only exited_.Open() runs it.
+  exited_.Notify({[this, done = std::move(done)] { done(status()); }, std::move(wanted)});
 }
 
 void ProcessExec::ForceExit(uint32_t status) {
@@ -308,9 +316,7 @@ void ProcessExec::FinishExit(uint32_t status) {
 void ProcessExec::CompleteExit(const ExecStatus& snapshot, bool publish) {
   if (publish) PublishExit(snapshot);
   if (on_exited_) on_exited_(snapshot);
-  MutexLock l(&mu_);
-  exit_complete_ = true;
-  exited_cv_.SignalAll();
+  exited_.Open();
 }
 
 void ProcessExec::PublishExit(const ExecStatus& st) {

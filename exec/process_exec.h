@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 
+#include "base/latch.h"
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
 #include "exec/exec.h"
@@ -56,9 +57,16 @@ class ProcessExec : public Exec, public std::enable_shared_from_this<ProcessExec
   Status ResizePty(uint32_t width, uint32_t height) override;
   Status CloseIO(bool stdin) override;
   StatusOr<ExecStatus> Wait(Deadline deadline = std::nullopt) override;
+  void NotifyExit(std::function<void(const ExecStatus&)> done,
+                  std::function<bool()> wanted = nullptr) override;
   void ForceExit(uint32_t status) override;
 
   bool is_init() const { return cfg_.exec_id.empty(); }
+
+  // Every later Start fails with FailedPrecondition (its task's init has
+  // exited). True if a Start is in flight now: it completes, and the caller
+  // waits for that exec like a running one.
+  bool BlockStart();
 
   // Use Create(); public for make_shared only.
   ProcessExec(Config cfg, std::unique_ptr<Process> process, events::Publisher* publisher,
@@ -86,16 +94,17 @@ class ProcessExec : public Exec, public std::enable_shared_from_this<ProcessExec
   const std::unique_ptr<Process> process_;
 
   // mu_ guards everything below.
+  Latch exited_;  // opened when the exit is complete: Wait may return
+
   mutable Mutex mu_;
-  CondVar exited_cv_;
   const ExecStateOps* state_ GUARDED_BY(mu_);
   bool starting_ GUARDED_BY(mu_) = false;     // Process::Start in flight
+  bool start_blocked_ GUARDED_BY(mu_) = false;
   bool started_ GUARDED_BY(mu_) = false;      // Process::Start succeeded
   bool exiting_ GUARDED_BY(mu_) = false;      // an exit has been claimed
   bool stdin_closed_ GUARDED_BY(mu_) = false;
   bool start_published_ GUARDED_BY(mu_) = false;
   bool exit_publish_pending_ GUARDED_BY(mu_) = false;  // exit seen before start event
-  bool exit_complete_ GUARDED_BY(mu_) = false;         // Wait may return
   std::optional<uint32_t> early_exit_ GUARDED_BY(mu_);   // exit reported while starting
   std::optional<uint32_t> forced_exit_ GUARDED_BY(mu_);  // ForceExit while starting
   uint32_t pid_ GUARDED_BY(mu_) = 0;

@@ -12,6 +12,7 @@
 #include "containerd/events/task.pb.h"
 #include "exec/exec_events.h"
 #include "oci/mounts.h"
+#include "oci/spec.h"
 #include "oci/runtime_process.h"
 #include "stats/oom_watcher.h"
 
@@ -19,8 +20,6 @@ namespace runhcs::oci {
 
 namespace {
 
-constexpr auto kExecsDieWithInit = std::chrono::seconds(2);
-constexpr auto kDeleteWaitForClose = std::chrono::seconds(30);
 constexpr char kLinuxResourcesUrl[] = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
 }  // namespace
@@ -57,6 +56,12 @@ StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateReq
     return st;
   }
   auto runtime = std::make_shared<Runtime>(rc, req.bundle);
+  auto spec = Spec::Load(req.bundle);
+  if (!spec.ok()) {
+    unmount();
+    return spec.status();
+  }
+  const bool kill_all_on_exit = !spec->HasOwnPidNamespace();
   auto io = stdio::ProcessIo::Open(req.stdio, {req.id, cfg.ns, req.bundle});
   if (!io.ok()) {
     unmount();
@@ -83,14 +88,9 @@ StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateReq
   }
 
   auto task = std::make_shared<ProcessTask>(req.id, req.bundle, cfg.ns, runtime, publisher, mounted);
-  std::weak_ptr<ProcessTask> weak = task;
-  task->init_ = exec::ProcessExec::Create(
-      {req.id, "", req.bundle, req.stdio, static_cast<uint32_t>(pid)},
-      RuntimeProcess::ForInit(runtime, req.id, pid, std::move(io).value(), std::move(expect)), publisher,
-      [weak](const exec::ExecStatus&) {
-        if (auto t = weak.lock()) t->OnInitExit();
-      });
-
+  task->SetInit({req.id, "", req.bundle, req.stdio, static_cast<uint32_t>(pid)},
+                RuntimeProcess::ForInit(runtime, req.id, pid, std::move(io).value(), std::move(expect),
+                                        kill_all_on_exit));
   task->WatchCgroup(pid);
   publisher->Publish(task::CreateEvent(req, static_cast<uint32_t>(pid)));
   return task;
@@ -99,7 +99,7 @@ StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateReq
 void ProcessTask::WatchCgroup(pid_t pid) {
   auto cg = stats::CgroupsOf(pid);
   if (!cg.ok()) {
-    spdlog::warn("task {}: no cgroup to read stats from: {}", id_, cg.status().ToString());
+    spdlog::warn("task {}: no cgroup to read stats from: {}", id(), cg.status().ToString());
     return;
   }
   {
@@ -107,77 +107,35 @@ void ProcessTask::WatchCgroup(pid_t pid) {
     cgroups_ = *cg;
   }
   std::string dir = stats::MemoryDir(stats::kCgroupRoot, *cg);
-  events::Publisher* publisher = publisher_;
-  Status st = stats::OomWatcher::Get().Add(id_, dir, stats::IsUnified(), [publisher, id = id_] {
-    publisher->Publish(task::OomEvent(id));
+  events::Publisher* pub = publisher();
+  Status st = stats::OomWatcher::Get().Add(id(), dir, stats::IsUnified(), [pub, id = id()] {
+    pub->Publish(task::OomEvent(id));
   });
-  if (!st.ok()) spdlog::warn("task {}: OOM events: {}", id_, st.ToString());
+  if (!st.ok()) spdlog::warn("task {}: OOM events: {}", id(), st.ToString());
 }
 
 ProcessTask::ProcessTask(std::string id, std::string bundle, std::string ns,
                          std::shared_ptr<Runtime> runtime, events::Publisher* publisher,
                          bool mounted)
-    : id_(std::move(id)),
-      bundle_(std::move(bundle)),
-      ns_(std::move(ns)),
+    : TaskBase(std::move(id), std::move(bundle), std::move(ns), publisher),
       runtime_(std::move(runtime)),
-      publisher_(publisher),
       mounted_(mounted) {}
 
-ProcessTask::~ProcessTask() = default;
+ProcessTask::~ProcessTask() { stats::OomWatcher::Get().Remove(id()); }
 
-void ProcessTask::OnInitExit() {
-  // Init is gone; its pid namespace takes the execs with it. Make sure, then
-  // wait for their exits to be published before init's.
-  auto running = execs_.InState(exec::State::kRunning);
-  if (!running.empty()) {
-    (void)runtime_->Kill(id_, SIGKILL, /*all=*/true);
-    auto deadline = std::chrono::steady_clock::now() + kExecsDieWithInit;
-    for (auto& e : running) {
-      if (!e->Wait(deadline).ok()) e->ForceExit(128 + SIGKILL);
-    }
-  }
+void ProcessTask::KillAll() { (void)runtime_->Kill(id(), SIGKILL, /*all=*/true); }
+
+void ProcessTask::Teardown() {
   // An OOM kill is signalled before the killed process is reaped: report it
   // before the exit it caused. Nothing is left in the cgroup to OOM after.
-  stats::OomWatcher::Get().Drain(id_);
-  stats::OomWatcher::Get().Remove(id_);
-  publisher_->Publish(exec::ExitEvent(init_->status(), id_));
-  closed_.Open();
+  stats::OomWatcher::Get().Drain(id());
+  stats::OomWatcher::Get().Remove(id());
 }
 
-Status ProcessTask::CreateExec(const task::ExecRequest& req) {
-  RETURN_IF_ERROR(task::ValidateNewExecId(req.exec_id));
-  if (init_->state() != exec::State::kRunning) {
-    return FailedPreconditionError("cannot exec in task '{}': its init is not running", id_);
-  }
-  try {
-    auto j = nlohmann::json::parse(req.process_json);
-    if (!j.is_object() || !j.contains("args") || !j["args"].is_array() || j["args"].empty()) {
-      return InvalidArgumentError("exec {:?}: process spec has no args", req.exec_id);
-    }
-  } catch (const nlohmann::json::exception& e) {
-    return InvalidArgumentError("exec {:?}: process spec is not JSON: {}", req.exec_id, e.what());
-  }
-  auto e = exec::ProcessExec::Create(
-      {id_, req.exec_id, bundle_, req.stdio, 0},
-      RuntimeProcess::ForExec(runtime_, id_, req.exec_id, bundle_, req.process_json, req.stdio,
-                              {id_, ns_, bundle_}),
-      publisher_);
-  RETURN_IF_ERROR(execs_.Add(req.exec_id, e));
-  publisher_->Publish(task::ExecAddedEvent(id_, req.exec_id));
-  return OkStatus();
-}
-
-StatusOr<std::shared_ptr<exec::Exec>> ProcessTask::GetExec(std::string_view exec_id) {
-  if (exec_id.empty()) return std::shared_ptr<exec::Exec>(init_);
-  ASSIGN_OR_RETURN(auto e, execs_.Get(exec_id));
-  return std::shared_ptr<exec::Exec>(std::move(e));
-}
-
-std::vector<std::shared_ptr<exec::Exec>> ProcessTask::ListExecs() {
-  std::vector<std::shared_ptr<exec::Exec>> out;
-  for (auto& e : execs_.List()) out.push_back(e);
-  return out;
+StatusOr<std::unique_ptr<exec::Process>> ProcessTask::NewExecProcess(const task::ExecRequest& req) {
+  return std::unique_ptr<exec::Process>(RuntimeProcess::ForExec(runtime_, id(), req.exec_id, bundle(),
+                                                                req.process_json, req.stdio,
+                                                                {id(), ns(), bundle()}));
 }
 
 Status ProcessTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
@@ -187,52 +145,29 @@ Status ProcessTask::KillExec(std::string_view exec_id, uint32_t signal, bool all
   ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
   if (all) {
     if (e->state() == exec::State::kExited) return e->Kill(signal);  // NotFound
-    return runtime_->Kill(id_, static_cast<int>(signal), /*all=*/true);
+    return runtime_->Kill(id(), static_cast<int>(signal), /*all=*/true);
   }
   return e->Kill(signal);
 }
 
-StatusOr<exec::ExecStatus> ProcessTask::DeleteExec(std::string_view exec_id) {
-  ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
-  switch (exec::State st = e->state()) {
-    case exec::State::kCreated:
-      if (!exec_id.empty()) e->ForceExit(0);
-      break;
-    case exec::State::kRunning:
-      return exec::InvalidStateError(e->id(), id_, exec::StateName(st), "delete");
-    case exec::State::kExited:
-      break;
+void ProcessTask::PrepareDelete() {
+  // Kills a created-but-never-started container, removes runtime state.
+  Status ds = runtime_->Delete(id(), /*force=*/true);
+  if (!ds.ok()) spdlog::warn("task {}: {}", id(), ds.ToString());
+}
+
+void ProcessTask::FinishDelete() {
+  if (mounted_) {
+    Status us = UnmountAll(bundle() + "/rootfs");
+    if (!us.ok()) spdlog::warn("task {}: {}", id(), us.ToString());
   }
-  exec::ExecStatus status;
-  if (exec_id.empty()) {
-    bool created = e->state() == exec::State::kCreated;
-    // Kills a created-but-never-started container, removes runtime state.
-    Status ds = runtime_->Delete(id_, /*force=*/true);
-    if (!ds.ok()) spdlog::warn("task {}: {}", id_, ds.ToString());
-    if (created) e->ForceExit(0);
-    if (!closed_.Wait(std::chrono::steady_clock::now() + kDeleteWaitForClose)) {
-      return DeadlineExceededError("task '{}' did not finish exiting", id_);
-    }
-    if (mounted_) {
-      Status us = UnmountAll(bundle_ + "/rootfs");
-      if (!us.ok()) spdlog::warn("task {}: {}", id_, us.ToString());
-    }
-    ::unlink((bundle_ + "/runtime").c_str());
-    status = e->status();
-    MutexLock l(&mu_);
-    deleted_ = true;
-  } else {
-    status = e->status();
-    execs_.Remove(exec_id);
-  }
-  publisher_->Publish(exec::DeleteEvent(status));
-  return status;
+  ::unlink((bundle() + "/runtime").c_str());
 }
 
 StatusOr<std::vector<task::ProcessDetails>> ProcessTask::Pids() {
-  ASSIGN_OR_RETURN(auto pids, runtime_->Ps(id_));
+  ASSIGN_OR_RETURN(auto pids, runtime_->Ps(id()));
   std::map<uint32_t, std::string> by_pid;
-  for (auto& e : execs_.List()) by_pid[e->pid()] = e->id();
+  for (auto& e : execs().List()) by_pid[e->pid()] = e->id();
   std::vector<task::ProcessDetails> out;
   for (pid_t p : pids) {
     auto it = by_pid.find(static_cast<uint32_t>(p));
@@ -241,31 +176,26 @@ StatusOr<std::vector<task::ProcessDetails>> ProcessTask::Pids() {
   return out;
 }
 
-StatusOr<exec::ExecStatus> ProcessTask::Wait(exec::Deadline deadline) {
-  if (!closed_.Wait(deadline)) return DeadlineExceededError("wait for task '{}'", id_);
-  return init_->status();
-}
-
 Status ProcessTask::Pause() {
-  if (init_->state() != exec::State::kRunning) {
-    return FailedPreconditionError("cannot pause task '{}': not running", id_);
+  if (init()->state() != exec::State::kRunning) {
+    return FailedPreconditionError("cannot pause task '{}': not running", id());
   }
-  RETURN_IF_ERROR(runtime_->Pause(id_));
+  RETURN_IF_ERROR(runtime_->Pause(id()));
   {
     MutexLock l(&mu_);
     paused_ = true;
   }
-  publisher_->Publish(task::PausedEvent(id_));
+  publisher()->Publish(task::PausedEvent(id()));
   return OkStatus();
 }
 
 Status ProcessTask::Resume() {
-  RETURN_IF_ERROR(runtime_->Resume(id_));
+  RETURN_IF_ERROR(runtime_->Resume(id()));
   {
     MutexLock l(&mu_);
     paused_ = false;
   }
-  publisher_->Publish(task::ResumedEvent(id_));
+  publisher()->Publish(task::ResumedEvent(id()));
   return OkStatus();
 }
 
@@ -276,15 +206,15 @@ bool ProcessTask::Paused() {
 
 Status ProcessTask::Update(const runhcs::wkt::Any& resources) {
   if (resources.type_url() != kLinuxResourcesUrl) {
-    return InvalidArgumentError("update of task '{}': resources of type {:?}; want {}", id_,
+    return InvalidArgumentError("update of task '{}': resources of type {:?}; want {}", id(),
                                 resources.type_url(), kLinuxResourcesUrl);
   }
   if (!nlohmann::json::accept(resources.value())) {
-    return InvalidArgumentError("update of task '{}': resources are not JSON", id_);
+    return InvalidArgumentError("update of task '{}': resources are not JSON", id());
   }
-  std::string path = bundle_ + "/.resources.json";
+  std::string path = bundle() + "/.resources.json";
   RETURN_IF_ERROR(WriteFileAtomic(path, resources.value(), 0600));
-  Status st = runtime_->Update(id_, path);
+  Status st = runtime_->Update(id(), path);
   ::unlink(path.c_str());
   return st;
 }
@@ -295,18 +225,18 @@ StatusOr<runhcs::wkt::Any> ProcessTask::Stats() {
     MutexLock l(&mu_);
     cg = cgroups_;
   }
-  if (!cg) return NotFoundError("task '{}' has no cgroup to read stats from", id_);
+  if (!cg) return NotFoundError("task '{}' has no cgroup to read stats from", id());
   auto any = stats::ReadMetricsAny(stats::kCgroupRoot, *cg);
-  if (!any.ok()) return any.status().Wrap(fmt::format("stats of task '{}'", id_));
+  if (!any.ok()) return any.status().Wrap(fmt::format("stats of task '{}'", id()));
   return any;
 }
 
 StatusOr<int32_t> ProcessTask::ExecInHost(const containerd::runhcs::v1::diag::ExecProcessRequest&) {
-  return task::NotIsolatedError(id_);
+  return task::NotIsolatedError(id());
 }
 
 Status ProcessTask::Share(const std::string&, const std::string&, bool) {
-  return task::NotIsolatedError(id_);
+  return task::NotIsolatedError(id());
 }
 
 }  // namespace runhcs::oci

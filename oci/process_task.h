@@ -4,9 +4,9 @@
 // Lifecycle:
 //   Create()      rootfs mounts -> stdio -> `runtime create` -> TaskCreate.
 //   init Start    `runtime start` -> TaskStart.
-//   init exit     every exec still running is killed and waited for (bounded),
-//                 then init's TaskExit; Wait() returns after that. So each
-//                 exec's TaskExit precedes init's.
+//   init exit     a container without a pid namespace of its own loses
+//                 the rest of its processes at once (as runc-v2 does), then
+//                 TaskBase's init-exit path.
 //   DeleteExec("") `runtime delete --force`, unmount, TaskDelete.
 // The bundle keeps `runtime` (binary and root) so the shim's `delete` action
 // can clean up after a shim that died.
@@ -17,18 +17,16 @@
 #include <memory>
 #include <string>
 
-#include "base/latch.h"
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
 #include "exec/process_exec.h"
 #include "oci/runtime.h"
-#include "task/exec_set.h"
 #include "stats/cgroup.h"
-#include "task/task.h"
+#include "task/task_base.h"
 
 namespace runhcs::oci {
 
-class ProcessTask : public task::Task {
+class ProcessTask : public task::TaskBase {
  public:
   struct Config {
     std::string ns;
@@ -40,14 +38,8 @@ class ProcessTask : public task::Task {
                                                        events::Publisher* publisher);
   ~ProcessTask() override;
 
-  const std::string& id() const override { return id_; }
-  Status CreateExec(const task::ExecRequest& req) override;
-  StatusOr<std::shared_ptr<exec::Exec>> GetExec(std::string_view exec_id) override;
-  std::vector<std::shared_ptr<exec::Exec>> ListExecs() override;
   Status KillExec(std::string_view exec_id, uint32_t signal, bool all) override;
-  StatusOr<exec::ExecStatus> DeleteExec(std::string_view exec_id) override;
   StatusOr<std::vector<task::ProcessDetails>> Pids() override;
-  StatusOr<exec::ExecStatus> Wait(exec::Deadline deadline) override;
   Status Pause() override;
   Status Resume() override;
   bool Paused() override;
@@ -65,26 +57,21 @@ class ProcessTask : public task::Task {
               std::shared_ptr<Runtime> runtime, events::Publisher* publisher, bool mounted);
 
  private:
-  void OnInitExit();
+  StatusOr<std::unique_ptr<exec::Process>> NewExecProcess(const task::ExecRequest& req) override;
+  void KillAll() override;
+  void Teardown() override;
+  void PrepareDelete() override;
+  void FinishDelete() override;
   // Records init's cgroup (for Stats) and watches it for OOM kills.
   void WatchCgroup(pid_t pid);
 
   // Read-only after Create.
-  const std::string id_;
-  const std::string bundle_;
-  const std::string ns_;
   const std::shared_ptr<Runtime> runtime_;
-  events::Publisher* const publisher_;
   const bool mounted_;
-  std::shared_ptr<exec::ProcessExec> init_;  // set once in Create
-
-  Latch closed_;  // init's exit handled and published
 
   Mutex mu_;
-  task::ExecSet execs_{id_};
   std::optional<stats::ProcessCgroups> cgroups_ GUARDED_BY(mu_);
   bool paused_ GUARDED_BY(mu_) = false;
-  bool deleted_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace runhcs::oci

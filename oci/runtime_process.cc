@@ -19,13 +19,15 @@ constexpr auto kIoDrainTimeout = std::chrono::seconds(2);
 std::unique_ptr<RuntimeProcess> RuntimeProcess::ForInit(std::shared_ptr<Runtime> runtime,
                                                         std::string id, pid_t pid,
                                                         std::unique_ptr<stdio::ProcessIo> io,
-                                                        Reaper::Expectation expect) {
+                                                        Reaper::Expectation expect,
+                                                        bool kill_all_on_exit) {
   auto p = std::make_unique<RuntimeProcess>();
   p->runtime_ = std::move(runtime);
   p->id_ = std::move(id);
   p->init_ = true;
+  p->kill_all_on_exit_ = kill_all_on_exit;
   p->pid_ = pid;
-  p->io_ = std::move(io);
+  p->SetIo(std::move(io));
   p->init_expect_ = std::move(expect);
   p->OpenPidfd();
   return p;
@@ -49,7 +51,18 @@ std::unique_ptr<RuntimeProcess> RuntimeProcess::ForExec(std::shared_ptr<Runtime>
 
 RuntimeProcess::~RuntimeProcess() {
   if (pid_ > 0) Reaper::Get().Unwatch(pid_);
-  if (io_) io_->Close(std::chrono::milliseconds(0));
+  if (auto io = Io()) io->Close(std::chrono::milliseconds(0));
+}
+
+std::shared_ptr<stdio::ProcessIo> RuntimeProcess::Io() {
+  MutexLock l(&io_mu_);
+  return io_;
+}
+
+void RuntimeProcess::SetIo(std::shared_ptr<stdio::ProcessIo> io) {
+  MutexLock l(&io_mu_);
+  if (stdin_closed_) io->CloseStdin();
+  io_ = std::move(io);
 }
 
 void RuntimeProcess::OpenPidfd() {
@@ -59,7 +72,11 @@ void RuntimeProcess::OpenPidfd() {
 
 StatusOr<uint32_t> RuntimeProcess::Start(ExitCallback on_exit) {
   if (!init_) return StartExec(std::move(on_exit));
-  Reaper::Get().Watch(pid_, [cb = std::move(on_exit)](int status) { cb(static_cast<uint32_t>(status)); });
+  Reaper::Get().Watch(pid_, [cb = std::move(on_exit), runtime = runtime_, id = id_,
+                              kill_all = kill_all_on_exit_](int status) {
+    if (kill_all) (void)runtime->Kill(id, SIGKILL, /*all=*/true);
+    cb(static_cast<uint32_t>(status));
+  });
   init_expect_.Release();
   Status st = runtime_->Start(id_);
   if (!st.ok()) {
@@ -70,23 +87,23 @@ StatusOr<uint32_t> RuntimeProcess::Start(ExitCallback on_exit) {
 }
 
 StatusOr<uint32_t> RuntimeProcess::StartExec(ExitCallback on_exit) {
-  ASSIGN_OR_RETURN(io_, stdio::ProcessIo::Open(stdio_, ctx_));
-  if (stdin_closed_before_start_) io_->CloseStdin();
+  ASSIGN_OR_RETURN(std::shared_ptr<stdio::ProcessIo> io, stdio::ProcessIo::Open(stdio_, ctx_));
+  SetIo(io);
   auto expect = Reaper::Get().Expect();
   std::string spec_path = bundle_ + "/.exec-" + exec_id_ + ".json";
   std::string pid_path = bundle_ + "/.exec-" + exec_id_ + ".pid";
   Status st = WriteFileAtomic(spec_path, process_json_, 0600);
   if (st.ok()) {
-    st = runtime_->Exec(id_, spec_path, pid_path, io_->console_socket(),
-                        {io_->child_stdin(), io_->child_stdout(), io_->child_stderr()});
+    st = runtime_->Exec(id_, spec_path, pid_path, io->console_socket(),
+                        {io->child_stdin(), io->child_stdout(), io->child_stderr()});
   }
   ::unlink(spec_path.c_str());
   if (!st.ok()) {
-    io_->Close(std::chrono::milliseconds(0));
+    io->Close(std::chrono::milliseconds(0));
     ::unlink(pid_path.c_str());
     return st;
   }
-  st = io_->Started();
+  st = io->Started();
   auto pid_text = ReadFile(pid_path);
   ::unlink(pid_path.c_str());
   if (!pid_text.ok()) return pid_text.status().Wrap("exec pid file");
@@ -116,22 +133,21 @@ Status RuntimeProcess::Signal(uint32_t signal) {
 }
 
 Status RuntimeProcess::ResizePty(uint32_t width, uint32_t height) {
-  if (!io_) return FailedPreconditionError("process has no stdio yet");
-  return io_->Resize(width, height);
+  auto io = Io();
+  if (!io) return FailedPreconditionError("process has no stdio yet");
+  return io->Resize(width, height);
 }
 
 void RuntimeProcess::CloseStdin() {
-  if (io_) {
-    io_->CloseStdin();
-  } else {
-    stdin_closed_before_start_ = true;
-  }
+  MutexLock l(&io_mu_);
+  stdin_closed_ = true;
+  if (io_) io_->CloseStdin();
 }
 
 void RuntimeProcess::Terminate() { (void)Signal(SIGKILL); }
 
 void RuntimeProcess::ReleaseIo() {
-  if (io_) io_->Close(kIoDrainTimeout);
+  if (auto io = Io()) io->Close(kIoDrainTimeout);
 }
 
 }  // namespace runhcs::oci

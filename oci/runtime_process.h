@@ -14,6 +14,7 @@
 
 #include "base/fd.h"
 #include "base/reaper.h"
+#include "base/thread_annotations.h"
 #include "exec/process.h"
 #include "oci/runtime.h"
 #include "stdio/process_io.h"
@@ -24,9 +25,12 @@ class RuntimeProcess : public exec::Process {
  public:
   // `expect` was taken before `runtime create` and is held until Start
   // watches the init pid (an init killed before start is then still seen).
+  // `kill_all_on_exit`: the container has no pid namespace of its own, so
+  // when init exits the rest of its processes are SIGKILLed before the exit
+  // is reported (they would hold its stdio open).
   static std::unique_ptr<RuntimeProcess> ForInit(std::shared_ptr<Runtime> runtime, std::string id,
                                                  pid_t pid, std::unique_ptr<stdio::ProcessIo> io,
-                                                 Reaper::Expectation expect);
+                                                 Reaper::Expectation expect, bool kill_all_on_exit = false);
   static std::unique_ptr<RuntimeProcess> ForExec(std::shared_ptr<Runtime> runtime, std::string id,
                                                  std::string exec_id, std::string bundle,
                                                  std::string process_json, exec::Stdio stdio,
@@ -51,12 +55,19 @@ class RuntimeProcess : public exec::Process {
   exec::Stdio stdio_;
   stdio::IoContext ctx_;
   bool init_ = false;
+  bool kill_all_on_exit_ = false;
   pid_t pid_ = 0;
   UniqueFd pidfd_;
-  // Set before Start returns; used from other threads only after that.
-  std::unique_ptr<stdio::ProcessIo> io_;
-  bool stdin_closed_before_start_ = false;
+  // Set once (init: at construction; exec: in Start); io_mu_ orders that
+  // with CloseStdin/ResizePty/ReleaseIo arriving from other threads while
+  // Start runs.
+  Mutex io_mu_;
+  std::shared_ptr<stdio::ProcessIo> io_ GUARDED_BY(io_mu_);
+  bool stdin_closed_ GUARDED_BY(io_mu_) = false;
   Reaper::Expectation init_expect_;
+
+  std::shared_ptr<stdio::ProcessIo> Io() EXCLUDES(io_mu_);
+  void SetIo(std::shared_ptr<stdio::ProcessIo> io) EXCLUDES(io_mu_);
 };
 
 }  // namespace runhcs::oci

@@ -18,6 +18,16 @@ StatusOr<Spec> Spec::Parse(const std::string& json_text) {
         s.annotations_[k] = v.get<std::string>();
       }
     }
+    // A pid namespace of its own: type "pid" without a path to join.
+    if (auto l = doc.find("linux"); l != doc.end() && l->is_object()) {
+      if (auto ns = l->find("namespaces"); ns != l->end() && ns->is_array()) {
+        for (const auto& n : *ns) {
+          if (n.is_object() && n.value("type", "") == "pid" && n.value("path", "").empty()) {
+            s.own_pid_ns_ = true;
+          }
+        }
+      }
+    }
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgumentError("invalid OCI spec: {}", e.what());
   }

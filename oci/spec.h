@@ -27,9 +27,14 @@ class Spec {
   std::string Annotation(const std::string& key) const;
   // The raw document (for the runtime driver), re-serialized.
   const std::string& text() const { return text_; }
+  // True when linux.namespaces creates a pid namespace (type "pid", no
+  // path). Without one, init's exit does not end the container's other
+  // processes: the shim has to (as runc-v2 does).
+  bool HasOwnPidNamespace() const { return own_pid_ns_; }
 
  private:
   std::string text_;
+  bool own_pid_ns_ = false;
   std::map<std::string, std::string> annotations_;
 };
 

@@ -36,85 +36,64 @@ class SandboxProcess : public exec::Process {
   std::atomic<bool> signalled_{false};
 };
 
-constexpr auto kDeleteWaitForClose = std::chrono::seconds(30);
-
 }  // namespace
 
-std::unique_ptr<SandboxTask> SandboxTask::Create(events::Publisher* publisher, std::string id,
+std::shared_ptr<SandboxTask> SandboxTask::Create(events::Publisher* publisher, std::string id,
                                                  std::string bundle,
                                                  std::shared_ptr<uvm::UtilityVm> host) {
-  return std::make_unique<SandboxTask>(publisher, std::move(id), std::move(bundle),
-                                       std::move(host));
+  auto t = std::make_shared<SandboxTask>(publisher, id, bundle, std::move(host));
+  t->SetInit({id, "", std::move(bundle), {}}, std::make_unique<SandboxProcess>());
+  // A crashed VM must still end the task: watch it. (The normal way out:
+  // containerd kills the fake init.)
+  if (t->host_) t->host_waiter_ = std::thread([raw = t.get()] { raw->WaitParentExit(); });
+  return t;
 }
 
 SandboxTask::SandboxTask(events::Publisher* publisher, std::string id, std::string bundle,
                          std::shared_ptr<uvm::UtilityVm> host)
-    : publisher_(publisher),
-      id_(id),
-      host_(std::move(host)),
-      init_(exec::ProcessExec::Create({id, "", std::move(bundle), {}},
-                                      std::make_unique<SandboxProcess>(), publisher)) {
-  // A crashed VM must still end the task: watch it.
-  if (host_) host_waiter_ = std::thread([this] { WaitParentExit(); });
-  // The normal way out: containerd kills the fake init.
-  init_waiter_ = std::thread([this] { WaitInitExit(); });
-}
+    : TaskBase(std::move(id), std::move(bundle), "", publisher), host_(std::move(host)) {}
 
 SandboxTask::~SandboxTask() {
-  init_->ForceExit(1);
-  Close();
-  if (init_waiter_.joinable()) init_waiter_.join();
+  // Never closed (no init exit): the VM still goes, and the waiter with it.
+  bool torn;
+  {
+    MutexLock l(&mu_);
+    torn = torn_down_;
+  }
+  if (host_ && !torn) (void)host_->Close();
   if (host_waiter_.joinable()) host_waiter_.join();
-}
-
-void SandboxTask::WaitInitExit() {
-  (void)init_->Wait();
-  Close();
 }
 
 void SandboxTask::WaitParentExit() {
   Status st = host_->Wait();
-  if (!st.ok()) spdlog::error("sandbox {}: utility VM exited: {}", id_, st.ToString());
+  if (!st.ok()) spdlog::error("sandbox {}: utility VM exited: {}", id(), st.ToString());
   // The VM came down; nothing else will end the fake init.
-  init_->ForceExit(1);
-  Close();
+  init()->ForceExit(1);
 }
 
-void SandboxTask::Close() {
-  bool first;
-  {
-    MutexLock l(&mu_);
-    first = !closing_;
-    closing_ = true;
-  }
-  if (!first) {
-    closed_.Wait();  // another caller is closing: return once it is done
-    return;
-  }
+void SandboxTask::Teardown() {
   if (host_) {
     Status st = host_->Close();
-    if (!st.ok()) spdlog::error("sandbox {}: close utility VM: {}", id_, st.ToString());
+    if (!st.ok()) spdlog::error("sandbox {}: close utility VM: {}", id(), st.ToString());
   }
   std::function<void()> before;
   {
     MutexLock l(&mu_);
+    torn_down_ = true;
     before = before_exit_;
   }
   if (before) before();
-  publisher_->Publish(exec::ExitEvent(init_->status(), init_->id()));
-  closed_.Open();
+}
+
+StatusOr<std::unique_ptr<exec::Process>> SandboxTask::NewExecProcess(const task::ExecRequest&) {
+  return NotImplementedError("pod sandbox task '{}' does not run execs", id());
 }
 
 Status SandboxTask::CreateExec(const task::ExecRequest&) {
-  return NotImplementedError("pod sandbox task '{}' does not run execs", id_);
+  return NotImplementedError("pod sandbox task '{}' does not run execs", id());
 }
 
-StatusOr<std::shared_ptr<exec::Exec>> SandboxTask::GetExec(std::string_view exec_id) {
-  if (exec_id.empty()) return std::shared_ptr<exec::Exec>(init_);
-  return NotFoundError("exec: '{}' in task: '{}' not found", exec_id, id_);
-}
-
-std::vector<std::shared_ptr<exec::Exec>> SandboxTask::ListExecs() { return {init_}; }
+std::vector<std::shared_ptr<exec::Exec>> SandboxTask::ListExecs() { return {init()}; }
 
 Status SandboxTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
   if (all && !exec_id.empty()) {
@@ -124,43 +103,18 @@ Status SandboxTask::KillExec(std::string_view exec_id, uint32_t signal, bool all
   return e->Kill(signal);
 }
 
-StatusOr<exec::ExecStatus> SandboxTask::DeleteExec(std::string_view exec_id) {
-  ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
-  switch (exec::State st = e->state()) {
-    case exec::State::kCreated:
-      e->ForceExit(0);
-      break;
-    case exec::State::kRunning:
-      return exec::InvalidStateError(exec_id, id_, exec::StateName(st), "delete");
-    case exec::State::kExited:
-      break;
-  }
-  if (!closed_.Wait(std::chrono::steady_clock::now() + kDeleteWaitForClose)) {
-    return DeadlineExceededError("task '{}' did not close within {}s", id_,
-                                 kDeleteWaitForClose.count());
-  }
-  exec::ExecStatus status = e->status();
-  publisher_->Publish(exec::DeleteEvent(status));
-  return status;
-}
-
 StatusOr<std::vector<task::ProcessDetails>> SandboxTask::Pids() {
-  return std::vector<task::ProcessDetails>{{init_->pid(), init_->id()}};
+  return std::vector<task::ProcessDetails>{{init()->pid(), init()->id()}};
 }
 
-StatusOr<exec::ExecStatus> SandboxTask::Wait(exec::Deadline deadline) {
-  if (!closed_.Wait(deadline)) return DeadlineExceededError("wait for task '{}'", id_);
-  return init_->status();
-}
-
-Status SandboxTask::Pause() { return NotImplementedError("pause of pod sandbox '{}'", id_); }
-Status SandboxTask::Resume() { return NotImplementedError("resume of pod sandbox '{}'", id_); }
+Status SandboxTask::Pause() { return NotImplementedError("pause of pod sandbox '{}'", id()); }
+Status SandboxTask::Resume() { return NotImplementedError("resume of pod sandbox '{}'", id()); }
 Status SandboxTask::Update(const runhcs::wkt::Any&) {
-  return NotImplementedError("update of pod sandbox '{}'", id_);
+  return NotImplementedError("update of pod sandbox '{}'", id());
 }
 
 StatusOr<runhcs::wkt::Any> SandboxTask::Stats() {
-  if (!host_) return task::NotIsolatedError(id_);
+  if (!host_) return task::NotIsolatedError(id());
   ASSIGN_OR_RETURN(auto vm, host_->Stats());
   containerd::runhcs::stats::v1::Statistics s;
   *s.mutable_vm() = std::move(vm);
@@ -170,7 +124,7 @@ StatusOr<runhcs::wkt::Any> SandboxTask::Stats() {
 
 StatusOr<int32_t> SandboxTask::ExecInHost(
     const containerd::runhcs::v1::diag::ExecProcessRequest& req) {
-  if (!host_) return task::NotIsolatedError(id_);
+  if (!host_) return task::NotIsolatedError(id());
   return host_->ExecInUvm(req);
 }
 
@@ -178,7 +132,7 @@ std::string SandboxTask::DumpGuestStacks() {
   if (!host_) return "";
   auto stacks = host_->DumpStacks();
   if (!stacks.ok()) {
-    spdlog::warn("sandbox {}: guest stacks: {}", id_, stacks.status().ToString());
+    spdlog::warn("sandbox {}: guest stacks: {}", id(), stacks.status().ToString());
     return "";
   }
   return *stacks;
@@ -186,7 +140,7 @@ std::string SandboxTask::DumpGuestStacks() {
 
 Status SandboxTask::Share(const std::string& host_path, const std::string& vm_path,
                           bool read_only) {
-  if (!host_) return task::NotIsolatedError(id_);
+  if (!host_) return task::NotIsolatedError(id());
   return host_->Share(host_path, vm_path, read_only);
 }
 

@@ -23,6 +23,7 @@
 //     first and so answers NotFound.
 //   - DeleteExec waits (bounded) for close() before publishing TaskDelete,
 //     so TaskExit always precedes TaskDelete.
+// close() is TaskBase's init-exit path; the VM is closed in its Teardown.
 #pragma once
 
 #include <functional>
@@ -30,23 +31,22 @@
 #include <memory>
 #include <thread>
 
-#include "base/latch.h"
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
 #include "exec/process_exec.h"
-#include "task/task.h"
+#include "task/task_base.h"
 #include "uvm/utility_vm.h"
 
 namespace runhcs::pod {
 
-class SandboxTask : public task::Task {
+class SandboxTask : public task::TaskBase {
  public:
   // `host` may be null (a process-isolated pod's fake sandbox). The caller
   // publishes TaskCreate.
-  static std::unique_ptr<SandboxTask> Create(events::Publisher* publisher, std::string id,
+  static std::shared_ptr<SandboxTask> Create(events::Publisher* publisher, std::string id,
                                              std::string bundle,
                                              std::shared_ptr<uvm::UtilityVm> host);
-  // Force-exits init (status 1) if still running, closes, joins its threads.
+  // Closes the VM if the task never closed, joins its thread.
   ~SandboxTask() override;
 
   // Runs in close(), after the VM is closed and before init's TaskExit: the
@@ -57,14 +57,10 @@ class SandboxTask : public task::Task {
     before_exit_ = std::move(fn);
   }
 
-  const std::string& id() const override { return id_; }
   Status CreateExec(const task::ExecRequest& req) override;
-  StatusOr<std::shared_ptr<exec::Exec>> GetExec(std::string_view exec_id) override;
   std::vector<std::shared_ptr<exec::Exec>> ListExecs() override;
   Status KillExec(std::string_view exec_id, uint32_t signal, bool all) override;
-  StatusOr<exec::ExecStatus> DeleteExec(std::string_view exec_id) override;
   StatusOr<std::vector<task::ProcessDetails>> Pids() override;
-  StatusOr<exec::ExecStatus> Wait(exec::Deadline deadline) override;
   Status Pause() override;
   Status Resume() override;
   Status Update(const runhcs::wkt::Any& resources) override;
@@ -79,22 +75,15 @@ class SandboxTask : public task::Task {
               std::shared_ptr<uvm::UtilityVm> host);
 
  private:
-  void Close();
-  void WaitInitExit();
+  StatusOr<std::unique_ptr<exec::Process>> NewExecProcess(const task::ExecRequest& req) override;
+  void KillAll() override {}
+  void Teardown() override;
   void WaitParentExit();
 
-  // Read-only after construction.
-  events::Publisher* const publisher_;
-  const std::string id_;
   const std::shared_ptr<uvm::UtilityVm> host_;  // owned; may be null
-  std::function<void()> before_exit_ GUARDED_BY(mu_);
-  const std::shared_ptr<exec::ProcessExec> init_;
-
   Mutex mu_;
-  bool closing_ GUARDED_BY(mu_) = false;  // the first Close() does the work
-  Latch closed_;                           // ... and opens this when done
-
-  std::thread init_waiter_;
+  std::function<void()> before_exit_ GUARDED_BY(mu_);
+  bool torn_down_ GUARDED_BY(mu_) = false;
   std::thread host_waiter_;
 };
 

@@ -19,10 +19,10 @@ exec::Deadline In(std::chrono::milliseconds d) { return std::chrono::steady_cloc
 
 class SandboxTaskTest : public ::testing::Test {
  protected:
-  std::unique_ptr<SandboxTask> Make(bool with_vm = true) {
+  std::shared_ptr<SandboxTask> Make(bool with_vm = true) {
     return SandboxTask::Create(&events_, "pod1", "/bundle", with_vm ? vm_ : nullptr);
   }
-  std::unique_ptr<SandboxTask> Started(bool with_vm = true) {
+  std::shared_ptr<SandboxTask> Started(bool with_vm = true) {
     auto t = Make(with_vm);
     auto init = t->GetExec("");
     EXPECT_TRUE(init.ok());

@@ -34,8 +34,6 @@ containerd::v1::types::Status ToProtoState(exec::State s) {
   return containerd::v1::types::UNKNOWN;
 }
 
-exec::Deadline DeadlineOf(const CallContext& ctx) { return ctx.deadline; }
-
 }  // namespace
 
 TaskService::TaskService(Config cfg) : cfg_(std::move(cfg)) {}
@@ -90,9 +88,8 @@ void TaskService::Register(ttrpc::Server* server) {
       kTaskService, "Create",
       [this](const CallContext&, const v2::CreateTaskRequest& req,
              v2::CreateTaskResponse* resp) -> Status {
-        if (req.terminal() && !req.stderr().empty()) {
-          return FailedPreconditionError("tty and stderr cannot both be set");
-        }
+        // terminal + stderr: containerd's CRI plugin always sends a stderr
+        // path; as runc-v2, it is accepted and unused (a pty has one output).
         if (!req.checkpoint().empty() || !req.parent_checkpoint().empty()) {
           return NotImplementedError("restore from checkpoint");
         }
@@ -223,9 +220,7 @@ void TaskService::Register(ttrpc::Server* server) {
   server->Register<v2::ExecProcessRequest, Empty>(
       kTaskService, "Exec",
       [this](const CallContext&, const v2::ExecProcessRequest& req, Empty*) -> Status {
-        if (req.terminal() && !req.stderr().empty()) {
-          return FailedPreconditionError("tty and stderr cannot both be set");
-        }
+        // terminal + stderr: accepted, stderr unused (see Create).
         if (req.spec().type_url() != kProcessSpecUrl) {
           return InvalidArgumentError("exec spec has type {:?}; want {}", req.spec().type_url(),
                                       kProcessSpecUrl);
@@ -263,22 +258,28 @@ void TaskService::Register(ttrpc::Server* server) {
         return t->Update(req.resources());
       });
 
-  // Wait
-  server->Register<v2::WaitRequest, v2::WaitResponse>(
-      kTaskService, "Wait",
-      [this](const CallContext& ctx, const v2::WaitRequest& req, v2::WaitResponse* resp) -> Status {
-        StatusOr<exec::ExecStatus> st = Status();
-        if (req.exec_id().empty()) {
-          ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
-          st = t->Wait(DeadlineOf(ctx));
+  // Wait: answered when the exec exits (or the task closes, for init),
+  // holding no thread meanwhile; the server answers DeadlineExceeded at the
+  // call's deadline, and a waiter whose call is gone is dropped.
+  server->RegisterAsync<v2::WaitRequest>(
+      kTaskService, "Wait", [this](const CallContext&, const v2::WaitRequest& req, ttrpc::Responder r) {
+        auto reply = [r](const exec::ExecStatus& st) {
+          v2::WaitResponse resp;
+          resp.set_exit_status(st.exit_status);
+          if (st.exited_at) *resp.mutable_exited_at() = ToTimestamp(*st.exited_at);
+          r.Send(resp);
+        };
+        auto wanted = [r] { return !r.Done(); };
+        auto t = GetTask(req.id());
+        if (!t.ok()) {
+          r.Reply(t.status());
+        } else if (req.exec_id().empty()) {
+          (*t)->NotifyClosed(reply, wanted);
+        } else if (auto e = (*t)->GetExec(req.exec_id()); !e.ok()) {
+          r.Reply(e.status());
         } else {
-          ASSIGN_OR_RETURN(auto e, GetExec(req.id(), req.exec_id()));
-          st = e->Wait(DeadlineOf(ctx));
+          (*e)->NotifyExit(reply, wanted);
         }
-        if (!st.ok()) return st.status();
-        resp->set_exit_status(st->exit_status);
-        if (st->exited_at) *resp->mutable_exited_at() = ToTimestamp(*st->exited_at);
-        return OkStatus();
       });
 
   // Stats
@@ -380,6 +381,7 @@ void TaskService::Register(ttrpc::Server* server) {
   server->Register<diag::ShareRequest, diag::ShareResponse>(
       kDiagService, "DiagShare",
       [this](const CallContext&, const diag::ShareRequest& req, diag::ShareResponse*) -> Status {
+        RETURN_IF_ERROR(task::ValidateShareTarget(req.uvm_path()));
         ASSIGN_OR_RETURN(auto t, GetTask(cfg_.id));
         return t->Share(req.host_path(), req.uvm_path(), req.read_only());
       });

@@ -82,28 +82,6 @@ std::string FdTarget(int fd) {
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : fmt::format("fd {}", fd);
 }
 
-// Copies what `src` holds right now into `dst`, waiting at most 1 s for
-// `dst` each time it is full.
-void DrainReadable(int src, int dst, char* buf, size_t size) {
-  for (;;) {
-    ssize_t n = ::read(src, buf, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // EAGAIN: nothing more now; 0: EOF
-    size_t off = 0;
-    while (off < static_cast<size_t>(n)) {
-      ssize_t w = ::write(dst, buf + off, static_cast<size_t>(n) - off);
-      if (w >= 0) {
-        off += static_cast<size_t>(w);
-      } else if (errno == EAGAIN) {
-        pollfd p{dst, POLLOUT, 0};
-        if (::poll(&p, 1, 1000) <= 0) return;
-      } else if (errno != EINTR) {
-        return;
-      }
-    }
-  }
-}
-
 }  // namespace
 
 StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const exec::Stdio& stdio, const IoContext& ctx) {
@@ -123,6 +101,11 @@ StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const exec::Stdio& stdio, c
   if (in.kind == Target::kFifo) {
     io->stdin_src_.reset(::open(in.path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
     if (!io->stdin_src_) return ErrnoError(errno, fmt::format("open stdin fifo {}", in.path));
+    // Our own writer: the client closing its end is not EOF, CloseStdin is.
+    UniqueFd hold(::open(in.path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    if (!hold) return ErrnoError(errno, fmt::format("open stdin fifo {} for writing", in.path));
+    MutexLock l(&io->mu_);
+    io->stdin_hold_ = std::move(hold);
   }
 
   if (stdio.terminal) {
@@ -214,50 +197,10 @@ void ProcessIo::StartPump(int src, int dst, bool is_output, int cancel_fd, bool 
   SetNonblock(src);
   SetNonblock(dst);
   threads_.emplace_back([this, src, dst, is_output, cancel_fd, close_dst_at_end] {
-    char buf[32768];
-    // An output whose destination fails (a full disk under a file:// log)
-    // is logged once and its data dropped while it fails: the process must
-    // never block on its own stdout.
-    bool failing = false;
-    for (;;) {
-      if (!WaitFd(src, POLLIN, cancel_fd)) {
-        // stdin closed (CloseIO): what the client wrote before still goes
-        // to the process, as runc-v2 does by closing its own fifo handle.
-        if (!is_output) DrainReadable(src, dst, buf, sizeof buf);
-        break;
-      }
-      ssize_t n = ::read(src, buf, sizeof buf);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-      if (n <= 0) break;  // EOF (or EIO from a pty whose slave closed)
-      size_t off = 0;
-      bool ok = true;
-      while (off < static_cast<size_t>(n)) {
-        ssize_t w = ::write(dst, buf + off, static_cast<size_t>(n) - off);
-        if (w >= 0) {
-          off += static_cast<size_t>(w);
-        } else if (errno == EAGAIN) {
-          if (!WaitFd(dst, POLLOUT, cancel_fd)) {
-            ok = false;
-            break;
-          }
-        } else if (errno != EINTR) {
-          if (!is_output) {
-            ok = false;  // the process closed its stdin: stop copying
-            break;
-          }
-          if (!failing) {
-            spdlog::error("stdio: writing output to {}: {}; dropping output while this lasts",
-                          FdTarget(dst), std::strerror(errno));
-            failing = true;
-          }
-          break;  // this chunk is dropped
-        }
-      }
-      if (!ok) break;
-      if (failing && off == static_cast<size_t>(n)) {
-        spdlog::info("stdio: writing output to {} works again", FdTarget(dst));
-        failing = false;
-      }
+    if (is_output) {
+      CopyOutput(src, dst, cancel_fd);
+    } else {
+      CopyInput(src, dst, cancel_fd);
     }
     if (close_dst_at_end) ::close(dst);
     if (is_output) {
@@ -266,6 +209,64 @@ void ProcessIo::StartPump(int src, int dst, bool is_output, int cancel_fd, bool 
       cv_.SignalAll();
     }
   });
+}
+
+// stdin: every byte, to EOF (all writers of the fifo gone, ours included),
+// however slowly the process reads. Stops early only when the process
+// closed its end (EPIPE/EIO) or Close() cancels.
+void ProcessIo::CopyInput(int src, int dst, int cancel_fd) {
+  char buf[32768];
+  for (;;) {
+    if (!WaitFd(src, POLLIN, cancel_fd)) return;
+    ssize_t n = ::read(src, buf, sizeof buf);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n <= 0) return;
+    size_t off = 0;
+    while (off < static_cast<size_t>(n)) {
+      ssize_t w = ::write(dst, buf + off, static_cast<size_t>(n) - off);
+      if (w >= 0) {
+        off += static_cast<size_t>(w);
+      } else if (errno == EAGAIN) {
+        if (!WaitFd(dst, POLLOUT, cancel_fd)) return;
+      } else if (errno != EINTR) {
+        return;  // the process closed its stdin
+      }
+    }
+  }
+}
+
+// stdout/stderr to EOF. A destination that fails (a full disk under a
+// file:// log) is logged once and its data dropped while it fails: the
+// process must never block on its own stdout.
+void ProcessIo::CopyOutput(int src, int dst, int cancel_fd) {
+  char buf[32768];
+  bool failing = false;
+  for (;;) {
+    if (!WaitFd(src, POLLIN, cancel_fd)) return;
+    ssize_t n = ::read(src, buf, sizeof buf);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n <= 0) return;  // EOF (or EIO from a pty whose slave closed)
+    size_t off = 0;
+    while (off < static_cast<size_t>(n)) {
+      ssize_t w = ::write(dst, buf + off, static_cast<size_t>(n) - off);
+      if (w >= 0) {
+        off += static_cast<size_t>(w);
+      } else if (errno == EAGAIN) {
+        if (!WaitFd(dst, POLLOUT, cancel_fd)) return;
+      } else if (errno != EINTR) {
+        if (!failing) {
+          spdlog::error("stdio: writing output to {}: {}; dropping output while this lasts",
+                        FdTarget(dst), std::strerror(errno));
+          failing = true;
+        }
+        break;  // this chunk is dropped
+      }
+    }
+    if (failing && off == static_cast<size_t>(n)) {
+      spdlog::info("stdio: writing output to {} works again", FdTarget(dst));
+      failing = false;
+    }
+  }
 }
 
 Status ProcessIo::Started() {
@@ -308,10 +309,9 @@ Status ProcessIo::Resize(uint32_t width, uint32_t height) {
 }
 
 void ProcessIo::CloseStdin() {
-  uint64_t one = 1;
-  (void)!::write(cancel_in_.get(), &one, sizeof one);
-  // Not yet started: the process must still see EOF.
-  stdin_pipe_w_.reset();
+  // The copier (running or still to start) drains the fifo, then sees EOF.
+  MutexLock l(&mu_);
+  stdin_hold_.reset();
 }
 
 void ProcessIo::Close(std::chrono::milliseconds timeout) {
@@ -334,6 +334,10 @@ void ProcessIo::Close(std::chrono::milliseconds timeout) {
   child_in_.reset();
   child_out_.reset();
   child_err_.reset();
+  {
+    MutexLock l(&mu_);
+    stdin_hold_.reset();
+  }
   stdin_src_.reset();
   stdin_pipe_w_.reset();
   out_r_.reset();

@@ -6,8 +6,12 @@
 //    that goes away neither SIGPIPEs the shim nor loses the fifo. When the
 //    process's output reaches EOF the fifo writers are closed, which is what
 //    `ctr` waits for before it returns.
-//  - stdin fifo: copied into a pipe; the process sees EOF when the client
-//    closes the fifo or CloseStdin() is called.
+//  - stdin fifo: copied into a pipe, byte for byte. The shim holds a write
+//    handle on the fifo (as runc-v2 does), so the client closing its end is
+//    not EOF: CloseStdin() drops that handle, and the process sees EOF once
+//    everything written into the fifo, before or after CloseStdin, has been
+//    copied and every writer is gone. CloseStdin may come before Started()
+//    (ctr sends CloseIO before an exec's Start): nothing is lost.
 //  - file:///path: stdout and stderr appended to one file (parents created).
 //  - binary:///path?k=v: a logger process gets the read ends of the stdout
 //    and stderr pipes as fds 3 and 4 and a "ready" pipe as fd 5; Open()
@@ -16,7 +20,7 @@
 //    pty master over SCM_RIGHTS; stdin fifo -> master -> stdout fifo.
 //
 // Thread-safety: Open/Started/Close from one thread (the exec's lifecycle);
-// Resize and CloseStdin from any thread.
+// Resize and CloseStdin from any thread, concurrently with those.
 #pragma once
 
 #include <atomic>
@@ -67,10 +71,13 @@ class ProcessIo {
  private:
   class Pump;
   void StartPump(int src, int dst, bool is_output, int cancel_fd, bool close_dst_at_end);
+  static void CopyInput(int src, int dst, int cancel_fd);
+  static void CopyOutput(int src, int dst, int cancel_fd);
 
   bool terminal_ = false;
   UniqueFd child_in_, child_out_, child_err_;  // the process's ends
   UniqueFd stdin_src_;                         // stdin fifo (read)
+  UniqueFd stdin_hold_ GUARDED_BY(mu_);        // stdin fifo (write): not EOF until CloseStdin
   UniqueFd stdin_pipe_w_;                      // our end of the process's stdin
   UniqueFd out_r_, err_r_;                     // our ends of stdout/stderr pipes
   UniqueFd out_dst_, err_dst_;                 // fifo/file writers

@@ -59,7 +59,15 @@ TEST_F(ProcessIoTest, FifoOutputReachesClientAndEndsWithEof) {
   EXPECT_EQ(err_reader.get(), "hello err");
 }
 
-TEST_F(ProcessIoTest, StdinFifoFeedsProcessUntilClientCloses) {
+// True when `fd` has nothing to read yet (no data, no EOF) for 100 ms.
+bool Quiet(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 100) == 0;
+}
+
+TEST_F(ProcessIoTest, ClientClosingTheFifoIsNotEofCloseStdinIs) {
+  // As runc-v2: the shim holds the fifo open for writing, so EOF comes from
+  // CloseIO, after everything the client wrote.
   std::string in = Fifo("in");
   auto io = ProcessIo::Open({in, "", "", false}, {"c", "ns", dir_});
   ASSERT_TRUE(io.ok()) << io.status().ToString();
@@ -69,19 +77,10 @@ TEST_F(ProcessIoTest, StdinFifoFeedsProcessUntilClientCloses) {
     UniqueFd w(::open(in.c_str(), O_WRONLY));
     ASSERT_TRUE(WriteAll(w.get(), "data\n").ok());
   }
-  auto got = ReadAll(pin.get());  // EOF once the client closed
-  ASSERT_TRUE(got.ok());
-  EXPECT_EQ(*got, "data\n");
-  (*io)->Close(1s);
-}
-
-TEST_F(ProcessIoTest, CloseStdinGivesTheProcessEof) {
-  std::string in = Fifo("in");
-  auto io = ProcessIo::Open({in, "", "", false}, {"c", "ns", dir_});
-  ASSERT_TRUE(io.ok());
-  UniqueFd pin(::dup((*io)->child_stdin()));
-  ASSERT_TRUE((*io)->Started().ok());
-  UniqueFd w(::open(in.c_str(), O_WRONLY));  // client keeps it open
+  char buf[16];
+  ASSERT_FALSE(Quiet(pin.get()));
+  EXPECT_EQ(::read(pin.get(), buf, sizeof buf), 5);
+  EXPECT_TRUE(Quiet(pin.get())) << "EOF before CloseStdin";
   (*io)->CloseStdin();
   auto got = ReadAll(pin.get());
   ASSERT_TRUE(got.ok());
@@ -89,9 +88,22 @@ TEST_F(ProcessIoTest, CloseStdinGivesTheProcessEof) {
   (*io)->Close(1s);
 }
 
+TEST_F(ProcessIoTest, CloseStdinGivesTheProcessEofOnceTheClientIsGone) {
+  std::string in = Fifo("in");
+  auto io = ProcessIo::Open({in, "", "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(io.ok());
+  UniqueFd pin(::dup((*io)->child_stdin()));
+  ASSERT_TRUE((*io)->Started().ok());
+  (*io)->CloseStdin();  // no client ever opened the fifo
+  auto got = ReadAll(pin.get());
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, "");
+  (*io)->Close(1s);
+}
+
 TEST_F(ProcessIoTest, CloseStdinStillDeliversWhatTheClientWrote) {
-  // ctr writes its stdin into the fifo, then calls CloseIO at once; the
-  // process must get the data, then EOF.
+  // ctr writes its stdin into the fifo, closes it, then calls CloseIO at
+  // once; the process must get the data, then EOF.
   std::string in = Fifo("in");
   auto io = ProcessIo::Open({in, "", "", false}, {"c", "ns", dir_});
   ASSERT_TRUE(io.ok());
@@ -99,10 +111,41 @@ TEST_F(ProcessIoTest, CloseStdinStillDeliversWhatTheClientWrote) {
   ASSERT_TRUE((*io)->Started().ok());
   UniqueFd w(::open(in.c_str(), O_WRONLY));
   ASSERT_TRUE(WriteAll(w.get(), "data\nmore\n").ok());
+  w.reset();
   (*io)->CloseStdin();
   auto got = ReadAll(pin.get());
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(*got, "data\nmore\n");
+  (*io)->Close(1s);
+}
+
+TEST_F(ProcessIoTest, CloseStdinBeforeStartLosesNothing) {
+  // ctr exec: the client fills the fifo and sends CloseIO before Start; a
+  // slow reader still gets every byte, then EOF. 1 MiB: far past the pipe
+  // and fifo buffers.
+  std::string in = Fifo("in");
+  auto io = ProcessIo::Open({in, "", "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(io.ok());
+  std::string data(1 << 20, 'x');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 131 % 251);
+  std::thread client([&] {
+    UniqueFd w(::open(in.c_str(), O_WRONLY));
+    ASSERT_TRUE(WriteAll(w.get(), data.substr(0, 40000)).ok());  // fits the fifo
+  });
+  client.join();
+  (*io)->CloseStdin();
+  UniqueFd pin(::dup((*io)->child_stdin()));
+  ASSERT_TRUE((*io)->Started().ok());
+  std::string got;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(pin.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+    if (got.size() % 16384 == 0) std::this_thread::sleep_for(1ms);  // a slow reader
+  }
+  EXPECT_EQ(got.size(), 40000u);
+  EXPECT_EQ(got, data.substr(0, 40000));
   (*io)->Close(1s);
 }
 

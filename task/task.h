@@ -6,6 +6,7 @@
 
 #include "runhcs/wkt/any.pb.h"
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -46,6 +47,13 @@ struct ProcessDetails {
 // The error for VM-only operations on a task without a utility VM.
 Status NotIsolatedError(std::string_view task_id);
 
+// Where a diagnostic share (shimdiag share) may land in the VM: an absolute,
+// clean path (no ".", "..", "//" or trailing "/") that is not "/" and not at
+// or under what the VM itself runs on: /proc, /sys, /dev, /run and the
+// agent's files (/init, /bin, /sbin, /usr, /lib, /lib64). InvalidArgument,
+// naming the path, otherwise.
+Status ValidateShareTarget(std::string_view vm_path);
+
 class Task {
  public:
   virtual ~Task() = default;
@@ -66,12 +74,17 @@ class Task {
   virtual Status KillExec(std::string_view exec_id, uint32_t signal, bool all) = 0;
   // Removes an exec and publishes TaskDelete. Created: it is force-exited
   // with status 0 first. Running MUST return FailedPrecondition. Returns the
-  // exec's final status.
+  // exec's final status. For init ("") it waits (bounded) until the task is
+  // closed, so TaskExit always precedes TaskDelete.
   virtual StatusOr<exec::ExecStatus> DeleteExec(std::string_view exec_id) = 0;
   virtual StatusOr<std::vector<ProcessDetails>> Pids() = 0;
   // Blocks until the whole task is closed (init exited, resources released,
   // init's TaskExit published) and returns init's status.
   virtual StatusOr<exec::ExecStatus> Wait(exec::Deadline deadline) = 0;
+  // Wait without a thread: `done` gets init's status once the task is
+  // closed, at once if it is. `wanted` as in Exec::NotifyExit.
+  virtual void NotifyClosed(std::function<void(const exec::ExecStatus&)> done,
+                            std::function<bool()> wanted = nullptr) = 0;
 
   // Pause/Resume publish TaskPaused/TaskResumed. Paused() is true between
   // them; the init exec stays Running meanwhile.
@@ -87,6 +100,7 @@ class Task {
   virtual StatusOr<int32_t> ExecInHost(
       const containerd::runhcs::v1::diag::ExecProcessRequest& req) = 0;
   virtual std::string DumpGuestStacks() = 0;
+  // `vm_path` passed ValidateShareTarget.
   virtual Status Share(const std::string& host_path, const std::string& vm_path,
                        bool read_only) = 0;
 };

@@ -96,6 +96,59 @@ TEST_F(ProcessTest, Stdin_PipedDataReachesTheProcess) {
   EXPECT_EQ(r.out, "data\n");
 }
 
+// Every byte of stdin arrives, counted inside the container, at the sizes
+// where pipes and fifos change behaviour; ctr sends CloseIO before an exec's
+// Start (small inputs: the client closes before the process starts) or while
+// it still copies (large ones: during and after the start).
+TEST_F(ProcessTest, Stdin_EveryByteArrivesForRunAndExec) {
+  RunDetached("stdinx");
+  const size_t kSizes[] = {0, 1, 4095, 4096, 5000, 65536, 65537, 1 << 20, 10 << 20};
+  for (size_t n : kSizes) {
+    SCOPED_TRACE(n);
+    std::string data = TestBytes(n, static_cast<uint32_t>(n));
+    std::string id = "stdin-run-" + std::to_string(n);
+    RunResult run = CtrRun({"--rm"}, id, CountStdinCommand(), {.stdin_data = data, .timeout = 60s});
+    EXPECT_EQ(run.exit_code, 0) << run.err;
+    EXPECT_EQ(run.out, CountStdinExpected(data)) << "ctr run";
+    std::vector<std::string> exec = {"task", "exec", "--exec-id", "in" + std::to_string(n), "stdinx"};
+    auto cmd = CountStdinCommand();
+    exec.insert(exec.end(), cmd.begin(), cmd.end());
+    RunResult ex = ctrd_.Ctr(exec, {.stdin_data = data, .timeout = 60s});
+    EXPECT_EQ(ex.exit_code, 0) << ex.err;
+    EXPECT_EQ(ex.out, CountStdinExpected(data)) << "ctr task exec";
+  }
+  // A process that starts reading late still gets all of it.
+  std::string data = TestBytes(300000, 7);
+  RunResult late = ctrd_.Ctr({"task", "exec", "--exec-id", "late", "stdinx", "/bin/sh", "-c",
+                              "sleep 1; wc -c"},
+                             {.stdin_data = data, .timeout = 60s});
+  EXPECT_EQ(late.out, "300000\n") << late.err;
+  // 100 MB through one exec.
+  std::string big = TestBytes(100 << 20, 9);
+  RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "big", "stdinx", "/bin/wc", "-c"},
+                           {.stdin_data = big, .timeout = 120s});
+  EXPECT_EQ(ex.out, std::to_string(big.size()) + "\n") << ex.err;
+  KillAndDelete("stdinx");
+}
+
+// With a terminal the bytes cross a line discipline: text in lines, the
+// process switches it to raw and reads exactly what was sent.
+TEST_F(ProcessTest, Stdin_TerminalDeliversEveryByte) {
+  for (size_t n : {1, 4096, 65537}) {
+    SCOPED_TRACE(n);
+    std::string data = TestText(n);
+    std::string file = ctrd_.dir() + "/tty-in";
+    ASSERT_TRUE(WriteFileAtomic(file, data, 0644).ok());
+    std::string id = "ttyin" + std::to_string(n);
+    std::string cmd = "ctr --address " + ctrd_.grpc_address() + " run -t --rm --runtime io.containerd.runhcs.v1 --rootfs " +
+                      rootfs_ + " " + id + " /bin/sh -c 'stty raw -echo; echo n=$(head -c " + std::to_string(n) +
+                      " | wc -c)' <" + file;
+    RunResult r = RunCommand({"script", "-qec", cmd, "/dev/null"}, {.timeout = 60s});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("n=" + std::to_string(n) + "\r"), std::string::npos) << r.out.substr(r.out.size() > 300 ? r.out.size() - 300 : 0);
+  }
+}
+
 TEST_F(ProcessTest, Detached_ExecPsKillDelete) {
   RunDetached("det1");
   RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "x1", "det1", "/bin/cat", "/proc/self/status"});

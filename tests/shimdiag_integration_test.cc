@@ -116,6 +116,14 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
     r = Diag({"share", shim, "relative/path", "/mnt/x"});
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_THAT(r.err, HasSubstr("not absolute"));
+    // What the VM runs on is never mounted over; the VM still answers after.
+    for (const char* bad : {"/", "/proc", "/dev", "/sys/fs", "/run", "/mnt/../../etc", "/init", "mnt"}) {
+      r = Diag({"share", shim, dir, bad});
+      EXPECT_EQ(r.exit_code, 1) << bad;
+      EXPECT_THAT(r.err, HasSubstr(fmt::format("{:?}", bad))) << bad;
+    }
+    r = Diag({"exec", shim, "cat", "/proc/self/comm"});
+    EXPECT_EQ(r.out, "cat\n") << r.err;
   }
   {
     SCOPED_TRACE("stacks");

@@ -1,5 +1,7 @@
 #include "tests/subprocess.h"
 
+#include "base/sha256.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -241,7 +243,8 @@ bool MakeBusyboxRootfs(const std::string& dir) {
     ::mkdir((dir + d).c_str(), 0755);
   }
   if (RunCommand({"cp", "/bin/busybox", dir + "/bin/busybox"}).exit_code != 0) return false;
-  for (const char* a : {"sh", "echo", "cat", "sleep", "true", "head", "stty", "uname", "ps", "trap"}) {
+  for (const char* a : {"sh", "echo", "cat", "sleep", "true", "head", "stty", "uname", "ps", "trap", "wc",
+                        "sha256sum", "cut", "rm", "nc", "kill"}) {
     std::string link = dir + "/bin/" + a;
     ::symlink("busybox", link.c_str());
   }
@@ -290,6 +293,32 @@ std::string Containerd::TaskStatus(const std::string& id) {
     if (tid == id) return status;
   }
   return "";
+}
+
+std::string TestBytes(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+std::string TestText(size_t n) {
+  std::string s(n, 'a');
+  for (size_t i = 0; i < n; ++i) s[i] = (i % 64 == 63) ? '\n' : static_cast<char>('a' + (i * 7) % 26);
+  return s;
+}
+
+std::vector<std::string> CountStdinCommand() {
+  return {"/bin/sh", "-c", "cat >/tmp/stdin.$$; echo $(wc -c </tmp/stdin.$$) $(sha256sum </tmp/stdin.$$ | cut -d' ' -f1); rm /tmp/stdin.$$"};
+}
+
+std::string CountStdinExpected(const std::string& data) {
+  return std::to_string(data.size()) + " " + Sha256Hex(data) + "\n";
 }
 
 }  // namespace runhcs::testing

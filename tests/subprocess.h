@@ -84,6 +84,16 @@ bool Alive(pid_t pid);
 int CountProcesses(const std::string& pattern);
 
 std::string MakeTempDir(const std::string& prefix);
+// `n` pseudo-random bytes (every value 0..255 occurs), the same for a seed.
+std::string TestBytes(size_t n, uint32_t seed = 1);
+// `n` bytes of letters in lines of 64 (the last may be short), for a
+// terminal's line discipline.
+std::string TestText(size_t n);
+// The command that prints, for what arrives on stdin, "<bytes> <sha256>\n":
+// the byte count as `wc -c` counts it inside the container.
+std::vector<std::string> CountStdinCommand();
+// "<size> <sha256 of data>\n", what CountStdinCommand prints for `data`.
+std::string CountStdinExpected(const std::string& data);
 // "/a/b/c" -> "/a/b".
 std::string DirName(const std::string& path);
 // `s` without its trailing newlines (and carriage returns).

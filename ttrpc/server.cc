@@ -28,7 +28,22 @@ struct Server::Conn {
   explicit Conn(UniqueFd f) : fd(std::move(f)) {}
   UniqueFd fd;
   Mutex write_mu;  // serializes frames on fd
-  std::atomic<size_t> inflight{0};
+
+  Mutex mu;
+  CondVar cv;                    // running went down
+  size_t running GUARDED_BY(mu) = 0;  // plain handlers in flight
+  bool closed GUARDED_BY(mu) = false;
+  // Unanswered calls by stream id (plain and async), so a closing
+  // connection can mark them Done.
+  std::map<uint32_t, std::shared_ptr<Responder::Call>> calls GUARDED_BY(mu);
+  size_t async_pending GUARDED_BY(mu) = 0;
+};
+
+struct Responder::Call {
+  std::weak_ptr<Server::Conn> conn;
+  uint32_t sid = 0;
+  bool async = false;
+  std::atomic<bool> done{false};
 };
 
 // State shared with connection and handler threads, so none of them can
@@ -48,6 +63,51 @@ struct Server::Shared {
   size_t wakeups GUARDED_BY(mu) = 0;  // reserved wake-ups not yet taken
   size_t workers GUARDED_BY(mu) = 0;
   std::function<void()> on_idle;     // set before serving; read-only after
+
+  // Deadlines of unanswered calls, served by one timer thread started with
+  // the first call that has one. Entries of answered calls are skipped.
+  CondVar timer_cv;
+  std::multimap<Clock::time_point, std::weak_ptr<Responder::Call>> timers GUARDED_BY(mu);
+  bool timer_stop GUARDED_BY(mu) = false;
+  std::thread timer_thread GUARDED_BY(mu);
+
+  static void AddTimer(const std::shared_ptr<Shared>& self, Clock::time_point at,
+                       std::weak_ptr<Responder::Call> call) {
+    MutexLock l(&self->mu);
+    if (self->timer_stop) return;
+    bool earliest = self->timers.empty() || at < self->timers.begin()->first;
+    self->timers.emplace(at, std::move(call));
+    if (!self->timer_thread.joinable()) {
+      self->timer_thread = std::thread([self] { self->TimerLoop(); });
+    } else if (earliest) {
+      self->timer_cv.SignalAll();
+    }
+  }
+
+  void TimerLoop() {
+    MutexLock l(&mu);
+    while (!timer_stop) {
+      if (timers.empty()) {
+        timer_cv.Wait(&mu);
+        continue;
+      }
+      auto first = timers.begin()->first;
+      if (Clock::now() < first) {
+        (void)timer_cv.WaitUntil(&mu, first);
+        continue;
+      }
+      std::vector<std::shared_ptr<Responder::Call>> expired;
+      auto now = Clock::now();
+      while (!timers.empty() && timers.begin()->first <= now) {
+        if (auto c = timers.begin()->second.lock()) expired.push_back(std::move(c));
+        timers.erase(timers.begin());
+      }
+      mu.Unlock();
+      for (auto& c : expired) Responder(c).Reply(DeadlineExceededError("ttrpc: deadline exceeded"));
+      expired.clear();
+      mu.Lock();
+    }
+  }
 
   static void Dispatch(const std::shared_ptr<Shared>& self, std::function<void()> job) {
     MutexLock l(&self->mu);
@@ -122,6 +182,28 @@ void SendResponse(int fd, Mutex* write_mu, uint32_t sid, const Status& st,
 
 }  // namespace
 
+bool Responder::Reply(const Status& st, const std::string& payload) const {
+  if (!call_ || call_->done.exchange(true)) return false;
+  auto conn = call_->conn.lock();
+  if (!conn) return false;
+  {
+    MutexLock l(&conn->mu);
+    conn->calls.erase(call_->sid);
+    if (call_->async) --conn->async_pending;
+    if (conn->closed) return false;
+  }
+  SendResponse(conn->fd.get(), &conn->write_mu, call_->sid, st, payload);
+  return true;
+}
+
+bool Responder::Send(const google::protobuf::MessageLite& resp) const {
+  std::string out;
+  if (!resp.SerializeToString(&out)) return Reply(InternalError("ttrpc: marshal response"));
+  return Reply(OkStatus(), out);
+}
+
+bool Responder::Done() const { return !call_ || call_->done.load(); }
+
 Server::Server(Options opts) : opts_(opts), shared_(std::make_shared<Shared>()) {
   shared_->on_idle = opts_.on_idle;
   int p[2];
@@ -134,7 +216,12 @@ Server::Server(Options opts) : opts_(opts), shared_(std::make_shared<Shared>()) 
 Server::~Server() { Shutdown(); }
 
 void Server::RegisterRaw(const std::string& service, const std::string& method, RawHandler h) {
-  (*handlers_)[service][method] = std::move(h);
+  (*handlers_)[service][method] = Handler{std::move(h), nullptr};
+}
+
+void Server::RegisterAsyncRaw(const std::string& service, const std::string& method,
+                              AsyncRawHandler h) {
+  (*handlers_)[service][method] = Handler{nullptr, std::move(h)};
 }
 
 void Server::ServeListener(UniqueFd listener) {
@@ -184,8 +271,9 @@ void Server::StartConnection(UniqueFd fd) {
     shared->conns.push_back(conn);
   }
   std::shared_ptr<const HandlerMap> handlers = handlers_;
-  size_t max_inflight = opts_.max_inflight_per_connection;
-  std::thread([conn, shared, handlers, max_inflight] {
+  const size_t max_running = std::max<size_t>(opts_.max_running_per_connection, 1);
+  const size_t max_pending = opts_.max_pending_per_connection;
+  std::thread([conn, shared, handlers, max_running, max_pending] {
     int fd = conn->fd.get();
     for (;;) {
       Frame f;
@@ -211,13 +299,7 @@ void Server::StartConnection(UniqueFd fd) {
                      InvalidArgumentError("unmarshal request error: not a ttrpc Request"), "");
         continue;
       }
-      if (conn->inflight.fetch_add(1) >= max_inflight) {
-        conn->inflight.fetch_sub(1);
-        SendResponse(fd, &conn->write_mu, sid,
-                     ResourceExhaustedError("more than {} requests in flight", max_inflight), "");
-        continue;
-      }
-      const RawHandler* handler = nullptr;
+      const Handler* handler = nullptr;
       Status lookup;
       auto svc = handlers->find(req->service());
       if (svc == handlers->end()) {
@@ -232,37 +314,88 @@ void Server::StartConnection(UniqueFd fd) {
       }
       if (!handler) {
         SendResponse(fd, &conn->write_mu, sid, lookup, "");
-        conn->inflight.fetch_sub(1);
+        continue;
+      }
+      auto call = std::make_shared<Responder::Call>();
+      call->conn = conn;
+      call->sid = sid;
+      call->async = static_cast<bool>(handler->async);
+      Status refused;
+      {
+        MutexLock l(&conn->mu);
+        if (conn->calls.count(sid)) {
+          refused = InvalidArgumentError("stream {} is in use", sid);
+        } else if (call->async) {
+          if (conn->async_pending >= max_pending) {
+            refused = ResourceExhaustedError("more than {} calls waiting on this connection", max_pending);
+          } else {
+            ++conn->async_pending;
+          }
+        } else {
+          // Backpressure: this connection is not read while it has its
+          // share of handlers running.
+          while (conn->running >= max_running && !conn->closed) conn->cv.Wait(&conn->mu);
+          ++conn->running;
+        }
+        if (refused.ok()) conn->calls.emplace(sid, call);
+      }
+      if (!refused.ok()) {
+        SendResponse(fd, &conn->write_mu, sid, refused, "");
+        continue;
+      }
+      CallContext ctx;
+      ctx.service = req->service();
+      ctx.method = req->method();
+      if (req->timeout_nano() > 0) {
+        ctx.deadline = Clock::now() + std::chrono::nanoseconds(req->timeout_nano());
+        Shared::AddTimer(shared, *ctx.deadline, call);
+      }
+      for (const auto& kv : req->metadata()) ctx.metadata.emplace_back(kv.key(), kv.value());
+      Responder responder(call);
+      if (call->async) {
+        try {
+          handler->async(ctx, req->payload(), responder);
+        } catch (const std::exception& e) {
+          responder.Reply(InternalError("handler {}/{} threw: {}", ctx.service, ctx.method, e.what()));
+        }
         continue;
       }
       {
         MutexLock l(&shared->mu);
         ++shared->handlers_running;
       }
-      Shared::Dispatch(shared, [conn, shared, handlers, handler, req, sid] {
-        CallContext ctx;
-        ctx.service = req->service();
-        ctx.method = req->method();
-        if (req->timeout_nano() > 0) {
-          ctx.deadline = Clock::now() + std::chrono::nanoseconds(req->timeout_nano());
-        }
-        for (const auto& kv : req->metadata()) ctx.metadata.emplace_back(kv.key(), kv.value());
+      Shared::Dispatch(shared, [conn, shared, handler, req, responder, ctx = std::move(ctx)] {
         std::string out;
         Status hs;
         try {
-          hs = (*handler)(ctx, req->payload(), &out);
+          hs = handler->sync(ctx, req->payload(), &out);
         } catch (const std::exception& e) {
           hs = InternalError("handler {}/{} threw: {}", ctx.service, ctx.method, e.what());
         }
-        SendResponse(conn->fd.get(), &conn->write_mu, sid, hs, out);
-        conn->inflight.fetch_sub(1);
+        responder.Reply(hs, out);
+        {
+          MutexLock l(&conn->mu);
+          --conn->running;
+          conn->cv.SignalAll();
+        }
         MutexLock l(&shared->mu);
         --shared->handlers_running;
         shared->cv.SignalAll();
       });
     }
-    // Wake any peer still blocked on us and drop the connection.
+    // Wake any peer still blocked on us and drop the connection: its
+    // unanswered calls are Done from now on.
     ::shutdown(fd, SHUT_RDWR);
+    std::map<uint32_t, std::shared_ptr<Responder::Call>> dropped;
+    {
+      MutexLock l(&conn->mu);
+      conn->closed = true;
+      dropped.swap(conn->calls);
+      conn->async_pending = 0;
+      conn->cv.SignalAll();
+    }
+    for (auto& [sid, c] : dropped) c->done = true;
+    dropped.clear();
     MutexLock l(&shared->mu);
     auto& v = shared->conns;
     for (auto it = v.begin(); it != v.end(); ++it) {
@@ -288,6 +421,18 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
   if (accept_thread_.joinable()) accept_thread_.join();
   listener_.reset();
   auto deadline = std::chrono::steady_clock::now() + grace;
+  DrainAndClose(deadline);
+  std::thread timer;
+  {
+    MutexLock l(&shared_->mu);
+    shared_->timer_stop = true;
+    shared_->timer_cv.SignalAll();
+    timer = std::move(shared_->timer_thread);
+  }
+  if (timer.joinable()) timer.join();
+}
+
+void Server::DrainAndClose(Clock::time_point deadline) {
   MutexLock l(&shared_->mu);
   shared_->shutting_down = true;
   // Let handlers that are about to answer (the Shutdown call itself) send

@@ -2,22 +2,30 @@
 // virtio-serial port).
 //
 // Contract:
-//  - Every request runs on a thread of its own (pooled: idle workers are
-//    reused, and exit after 2 s without work), so a handler that blocks
-//    (Wait) never stalls other calls on the same connection. Responses go out in
-//    completion order, each on its request's stream id.
+//  - A plain handler (Register) runs on a pooled worker thread, so a slow one
+//    never stalls other calls on the same connection. At most
+//    Options::max_running_per_connection of them run at once per connection;
+//    past that the server stops reading the connection until one finishes
+//    (backpressure: the client's writes wait, nothing is refused).
+//  - An async handler (RegisterAsync) runs on the connection's reader, must
+//    return at once, and answers later through its Responder from any thread.
+//    A call waiting that way holds no thread and counts only against
+//    Options::max_pending_per_connection (past it: ResourceExhausted), so a
+//    client may keep any number of long waits (Wait) open below that.
+//  - Responses go out in completion order, each on its request's stream id,
+//    exactly once per call.
+//  - timeout_nano becomes CallContext::deadline. When it passes, the server
+//    itself answers DeadlineExceeded (whatever the handler is still doing; its
+//    answer is then dropped), for plain and async calls alike.
+//  - A connection that closes drops its unanswered calls: their Responders
+//    report Done() so whoever holds one can let go of it.
 //  - Unknown service or method -> Unimplemented ("service X" / "method Y").
 //    Undecodable payload -> Internal ("ttrpc: error unmarshalling payload").
 //    Even stream id -> InvalidArgument. Frames above 4 MiB -> ResourceExhausted
 //    on that stream; the connection stays usable. Non-request frames are
 //    ignored, as ttrpc 1.1 does. A truncated frame ends the connection.
-//  - timeout_nano becomes CallContext::deadline; handlers that block MUST
-//    respect it (return DeadlineExceeded).
 //  - Connections accepted by ServeListener must come from a peer with the
 //    server's own uid (SO_PEERCRED); others are closed at once.
-//  - At most Options::max_inflight_per_connection requests run at once per
-//    connection; the next gets ResourceExhausted. This bounds per-connection
-//    memory and threads.
 //  - Handlers are registered before serving and are read-only afterwards.
 #pragma once
 
@@ -57,10 +65,34 @@ class CallContext {
 using RawHandler =
     std::function<Status(const CallContext&, const std::string& request, std::string* response)>;
 
+// The answer to one call. Copies share the call; the first Reply wins and
+// later ones do nothing. Thread-safe.
+class Responder {
+ public:
+  struct Call;
+  Responder() = default;
+  explicit Responder(std::shared_ptr<Call> call) : call_(std::move(call)) {}
+
+  // Sends `st` (and, if OK, `payload`). False if the call was already
+  // answered, timed out or lost its connection.
+  bool Reply(const Status& st, const std::string& payload = "") const;
+  // Reply(OK, resp serialized).
+  bool Send(const google::protobuf::MessageLite& resp) const;
+  // Answered, past its deadline, or its connection is gone: nobody waits.
+  bool Done() const;
+
+ private:
+  std::shared_ptr<Call> call_;
+};
+
+using AsyncRawHandler =
+    std::function<void(const CallContext&, const std::string& request, Responder responder)>;
+
 class Server {
  public:
   struct Options {
-    size_t max_inflight_per_connection = 128;
+    size_t max_running_per_connection = 32;
+    size_t max_pending_per_connection = 16384;
     bool require_same_uid = true;
     // Called (on the exiting worker, no lock held) when the last handler
     // worker has exited for want of work: the process has gone quiet. The
@@ -75,6 +107,23 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   void RegisterRaw(const std::string& service, const std::string& method, RawHandler h);
+  void RegisterAsyncRaw(const std::string& service, const std::string& method, AsyncRawHandler h);
+
+  // `fn` answers through the Responder (Send(Resp) or Reply(error)).
+  template <typename Req>
+  void RegisterAsync(const std::string& service, const std::string& method,
+                     std::function<void(const CallContext&, const Req&, Responder)> fn) {
+    RegisterAsyncRaw(service, method,
+                     [fn = std::move(fn)](const CallContext& ctx, const std::string& in, Responder r) {
+                       Req req;
+                       if (!req.ParseFromString(in)) {
+                         r.Reply(InternalError("ttrpc: error unmarshalling payload: cannot parse {}",
+                                               req.GetTypeName()));
+                         return;
+                       }
+                       fn(ctx, req, std::move(r));
+                     });
+  }
 
   template <typename Req, typename Resp>
   void Register(const std::string& service, const std::string& method,
@@ -110,11 +159,19 @@ class Server {
   struct Conn;
   struct Shared;
 
+  friend class Responder;
+  friend struct Responder::Call;
+
   void AcceptLoop(int listen_fd);
+  void DrainAndClose(Clock::time_point deadline);
   void StartConnection(UniqueFd fd);
 
   const Options opts_;
-  using HandlerMap = std::map<std::string, std::map<std::string, RawHandler>>;
+  struct Handler {
+    RawHandler sync;
+    AsyncRawHandler async;
+  };
+  using HandlerMap = std::map<std::string, std::map<std::string, Handler>>;
   // Handlers by service then method. Read-only once serving starts; shared
   // with connection threads so none can outlive it.
   std::shared_ptr<HandlerMap> handlers_ = std::make_shared<HandlerMap>();

@@ -40,16 +40,34 @@ VmProcess::VmProcess(std::shared_ptr<AgentClient> agent, std::string container_i
       io_(std::move(io)) {}
 
 VmProcess::~VmProcess() {
-  if (pumps_) {
-    uint64_t one = 1;
-    (void)!::write(pumps_->stop.get(), &one, sizeof one);
+  std::shared_ptr<Pumps> pumps;
+  {
+    MutexLock l(&io_mu_);
+    pumps = pumps_;
   }
-  if (io_) io_->Close(std::chrono::milliseconds(0));
+  if (pumps) {
+    uint64_t one = 1;
+    (void)!::write(pumps->stop.get(), &one, sizeof one);
+  }
+  if (auto io = Io()) io->Close(std::chrono::milliseconds(0));
+}
+
+std::shared_ptr<stdio::ProcessIo> VmProcess::Io() {
+  MutexLock l(&io_mu_);
+  return io_;
+}
+
+void VmProcess::SetIo(std::shared_ptr<stdio::ProcessIo> io) {
+  MutexLock l(&io_mu_);
+  if (stdin_closed_) io->CloseStdin();
+  io_ = std::move(io);
 }
 
 StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
-  if (!io_) {
-    ASSIGN_OR_RETURN(io_, stdio::ProcessIo::Open(stdio_, ctx_));
+  std::shared_ptr<stdio::ProcessIo> io = Io();
+  if (!io) {
+    ASSIGN_OR_RETURN(io, stdio::ProcessIo::Open(stdio_, ctx_));
+    SetIo(io);
   }
   UniqueFd out_w, err_w, in_r;
   if (stdio_.terminal) {
@@ -60,16 +78,16 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
     int sp[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) return ErrnoError(errno, "socketpair");
     UniqueFd near(sp[0]), far(sp[1]);
-    ASSIGN_OR_RETURN(UniqueFd conn, ConnectUnix({io_->console_socket(), false}));
+    ASSIGN_OR_RETURN(UniqueFd conn, ConnectUnix({io->console_socket(), false}));
     RETURN_IF_ERROR(stdio::SendFd(conn.get(), near.get()));
     out_w.reset(::fcntl(far.get(), F_DUPFD_CLOEXEC, 0));
     in_r = std::move(far);
   } else {
     // Our copies of the process's ends of ProcessIo's pipes: the agent's
     // streams are the process's stdio from ProcessIo's point of view.
-    out_w.reset(::fcntl(io_->child_stdout(), F_DUPFD_CLOEXEC, 0));
-    err_w.reset(::fcntl(io_->child_stderr(), F_DUPFD_CLOEXEC, 0));
-    if (io_->child_stdin() >= 0) in_r.reset(::fcntl(io_->child_stdin(), F_DUPFD_CLOEXEC, 0));
+    out_w.reset(::fcntl(io->child_stdout(), F_DUPFD_CLOEXEC, 0));
+    err_w.reset(::fcntl(io->child_stderr(), F_DUPFD_CLOEXEC, 0));
+    if (io->child_stdin() >= 0) in_r.reset(::fcntl(io->child_stdin(), F_DUPFD_CLOEXEC, 0));
   }
   apb::ProcessId id;
   id.set_container_id(container_id_);
@@ -87,14 +105,17 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
     r.set_terminal(stdio_.terminal);
     RETURN_IF_ERROR(agent_->Call("ExecProcess", r, &started));
   }
-  Status ios = io_->Started();
+  Status ios = io->Started();
   if (!ios.ok()) spdlog::warn("{}/{}: stdio: {}", container_id_, exec_id_, ios.ToString());
 
   auto p = std::make_shared<Pumps>();
   p->agent = agent_;
   p->id = id;
   p->stop.reset(::eventfd(0, EFD_CLOEXEC));
-  pumps_ = p;
+  {
+    MutexLock l(&io_mu_);
+    pumps_ = p;
+  }
   auto pump_out = [p](UniqueFd fd, apb::ReadStreamRequest::Stream which, Latch* done) {
     p->agent->RelayOutput(p->id, which, fd.get());
     if (fd) ::shutdown(fd.get(), SHUT_WR);  // a socket (terminal) has other fds open
@@ -104,12 +125,9 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
   std::thread(pump_out, std::move(out_w), apb::ReadStreamRequest::STDOUT, &p->out_done).detach();
   std::thread(pump_out, std::move(err_w), apb::ReadStreamRequest::STDERR, &p->err_done).detach();
   if (in_r.get() >= 0) {
-    if (stdin_closed_early_) {
-      apb::Empty e;
-      (void)p->agent->Call("CloseStdin", p->id, &e);
-    } else {
-      std::thread([p, fd = std::move(in_r)] { p->agent->RelayStdin(p->id, fd.get(), p->stop.get()); }).detach();
-    }
+    // Until EOF, which ProcessIo gives once CloseStdin came and the fifo is
+    // drained (whenever CloseStdin came).
+    std::thread([p, fd = std::move(in_r)] { p->agent->RelayStdin(p->id, fd.get(), p->stop.get()); }).detach();
   }
   std::thread([p, cb = std::move(on_exit)] {
     auto st = p->agent->WaitProcess(p->id);
@@ -149,17 +167,16 @@ Status VmProcess::ResizePty(uint32_t width, uint32_t height) {
 }
 
 void VmProcess::CloseStdin() {
-  if (io_) {
-    io_->CloseStdin();  // our stdin pump sees EOF and closes the guest's
-  } else {
-    stdin_closed_early_ = true;
-  }
+  // Our stdin pump sees EOF once the fifo is drained and closes the guest's.
+  MutexLock l(&io_mu_);
+  stdin_closed_ = true;
+  if (io_) io_->CloseStdin();
 }
 
 void VmProcess::Terminate() { (void)Signal(SIGKILL); }
 
 void VmProcess::ReleaseIo() {
-  if (io_) io_->Close(kIoDrainTimeout);
+  if (auto io = Io()) io->Close(kIoDrainTimeout);
 }
 
 }  // namespace runhcs::uvm

@@ -22,8 +22,6 @@ namespace runhcs::uvm {
 
 namespace {
 
-constexpr auto kExecsDieWithInit = std::chrono::seconds(5);
-constexpr auto kDeleteWaitForClose = std::chrono::seconds(60);
 constexpr char kGuestRootfs[] = "/run/runhcs/rootfs/";
 
 }  // namespace
@@ -141,14 +139,9 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& 
     return st;
   }
   auto task = std::make_shared<VmTask>(req.id, req.bundle, ns, std::move(vm), owns_vm, publisher, mounted);
-  std::weak_ptr<VmTask> weak = task;
-  task->init_ = exec::ProcessExec::Create(
-      {req.id, "", req.bundle, req.stdio, 0},
-      std::make_unique<VmProcess>(agent, req.id, "", "", req.stdio,
-                                  stdio::IoContext{req.id, ns, req.bundle}, std::move(io)),
-      publisher, [weak](const exec::ExecStatus&) {
-        if (auto t = weak.lock()) t->OnInitExit();
-      });
+  task->SetInit({req.id, "", req.bundle, req.stdio, 0},
+                std::make_unique<VmProcess>(agent, req.id, "", "", req.stdio,
+                                            stdio::IoContext{req.id, ns, req.bundle}, std::move(io)));
   if (agent) {
     task->oom_ = std::make_unique<OomRelay>(agent, req.id, publisher);
     task->oom_->Start();
@@ -160,12 +153,9 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& 
 
 VmTask::VmTask(std::string id, std::string bundle, std::string ns, std::shared_ptr<UtilityVm> vm,
                bool owns_vm, events::Publisher* publisher, bool mounted)
-    : id_(std::move(id)),
-      bundle_(std::move(bundle)),
-      ns_(std::move(ns)),
+    : TaskBase(std::move(id), std::move(bundle), std::move(ns), publisher),
       vm_(std::move(vm)),
       owns_vm_(owns_vm),
-      publisher_(publisher),
       mounted_(mounted) {}
 
 VmTask::~VmTask() {
@@ -173,90 +163,61 @@ VmTask::~VmTask() {
 }
 
 void VmTask::WatchVm() {
-  std::weak_ptr<VmTask> weak = weak_from_this();
+  std::weak_ptr<VmTask> weak = std::static_pointer_cast<VmTask>(shared_from_this());
   std::shared_ptr<UtilityVm> vm = vm_;
+  // Detached: a pod workload's VM may outlive the task; the thread holds
+  // only what it needs.
   std::thread([weak, vm] {
     Status st = vm->Wait();
     auto t = weak.lock();
     if (!t || st.ok()) return;  // closed by us, or the task is gone
     // The VM died: started processes learn it from the agent (exit 1);
     // the ones never started are force-exited here, execs before init.
-    for (auto& e : t->execs_.InState(exec::State::kCreated)) e->ForceExit(VmProcess::kVmGoneStatus);
-    if (t->init_->state() == exec::State::kCreated) t->init_->ForceExit(VmProcess::kVmGoneStatus);
+    for (auto& e : t->execs().InState(exec::State::kCreated)) e->ForceExit(VmProcess::kVmGoneStatus);
+    if (t->init()->state() == exec::State::kCreated) t->init()->ForceExit(VmProcess::kVmGoneStatus);
   }).detach();
 }
 
-void VmTask::OnInitExit() {
+void VmTask::KillAll() {
+  apb::SignalProcessRequest k;
+  k.mutable_id()->set_container_id(id());
+  k.set_signal(SIGKILL);
+  k.set_all(true);
+  apb::Empty e;
+  if (auto a = vm_->agent()) (void)a->Call("SignalProcess", k, &e);
+}
+
+void VmTask::Teardown() {
   // An OOM kill in the guest is reported before the exit it caused.
   if (oom_) oom_->Flush();
-  auto running = execs_.InState(exec::State::kRunning);
-  if (!running.empty()) {
-    apb::SignalProcessRequest k;
-    k.mutable_id()->set_container_id(id_);
-    k.set_signal(SIGKILL);
-    k.set_all(true);
-    apb::Empty e;
-    if (auto a = vm_->agent()) (void)a->Call("SignalProcess", k, &e);
-    auto deadline = std::chrono::steady_clock::now() + kExecsDieWithInit;
-    for (auto& x : running) {
-      if (!x->Wait(deadline).ok()) x->ForceExit(VmProcess::kVmGoneStatus);
-    }
-  }
   if (owns_vm_) {
     // hcsshim order: the host (VM) is closed before init's TaskExit.
     (void)vm_->Close();
   } else if (auto a = vm_->agent()) {
     // A pod workload: the VM stays; the guest forgets the container.
     apb::RemoveContainerRequest rr;
-    rr.set_container_id(id_);
+    rr.set_container_id(id());
     apb::Empty e;
     Status rs = a->Call("RemoveContainer", rr, &e);
-    if (!rs.ok()) spdlog::warn("task {}: remove from the VM: {}", id_, rs.ToString());
+    if (!rs.ok()) spdlog::warn("task {}: remove from the VM: {}", id(), rs.ToString());
   }
   if (!owns_vm_) {
     // The rootfs share must go before the rootfs is unmounted below, or the
     // share's bind mount would keep it busy for the life of the pod.
-    Status us = vm_->Unshare(kGuestRootfs + id_);
-    if (!us.ok() && us.code() != Code::kNotFound) spdlog::warn("task {}: {}", id_, us.ToString());
+    Status us = vm_->Unshare(kGuestRootfs + id());
+    if (!us.ok() && us.code() != Code::kNotFound) spdlog::warn("task {}: {}", id(), us.ToString());
   }
   if (mounted_) {
-    Status us = oci::UnmountAll(bundle_ + "/rootfs");
-    if (!us.ok()) spdlog::warn("task {}: {}", id_, us.ToString());
+    Status us = oci::UnmountAll(bundle() + "/rootfs");
+    if (!us.ok()) spdlog::warn("task {}: {}", id(), us.ToString());
   }
-  publisher_->Publish(exec::ExitEvent(init_->status(), id_));
-  closed_.Open();
 }
 
-Status VmTask::CreateExec(const task::ExecRequest& req) {
-  RETURN_IF_ERROR(task::ValidateNewExecId(req.exec_id));
-  if (init_->state() != exec::State::kRunning) {
-    return FailedPreconditionError("cannot exec in task '{}': its init is not running", id_);
-  }
-  if (!nlohmann::json::accept(req.process_json)) {
-    return InvalidArgumentError("exec {:?}: process spec is not JSON", req.exec_id);
-  }
+StatusOr<std::unique_ptr<exec::Process>> VmTask::NewExecProcess(const task::ExecRequest& req) {
   std::shared_ptr<AgentClient> agent = vm_->agent();
-  if (!agent) return FailedPreconditionError("task '{}': its VM is gone", id_);
-  auto e = exec::ProcessExec::Create(
-      {id_, req.exec_id, bundle_, req.stdio, 0},
-      std::make_unique<VmProcess>(agent, id_, req.exec_id, req.process_json, req.stdio,
-                                  stdio::IoContext{id_, ns_, bundle_}, nullptr),
-      publisher_);
-  RETURN_IF_ERROR(execs_.Add(req.exec_id, e));
-  publisher_->Publish(task::ExecAddedEvent(id_, req.exec_id));
-  return OkStatus();
-}
-
-StatusOr<std::shared_ptr<exec::Exec>> VmTask::GetExec(std::string_view exec_id) {
-  if (exec_id.empty()) return std::shared_ptr<exec::Exec>(init_);
-  ASSIGN_OR_RETURN(auto e, execs_.Get(exec_id));
-  return std::shared_ptr<exec::Exec>(std::move(e));
-}
-
-std::vector<std::shared_ptr<exec::Exec>> VmTask::ListExecs() {
-  std::vector<std::shared_ptr<exec::Exec>> out;
-  for (auto& e : execs_.List()) out.push_back(e);
-  return out;
+  if (!agent) return FailedPreconditionError("task '{}': its VM is gone", id());
+  return std::unique_ptr<exec::Process>(std::make_unique<VmProcess>(
+      agent, id(), req.exec_id, req.process_json, req.stdio, stdio::IoContext{id(), ns(), bundle()}, nullptr));
 }
 
 Status VmTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
@@ -266,9 +227,9 @@ Status VmTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
   ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
   if (all && e->state() == exec::State::kRunning) {
     auto a = vm_->agent();
-    if (!a) return NotFoundError("task '{}': its VM is gone", id_);
+    if (!a) return NotFoundError("task '{}': its VM is gone", id());
     apb::SignalProcessRequest k;
-    k.mutable_id()->set_container_id(id_);
+    k.mutable_id()->set_container_id(id());
     k.set_signal(signal);
     k.set_all(true);
     apb::Empty empty;
@@ -277,40 +238,11 @@ Status VmTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
   return e->Kill(signal);
 }
 
-StatusOr<exec::ExecStatus> VmTask::DeleteExec(std::string_view exec_id) {
-  ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
-  switch (exec::State st = e->state()) {
-    case exec::State::kCreated:
-      e->ForceExit(0);
-      break;
-    case exec::State::kRunning:
-      return exec::InvalidStateError(e->id(), id_, exec::StateName(st), "delete");
-    case exec::State::kExited:
-      break;
-  }
-  exec::ExecStatus status = e->status();
-  if (exec_id.empty()) {
-    if (!closed_.Wait(std::chrono::steady_clock::now() + kDeleteWaitForClose)) {
-      return DeadlineExceededError("task '{}' did not finish exiting", id_);
-    }
-    status = e->status();
-  } else {
-    execs_.Remove(exec_id);
-  }
-  publisher_->Publish(exec::DeleteEvent(status));
-  return status;
-}
-
 StatusOr<std::vector<task::ProcessDetails>> VmTask::Pids() {
   std::vector<task::ProcessDetails> out;
-  if (init_->state() == exec::State::kRunning) out.push_back({init_->pid(), ""});
-  for (auto& e : execs_.InState(exec::State::kRunning)) out.push_back({e->pid(), e->id()});
+  if (init()->state() == exec::State::kRunning) out.push_back({init()->pid(), ""});
+  for (auto& e : execs().InState(exec::State::kRunning)) out.push_back({e->pid(), e->id()});
   return out;
-}
-
-StatusOr<exec::ExecStatus> VmTask::Wait(exec::Deadline deadline) {
-  if (!closed_.Wait(deadline)) return DeadlineExceededError("wait for task '{}'", id_);
-  return init_->status();
 }
 
 Status VmTask::Pause() { return FreezeContainer(true); }
@@ -319,12 +251,12 @@ Status VmTask::Resume() { return FreezeContainer(false); }
 
 Status VmTask::FreezeContainer(bool freeze) {
   auto agent = vm_->agent();
-  if (!agent) return FailedPreconditionError("task '{}': its VM is not running", id_);
-  if (init_->state() != exec::State::kRunning) {
-    return FailedPreconditionError("cannot {} task '{}': it is not running", freeze ? "pause" : "resume", id_);
+  if (!agent) return FailedPreconditionError("task '{}': its VM is not running", id());
+  if (init()->state() != exec::State::kRunning) {
+    return FailedPreconditionError("cannot {} task '{}': it is not running", freeze ? "pause" : "resume", id());
   }
   apb::ContainerRequest req;
-  req.set_container_id(id_);
+  req.set_container_id(id());
   apb::Empty e;
   RETURN_IF_ERROR(agent->Call(freeze ? "PauseContainer" : "ResumeContainer", req, &e));
   {
@@ -332,9 +264,9 @@ Status VmTask::FreezeContainer(bool freeze) {
     paused_ = freeze;
   }
   if (freeze) {
-    publisher_->Publish(task::PausedEvent(id_));
+    publisher()->Publish(task::PausedEvent(id()));
   } else {
-    publisher_->Publish(task::ResumedEvent(id_));
+    publisher()->Publish(task::ResumedEvent(id()));
   }
   return OkStatus();
 }
@@ -345,17 +277,17 @@ bool VmTask::Paused() {
 }
 
 Status VmTask::Update(const runhcs::wkt::Any&) {
-  return NotImplementedError("update of hypervisor-isolated task '{}' is not implemented yet", id_);
+  return NotImplementedError("update of hypervisor-isolated task '{}' is not implemented yet", id());
 }
 
 StatusOr<runhcs::wkt::Any> VmTask::Stats() {
   containerd::runhcs::stats::v1::Statistics s;
   auto agent = vm_->agent();
-  if (!agent) return FailedPreconditionError("task '{}': its VM is not running", id_);
+  if (!agent) return FailedPreconditionError("task '{}': its VM is not running", id());
   apb::ContainerRequest req;
-  req.set_container_id(id_);
+  req.set_container_id(id());
   apb::ContainerStatsResponse cs;
-  RETURN_IF_ERROR(agent->Call("ContainerStats", req, &cs).Wrap(fmt::format("stats of task '{}'", id_)));
+  RETURN_IF_ERROR(agent->Call("ContainerStats", req, &cs).Wrap(fmt::format("stats of task '{}'", id())));
   *s.mutable_linux_v2() = std::move(*cs.mutable_metrics());
   // As hcsshim: the VM's own figures only from the task that owns the VM.
   if (owns_vm_) {

@@ -21,19 +21,17 @@
 #include <memory>
 #include <string>
 
-#include "base/latch.h"
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
 #include "exec/process_exec.h"
-#include "task/exec_set.h"
-#include "task/task.h"
+#include "task/task_base.h"
 #include "stdio/process_io.h"
 #include "uvm/oom_relay.h"
 #include "uvm/qemu_vm.h"
 
 namespace runhcs::uvm {
 
-class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
+class VmTask : public task::TaskBase {
  public:
   struct Config {
     std::string ns;
@@ -49,14 +47,8 @@ class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
                                                     events::Publisher* publisher);
   ~VmTask() override;
 
-  const std::string& id() const override { return id_; }
-  Status CreateExec(const task::ExecRequest& req) override;
-  StatusOr<std::shared_ptr<exec::Exec>> GetExec(std::string_view exec_id) override;
-  std::vector<std::shared_ptr<exec::Exec>> ListExecs() override;
   Status KillExec(std::string_view exec_id, uint32_t signal, bool all) override;
-  StatusOr<exec::ExecStatus> DeleteExec(std::string_view exec_id) override;
   StatusOr<std::vector<task::ProcessDetails>> Pids() override;
-  StatusOr<exec::ExecStatus> Wait(exec::Deadline deadline) override;
   Status Pause() override;
   Status Resume() override;
   bool Paused() override;
@@ -79,7 +71,9 @@ class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
          bool owns_vm, events::Publisher* publisher, bool mounted);
 
  private:
-  void OnInitExit();
+  StatusOr<std::unique_ptr<exec::Process>> NewExecProcess(const task::ExecRequest& req) override;
+  void KillAll() override;
+  void Teardown() override;
   static StatusOr<std::shared_ptr<VmTask>> CreateWith(const task::CreateRequest& req, const std::string& ns,
                                                       std::shared_ptr<UtilityVm> vm, bool owns_vm,
                                                       std::unique_ptr<stdio::ProcessIo> io,
@@ -88,17 +82,10 @@ class VmTask : public task::Task, public std::enable_shared_from_this<VmTask> {
   void WatchVm();
   Status FreezeContainer(bool freeze);
 
-  const std::string id_;
-  const std::string bundle_;
-  const std::string ns_;
   const std::shared_ptr<UtilityVm> vm_;
   const bool owns_vm_;
-  events::Publisher* const publisher_;
   const bool mounted_;
-  std::shared_ptr<exec::ProcessExec> init_;  // set once in Create
 
-  Latch closed_;  // init's exit handled and published
-  task::ExecSet execs_{id_};
   std::unique_ptr<OomRelay> oom_;  // set once in Create; null without an agent (fakes)
   Mutex mu_;
   bool paused_ GUARDED_BY(mu_) = false;
