@@ -1,5 +1,7 @@
 #include "base/reaper.h"
 
+#include <sys/prctl.h>
+
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
@@ -100,11 +102,14 @@ StatusOr<pid_t> Reaper::Spawn(const SpawnOptions& opts) {
   std::vector<int> tmp(opts.fds.size());  // allocated before fork: no malloc in the child
   int status_pipe[2];
   if (::pipe2(status_pipe, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");
-  // Register under the lock before the child can be reaped.
-  MutexLock l(&mu_);
+  const pid_t parent = ::getpid();
+  // Registered under the lock before the child can be reaped; the lock is
+  // not held across the exec handshake, so spawns run side by side.
+  mu_.Lock();
   pid_t pid = ::fork();
   if (pid < 0) {
     int err = errno;
+    mu_.Unlock();
     ::close(status_pipe[0]);
     ::close(status_pipe[1]);
     return ErrnoError(err, "fork");
@@ -115,6 +120,10 @@ StatusOr<pid_t> Reaper::Spawn(const SpawnOptions& opts) {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::signal(SIGPIPE, SIG_DFL);
+    if (opts.die_with_parent) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
+    }
     if (opts.new_session) ::setsid();
     // Move sources out of the way of targets first, then place them.
     for (size_t i = 0; i < opts.fds.size(); ++i) {
@@ -137,6 +146,7 @@ StatusOr<pid_t> Reaper::Spawn(const SpawnOptions& opts) {
     ::_exit(127);
   }
   spawned_[pid] = std::nullopt;
+  mu_.Unlock();
   ::close(status_pipe[1]);
   int child_err = 0;
   ssize_t n;
@@ -146,12 +156,37 @@ StatusOr<pid_t> Reaper::Spawn(const SpawnOptions& opts) {
   ::close(status_pipe[0]);
   if (n > 0) {
     // It never ran: collect it here.
+    MutexLock l(&mu_);
     if (!enabled_) ::waitpid(pid, nullptr, 0);
     spawned_.erase(pid);
     Status st = ErrnoError(child_err, fmt::format("exec {}", opts.argv[0]));
     return child_err == ENOENT ? NotFoundError("{}", st.message()) : st;
   }
   return pid;
+}
+
+StatusOr<pid_t> Reaper::SpawnTied(SpawnOptions opts, std::function<void(StatusOr<int>)> on_exit) {
+  opts.die_with_parent = true;
+  struct Handoff {
+    Mutex mu;
+    CondVar cv;
+    std::optional<StatusOr<pid_t>> pid GUARDED_BY(mu);
+  };
+  auto h = std::make_shared<Handoff>();
+  std::thread([this, h, opts = std::move(opts), on_exit = std::move(on_exit)] {
+    StatusOr<pid_t> pid = Spawn(opts);
+    {
+      MutexLock l(&h->mu);
+      h->pid = pid;
+      h->cv.SignalAll();
+    }
+    if (!pid.ok()) return;
+    StatusOr<int> st = Wait(*pid);
+    if (on_exit) on_exit(st);
+  }).detach();
+  MutexLock l(&h->mu);
+  while (!h->pid) h->cv.Wait(&h->mu);
+  return *h->pid;
 }
 
 StatusOr<int> Reaper::Wait(pid_t pid, std::optional<std::chrono::steady_clock::time_point> deadline) {

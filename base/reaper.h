@@ -43,6 +43,10 @@ struct SpawnOptions {
   bool new_session = false;
   // With new_session: make the terminal on fd 0 the controlling terminal.
   bool controlling_tty = false;
+  // SIGKILL the child when the thread that spawned it ends (the kernel's
+  // parent-death signal follows the forking thread, not the process): spawn
+  // from a thread that lives as long as the child (SpawnTied).
+  bool die_with_parent = false;
 };
 
 class Reaper {
@@ -77,6 +81,10 @@ class Reaper {
 
   // Starts a child. NotFound if argv[0] does not exist or cannot be run.
   StatusOr<pid_t> Spawn(const SpawnOptions& opts);
+  // Spawn with die_with_parent, from a thread of its own that then waits for
+  // the child and calls `on_exit` with its status: the child dies with this
+  // process, however it dies. The caller gets the pid (or the spawn error).
+  StatusOr<pid_t> SpawnTied(SpawnOptions opts, std::function<void(StatusOr<int>)> on_exit);
   // Waits for a child started by Spawn; returns its exit status.
   // DeadlineExceeded if `deadline` passes first (the child keeps running).
   StatusOr<int> Wait(pid_t pid,

@@ -1,5 +1,9 @@
 #include "oci/runtime.h"
 
+#include <signal.h>
+
+#include <poll.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -63,11 +67,33 @@ Status Runtime::Run(const std::string& verb, std::vector<std::string> args, cons
     return pid.status();
   }
   out_w.reset();
+  const auto deadline = std::chrono::steady_clock::now() + cfg_.timeout;
+  auto timed_out = [&] {
+    ::kill(*pid, SIGKILL);
+    (void)Reaper::Get().Wait(*pid);
+    return DeadlineExceededError("OCI runtime {} did not finish within {} ms: {} killed", verb,
+                                 cfg_.timeout.count(), cfg_.binary);
+  };
   if (out) {
-    auto text = ReadAll(out_r.get());
-    if (text.ok()) *out = std::move(*text);
+    std::string text;
+    char buf[4096];
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return timed_out();
+      pollfd p{out_r.get(), POLLIN, 0};
+      int n = ::poll(&p, 1, static_cast<int>(left.count()));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) continue;
+      ssize_t r = ::read(out_r.get(), buf, sizeof buf);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      text.append(buf, static_cast<size_t>(r));
+    }
+    *out = std::move(text);
   }
-  ASSIGN_OR_RETURN(int status, Reaper::Get().Wait(*pid));
+  auto waited = Reaper::Get().Wait(*pid, deadline);
+  if (!waited.ok() && waited.status().code() == Code::kDeadlineExceeded) return timed_out();
+  ASSIGN_OR_RETURN(int status, std::move(waited));
   if (status == 0) return OkStatus();
   std::string msg = LastError();
   if (msg.find("hybrid mode") != std::string::npos) {

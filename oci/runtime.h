@@ -4,13 +4,15 @@
 // Every call runs `<binary> --root R --log <bundle>/log.json --log-format json
 // <verb> ...`; on failure the runtime's last error line is taken from that log
 // and the Status reads like runc-v2's ("OCI runtime create failed: ...").
-// A missing binary is NotFound. crun 1.8 refuses cgroup hybrid hosts whose
+// A missing binary is NotFound; one that runs past Config::timeout is
+// killed and DeadlineExceeded. crun 1.8 refuses cgroup hybrid hosts whose
 // /sys/fs/cgroup/unified/cgroup.controllers lists a controller; that failure
 // is reported as FailedPrecondition with the reason spelled out.
 #pragma once
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -20,13 +22,18 @@ namespace runhcs::oci {
 
 class Runtime {
  public:
+  static constexpr std::chrono::milliseconds kDefaultTimeout{60000};
   struct Config {
     std::string binary = "runc";
     std::string root;  // --root; "" = the runtime's default
     // create --no-pivot: chroot instead of pivot_root, for a root that
     // cannot be pivoted (the initramfs of a utility VM).
     bool no_pivot = false;
+    // Every command is SIGKILLed past this and fails with DeadlineExceeded:
+    // a hung runtime never hangs the call (or the shim) with it.
+    std::chrono::milliseconds timeout = kDefaultTimeout;
   };
+
   // The process's stdio for create/exec (-1 = /dev/null).
   struct Stdio {
     int in = -1, out = -1, err = -1;

@@ -101,11 +101,7 @@ StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const exec::Stdio& stdio, c
   if (in.kind == Target::kFifo) {
     io->stdin_src_.reset(::open(in.path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
     if (!io->stdin_src_) return ErrnoError(errno, fmt::format("open stdin fifo {}", in.path));
-    // Our own writer: the client closing its end is not EOF, CloseStdin is.
-    UniqueFd hold(::open(in.path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
-    if (!hold) return ErrnoError(errno, fmt::format("open stdin fifo {} for writing", in.path));
-    MutexLock l(&io->mu_);
-    io->stdin_hold_ = std::move(hold);
+    io->stdin_path_ = in.path;
   }
 
   if (stdio.terminal) {
@@ -211,8 +207,8 @@ void ProcessIo::StartPump(int src, int dst, bool is_output, int cancel_fd, bool 
   });
 }
 
-// stdin: every byte, to EOF (all writers of the fifo gone, ours included),
-// however slowly the process reads. Stops early only when the process
+// stdin: every byte, to EOF (every writer of the fifo gone), however slowly
+// the process reads. Stops early only when the process
 // closed its end (EPIPE/EIO) or Close() cancels.
 void ProcessIo::CopyInput(int src, int dst, int cancel_fd) {
   char buf[32768];
@@ -309,9 +305,11 @@ Status ProcessIo::Resize(uint32_t width, uint32_t height) {
 }
 
 void ProcessIo::CloseStdin() {
-  // The copier (running or still to start) drains the fifo, then sees EOF.
-  MutexLock l(&mu_);
-  stdin_hold_.reset();
+  if (stdin_path_.empty() || closed_) return;
+  // A writer that comes and goes: with no other writer left, the copier
+  // (running or still to start) drains the fifo, then sees EOF. Our read end
+  // is open, so this open neither blocks nor fails with ENXIO.
+  UniqueFd nudge(::open(stdin_path_.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
 }
 
 void ProcessIo::Close(std::chrono::milliseconds timeout) {
@@ -334,10 +332,6 @@ void ProcessIo::Close(std::chrono::milliseconds timeout) {
   child_in_.reset();
   child_out_.reset();
   child_err_.reset();
-  {
-    MutexLock l(&mu_);
-    stdin_hold_.reset();
-  }
   stdin_src_.reset();
   stdin_pipe_w_.reset();
   out_r_.reset();

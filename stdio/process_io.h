@@ -6,12 +6,15 @@
 //    that goes away neither SIGPIPEs the shim nor loses the fifo. When the
 //    process's output reaches EOF the fifo writers are closed, which is what
 //    `ctr` waits for before it returns.
-//  - stdin fifo: copied into a pipe, byte for byte. The shim holds a write
-//    handle on the fifo (as runc-v2 does), so the client closing its end is
-//    not EOF: CloseStdin() drops that handle, and the process sees EOF once
-//    everything written into the fifo, before or after CloseStdin, has been
-//    copied and every writer is gone. CloseStdin may come before Started()
-//    (ctr sends CloseIO before an exec's Start): nothing is lost.
+//  - stdin fifo: copied into a pipe, byte for byte, to EOF: the client's last
+//    writer closing (a fifo read end polls as hung up only once a writer
+//    has come and gone, so a client that has not opened it yet is not EOF).
+//    CloseStdin() is not a cut: it opens and closes a writer of its own, so
+//    a client that never opened the fifo, or already closed it, gives EOF
+//    once what it wrote is copied; one that still holds it open gives EOF
+//    when it closes (as runc-v2). Nothing written is lost, whether
+//    CloseStdin comes before Started() (ctr sends CloseIO before an exec's
+//    Start) or after, however slowly the process reads.
 //  - file:///path: stdout and stderr appended to one file (parents created).
 //  - binary:///path?k=v: a logger process gets the read ends of the stdout
 //    and stderr pipes as fds 3 and 4 and a "ready" pipe as fd 5; Open()
@@ -77,7 +80,7 @@ class ProcessIo {
   bool terminal_ = false;
   UniqueFd child_in_, child_out_, child_err_;  // the process's ends
   UniqueFd stdin_src_;                         // stdin fifo (read)
-  UniqueFd stdin_hold_ GUARDED_BY(mu_);        // stdin fifo (write): not EOF until CloseStdin
+  std::string stdin_path_;                     // the stdin fifo, for CloseStdin
   UniqueFd stdin_pipe_w_;                      // our end of the process's stdin
   UniqueFd out_r_, err_r_;                     // our ends of stdout/stderr pipes
   UniqueFd out_dst_, err_dst_;                 // fifo/file writers

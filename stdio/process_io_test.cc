@@ -65,23 +65,25 @@ bool Quiet(int fd) {
   return ::poll(&p, 1, 100) == 0;
 }
 
-TEST_F(ProcessIoTest, ClientClosingTheFifoIsNotEofCloseStdinIs) {
-  // As runc-v2: the shim holds the fifo open for writing, so EOF comes from
-  // CloseIO, after everything the client wrote.
+TEST_F(ProcessIoTest, StdinFifoFeedsProcessUntilTheClientCloses) {
+  // No writer yet is not EOF; the client's close is (ctr run sends no
+  // CloseIO when its stdin ends before Create returns).
   std::string in = Fifo("in");
   auto io = ProcessIo::Open({in, "", "", false}, {"c", "ns", dir_});
   ASSERT_TRUE(io.ok()) << io.status().ToString();
   UniqueFd pin(::dup((*io)->child_stdin()));
   ASSERT_TRUE((*io)->Started().ok());
+  EXPECT_TRUE(Quiet(pin.get())) << "EOF before any client";
   {
     UniqueFd w(::open(in.c_str(), O_WRONLY));
     ASSERT_TRUE(WriteAll(w.get(), "data\n").ok());
+    char buf[16];
+    ASSERT_FALSE(Quiet(pin.get()));
+    EXPECT_EQ(::read(pin.get(), buf, sizeof buf), 5);
+    EXPECT_TRUE(Quiet(pin.get())) << "EOF while the client holds the fifo";
+    (*io)->CloseStdin();
+    EXPECT_TRUE(Quiet(pin.get())) << "CloseStdin cut a client that still writes";
   }
-  char buf[16];
-  ASSERT_FALSE(Quiet(pin.get()));
-  EXPECT_EQ(::read(pin.get(), buf, sizeof buf), 5);
-  EXPECT_TRUE(Quiet(pin.get())) << "EOF before CloseStdin";
-  (*io)->CloseStdin();
   auto got = ReadAll(pin.get());
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(*got, "");

@@ -146,6 +146,13 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   std::this_thread::sleep_for(3s);
   Footprint before = Measure(shim);
   long heap_before = LastIdleHeap(ctrd_.log());
+  auto idle_lines = [&] {
+    std::string log = ctrd_.log();
+    size_t count = 0;
+    for (size_t at = log.find(kIdleHeap); at != std::string::npos; at = log.find(kIdleHeap, at + 1)) ++count;
+    return count;
+  };
+  const size_t lines_before = idle_lines();
 
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < n; ++i) ASSERT_NO_FATAL_FAILURE(Lifecycle(fmt::format("w{}", i)));
@@ -158,6 +165,9 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   Footprint after;
   std::this_thread::sleep_for(3s);
   WaitFor([&] { return (after = Measure(shim)) == before; }, 20s);
+  // The figure after the execs must be a new one, not the last before them.
+  WaitFor([&] { return idle_lines() > lines_before + 1; }, 20s);
+  ASSERT_GT(idle_lines(), lines_before + 1) << "no idle heap line after the execs: nothing to compare";
   long heap_after = LastIdleHeap(ctrd_.log());
   {  // the whole series: a leak shows as a rising line
     std::string log = ctrd_.log();

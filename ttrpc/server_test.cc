@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <fstream>
+#include <set>
 #include <future>
 #include <thread>
 
@@ -308,6 +310,225 @@ TEST(ServerIdle, OnIdleRunsOnceTheLastWorkerLeavesForWantOfWork) {
   for (int i = 0; i < 60 && idle == 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(idle.load(), 2);
   server.Shutdown(std::chrono::milliseconds(500));
+}
+
+
+// Threads of this process, from /proc.
+int ThreadCount() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::atoi(line.c_str() + 8);
+  }
+  return -1;
+}
+
+// An async method whose calls are kept until Release: what Wait does.
+class AsyncServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Server::Options o;
+    o.max_running_per_connection = 4;
+    o.max_pending_per_connection = 2000;
+    server_ = std::make_unique<Server>(o);
+    server_->RegisterAsync<StateRequest>(kSvc, "Hold", [this](const CallContext&, const StateRequest& req,
+                                                              Responder r) {
+      MutexLock l(&mu_);
+      held_.emplace_back(req.id(), r);
+    });
+    server_->Register<StateRequest, StateResponse>(
+        kSvc, "Block", [this](const CallContext&, const StateRequest& req, StateResponse* resp) {
+          MutexLock l(&mu_);
+          ++blocked_;
+          while (!released_) cv_.Wait(&mu_);
+          resp->set_id(req.id());
+          return OkStatus();
+        });
+    server_->Register<StateRequest, StateResponse>(
+        kSvc, "State", [](const CallContext&, const StateRequest& req, StateResponse* resp) {
+          resp->set_id(req.id());
+          return OkStatus();
+        });
+  }
+  Client Connect() {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    server_->ServeConnection(UniqueFd(sv[0]));
+    return Client(UniqueFd(sv[1]));
+  }
+  size_t Held() {
+    MutexLock l(&mu_);
+    return held_.size();
+  }
+  static std::string Request(const std::string& method, const StateRequest& q) {
+    ::ttrpc::Request r;
+    r.set_service(kSvc);
+    r.set_method(method);
+    r.set_payload(q.SerializeAsString());
+    return r.SerializeAsString();
+  }
+  void ReplyAll() {
+    std::vector<std::pair<std::string, Responder>> held;
+    {
+      MutexLock l(&mu_);
+      held.swap(held_);
+    }
+    for (auto& [id, r] : held) {
+      StateResponse resp;
+      resp.set_id(id);
+      r.Send(resp);
+    }
+  }
+
+  std::unique_ptr<Server> server_;
+  Mutex mu_;
+  CondVar cv_;
+  std::vector<std::pair<std::string, Responder>> held_ GUARDED_BY(mu_);
+  int blocked_ GUARDED_BY(mu_) = 0;
+  bool released_ GUARDED_BY(mu_) = false;
+};
+
+TEST_F(AsyncServerTest, ThousandWaitingCallsHoldNoThreadAndAllGetTheirAnswer) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  server_->ServeConnection(UniqueFd(sv[0]));
+  UniqueFd raw(sv[1]);
+  int before = ThreadCount();
+  for (uint32_t i = 0; i < 1000; ++i) {
+    StateRequest q;
+    q.set_id(std::to_string(i));
+    ASSERT_TRUE(WriteFrame(raw.get(), 2 * i + 1, FrameType::kRequest, 0, Request("Hold", q)).ok());
+  }
+  for (int i = 0; i < 300 && Held() < 1000; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(Held(), 1000u);
+  EXPECT_LE(ThreadCount(), before + 2);  // no thread per waiting call
+  std::thread replier([&] { ReplyAll(); });  // the socket holds only so many answers
+  std::set<std::string> ids;
+  for (int i = 0; i < 1000; ++i) {
+    Frame f;
+    ASSERT_TRUE(ReadFrame(raw.get(), &f).ok());
+    ::ttrpc::Response r;
+    ASSERT_TRUE(r.ParseFromString(f.payload));
+    StateResponse resp;
+    ASSERT_TRUE(resp.ParseFromString(r.payload()));
+    EXPECT_EQ(resp.id(), std::to_string((f.header.stream_id - 1) / 2));
+    ids.insert(resp.id());
+  }
+  replier.join();
+  EXPECT_EQ(ids.size(), 1000u);  // each exactly once
+}
+
+TEST_F(AsyncServerTest, AbandonedCallsAreDoneAndTheirAnswersGoNowhere) {
+  {
+    Client c = Connect();
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 4; ++t) {
+      ts.emplace_back([&] {
+        for (int i = 0; i < 250; ++i) {
+          StateRequest req;
+          (void)c.Call(kSvc, "Hold", req, nullptr, {.timeout = std::chrono::nanoseconds(0)});
+        }
+      });
+    }
+    for (int i = 0; i < 300 && Held() < 4; ++i) std::this_thread::sleep_for(10ms);
+    c.Close();  // the client goes away with its calls open
+    for (auto& t : ts) t.join();
+  }
+  for (int i = 0; i < 200 && server_->connection_count() > 0; ++i) std::this_thread::sleep_for(10ms);
+  MutexLock l(&mu_);
+  ASSERT_FALSE(held_.empty());
+  for (auto& [id, r] : held_) {
+    EXPECT_TRUE(r.Done());
+    EXPECT_FALSE(r.Reply(OkStatus()));
+  }
+}
+
+TEST_F(AsyncServerTest, DeadlinePassingAnswersDeadlineExceededAndDropsTheLateAnswer) {
+  Client c = Connect();
+  auto t0 = Clock::now();
+  Status st = c.Call(kSvc, "Hold", StateRequest(), nullptr, {.timeout = 200ms});
+  EXPECT_EQ(st.code(), Code::kDeadlineExceeded);
+  EXPECT_GE(Clock::now() - t0, 200ms);
+  ASSERT_EQ(Held(), 1u);
+  {
+    MutexLock l(&mu_);
+    for (int i = 0; i < 100 && !held_[0].second.Done(); ++i) {
+      mu_.Unlock();
+      std::this_thread::sleep_for(10ms);
+      mu_.Lock();
+    }
+    EXPECT_TRUE(held_[0].second.Done());
+    EXPECT_FALSE(held_[0].second.Reply(OkStatus()));
+  }
+  // A plain handler still running past its deadline: the server answers.
+  auto raw = Connect();
+  ::ttrpc::Request r;
+  r.set_service(kSvc);
+  r.set_method("Block");
+  r.set_timeout_nano(std::chrono::nanoseconds(150ms).count());
+  StateRequest q;
+  r.set_payload(q.SerializeAsString());
+  t0 = Clock::now();
+  st = raw.Call(kSvc, "Block", q, nullptr, {.timeout = 150ms});
+  EXPECT_EQ(st.code(), Code::kDeadlineExceeded);
+  EXPECT_LT(Clock::now() - t0, 3s);
+  {
+    MutexLock l(&mu_);
+    released_ = true;
+    cv_.SignalAll();
+  }
+}
+
+TEST_F(AsyncServerTest, BusyConnectionIsReadLaterNotRefused) {
+  // Four plain calls block (the per-connection limit); forty more queue in
+  // the socket and all complete once those finish: none is refused.
+  Client c = Connect();
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 44; ++i) {
+    ts.emplace_back([&] {
+      if (c.Call(kSvc, "Block", StateRequest(), nullptr).ok()) ++ok;
+    });
+  }
+  for (int i = 0; i < 200; ++i) {
+    {
+      MutexLock l(&mu_);
+      if (blocked_ >= 4) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::this_thread::sleep_for(100ms);
+  {
+    MutexLock l(&mu_);
+    EXPECT_EQ(blocked_, 4);  // never more than the limit at once
+    released_ = true;
+    cv_.SignalAll();
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(ok.load(), 44);
+}
+
+TEST_F(AsyncServerTest, PendingCapIsResourceExhaustedAndBounded) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  server_->ServeConnection(UniqueFd(sv[0]));
+  UniqueFd raw(sv[1]);
+  std::thread writer([&] {
+    for (uint32_t i = 0; i < 2100; ++i) {
+      ASSERT_TRUE(WriteFrame(raw.get(), 2 * i + 1, FrameType::kRequest, 0, Request("Hold", StateRequest())).ok());
+    }
+  });
+  int exhausted = 0;
+  for (int i = 0; i < 100; ++i) {
+    Frame f;
+    ASSERT_TRUE(ReadFrame(raw.get(), &f).ok());
+    ::ttrpc::Response r;
+    ASSERT_TRUE(r.ParseFromString(f.payload));
+    if (r.status().code() == static_cast<int>(Code::kResourceExhausted)) ++exhausted;
+  }
+  writer.join();
+  EXPECT_EQ(exhausted, 100);
+  EXPECT_EQ(Held(), 2000u);
 }
 
 }  // namespace

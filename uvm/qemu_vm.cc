@@ -1,5 +1,7 @@
 #include "uvm/qemu_vm.h"
 
+#include <dirent.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -98,7 +100,11 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
 
 QemuUtilityVm::QemuUtilityVm(std::string id, QemuConfig cfg) : id_(std::move(id)), cfg_(std::move(cfg)) {}
 
-QemuUtilityVm::~QemuUtilityVm() { (void)Close(); }
+QemuUtilityVm::~QemuUtilityVm() {
+  (void)Close();
+  MutexLock l(&exit_sink_->mu);
+  exit_sink_->vm = nullptr;
+}
 
 std::shared_ptr<AgentClient> QemuUtilityVm::agent() {
   MutexLock l(&mu_);
@@ -145,18 +151,14 @@ Status QemuUtilityVm::StartVirtiofsd() {
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   so.fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}};
   so.new_session = true;
-  auto pid = Reaper::Get().Spawn(so);
+  auto exited = std::make_shared<Latch>();
+  // Tied: it dies with the shim, whatever kills the shim.
+  auto pid = Reaper::Get().SpawnTied(so, [exited](StatusOr<int>) { exited->Open(); });
   if (!pid.ok()) return pid.status().Wrap("virtiofsd");
   {
     MutexLock l(&mu_);
     virtiofsd_pid_ = *pid;
   }
-  pid_t p = *pid;
-  auto exited = std::make_shared<Latch>();
-  std::thread([p, exited] {
-    (void)Reaper::Get().Wait(p);
-    exited->Open();
-  }).detach();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (!Exists(sock)) {
     if (exited->Wait(std::chrono::steady_clock::now() + std::chrono::milliseconds(5))) {
@@ -193,7 +195,21 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   so.fds = {{0, devnull.get()}, {1, out_w.get()}, {2, out_w.get()}};
   so.new_session = true;
-  auto pid = Reaper::Get().Spawn(so);
+  // Tied to the thread that waits for it: QEMU dies with the shim. Its exit
+  // goes to OnQemuExit unless this boot attempt failed (Boot handles that).
+  auto exited = std::make_shared<Latch>();
+  auto pid = Reaper::Get().SpawnTied(so, [exited, sink = exit_sink_, attempt](StatusOr<int> st) {
+    exited->Open();
+    // Held while OnQemuExit runs: ~QemuUtilityVm waits for it (no raw
+    // `this` outliving the VM).
+    MutexLock l(&sink->mu);
+    if (!sink->vm) return;
+    {
+      MutexLock vl(&sink->vm->mu_);
+      if (attempt != sink->vm->boot_ || !sink->vm->started_) return;  // a failed boot: Boot handles it
+    }
+    sink->vm->OnQemuExit(st.ok() ? *st : -1);
+  });
   if (!pid.ok()) return pid.status().Wrap("qemu");
   out_w.reset();
   {
@@ -221,16 +237,6 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
         }
       }
     }
-  }).detach();
-  auto exited = std::make_shared<Latch>();
-  std::thread([this, p = *pid, attempt, exited] {
-    auto st = Reaper::Get().Wait(p);
-    exited->Open();
-    {
-      MutexLock l(&mu_);
-      if (attempt != boot_ || !started_) return;  // a failed boot: Boot handles it
-    }
-    OnQemuExit(st.ok() ? *st : -1);
   }).detach();
 
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -423,6 +429,46 @@ void QemuUtilityVm::Cleanup() {
   MutexLock l(&mu_);
   cleaned_ = true;
   cv_.SignalAll();
+}
+
+void QemuUtilityVm::CleanupStateDir(const std::string& state_dir) {
+  if (state_dir.empty() || !Exists(state_dir)) return;
+  // Processes whose command line names the directory are this VM's.
+  auto of_vm = [&] {
+    std::vector<pid_t> pids;
+    if (DIR* d = ::opendir("/proc")) {
+      while (dirent* e = ::readdir(d)) {
+        pid_t pid = std::atoi(e->d_name);
+        if (pid <= 0 || pid == ::getpid()) continue;
+        auto cmd = ReadFile(fmt::format("/proc/{}/cmdline", pid));
+        if (cmd.ok() && cmd->find(state_dir + "/") != std::string::npos) pids.push_back(pid);
+      }
+      ::closedir(d);
+    }
+    return pids;
+  };
+  for (int i = 0; i < 300; ++i) {
+    auto pids = of_vm();
+    if (pids.empty()) break;
+    for (pid_t p : pids) ::kill(p, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::string shares = state_dir + "/shares";
+  if (DIR* d = ::opendir(shares.c_str())) {
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d)) {
+      if (std::string_view(e->d_name) != "." && std::string_view(e->d_name) != "..") names.push_back(e->d_name);
+    }
+    ::closedir(d);
+    for (const auto& n : names) {
+      std::string t = shares + "/" + n;
+      ::umount2(t.c_str(), MNT_DETACH);
+      if (::rmdir(t.c_str()) != 0) ::unlink(t.c_str());  // never recursive: a live mount keeps its files
+    }
+  }
+  for (const char* f : {"/agent.sock", "/qmp.sock", "/fs.sock", "/fs.sock.pid"}) ::unlink((state_dir + f).c_str());
+  ::rmdir(shares.c_str());
+  ::rmdir(state_dir.c_str());
 }
 
 Status QemuUtilityVm::Wait() {

@@ -70,6 +70,11 @@ class QemuUtilityVm : public UtilityVm {
   Status Close() override;
   StatusOr<int32_t> ExecInUvm(const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
   Status Share(const std::string& host_path, const std::string& vm_path, bool read_only) override;
+
+  // What a VM whose shim died left in `state_dir`: processes still running
+  // from it (QEMU, virtiofsd) are SIGKILLed, share mounts unmounted, files
+  // and the directory removed. For the shim's `delete` action. Idempotent.
+  static void CleanupStateDir(const std::string& state_dir);
   Status Unshare(const std::string& vm_path) override;
   StatusOr<std::string> DumpStacks() override;
   StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> Stats() override;
@@ -87,6 +92,14 @@ class QemuUtilityVm : public UtilityVm {
   void KillQemuLocked() REQUIRES(mu_);
   void OnQemuExit(int status);
   void Cleanup();
+
+  // Where QEMU's waiter reports its exit; cleared by the destructor.
+  struct ExitSink {
+    explicit ExitSink(QemuUtilityVm* v) : vm(v) {}
+    Mutex mu;
+    QemuUtilityVm* vm GUARDED_BY(mu);
+  };
+  const std::shared_ptr<ExitSink> exit_sink_ = std::make_shared<ExitSink>(this);
   // Unmounts one share mount point and removes it; false if still mounted.
   bool RemoveShareMount(const std::string& target);
   Status QmpQuit();

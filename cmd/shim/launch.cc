@@ -341,6 +341,15 @@ int Delete(const Flags& f) {
     if (!st.ok()) std::fprintf(stderr, "%s\n", st.ToString().c_str());
     ::unlink((bundle + "/runtime").c_str());
   }
+  // A VM of a shim that died (its QEMU and virtiofsd die with the shim;
+  // the mounts and files stay).
+  auto address_text = ReadFile(bundle + "/address");
+  bool shim_gone = true;
+  if (address_text.ok()) {
+    UnixAddress ua = UnixAddress::Parse(*address_text);
+    shim_gone = ua.abstract || !ConnectUnix(ua).ok();
+  }
+  if (shim_gone) uvm::QemuUtilityVm::CleanupStateDir(uvm::VmTask::VmStateDir(f.ns, f.id));
   Status us = oci::UnmountAll(bundle + "/rootfs");
   if (!us.ok()) std::fprintf(stderr, "%s\n", us.ToString().c_str());
   // A shim that died leaves its socket behind; a live one (a pod's, serving
