@@ -26,15 +26,16 @@
 #include "containerd/services/tasks/v1/tasks.grpc.pb.h"
 #include "containerd/task/v2/shim.pb.h"
 #include "runhcs/options.pb.h"
+#include "tests/ctrd_client.h"
 #include "tests/subprocess.h"
 #include "ttrpc/client.h"
 
 namespace runhcs::bench {
 namespace {
 
-namespace ctrs = containerd::services::containers::v1;
-namespace tasks = containerd::services::tasks::v1;
-namespace evs = containerd::services::events::v1;
+namespace ctrs = testing::ctrs;
+namespace tasks = testing::tasks;
+namespace evs = testing::evs;
 using Clock = std::chrono::steady_clock;
 using testing::ReadFileOr;
 
@@ -49,6 +50,7 @@ struct Config {
   int containers = 50;
   int rpc_calls = 2000;
   int pods = 3;
+  int burst = 500;
   std::string out_dir = "bench/results";
   std::vector<std::string> oci_runtimes = {"runc", "crun"};
 };
@@ -100,76 +102,13 @@ pid_t ParentOf(pid_t pid) {
   return 0;
 }
 
-// A gRPC client of containerd: the calls an orchestrator makes.
-class Client {
- public:
-  explicit Client(const std::string& sock)
-      : channel_(grpc::CreateChannel("unix://" + sock, grpc::InsecureChannelCredentials())),
-        containers_(ctrs::Containers::NewStub(channel_)),
-        tasks_(tasks::Tasks::NewStub(channel_)),
-        events_(evs::Events::NewStub(channel_)) {}
-
-  std::unique_ptr<grpc::ClientContext> Ctx() {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->AddMetadata("containerd-namespace", kNs);
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    return ctx;
-  }
-  static void Check(const grpc::Status& st, const std::string& what) {
-    if (!st.ok()) throw std::runtime_error(what + ": " + st.error_message());
-  }
-
-  ctrs::Containers::Stub& containers() { return *containers_; }
-  tasks::Tasks::Stub& tasks() { return *tasks_; }
-  evs::Events::Stub& events() { return *events_; }
-
- private:
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<ctrs::Containers::Stub> containers_;
-  std::unique_ptr<tasks::Tasks::Stub> tasks_;
-  std::unique_ptr<evs::Events::Stub> events_;
-};
-
-// Collects task events from containerd's stream, to check their order.
-class EventLog {
- public:
-  explicit EventLog(Client* c) {
-    ctx_.AddMetadata("containerd-namespace", kNs);
-    evs::SubscribeRequest req;
-    req.add_filters(std::string("namespace==") + kNs);
-    reader_ = c->events().Subscribe(&ctx_, req);
-    thread_ = std::thread([this] {
-      evs::Envelope env;
-      while (reader_->Read(&env)) {
-        containerd::events::TaskStart any;  // container_id is field 1 of every task event
-        any.ParseFromString(env.event().value());
-        if (env.topic().rfind("/tasks/", 0) != 0) continue;  // containers/... too
-        MutexLock l(&mu_);
-        by_id_[any.container_id()].push_back(env.topic());
-      }
-    });
-  }
-  ~EventLog() {
-    ctx_.TryCancel();
-    thread_.join();
-  }
-  std::vector<std::string> For(const std::string& id) {
-    MutexLock l(&mu_);
-    return by_id_[id];
-  }
-
- private:
-  grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReader<evs::Envelope>> reader_;
-  std::thread thread_;
-  Mutex mu_;
-  std::map<std::string, std::vector<std::string>> by_id_ GUARDED_BY(mu_);
-};
+using Client = testing::CtrdClient;
+using EventLog = testing::TaskEvents;
 
 class Bench {
  public:
   Bench(Config cfg, testing::Containerd* ctrd, const std::string& rootfs, nlohmann::json base_spec)
-      : cfg_(std::move(cfg)), ctrd_(ctrd), client_(ctrd->grpc_address()), rootfs_(rootfs),
+      : cfg_(std::move(cfg)), ctrd_(ctrd), client_(ctrd->grpc_address(), kNs), rootfs_(rootfs),
         base_spec_(std::move(base_spec)), events_(&client_) {}
 
   runhcs::wkt::Any Options(const Shim& shim, const std::string& oci) {
@@ -320,7 +259,7 @@ class Bench {
     const std::vector<std::string> want = {"/tasks/create", "/tasks/start", "/tasks/exit",
                                            "/tasks/delete"};
     for (const auto& id : lifecycle_ids_) {
-      if (events_.For(id) != want) ++bad;
+      if (events_.Topics(id) != want) ++bad;
     }
     return bad;
   }
@@ -391,6 +330,27 @@ class Bench {
         DeleteContainer(id);
       }
     }
+
+    std::printf("== exec burst (runc, %d at once)\n", cfg_.burst);
+    std::map<std::string, testing::BurstResult> burst;
+    for (const auto& shim : kShims) {
+      std::string id = "burst-" + shim.label;
+      uint32_t init = StartContainer(shim, "runc", id, {"/bin/sleep", "100000"});
+      std::this_thread::sleep_for(std::chrono::seconds(3));
+      pid_t shim_pid = ParentOf(static_cast<pid_t>(init));
+      int idle_threads = testing::ThreadsOf(shim_pid);
+      burst[shim.label] = testing::ExecBurst(&client_, id, base_spec_["process"], cfg_.burst, shim_pid);
+      std::printf("   %s: %d/%d ok, idle threads %d, peak %d\n", shim.label.c_str(), burst[shim.label].ok, cfg_.burst,
+                  idle_threads, burst[shim.label].peak_threads);
+      Kill(id);
+      WaitTask(id);
+      DeleteContainer(id);
+    }
+    std::string bsec = fmt::format("exec burst ({} at once, runc)", cfg_.burst);
+    Add(bsec, "succeeded", "", burst["runhcs"].ok, burst["runc-v2"].ok);
+    Add(bsec, "p50 of those", "ms", Percentile(burst["runhcs"].ms, .5), Percentile(burst["runc-v2"].ms, .5));
+    Add(bsec, "p99 of those", "ms", Percentile(burst["runhcs"].ms, .99), Percentile(burst["runc-v2"].ms, .99));
+    Add(bsec, "peak shim threads", "", burst["runhcs"].peak_threads, burst["runc-v2"].peak_threads);
 
     std::printf("== idle shim memory and RPC overhead (runc)\n");
     std::map<std::string, ProcMem> idle;
@@ -662,11 +622,12 @@ int main(int argc, char** argv) {
     else if (a == "--exec-growth") cfg.exec_growth = std::stoi(next());
     else if (a == "--containers") cfg.containers = std::stoi(next());
     else if (a == "--pods") cfg.pods = std::stoi(next());
+    else if (a == "--burst") cfg.burst = std::stoi(next());
     else if (a == "--out") cfg.out_dir = next();
     else if (a == "--quick") {
-      cfg.runs = 8; cfg.execs_per_series = 8; cfg.exec_growth = 100; cfg.exec_warmup = 20; cfg.containers = 5; cfg.rpc_calls = 300; cfg.pods = 1;
+      cfg.runs = 8; cfg.execs_per_series = 8; cfg.exec_growth = 100; cfg.exec_warmup = 20; cfg.containers = 5; cfg.rpc_calls = 300; cfg.pods = 1; cfg.burst = 50;
     } else {
-      std::fprintf(stderr, "usage: runhcs-bench [--runs N] [--execs N] [--exec-growth N] [--containers N] [--pods N] [--out DIR] [--quick]\n");
+      std::fprintf(stderr, "usage: runhcs-bench [--runs N] [--execs N] [--exec-growth N] [--containers N] [--pods N] [--burst N] [--out DIR] [--quick]\n");
       return 2;
     }
   }
