@@ -174,6 +174,34 @@ TEST_F(HypervisorTest, QemuKilledEndsEveryTaskAndLeavesNothing) {
   EXPECT_EQ(ctrd_.Ctr({"container", "delete", "kvm1"}).exit_code, 0);
 }
 
+// A VM never outlives its shim: SIGKILL the shim, and containerd's cleanup
+// (the shim's `delete` action) leaves no QEMU, virtiofsd, state directory,
+// share mount, socket or shimdiag entry.
+TEST_F(HypervisorTest, ShimKilledLeavesNoVmNoMountsNoSocket) {
+  RunResult r = CtrRun(With({"-d"}, kHypervisor), "vmorphan", {"/bin/sleep", "1000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("vmorphan") == "RUNNING"; }, 10s));
+  std::string bundle = ctrd_.dir() + "/state/io.containerd.runtime.v2.task/default/vmorphan";
+  pid_t shim = std::atoi(ReadFileOr(bundle + "/shim.pid", "0").c_str());
+  std::string sock = UnixAddress::Parse(ReadFileOr(bundle + "/address")).path;
+  std::string entry = "/run/runhcs/shims/default-vmorphan";
+  ASSERT_GT(shim, 0);
+  ASSERT_GT(QemuPid("vmorphan"), 0);
+  ASSERT_EQ(::access(entry.c_str(), F_OK), 0) << entry;
+  ASSERT_EQ(::kill(shim, SIGKILL), 0);
+  EXPECT_TRUE(WaitFor([&] { return QemuPid("vmorphan") == 0; }, 10s)) << "qemu outlived its shim";
+  EXPECT_TRUE(WaitFor([&] { return RunCommand({"pgrep", "-f", VmDir("vmorphan")}).out.empty(); }, 10s))
+      << RunCommand({"pgrep", "-fa", VmDir("vmorphan")}).out;
+  EXPECT_TRUE(WaitFor([&] { return TaskStatus("vmorphan") != "RUNNING"; }, 15s));
+  ctrd_.Ctr({"task", "delete", "vmorphan"});
+  ctrd_.Ctr({"container", "delete", "vmorphan"});
+  EXPECT_TRUE(WaitFor([&] { return ::access(VmDir("vmorphan").c_str(), F_OK) != 0; }, 10s)) << VmDir("vmorphan");
+  EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find(VmDir("vmorphan")), std::string::npos);
+  EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find(bundle), std::string::npos);
+  EXPECT_NE(::access(sock.c_str(), F_OK), 0) << "socket left: " << sock;
+  EXPECT_NE(::access(entry.c_str(), F_OK), 0) << "shimdiag entry left: " << entry;
+}
+
 TEST_F(HypervisorTest, OomInTheGuestGivesTaskOomThenExit137) {
   std::string events = ctrd_.dir() + "/events.txt";
   pid_t ev = ctrd_.CtrBackground({"events"}, events);

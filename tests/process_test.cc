@@ -155,6 +155,23 @@ TEST_F(ProcessTest, Stdin_TerminalDeliversTheByte) {
   }
 }
 
+// A container joining another's pid namespace (a pod's shared one, CRI's
+// shareProcessNamespace; hostPID is the same case): when init exits, a child holding its stdout is killed at once,
+// as runc-v2 does, so the exit is not held up by the 2 s output drain.
+TEST_F(ProcessTest, NoPidNamespaceOfItsOwn_InitExitEndsTheRestAtOnce) {
+  RunDetached("pidholder");  // the pod's shared pid namespace
+  std::string ns = fmt::format("pid:/proc/{}/ns/pid", InitPid("pidholder"));
+  auto t0 = std::chrono::steady_clock::now();
+  RunResult r = CtrRun({"--rm", "--with-ns", ns}, "sharedpid1", {"/bin/sh", "-c", "sleep 4242 & echo started"});
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "started\n");
+  EXPECT_LT(took, 1500ms) << "the exit waited for the child's stdout";
+  EXPECT_TRUE(WaitFor([] { return CountProcesses("^sleep 4242$") == 0; }, 2s)) << "the child outlived init";
+  EXPECT_EQ(ctrd_.log().find("output still open"), std::string::npos) << "the output drain timed out";
+  KillAndDelete("pidholder");
+}
+
 TEST_F(ProcessTest, Detached_ExecPsKillDelete) {
   RunDetached("det1");
   RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "x1", "det1", "/bin/cat", "/proc/self/status"});
