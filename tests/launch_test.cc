@@ -50,8 +50,13 @@ class LaunchTest : public ::testing::Test {
     bundle_ = MakeBundle(id_, R"({"ociVersion":"1.0.2"})");
   }
   void TearDown() override {
+    // SIGTERM: a daemon removes its socket and shimdiag entry on the way
+    // out; SIGKILL only for one that does not go.
     for (pid_t pid : daemons_) {
-      if (Alive(pid)) ::kill(pid, SIGKILL);
+      if (Alive(pid)) ::kill(pid, SIGTERM);
+    }
+    for (pid_t pid : daemons_) {
+      if (!WaitGone(pid, 3000ms)) ::kill(pid, SIGKILL);
     }
     for (const auto& b : bundles_) {
       auto addr = ReadFileOr(b + "/address");
