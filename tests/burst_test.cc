@@ -8,6 +8,9 @@
 #include <gtest/gtest.h>
 
 #include "base/io.h"
+#include "containerd/task/v2/shim.pb.h"
+#include "ttrpc/frame.h"
+#include "ttrpc/ttrpc.pb.h"
 #include "containerd/runc/options/oci.pb.h"
 #include "runhcs/options.pb.h"
 #include "tests/ctrd_client.h"
@@ -122,6 +125,39 @@ class BurstTest : public ::testing::Test {
   std::string rootfs_;
   nlohmann::json spec_;
 };
+
+// 1000 Waits sent straight to the shim's socket and abandoned with their
+// connection: no thread each, nothing kept after, and the shim serves on.
+TEST_F(BurstTest, ThousandAbandonedWaitsCostNothingAfterwards) {
+  const std::string id = "abandon";
+  pid_t shim = Start(id, "io.containerd.runhcs.v1");
+  ASSERT_GT(shim, 0);
+  std::this_thread::sleep_for(3s);
+  int idle = ThreadsOf(shim);
+  std::string bundle = ctrd_.dir() + "/state/io.containerd.runtime.v2.task/" + kNs + "/" + id;
+  auto addr = UnixAddress::Parse(ReadFileOr(bundle + "/address"));
+  for (int round = 0; round < 3; ++round) {
+    auto conn = ConnectUnix(addr);
+    ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+    containerd::task::v2::WaitRequest w;
+    w.set_id(id);
+    ::ttrpc::Request req;
+    req.set_service("containerd.task.v2.Task");
+    req.set_method("Wait");
+    req.set_payload(w.SerializeAsString());
+    std::string frame = req.SerializeAsString();
+    for (uint32_t i = 0; i < 1000; ++i) {
+      ASSERT_TRUE(ttrpc::WriteFrame(conn->get(), 2 * i + 1, ttrpc::FrameType::kRequest, 0, frame).ok());
+    }
+    std::this_thread::sleep_for(300ms);
+    EXPECT_LE(ThreadsOf(shim), idle + 2) << "a thread per waiting call";
+  }  // each connection closes with its 1000 calls open
+  EXPECT_TRUE(WaitFor([&] { return ThreadsOf(shim) <= idle; }, 10s)) << ThreadsOf(shim) << " vs " << idle;
+  // Still serving: an exec runs and its Wait is answered.
+  BurstResult r = ExecBurst(&client_, id, spec_["process"], 3, shim, "after");
+  EXPECT_EQ(r.ok, 3) << (r.errors.empty() ? "" : r.errors[0]);
+  Stop(id);
+}
 
 TEST_F(BurstTest, FiveHundredConcurrentExecsEachSucceedWithOneStartAndOneExit) {
   Burst("runhcs", "io.containerd.runhcs.v1");

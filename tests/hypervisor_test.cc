@@ -104,6 +104,29 @@ TEST_F(HypervisorTest, ExitCodesStdinAndStderrBehaveAsInProcessIsolation) {
   EXPECT_EQ(err.err, "oops\n") << ctrd_.log();
 }
 
+// Stdin into a VM: every byte arrives, counted inside the guest's container.
+TEST_F(HypervisorTest, StdinEveryByteArrivesInTheGuest) {
+  RunResult d = CtrRun(With({"-d"}, kHypervisor), "vmstdin", {"/bin/sleep", "1000"});
+  ASSERT_EQ(d.exit_code, 0) << d.err << ctrd_.log();
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("vmstdin") == "RUNNING"; }, 10s));
+  for (size_t n : {size_t{1}, size_t{4096}, size_t{65537}, size_t{100000}, size_t{10 << 20}}) {
+    SCOPED_TRACE(n);
+    std::string data = TestBytes(n, static_cast<uint32_t>(n) + 3);
+    std::vector<std::string> exec = {"task", "exec", "--exec-id", "in" + std::to_string(n), "vmstdin"};
+    auto cmd = CountStdinCommand();
+    exec.insert(exec.end(), cmd.begin(), cmd.end());
+    RunResult ex = ctrd_.Ctr(exec, {.stdin_data = data, .timeout = 120s});
+    EXPECT_EQ(ex.exit_code, 0) << ex.err;
+    EXPECT_EQ(ex.out, CountStdinExpected(data));
+  }
+  std::string data = TestBytes(70000, 5);
+  RunResult run = CtrRun(With({"--rm"}, kHypervisor), "vmstdinrun", CountStdinCommand(),
+                         {.stdin_data = data, .timeout = 60s});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, CountStdinExpected(data)) << "ctr run";
+  ctrd_.KillAndDelete("vmstdin");
+}
+
 TEST_F(HypervisorTest, TerminalRunsInTheGuestAndSeesTheResize) {
   // `script` gives ctr a terminal; ctr sends its size with ResizePty.
   ids_.push_back("tty1");

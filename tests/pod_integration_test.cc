@@ -89,6 +89,31 @@ TEST_F(PodTest, SandboxKilledClosesTheVmAndEndsTheWorkloads) {
   Remove({"pod6-a", "pod6"});
 }
 
+// The pod's one shim SIGKILLed: its VM goes with it, and containerd's
+// cleanup of the sandbox and the workload leaves no state dir, mount,
+// socket or shimdiag entry.
+TEST_F(PodTest, PodShimKilledLeavesNoVmNoMountsNoSocket) {
+  StartPod("pod9", {"pod9-a"}, /*hypervisor=*/true);
+  std::string bundle = ctrd_.dir() + "/state/io.containerd.runtime.v2.task/default/pod9";
+  pid_t shim = std::atoi(ReadFileOr(bundle + "/shim.pid", "0").c_str());
+  std::string sock = UnixAddress::Parse(ReadFileOr(bundle + "/address")).path;
+  ASSERT_GT(shim, 0);
+  ASSERT_EQ(CountProcesses("qemu-system.*" + VmDir("pod9")), 1);
+  ASSERT_EQ(::kill(shim, SIGKILL), 0);
+  EXPECT_TRUE(WaitFor([&] { return CountProcesses(VmDir("pod9")) == 0; }, 10s))
+      << RunCommand({"pgrep", "-fa", VmDir("pod9")}).out;
+  for (const char* id : {"pod9-a", "pod9"}) {
+    EXPECT_TRUE(WaitFor([&] { return ctrd_.TaskStatus(id) != "RUNNING"; }, 15s)) << id;
+    ctrd_.Ctr({"task", "delete", id});
+    ctrd_.Ctr({"container", "delete", id});
+  }
+  EXPECT_TRUE(WaitFor([&] { return ::access(VmDir("pod9").c_str(), F_OK) != 0; }, 10s));
+  EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find(VmDir("pod9")), std::string::npos);
+  EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find(ctrd_.dir() + "/state/"), std::string::npos);
+  EXPECT_NE(::access(sock.c_str(), F_OK), 0) << sock;
+  EXPECT_NE(::access("/run/runhcs/shims/default-pod9", F_OK), 0);
+}
+
 TEST_F(PodTest, TwoPodsGetTwoShimsAndTwoVms) {
   StartPod("pod3", {"pod3-a"}, /*hypervisor=*/true);
   StartPod("pod4", {"pod4-a"}, /*hypervisor=*/true);
