@@ -64,6 +64,12 @@ class ServerTest : public ::testing::Test {
     server_.ServeConnection(UniqueFd(sv[0]));
     raw_.reset(sv[1]);
   }
+  // The server answers a call at its deadline while its handler may still
+  // be running: let every handler finish before the fixture's lock goes.
+  void TearDown() override {
+    Release();
+    server_.Shutdown(std::chrono::milliseconds(2000));
+  }
   void Release() {
     MutexLock l(&mu_);
     released_ = true;
@@ -349,6 +355,14 @@ class AsyncServerTest : public ::testing::Test {
           resp->set_id(req.id());
           return OkStatus();
         });
+  }
+  void TearDown() override {
+    {
+      MutexLock l(&mu_);
+      released_ = true;
+      cv_.SignalAll();
+    }
+    server_->Shutdown(std::chrono::milliseconds(2000));
   }
   Client Connect() {
     int sv[2];
