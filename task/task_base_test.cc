@@ -152,6 +152,8 @@ TEST_F(TaskBaseTest, NotifyClosedRunsOnceTheTaskIsClosedAndAtOnceAfter) {
   EXPECT_EQ(calls.load(), 0);
   KillInit();
   ASSERT_TRUE(task_->Wait(std::chrono::steady_clock::now() + 10s).ok());
+  // Waiters run on the closing thread, right after Wait()ers are woken.
+  for (int i = 0; i < 200 && calls == 0; ++i) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(calls.load(), 1);
   task_->NotifyClosed([&](const exec::ExecStatus&) { ++calls; });
   EXPECT_EQ(calls.load(), 2);
