@@ -20,10 +20,10 @@ Status ReadFull(int fd, char* buf, size_t n);
 // Reads until EOF.
 StatusOr<std::string> ReadAll(int fd);
 StatusOr<std::string> ReadFile(const std::string& path);
-// Writes `data` to `path` atomically (temp file in the same directory, then
-// rename), with `mode`.
 // mkdir -p: every missing component of `path` with `mode`.
 Status MkdirAll(const std::string& path, mode_t mode);
+// Writes `data` to `path` atomically (temp file in the same directory, then
+// rename), with `mode`.
 Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode);
 
 // A unix socket address: "unix:///abs/path" or "/abs/path" is a filesystem

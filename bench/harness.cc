@@ -151,27 +151,10 @@ class Bench {
                           const std::vector<std::string>& args,
                           const std::map<std::string, std::string>& annotations = {}) {
     auto t = Clock::now();
-    ctrs::CreateContainerRequest cc;
-    auto* c = cc.mutable_container();
-    c->set_id(id);
-    c->mutable_runtime()->set_name(shim.runtime);
-    *c->mutable_runtime()->mutable_options() = Options(shim, oci);
-    c->mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Spec");
-    c->mutable_spec()->set_value(Spec(id, args, annotations).dump());
-    ctrs::CreateContainerResponse ccr;
-    Client::Check(client_.containers().Create(client_.Ctx().get(), cc, &ccr), "create container");
-    tasks::CreateTaskRequest tc;
-    tc.set_container_id(id);
-    *tc.mutable_options() = Options(shim, oci);
-    tasks::CreateTaskResponse tcr;
-    Client::Check(client_.tasks().Create(client_.Ctx().get(), tc, &tcr), "create task");
-    Mark("create", &t);
-    tasks::StartRequest st;
-    st.set_container_id(id);
-    tasks::StartResponse str;
-    Client::Check(client_.tasks().Start(client_.Ctx().get(), st, &str), "start task");
+    uint32_t pid = testing::CreateAndStart(&client_, id, shim.runtime, Options(shim, oci), Spec(id, args, annotations),
+                                           [&] { Mark("create", &t); });
     Mark("start", &t);
-    return tcr.pid();
+    return pid;
   }
 
   void WaitTask(const std::string& id, const std::string& exec_id = "") {

@@ -2,7 +2,7 @@
 //
 // Contract for every Publisher:
 //  - Publish() only queues: it never blocks on I/O and MUST NOT be called with
-//    a lock held (see DEVELOPERS.md). Events leave in the order Publish() was
+//    a lock held (a publisher may call back into code that takes locks). Events leave in the order Publish() was
 //    called; callers establish the task-level order (start before exit, every
 //    exec's exit before init's).
 //  - The topic comes from the message type (TaskExit -> "/tasks/exit"), and

@@ -27,7 +27,7 @@ std::unique_ptr<RuntimeProcess> RuntimeProcess::ForInit(std::shared_ptr<Runtime>
   p->init_ = true;
   p->kill_all_on_exit_ = kill_all_on_exit;
   p->pid_ = pid;
-  p->SetIo(std::move(io));
+  p->io_.Set(std::move(io));
   p->init_expect_ = std::move(expect);
   p->OpenPidfd();
   return p;
@@ -51,18 +51,7 @@ std::unique_ptr<RuntimeProcess> RuntimeProcess::ForExec(std::shared_ptr<Runtime>
 
 RuntimeProcess::~RuntimeProcess() {
   if (pid_ > 0) Reaper::Get().Unwatch(pid_);
-  if (auto io = Io()) io->Close(std::chrono::milliseconds(0));
-}
-
-std::shared_ptr<stdio::ProcessIo> RuntimeProcess::Io() {
-  MutexLock l(&io_mu_);
-  return io_;
-}
-
-void RuntimeProcess::SetIo(std::shared_ptr<stdio::ProcessIo> io) {
-  MutexLock l(&io_mu_);
-  if (stdin_closed_) io->CloseStdin();
-  io_ = std::move(io);
+  if (auto io = io_.Get()) io->Close(std::chrono::milliseconds(0));
 }
 
 void RuntimeProcess::OpenPidfd() {
@@ -88,7 +77,7 @@ StatusOr<uint32_t> RuntimeProcess::Start(ExitCallback on_exit) {
 
 StatusOr<uint32_t> RuntimeProcess::StartExec(ExitCallback on_exit) {
   ASSIGN_OR_RETURN(std::shared_ptr<stdio::ProcessIo> io, stdio::ProcessIo::Open(stdio_, ctx_));
-  SetIo(io);
+  io_.Set(io);
   auto expect = Reaper::Get().Expect();
   std::string spec_path = bundle_ + "/.exec-" + exec_id_ + ".json";
   std::string pid_path = bundle_ + "/.exec-" + exec_id_ + ".pid";
@@ -133,21 +122,19 @@ Status RuntimeProcess::Signal(uint32_t signal) {
 }
 
 Status RuntimeProcess::ResizePty(uint32_t width, uint32_t height) {
-  auto io = Io();
+  auto io = io_.Get();
   if (!io) return FailedPreconditionError("process has no stdio yet");
   return io->Resize(width, height);
 }
 
 void RuntimeProcess::CloseStdin() {
-  MutexLock l(&io_mu_);
-  stdin_closed_ = true;
-  if (io_) io_->CloseStdin();
+  io_.CloseStdin();
 }
 
 void RuntimeProcess::Terminate() { (void)Signal(SIGKILL); }
 
 void RuntimeProcess::ReleaseIo() {
-  if (auto io = Io()) io->Close(kIoDrainTimeout);
+  if (auto io = io_.Get()) io->Close(kIoDrainTimeout);
 }
 
 }  // namespace runhcs::oci

@@ -58,16 +58,10 @@ class RuntimeProcess : public exec::Process {
   bool kill_all_on_exit_ = false;
   pid_t pid_ = 0;
   UniqueFd pidfd_;
-  // Set once (init: at construction; exec: in Start); io_mu_ orders that
-  // with CloseStdin/ResizePty/ReleaseIo arriving from other threads while
-  // Start runs.
-  Mutex io_mu_;
-  std::shared_ptr<stdio::ProcessIo> io_ GUARDED_BY(io_mu_);
-  bool stdin_closed_ GUARDED_BY(io_mu_) = false;
+  stdio::IoSlot io_;
   Reaper::Expectation init_expect_;
 
-  std::shared_ptr<stdio::ProcessIo> Io() EXCLUDES(io_mu_);
-  void SetIo(std::shared_ptr<stdio::ProcessIo> io) EXCLUDES(io_mu_);
+
 };
 
 }  // namespace runhcs::oci

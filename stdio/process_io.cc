@@ -207,62 +207,74 @@ void ProcessIo::StartPump(int src, int dst, bool is_output, int cancel_fd, bool 
   });
 }
 
-// stdin: every byte, to EOF (every writer of the fifo gone), however slowly
-// the process reads. Stops early only when the process
-// closed its end (EPIPE/EIO) or Close() cancels.
-void ProcessIo::CopyInput(int src, int dst, int cancel_fd) {
+namespace {
+
+// Writes all of buf[0, n) to nonblocking `dst`, waiting while it is full.
+// 0 when done, -1 when `cancel_fd` fired, else the errno that failed it.
+int WriteChunk(int dst, const char* buf, size_t n, int cancel_fd) {
+  size_t off = 0;
+  while (off < n) {
+    ssize_t w = ::write(dst, buf + off, n - off);
+    if (w >= 0) {
+      off += static_cast<size_t>(w);
+    } else if (errno == EAGAIN) {
+      if (!WaitFd(dst, POLLOUT, cancel_fd)) return -1;
+    } else if (errno != EINTR) {
+      return errno;
+    }
+  }
+  return 0;
+}
+
+// Copies `src` to EOF (or EIO from a pty whose slave closed) into `dst`,
+// chunk by chunk; `on_error(errno)` decides whether a failed chunk ends the
+// copy (true) or is dropped (false). Cancel ends it at once.
+template <typename OnError, typename OnOk>
+void CopyLoop(int src, int dst, int cancel_fd, OnError on_error, OnOk on_ok) {
   char buf[32768];
   for (;;) {
     if (!WaitFd(src, POLLIN, cancel_fd)) return;
     ssize_t n = ::read(src, buf, sizeof buf);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n <= 0) return;
-    size_t off = 0;
-    while (off < static_cast<size_t>(n)) {
-      ssize_t w = ::write(dst, buf + off, static_cast<size_t>(n) - off);
-      if (w >= 0) {
-        off += static_cast<size_t>(w);
-      } else if (errno == EAGAIN) {
-        if (!WaitFd(dst, POLLOUT, cancel_fd)) return;
-      } else if (errno != EINTR) {
-        return;  // the process closed its stdin
-      }
+    int err = WriteChunk(dst, buf, static_cast<size_t>(n), cancel_fd);
+    if (err < 0) return;
+    if (err > 0) {
+      if (on_error(err)) return;
+    } else {
+      on_ok();
     }
   }
+}
+
+}  // namespace
+
+// stdin: every byte, to EOF (every writer of the fifo gone), however slowly
+// the process reads. Stops early only when the process closed its end
+// (EPIPE/EIO) or Close() cancels.
+void ProcessIo::CopyInput(int src, int dst, int cancel_fd) {
+  CopyLoop(src, dst, cancel_fd, [](int) { return true; }, [] {});
 }
 
 // stdout/stderr to EOF. A destination that fails (a full disk under a
 // file:// log) is logged once and its data dropped while it fails: the
 // process must never block on its own stdout.
 void ProcessIo::CopyOutput(int src, int dst, int cancel_fd) {
-  char buf[32768];
   bool failing = false;
-  for (;;) {
-    if (!WaitFd(src, POLLIN, cancel_fd)) return;
-    ssize_t n = ::read(src, buf, sizeof buf);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (n <= 0) return;  // EOF (or EIO from a pty whose slave closed)
-    size_t off = 0;
-    while (off < static_cast<size_t>(n)) {
-      ssize_t w = ::write(dst, buf + off, static_cast<size_t>(n) - off);
-      if (w >= 0) {
-        off += static_cast<size_t>(w);
-      } else if (errno == EAGAIN) {
-        if (!WaitFd(dst, POLLOUT, cancel_fd)) return;
-      } else if (errno != EINTR) {
+  CopyLoop(
+      src, dst, cancel_fd,
+      [&](int err) {
         if (!failing) {
-          spdlog::error("stdio: writing output to {}: {}; dropping output while this lasts",
-                        FdTarget(dst), std::strerror(errno));
+          spdlog::error("stdio: writing output to {}: {}; dropping output while this lasts", FdTarget(dst),
+                        std::strerror(err));
           failing = true;
         }
-        break;  // this chunk is dropped
-      }
-    }
-    if (failing && off == static_cast<size_t>(n)) {
-      spdlog::info("stdio: writing output to {} works again", FdTarget(dst));
-      failing = false;
-    }
-  }
+        return false;
+      },
+      [&] {
+        if (failing) spdlog::info("stdio: writing output to {} works again", FdTarget(dst));
+        failing = false;
+      });
 }
 
 Status ProcessIo::Started() {

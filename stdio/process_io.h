@@ -99,4 +99,33 @@ class ProcessIo {
   std::atomic<bool> closed_{false};
 };
 
+// Where a Process keeps its ProcessIo: set once (an init's at construction,
+// an exec's in Start), while CloseStdin/ResizePty/ReleaseIo may come from
+// other threads, before or during Start. A CloseStdin that comes before the
+// ProcessIo exists is applied when it is set.
+class IoSlot {
+ public:
+  IoSlot() = default;
+  explicit IoSlot(std::shared_ptr<ProcessIo> io) : io_(std::move(io)) {}
+  std::shared_ptr<ProcessIo> Get() EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    return io_;
+  }
+  void Set(std::shared_ptr<ProcessIo> io) EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    if (stdin_closed_) io->CloseStdin();
+    io_ = std::move(io);
+  }
+  void CloseStdin() EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    stdin_closed_ = true;
+    if (io_) io_->CloseStdin();
+  }
+
+ private:
+  Mutex mu_;
+  std::shared_ptr<ProcessIo> io_ GUARDED_BY(mu_);
+  bool stdin_closed_ GUARDED_BY(mu_) = false;
+};
+
 }  // namespace runhcs::stdio

@@ -13,13 +13,15 @@ int Hex(char c) {
   return -1;
 }
 
-std::string Unescape(const std::string& s) {
+// %XX decoding; `plus_is_space` only in a query, as Go's url package does
+// (a '+' in a path is a '+').
+std::string Unescape(const std::string& s, bool plus_is_space) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '%' && i + 2 < s.size() && Hex(s[i + 1]) >= 0 && Hex(s[i + 2]) >= 0) {
       out += static_cast<char>(Hex(s[i + 1]) * 16 + Hex(s[i + 2]));
       i += 2;
-    } else if (s[i] == '+') {
+    } else if (s[i] == '+' && plus_is_space) {
       out += ' ';
     } else {
       out += s[i];
@@ -50,7 +52,7 @@ StatusOr<Target> ParseTarget(const std::string& uri) {
   } else {
     return InvalidArgumentError("unsupported stdio scheme {:?} in {:?}", scheme, uri);
   }
-  t.path = scheme.empty() ? rest : Unescape(rest);
+  t.path = scheme.empty() ? rest : Unescape(rest, /*plus_is_space=*/false);
   if (t.path.empty() || t.path[0] != '/') {
     return InvalidArgumentError("stdio target {:?} is not an absolute path", uri);
   }
@@ -63,8 +65,8 @@ StatusOr<Target> ParseTarget(const std::string& uri) {
     pos = amp == std::string::npos ? query.size() : amp + 1;
     if (part.empty()) continue;
     size_t eq = part.find('=');
-    std::string k = Unescape(part.substr(0, eq));
-    std::string v = eq == std::string::npos ? "" : Unescape(part.substr(eq + 1));
+    std::string k = Unescape(part.substr(0, eq), /*plus_is_space=*/true);
+    std::string v = eq == std::string::npos ? "" : Unescape(part.substr(eq + 1), /*plus_is_space=*/true);
     kv.emplace(k, v);  // first value wins
   }
   for (auto& [k, v] : kv) {

@@ -16,6 +16,9 @@ TEST(Uri, Kinds) {
   ASSERT_TRUE(file.ok());
   EXPECT_EQ(file->kind, Target::kFile);
   EXPECT_EQ(file->path, "/var/log/a b.log");
+  // A '+' in a path is a '+' (Go's url.Parse); in a query it is a space.
+  EXPECT_EQ(ParseTarget("file:///var/log/c++.log")->path, "/var/log/c++.log");
+  EXPECT_EQ(ParseTarget("binary:///bin/l?k=a+b")->args, (std::vector<std::string>{"k", "a b"}));
 }
 
 TEST(Uri, BinaryArgsAreKeyThenValueInKeyOrder) {

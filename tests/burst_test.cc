@@ -55,24 +55,7 @@ class BurstTest : public ::testing::Test {
     s["process"]["args"] = {"/bin/sleep", "1000"};
     s["hostname"] = id;
     s["linux"]["cgroupsPath"] = std::string("/") + kNs + "/" + id;
-    ctrs::CreateContainerRequest cc;
-    auto* c = cc.mutable_container();
-    c->set_id(id);
-    c->mutable_runtime()->set_name(runtime);
-    *c->mutable_runtime()->mutable_options() = opts;
-    c->mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Spec");
-    c->mutable_spec()->set_value(s.dump());
-    ctrs::CreateContainerResponse ccr;
-    CtrdClient::Check(client_.containers().Create(client_.Ctx().get(), cc, &ccr), "create container");
-    tasks::CreateTaskRequest tc;
-    tc.set_container_id(id);
-    *tc.mutable_options() = opts;
-    tasks::CreateTaskResponse tcr;
-    CtrdClient::Check(client_.tasks().Create(client_.Ctx().get(), tc, &tcr), "create task");
-    tasks::StartRequest st;
-    st.set_container_id(id);
-    tasks::StartResponse str;
-    CtrdClient::Check(client_.tasks().Start(client_.Ctx().get(), st, &str), "start");
+    CreateAndStart(&client_, id, runtime, opts, s);
     std::string bin = runtime == "io.containerd.runhcs.v1" ? "containerd-shim-runhcs-v1" : "containerd-shim-runc-v2";
     return std::atoi(RunCommand({"pgrep", "-f", bin + " -namespace " + kNs + " -id " + id + "( |$)"}).out.c_str());
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -58,6 +59,34 @@ class CtrdClient {
   std::unique_ptr<tasks::Tasks::Stub> tasks_;
   std::unique_ptr<evs::Events::Stub> events_;
 };
+
+// Creates container `id` (`runtime` with `opts`, `spec`) and its task, then
+// starts it; `on_created` runs between the two (a benchmark's phase mark).
+// Returns the task's init pid.
+inline uint32_t CreateAndStart(CtrdClient* c, const std::string& id, const std::string& runtime,
+                               const runhcs::wkt::Any& opts, const nlohmann::json& spec,
+                               const std::function<void()>& on_created = nullptr) {
+  ctrs::CreateContainerRequest cc;
+  auto* ct = cc.mutable_container();
+  ct->set_id(id);
+  ct->mutable_runtime()->set_name(runtime);
+  *ct->mutable_runtime()->mutable_options() = opts;
+  ct->mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Spec");
+  ct->mutable_spec()->set_value(spec.dump());
+  ctrs::CreateContainerResponse ccr;
+  CtrdClient::Check(c->containers().Create(c->Ctx().get(), cc, &ccr), "create container");
+  tasks::CreateTaskRequest tc;
+  tc.set_container_id(id);
+  *tc.mutable_options() = opts;
+  tasks::CreateTaskResponse tcr;
+  CtrdClient::Check(c->tasks().Create(c->Ctx().get(), tc, &tcr), "create task");
+  if (on_created) on_created();
+  tasks::StartRequest st;
+  st.set_container_id(id);
+  tasks::StartResponse str;
+  CtrdClient::Check(c->tasks().Start(c->Ctx().get(), st, &str), "start task");
+  return tcr.pid();
+}
 
 // Task events from containerd's stream, by container: topic and exec id (""
 // for the init process and task-wide events).

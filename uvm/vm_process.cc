@@ -42,32 +42,21 @@ VmProcess::VmProcess(std::shared_ptr<AgentClient> agent, std::string container_i
 VmProcess::~VmProcess() {
   std::shared_ptr<Pumps> pumps;
   {
-    MutexLock l(&io_mu_);
+    MutexLock l(&pumps_mu_);
     pumps = pumps_;
   }
   if (pumps) {
     uint64_t one = 1;
     (void)!::write(pumps->stop.get(), &one, sizeof one);
   }
-  if (auto io = Io()) io->Close(std::chrono::milliseconds(0));
-}
-
-std::shared_ptr<stdio::ProcessIo> VmProcess::Io() {
-  MutexLock l(&io_mu_);
-  return io_;
-}
-
-void VmProcess::SetIo(std::shared_ptr<stdio::ProcessIo> io) {
-  MutexLock l(&io_mu_);
-  if (stdin_closed_) io->CloseStdin();
-  io_ = std::move(io);
+  if (auto io = io_.Get()) io->Close(std::chrono::milliseconds(0));
 }
 
 StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
-  std::shared_ptr<stdio::ProcessIo> io = Io();
+  std::shared_ptr<stdio::ProcessIo> io = io_.Get();
   if (!io) {
     ASSIGN_OR_RETURN(io, stdio::ProcessIo::Open(stdio_, ctx_));
-    SetIo(io);
+    io_.Set(io);
   }
   UniqueFd out_w, err_w, in_r;
   if (stdio_.terminal) {
@@ -113,7 +102,7 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
   p->id = id;
   p->stop.reset(::eventfd(0, EFD_CLOEXEC));
   {
-    MutexLock l(&io_mu_);
+    MutexLock l(&pumps_mu_);
     pumps_ = p;
   }
   auto pump_out = [p](UniqueFd fd, apb::ReadStreamRequest::Stream which, Latch* done) {
@@ -168,15 +157,13 @@ Status VmProcess::ResizePty(uint32_t width, uint32_t height) {
 
 void VmProcess::CloseStdin() {
   // Our stdin pump sees EOF once the fifo is drained and closes the guest's.
-  MutexLock l(&io_mu_);
-  stdin_closed_ = true;
-  if (io_) io_->CloseStdin();
+  io_.CloseStdin();
 }
 
 void VmProcess::Terminate() { (void)Signal(SIGKILL); }
 
 void VmProcess::ReleaseIo() {
-  if (auto io = Io()) io->Close(kIoDrainTimeout);
+  if (auto io = io_.Get()) io->Close(kIoDrainTimeout);
 }
 
 }  // namespace runhcs::uvm

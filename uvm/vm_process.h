@@ -50,15 +50,9 @@ class VmProcess : public exec::Process {
   const std::string container_id_, exec_id_, process_json_;
   const exec::Stdio stdio_;
   const stdio::IoContext ctx_;
-  std::shared_ptr<stdio::ProcessIo> Io() EXCLUDES(io_mu_);
-  void SetIo(std::shared_ptr<stdio::ProcessIo> io) EXCLUDES(io_mu_);
-
-  // io_ is set once (init: at construction; exec: in Start); io_mu_ orders
-  // that with CloseStdin/ReleaseIo from other threads while Start runs.
-  Mutex io_mu_;
-  std::shared_ptr<stdio::ProcessIo> io_ GUARDED_BY(io_mu_);
-  bool stdin_closed_ GUARDED_BY(io_mu_) = false;
-  std::shared_ptr<Pumps> pumps_ GUARDED_BY(io_mu_);  // set by Start
+  stdio::IoSlot io_;
+  Mutex pumps_mu_;
+  std::shared_ptr<Pumps> pumps_ GUARDED_BY(pumps_mu_);  // set by Start
 };
 
 }  // namespace runhcs::uvm

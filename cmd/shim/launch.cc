@@ -62,8 +62,8 @@ std::string Cwd() {
 constexpr char kIsolationAnnotation[] = "io.containerd.runhcs.v1.isolation";
 constexpr char kAcceleratorAnnotation[] = "io.containerd.runhcs.v1.vm-accelerator";
 
-// Builds tasks for Create: process isolation through the OCI runtime; the
-// utility VM plugs in here as it lands.
+// Builds tasks and pods for Create: process isolation through the OCI
+// runtime, hypervisor isolation in a utility VM, chosen per container.
 class ShimTaskFactory : public service::TaskFactory {
  public:
   ShimTaskFactory(service::ShimOptions opts, std::string ns, events::Publisher* publisher)
