@@ -188,9 +188,9 @@ bool Responder::Reply(const Status& st, const std::string& payload) const {
   if (!conn) return false;
   {
     MutexLock l(&conn->mu);
+    if (conn->closed) return false;  // its calls were dropped with it
     conn->calls.erase(call_->sid);
     if (call_->async) --conn->async_pending;
-    if (conn->closed) return false;
   }
   SendResponse(conn->fd.get(), &conn->write_mu, call_->sid, st, payload);
   return true;
