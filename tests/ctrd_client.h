@@ -3,6 +3,7 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -59,6 +60,20 @@ class CtrdClient {
   std::unique_ptr<tasks::Tasks::Stub> tasks_;
   std::unique_ptr<evs::Events::Stub> events_;
 };
+
+// An OCI spec (`runc spec`, made in `dir/spec`) whose root is a busybox
+// rootfs built at `dir/rootfs`; null if either fails.
+inline nlohmann::json BusyboxSpec(const std::string& dir) {
+  std::string scratch = dir + "/spec", rootfs = dir + "/rootfs";
+  ::mkdir(scratch.c_str(), 0755);
+  if (!MakeBusyboxRootfs(rootfs)) return nullptr;
+  if (RunCommand({"runc", "spec", "--bundle", scratch}).exit_code != 0) return nullptr;
+  nlohmann::json spec = nlohmann::json::parse(ReadFileOr(scratch + "/config.json"), nullptr, false);
+  if (spec.is_discarded()) return nullptr;
+  spec["process"]["terminal"] = false;
+  spec["root"] = {{"path", rootfs}, {"readonly", false}};
+  return spec;
+}
 
 // Creates container `id` (`runtime` with `opts`, `spec`) and its task, then
 // starts it; `on_created` runs between the two (a benchmark's phase mark).

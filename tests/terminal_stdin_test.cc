@@ -27,13 +27,8 @@ class TerminalStdinTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(ctrd_.ok()) << ctrd_.log();
-    std::string scratch = ctrd_.dir() + "/spec";
-    ::mkdir(scratch.c_str(), 0755);
-    rootfs_ = ctrd_.dir() + "/rootfs";
-    ASSERT_TRUE(MakeBusyboxRootfs(rootfs_));
-    ASSERT_EQ(RunCommand({"runc", "spec", "--bundle", scratch}).exit_code, 0);
-    spec_ = nlohmann::json::parse(ReadFileOr(scratch + "/config.json"));
-    spec_["root"] = {{"path", rootfs_}, {"readonly", false}};
+    spec_ = BusyboxSpec(ctrd_.dir());
+    ASSERT_FALSE(spec_.is_null()) << "no busybox rootfs or runc spec";
   }
 
   // What the container printed for `n` bytes of text sent to its terminal.
@@ -111,7 +106,6 @@ class TerminalStdinTest : public ::testing::Test {
 
   Containerd ctrd_{DirName(RUNHCS_SHIM_BINARY)};
   CtrdClient client_{ctrd_.grpc_address(), kNs};
-  std::string rootfs_;
   nlohmann::json spec_;
 };
 
