@@ -178,14 +178,18 @@ void VmTask::WatchVm() {
   }).detach();
 }
 
-void VmTask::KillAll() {
+Status VmTask::SignalAll(uint32_t signal) {
+  auto a = vm_->agent();
+  if (!a) return NotFoundError("task '{}': its VM is gone", id());
   apb::SignalProcessRequest k;
   k.mutable_id()->set_container_id(id());
-  k.set_signal(SIGKILL);
+  k.set_signal(signal);
   k.set_all(true);
   apb::Empty e;
-  if (auto a = vm_->agent()) (void)a->Call("SignalProcess", k, &e);
+  return a->Call("SignalProcess", k, &e);
 }
+
+void VmTask::KillAll() { (void)SignalAll(SIGKILL); }
 
 void VmTask::Teardown() {
   // An OOM kill in the guest is reported before the exit it caused.
@@ -225,16 +229,7 @@ Status VmTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
     return FailedPreconditionError("cannot signal all for non-empty exec: '{}'", exec_id);
   }
   ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
-  if (all && e->state() == exec::State::kRunning) {
-    auto a = vm_->agent();
-    if (!a) return NotFoundError("task '{}': its VM is gone", id());
-    apb::SignalProcessRequest k;
-    k.mutable_id()->set_container_id(id());
-    k.set_signal(signal);
-    k.set_all(true);
-    apb::Empty empty;
-    return a->Call("SignalProcess", k, &empty);
-  }
+  if (all && e->state() == exec::State::kRunning) return SignalAll(signal);
   return e->Kill(signal);
 }
 

@@ -73,6 +73,8 @@ class VmTask : public task::TaskBase {
  private:
   StatusOr<std::unique_ptr<exec::Process>> NewExecProcess(const task::ExecRequest& req) override;
   void KillAll() override;
+  // `signal` to every process of the container, through the agent.
+  Status SignalAll(uint32_t signal);
   void Teardown() override;
   static StatusOr<std::shared_ptr<VmTask>> CreateWith(const task::CreateRequest& req, const std::string& ns,
                                                       std::shared_ptr<UtilityVm> vm, bool owns_vm,
