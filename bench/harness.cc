@@ -24,7 +24,7 @@
 #include "containerd/services/containers/v1/containers.grpc.pb.h"
 #include "containerd/services/events/v1/events.grpc.pb.h"
 #include "containerd/services/tasks/v1/tasks.grpc.pb.h"
-#include "containerd/task/v2/shim.pb.h"
+#include "containerd/task/v2/shim.ttrpc.h"
 #include "runhcs/options.pb.h"
 #include "tests/ctrd_client.h"
 #include "tests/subprocess.h"
@@ -350,7 +350,7 @@ class Bench {
       containerd::task::v2::StateResponse resp;
       for (int i = 0; i < cfg_.rpc_calls; ++i) {
         auto t0 = Clock::now();
-        Status st = (*c)->Call("containerd.task.v2.Task", "State", sr, &resp);
+        Status st = containerd::task::v2::TaskClient(c->get()).State(sr, &resp);
         if (!st.ok()) throw std::runtime_error("State: " + st.ToString());
         if (i >= 50) rpc[shim.label].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
       }

@@ -2,7 +2,7 @@
 #include <benchmark/benchmark.h>
 #include <sys/socket.h>
 
-#include "containerd/task/v2/shim.pb.h"
+#include "containerd/task/v2/shim.ttrpc.h"
 #include "events/publisher.h"
 #include "exec/fake_process.h"
 #include "exec/process_exec.h"
@@ -25,7 +25,7 @@ void BM_FrameEncodeDecode(benchmark::State& state) {
   sr.set_id("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
   for (auto _ : state) {
     ::ttrpc::Request req;
-    req.set_service("containerd.task.v2.Task");
+    req.set_service(std::string(containerd::task::v2::TaskClient::kServiceName));
     req.set_method("State");
     req.set_payload(sr.SerializeAsString());
     std::string body = req.SerializeAsString();
@@ -56,15 +56,16 @@ BENCHMARK(BM_ExecStateTransitions);
 
 // One State call through an in-process TTRPC server over a socketpair.
 void BM_TtrpcRoundTrip(benchmark::State& state) {
+  struct StateOnly : containerd::task::v2::TaskServer {
+    Status State(const ttrpc::CallContext&, const containerd::task::v2::StateRequest& req,
+                 containerd::task::v2::StateResponse* resp) override {
+      resp->set_id(req.id());
+      resp->set_status(containerd::v1::types::RUNNING);
+      return OkStatus();
+    }
+  } impl;
   ttrpc::Server server;
-  server.Register<containerd::task::v2::StateRequest, containerd::task::v2::StateResponse>(
-      "containerd.task.v2.Task", "State",
-      [](const ttrpc::CallContext&, const containerd::task::v2::StateRequest& req,
-         containerd::task::v2::StateResponse* resp) {
-        resp->set_id(req.id());
-        resp->set_status(containerd::v1::types::RUNNING);
-        return OkStatus();
-      });
+  containerd::task::v2::RegisterTaskServer(&server, &impl);
   int sv[2];
   ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
   server.ServeConnection(UniqueFd(sv[0]));
@@ -73,7 +74,7 @@ void BM_TtrpcRoundTrip(benchmark::State& state) {
   req.set_id("c1");
   containerd::task::v2::StateResponse resp;
   for (auto _ : state) {
-    Status st = client.Call("containerd.task.v2.Task", "State", req, &resp);
+    Status st = containerd::task::v2::TaskClient(&client).State(req, &resp);
     benchmark::DoNotOptimize(st);
   }
   client.Close();

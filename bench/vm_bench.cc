@@ -160,21 +160,21 @@ double VmLifecycle(uvm::AgentClient* agent, const std::string& spec, const std::
   cc.set_spec_json(spec);
   cc.set_rootfs_path(rootfs);
   apb::Empty e;
-  if (!agent->Call("CreateContainer", cc, &e).ok()) return -1;
+  if (!agent->CreateContainer(cc, &e).ok()) return -1;
   mark("create");
   apb::StartContainerRequest sc;
   sc.set_container_id(id);
   apb::StartResponse sr;
-  if (!agent->Call("StartContainer", sc, &sr).ok()) return -1;
+  if (!agent->StartContainer(sc, &sr).ok()) return -1;
   mark("start");
   apb::WaitProcessRequest wr;
   wr.mutable_id()->set_container_id(id);
   apb::WaitProcessResponse w;
-  if (!agent->Call("WaitProcess", wr, &w).ok()) return -1;
+  if (!agent->WaitProcess(wr, &w).ok()) return -1;
   mark("wait");
   apb::RemoveContainerRequest rr;
   rr.set_container_id(id);
-  if (!agent->Call("RemoveContainer", rr, &e).ok()) return -1;
+  if (!agent->RemoveContainer(rr, &e).ok()) return -1;
   mark("remove");
   return Ms(Clock::now() - t0);
 }

@@ -3,7 +3,7 @@
 #include "runhcs/wkt/empty.pb.h"
 
 #include "base/log.h"
-#include "base/proto_time.h"
+#include "proto/timestamp.h"
 
 namespace runhcs::events {
 
@@ -57,7 +57,7 @@ Status Forwarder::Send(const ForwardRequest& req) {
   co.timeout = opts_.call_timeout;
   co.metadata = {{"containerd-namespace-ttrpc", opts_.ns}};
   runhcs::wkt::Empty empty;
-  return client_->Call("containerd.services.events.ttrpc.v1.Events", "Forward", req, &empty, co);
+  return containerd::services::events::ttrpc::v1::EventsClient(client_.get()).Forward(req, &empty, co);
 }
 
 void Forwarder::Run() {

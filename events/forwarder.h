@@ -19,7 +19,7 @@
 #include <thread>
 
 #include "base/thread_annotations.h"
-#include "containerd/services/events/ttrpc/v1/events.pb.h"
+#include "containerd/services/events/ttrpc/v1/events.ttrpc.h"
 #include "events/publisher.h"
 #include "ttrpc/client.h"
 

@@ -17,23 +17,22 @@ using namespace std::chrono_literals;
 
 // A stand-in for containerd's TTRPC events endpoint that records envelopes
 // and fails the first `fail_first` calls.
-class FakeEventsServer {
+class FakeEventsServer : public containerd::services::events::ttrpc::v1::EventsServer {
  public:
   explicit FakeEventsServer(std::string path, int fail_first = 0)
       : path_(std::move(path)), fail_left_(fail_first) {
-    server_.Register<ForwardRequest, runhcs::wkt::Empty>(
-        "containerd.services.events.ttrpc.v1.Events", "Forward",
-        [this](const ttrpc::CallContext& ctx, const ForwardRequest& req, runhcs::wkt::Empty*) {
-          if (fail_left_.fetch_sub(1) > 0) return UnavailableError("not yet");
-          MutexLock l(&mu_);
-          got_.push_back(req);
-          md_ns_ = ctx.Metadata("containerd-namespace-ttrpc");
-          return OkStatus();
-        });
+    RegisterEventsServer(&server_, this);
     ::unlink(path_.c_str());
     auto fd = ListenUnix({path_, false});
     EXPECT_TRUE(fd.ok());
     server_.ServeListener(std::move(fd).value());
+  }
+  Status Forward(const ttrpc::CallContext& ctx, const ForwardRequest& req, runhcs::wkt::Empty*) override {
+    if (fail_left_.fetch_sub(1) > 0) return UnavailableError("not yet");
+    MutexLock l(&mu_);
+    got_.push_back(req);
+    md_ns_ = ctx.Metadata("containerd-namespace-ttrpc");
+    return OkStatus();
   }
   ~FakeEventsServer() {
     server_.Shutdown();

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "base/proto_time.h"
+#include "proto/timestamp.h"
 #include "containerd/events/task.pb.h"
 #include "exec/exec.h"
 

@@ -43,50 +43,50 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   switch (which) {
     case 0: {
       pb::CreateContainerRequest r;
-      if (Parse(data, size, &r)) (void)a.CreateContainer(r);
+      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::CreateContainer, r);
       break;
     }
     case 1: {
       pb::StartContainerRequest r;
-      if (Parse(data, size, &r)) (void)a.StartContainer(r);
+      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::StartContainer, r);
       break;
     }
     case 2: {
       pb::SignalProcessRequest r;
-      if (Parse(data, size, &r)) (void)a.SignalProcess(r);
+      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::SignalProcess, r);
       break;
     }
     case 3: {
       pb::WaitProcessRequest r;
-      if (Parse(data, size, &r)) (void)a.WaitProcess(r, now);
+      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::WaitProcess, r, now);
       break;
     }
     case 4: {
       pb::WriteStdinRequest r;
-      if (Parse(data, size, &r)) (void)a.WriteStdin(r);
+      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::WriteStdin, r);
       break;
     }
     case 5: {
       pb::ReadStreamRequest r;
-      if (Parse(data, size, &r)) (void)a.ReadStream(r, now);
+      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::ReadStream, r, now);
       break;
     }
     case 6: {
       pb::ProcessId r;
-      if (Parse(data, size, &r)) (void)a.CloseStdin(r);
+      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::CloseStdin, r);
       break;
     }
     case 7: {
       pb::ResizeTtyRequest r;
-      if (Parse(data, size, &r)) (void)a.ResizeTty(r);
+      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::ResizeTty, r);
       break;
     }
     case 8: {
       pb::ContainerRequest r;
       if (Parse(data, size, &r)) {
-        (void)a.ContainerStats(r);
-        (void)a.PauseContainer(r);
-        (void)a.ResumeContainer(r);
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::ContainerStats, r);
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::PauseContainer, r);
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::ResumeContainer, r);
       }
       break;
     }
@@ -94,13 +94,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       pb::WaitOomRequest r;
       if (Parse(data, size, &r)) {
         r.set_timeout_ms(0);
-        (void)a.WaitOom(r);
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::WaitOom, r);
       }
       break;
     }
     case 10: {
       pb::RemoveContainerRequest r;
-      if (Parse(data, size, &r)) (void)a.RemoveContainer(r);
+      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::RemoveContainer, r);
       break;
     }
   }

@@ -181,121 +181,27 @@ AgentService::AgentService(AgentConfig cfg) : cfg_(std::move(cfg)), started_boot
 
 AgentService::~AgentService() = default;
 
-void AgentService::Register(ttrpc::Server* server) {
-  const std::string svc = "runhcs.agent.v1.Agent";
-  server->Register<pb::PingRequest, pb::PingResponse>(
-      svc, "Ping", [this](const ttrpc::CallContext&, const pb::PingRequest&, pb::PingResponse* r) {
-        ASSIGN_OR_RETURN(*r, Ping());
-        return OkStatus();
-      });
-  server->Register<pb::CreateContainerRequest, pb::Empty>(
-      svc, "CreateContainer",
-      [this](const ttrpc::CallContext&, const pb::CreateContainerRequest& q, pb::Empty*) {
-        return CreateContainer(q);
-      });
-  server->Register<pb::StartContainerRequest, pb::StartResponse>(
-      svc, "StartContainer",
-      [this](const ttrpc::CallContext&, const pb::StartContainerRequest& q, pb::StartResponse* r) {
-        ASSIGN_OR_RETURN(*r, StartContainer(q));
-        return OkStatus();
-      });
-  server->Register<pb::ExecProcessRequest, pb::StartResponse>(
-      svc, "ExecProcess",
-      [this](const ttrpc::CallContext&, const pb::ExecProcessRequest& q, pb::StartResponse* r) {
-        ASSIGN_OR_RETURN(*r, ExecProcess(q));
-        return OkStatus();
-      });
-  server->Register<pb::SignalProcessRequest, pb::Empty>(
-      svc, "SignalProcess",
-      [this](const ttrpc::CallContext&, const pb::SignalProcessRequest& q, pb::Empty*) {
-        return SignalProcess(q);
-      });
-  server->Register<pb::WaitProcessRequest, pb::WaitProcessResponse>(
-      svc, "WaitProcess",
-      [this](const ttrpc::CallContext& ctx, const pb::WaitProcessRequest& q,
-             pb::WaitProcessResponse* r) {
-        ASSIGN_OR_RETURN(*r, WaitProcess(q, ctx.deadline));
-        return OkStatus();
-      });
-  server->Register<pb::RemoveContainerRequest, pb::Empty>(
-      svc, "RemoveContainer",
-      [this](const ttrpc::CallContext&, const pb::RemoveContainerRequest& q, pb::Empty*) {
-        return RemoveContainer(q);
-      });
-  server->Register<pb::WriteStdinRequest, pb::WriteStdinResponse>(
-      svc, "WriteStdin",
-      [this](const ttrpc::CallContext&, const pb::WriteStdinRequest& q, pb::WriteStdinResponse* r) {
-        ASSIGN_OR_RETURN(*r, WriteStdin(q));
-        return OkStatus();
-      });
-  server->Register<pb::ReadStreamRequest, pb::ReadStreamResponse>(
-      svc, "ReadStream",
-      [this](const ttrpc::CallContext& ctx, const pb::ReadStreamRequest& q,
-             pb::ReadStreamResponse* r) {
-        ASSIGN_OR_RETURN(*r, ReadStream(q, ctx.deadline));
-        return OkStatus();
-      });
-  server->Register<pb::ProcessId, pb::Empty>(
-      svc, "CloseStdin",
-      [this](const ttrpc::CallContext&, const pb::ProcessId& q, pb::Empty*) { return CloseStdin(q); });
-  server->Register<pb::ResizeTtyRequest, pb::Empty>(
-      svc, "ResizeTty",
-      [this](const ttrpc::CallContext&, const pb::ResizeTtyRequest& q, pb::Empty*) {
-        return ResizeTty(q);
-      });
-  server->Register<pb::MountShareRequest, pb::Empty>(
-      svc, "MountShare",
-      [this](const ttrpc::CallContext&, const pb::MountShareRequest& q, pb::Empty*) {
-        return MountShare(q);
-      });
-  server->Register<pb::Empty, pb::DumpStacksResponse>(
-      svc, "DumpStacks",
-      [this](const ttrpc::CallContext&, const pb::Empty&, pb::DumpStacksResponse* r) {
-        ASSIGN_OR_RETURN(*r, DumpStacks());
-        return OkStatus();
-      });
-  server->Register<pb::Empty, pb::StatsResponse>(
-      svc, "Stats", [this](const ttrpc::CallContext&, const pb::Empty&, pb::StatsResponse* r) {
-        ASSIGN_OR_RETURN(*r, Stats());
-        return OkStatus();
-      });
-  server->Register<pb::ContainerRequest, pb::ContainerStatsResponse>(
-      svc, "ContainerStats",
-      [this](const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::ContainerStatsResponse* r) {
-        ASSIGN_OR_RETURN(*r, ContainerStats(req));
-        return OkStatus();
-      });
-  server->Register<pb::ContainerRequest, pb::Empty>(
-      svc, "PauseContainer",
-      [this](const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::Empty*) { return PauseContainer(req); });
-  server->Register<pb::ContainerRequest, pb::Empty>(
-      svc, "ResumeContainer",
-      [this](const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::Empty*) { return ResumeContainer(req); });
-  server->Register<pb::WaitOomRequest, pb::WaitOomResponse>(
-      svc, "WaitOom", [this](const ttrpc::CallContext&, const pb::WaitOomRequest& req, pb::WaitOomResponse* r) {
-        ASSIGN_OR_RETURN(*r, WaitOom(req));
-        return OkStatus();
-      });
-  server->Register<pb::Empty, pb::Empty>(
-      svc, "Shutdown", [this](const ttrpc::CallContext&, const pb::Empty&, pb::Empty*) {
-        if (cfg_.on_shutdown) {
-          // After the answer has gone out.
-          std::thread([cb = cfg_.on_shutdown] {
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-            cb();
-          }).detach();
-        }
-        return OkStatus();
-      });
+void AgentService::Register(ttrpc::Server* server) { pb::RegisterAgentServer(server, this); }
+
+Status AgentService::Shutdown(const ttrpc::CallContext&, const pb::Empty&, pb::Empty*) {
+  if (cfg_.on_shutdown) {
+    // After the answer has gone out.
+    std::thread([cb = cfg_.on_shutdown] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      cb();
+    }).detach();
+  }
+  return OkStatus();
 }
 
-StatusOr<pb::PingResponse> AgentService::Ping() {
+Status AgentService::Ping(const ttrpc::CallContext&, const pb::PingRequest&, pb::PingResponse* out) {
   pb::PingResponse r;
   utsname u;
   if (::uname(&u) == 0) r.set_kernel_release(u.release);
   r.set_agent_version(cfg_.agent_version);
   r.set_boot_ns(started_boot_ns_);
-  return r;
+  *out = std::move(r);
+  return OkStatus();
 }
 
 StatusOr<AgentService::ProcessPtr> AgentService::Find(const pb::ProcessId& id) {
@@ -322,9 +228,10 @@ StatusOr<std::shared_ptr<AgentService::Container>> AgentService::FindContainer(c
   return c->second;
 }
 
-StatusOr<pb::StartResponse> AgentService::ExecProcess(const pb::ExecProcessRequest& req) {
+Status AgentService::ExecProcess(const ttrpc::CallContext&, const pb::ExecProcessRequest& req, pb::StartResponse* out) {
   if (!ValidId(req.id().exec_id())) return InvalidArgumentError("invalid exec id {:?}", req.id().exec_id());
-  return req.id().container_id().empty() ? ExecInVm(req) : ExecInContainer(req);
+  ASSIGN_OR_RETURN(*out, req.id().container_id().empty() ? ExecInVm(req) : ExecInContainer(req));
+  return OkStatus();
 }
 
 StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest& req) {
@@ -401,7 +308,7 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
   return r;
 }
 
-Status AgentService::CreateContainer(const pb::CreateContainerRequest& req) {
+Status AgentService::CreateContainer(const ttrpc::CallContext&, const pb::CreateContainerRequest& req, pb::Empty*) {
   if (!ValidId(req.container_id())) return InvalidArgumentError("invalid container id {:?}", req.container_id());
   nlohmann::json spec;
   try {
@@ -474,7 +381,7 @@ void AgentService::WatchOom(const std::shared_ptr<Container>& c) {
   if (!st.ok()) spdlog::info("container {}: no OOM events: {}", c->id, st.ToString());
 }
 
-StatusOr<pb::StartResponse> AgentService::StartContainer(const pb::StartContainerRequest& req) {
+Status AgentService::StartContainer(const ttrpc::CallContext&, const pb::StartContainerRequest& req, pb::StartResponse* out) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   {
     MutexLock l(&mu_);
@@ -495,7 +402,8 @@ StatusOr<pb::StartResponse> AgentService::StartContainer(const pb::StartContaine
   RETURN_IF_ERROR(c->rt->Start(c->id));
   pb::StartResponse r;
   r.set_pid(static_cast<uint32_t>(init->pid));
-  return r;
+  *out = std::move(r);
+  return OkStatus();
 }
 
 StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessRequest& req) {
@@ -533,7 +441,7 @@ StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessR
   return r;
 }
 
-Status AgentService::SignalProcess(const pb::SignalProcessRequest& req) {
+Status AgentService::SignalProcess(const ttrpc::CallContext&, const pb::SignalProcessRequest& req, pb::Empty*) {
   if (req.all()) {
     ASSIGN_OR_RETURN(auto c, FindContainer(req.id().container_id()));
     return c->rt->Kill(c->id, static_cast<int>(req.signal()), /*all=*/true);
@@ -550,8 +458,8 @@ Status AgentService::SignalProcess(const pb::SignalProcessRequest& req) {
   return OkStatus();
 }
 
-StatusOr<pb::WaitProcessResponse> AgentService::WaitProcess(
-    const pb::WaitProcessRequest& req, std::optional<ttrpc::Clock::time_point> deadline) {
+Status AgentService::WaitProcess(const ttrpc::CallContext& ctx, const pb::WaitProcessRequest& req, pb::WaitProcessResponse* out) {
+  const std::optional<ttrpc::Clock::time_point>& deadline = ctx.deadline;
   ASSIGN_OR_RETURN(auto p, Find(req.id()));
   pb::WaitProcessResponse r;
   {
@@ -569,7 +477,8 @@ StatusOr<pb::WaitProcessResponse> AgentService::WaitProcess(
     p->waited = true;
   }
   if (req.id().container_id().empty()) MaybeForgetVmProcess(req.id().exec_id());
-  return r;
+  *out = std::move(r);
+  return OkStatus();
 }
 
 void AgentService::MaybeForgetVmProcess(const std::string& exec_id) {
@@ -585,7 +494,7 @@ void AgentService::MaybeForgetVmProcess(const std::string& exec_id) {
   if (done) vm_processes_.erase(it);
 }
 
-Status AgentService::RemoveContainer(const pb::RemoveContainerRequest& req) {
+Status AgentService::RemoveContainer(const ttrpc::CallContext&, const pb::RemoveContainerRequest& req, pb::Empty*) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   RETURN_IF_ERROR(c->rt->Delete(c->id, /*force=*/true));
   stats::OomWatcher::Get().Remove(c->id);
@@ -596,25 +505,26 @@ Status AgentService::RemoveContainer(const pb::RemoveContainerRequest& req) {
   return OkStatus();
 }
 
-StatusOr<pb::ContainerStatsResponse> AgentService::ContainerStats(const pb::ContainerRequest& req) {
+Status AgentService::ContainerStats(const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::ContainerStatsResponse* out) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   if (c->cgroup_dir.empty()) return NotFoundError("container {:?} has no cgroup", c->id);
   pb::ContainerStatsResponse r;
   ASSIGN_OR_RETURN(*r.mutable_metrics(), stats::ReadV2(c->cgroup_dir));
-  return r;
+  *out = std::move(r);
+  return OkStatus();
 }
 
-Status AgentService::PauseContainer(const pb::ContainerRequest& req) {
+Status AgentService::PauseContainer(const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::Empty*) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   return c->rt->Pause(c->id);
 }
 
-Status AgentService::ResumeContainer(const pb::ContainerRequest& req) {
+Status AgentService::ResumeContainer(const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::Empty*) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   return c->rt->Resume(c->id);
 }
 
-StatusOr<pb::WaitOomResponse> AgentService::WaitOom(const pb::WaitOomRequest& req) {
+Status AgentService::WaitOom(const ttrpc::CallContext&, const pb::WaitOomRequest& req, pb::WaitOomResponse* out) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   stats::OomWatcher::Get().Drain(c->id);  // a kill that just happened counts
   auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(req.timeout_ms());
@@ -626,10 +536,11 @@ StatusOr<pb::WaitOomResponse> AgentService::WaitOom(const pb::WaitOomRequest& re
   r.set_taken(std::exchange(c->oom_pending, 0));
   r.set_total(c->oom_total);
   r.set_ended(c->init_exited || c->removed);
-  return r;
+  *out = std::move(r);
+  return OkStatus();
 }
 
-StatusOr<pb::WriteStdinResponse> AgentService::WriteStdin(const pb::WriteStdinRequest& req) {
+Status AgentService::WriteStdin(const ttrpc::CallContext&, const pb::WriteStdinRequest& req, pb::WriteStdinResponse* out) {
   ASSIGN_OR_RETURN(auto p, Find(req.id()));
   SharedFd in;
   {
@@ -641,11 +552,12 @@ StatusOr<pb::WriteStdinResponse> AgentService::WriteStdin(const pb::WriteStdinRe
   if (!st.ok()) return st;
   pb::WriteStdinResponse r;
   r.set_written(static_cast<uint32_t>(req.data().size()));
-  return r;
+  *out = std::move(r);
+  return OkStatus();
 }
 
-StatusOr<pb::ReadStreamResponse> AgentService::ReadStream(
-    const pb::ReadStreamRequest& req, std::optional<ttrpc::Clock::time_point> deadline) {
+Status AgentService::ReadStream(const ttrpc::CallContext& ctx, const pb::ReadStreamRequest& req, pb::ReadStreamResponse* out) {
+  const std::optional<ttrpc::Clock::time_point>& deadline = ctx.deadline;
   ASSIGN_OR_RETURN(auto p, Find(req.id()));
   bool is_err = req.stream() == pb::ReadStreamRequest::STDERR;
   SharedFd fd;
@@ -656,7 +568,8 @@ StatusOr<pb::ReadStreamResponse> AgentService::ReadStream(
   pb::ReadStreamResponse r;
   if (!fd) {
     r.set_eof(true);
-    return r;
+    *out = std::move(r);
+    return OkStatus();
   }
   for (;;) {
     int timeout = -1;
@@ -681,7 +594,8 @@ StatusOr<pb::ReadStreamResponse> AgentService::ReadStream(
   if (n > 0) {
     buf.resize(static_cast<size_t>(n));
     r.set_data(std::move(buf));
-    return r;
+    *out = std::move(r);
+    return OkStatus();
   }
   // 0, or EIO from a pty master whose last slave closed: the end.
   {
@@ -690,10 +604,11 @@ StatusOr<pb::ReadStreamResponse> AgentService::ReadStream(
   }
   r.set_eof(true);
   if (req.id().container_id().empty()) MaybeForgetVmProcess(req.id().exec_id());
-  return r;
+  *out = std::move(r);
+  return OkStatus();
 }
 
-Status AgentService::CloseStdin(const pb::ProcessId& id) {
+Status AgentService::CloseStdin(const ttrpc::CallContext&, const pb::ProcessId& id, pb::Empty*) {
   ASSIGN_OR_RETURN(auto p, Find(id));
   MutexLock l(&p->mu);
   if (p->master) {
@@ -705,7 +620,7 @@ Status AgentService::CloseStdin(const pb::ProcessId& id) {
   return OkStatus();
 }
 
-Status AgentService::ResizeTty(const pb::ResizeTtyRequest& req) {
+Status AgentService::ResizeTty(const ttrpc::CallContext&, const pb::ResizeTtyRequest& req, pb::Empty*) {
   ASSIGN_OR_RETURN(auto p, Find(req.id()));
   if (!p->master) return FailedPreconditionError("process {} has no terminal", p->pid);
   winsize ws{};
@@ -715,7 +630,7 @@ Status AgentService::ResizeTty(const pb::ResizeTtyRequest& req) {
   return OkStatus();
 }
 
-Status AgentService::MountShare(const pb::MountShareRequest& req) {
+Status AgentService::MountShare(const ttrpc::CallContext&, const pb::MountShareRequest& req, pb::Empty*) {
   if (req.tag().empty() || req.tag().find('/') != std::string::npos) {
     return InvalidArgumentError("invalid share tag {:?}", req.tag());
   }
@@ -753,7 +668,7 @@ Status AgentService::MountShare(const pb::MountShareRequest& req) {
   return OkStatus();
 }
 
-StatusOr<pb::DumpStacksResponse> AgentService::DumpStacks() {
+Status AgentService::DumpStacks(const ttrpc::CallContext&, const pb::Empty&, pb::DumpStacksResponse* resp) {
   // Every guest process and each of its threads (the agent's own included):
   // name, state and kernel stack.
   std::string out;
@@ -789,10 +704,11 @@ StatusOr<pb::DumpStacksResponse> AgentService::DumpStacks() {
   }
   pb::DumpStacksResponse r;
   r.set_stacks(std::move(out));
-  return r;
+  *resp = std::move(r);
+  return OkStatus();
 }
 
-StatusOr<pb::StatsResponse> AgentService::Stats() {
+Status AgentService::Stats(const ttrpc::CallContext&, const pb::Empty&, pb::StatsResponse* out) {
   pb::StatsResponse r;
   ASSIGN_OR_RETURN(std::string mem, ReadFile("/proc/meminfo"));
   std::stringstream ms(mem);
@@ -814,7 +730,8 @@ StatusOr<pb::StatsResponse> AgentService::Stats() {
     r.set_cpu_idle_ticks(idle);
   }
   r.set_processes(static_cast<uint32_t>(NumericEntries("/proc").size()));
-  return r;
+  *out = std::move(r);
+  return OkStatus();
 }
 
 }  // namespace runhcs::guest

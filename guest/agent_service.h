@@ -31,7 +31,7 @@
 #include "base/status.h"
 #include "base/thread_annotations.h"
 #include "oci/runtime.h"
-#include "runhcs/agent.pb.h"
+#include "runhcs/agent.ttrpc.h"
 #include "ttrpc/server.h"
 
 namespace runhcs::guest {
@@ -48,34 +48,41 @@ struct AgentConfig {
   std::function<void()> on_shutdown;
 };
 
-class AgentService {
+class AgentService : public pb::AgentServer {
  public:
   explicit AgentService(AgentConfig cfg);
-  ~AgentService();
+  ~AgentService() override;
 
   void Register(ttrpc::Server* server);
 
-  // The handlers, callable directly (unit tests).
-  StatusOr<pb::PingResponse> Ping();
-  Status CreateContainer(const pb::CreateContainerRequest& req);
-  StatusOr<pb::StartResponse> StartContainer(const pb::StartContainerRequest& req);
-  StatusOr<pb::StartResponse> ExecProcess(const pb::ExecProcessRequest& req);
-  Status SignalProcess(const pb::SignalProcessRequest& req);
-  StatusOr<pb::WaitProcessResponse> WaitProcess(const pb::WaitProcessRequest& req,
-                                                std::optional<ttrpc::Clock::time_point> deadline);
-  Status RemoveContainer(const pb::RemoveContainerRequest& req);
-  StatusOr<pb::WriteStdinResponse> WriteStdin(const pb::WriteStdinRequest& req);
-  StatusOr<pb::ReadStreamResponse> ReadStream(const pb::ReadStreamRequest& req,
-                                              std::optional<ttrpc::Clock::time_point> deadline);
-  Status CloseStdin(const pb::ProcessId& id);
-  Status ResizeTty(const pb::ResizeTtyRequest& req);
-  Status MountShare(const pb::MountShareRequest& req);
-  StatusOr<pb::DumpStacksResponse> DumpStacks();
-  StatusOr<pb::StatsResponse> Stats();
-  StatusOr<pb::ContainerStatsResponse> ContainerStats(const pb::ContainerRequest& req);
-  Status PauseContainer(const pb::ContainerRequest& req);
-  Status ResumeContainer(const pb::ContainerRequest& req);
-  StatusOr<pb::WaitOomResponse> WaitOom(const pb::WaitOomRequest& req);
+  // runhcs.agent.v1.Agent, one method per RPC. Callable directly (unit tests,
+  // fuzzers): the context's deadline bounds the long polls (WaitProcess,
+  // ReadStream); without one they wait as long as it takes.
+  using Ctx = ttrpc::CallContext;
+  Status Ping(const Ctx& ctx, const pb::PingRequest& req, pb::PingResponse* resp) override;
+  Status CreateContainer(const Ctx& ctx, const pb::CreateContainerRequest& req, pb::Empty* resp) override;
+  Status StartContainer(const Ctx& ctx, const pb::StartContainerRequest& req,
+                        pb::StartResponse* resp) override;
+  Status ExecProcess(const Ctx& ctx, const pb::ExecProcessRequest& req, pb::StartResponse* resp) override;
+  Status SignalProcess(const Ctx& ctx, const pb::SignalProcessRequest& req, pb::Empty* resp) override;
+  Status WaitProcess(const Ctx& ctx, const pb::WaitProcessRequest& req,
+                     pb::WaitProcessResponse* resp) override;
+  Status RemoveContainer(const Ctx& ctx, const pb::RemoveContainerRequest& req, pb::Empty* resp) override;
+  Status WriteStdin(const Ctx& ctx, const pb::WriteStdinRequest& req, pb::WriteStdinResponse* resp) override;
+  Status ReadStream(const Ctx& ctx, const pb::ReadStreamRequest& req, pb::ReadStreamResponse* resp) override;
+  Status CloseStdin(const Ctx& ctx, const pb::ProcessId& req, pb::Empty* resp) override;
+  Status ResizeTty(const Ctx& ctx, const pb::ResizeTtyRequest& req, pb::Empty* resp) override;
+  Status MountShare(const Ctx& ctx, const pb::MountShareRequest& req, pb::Empty* resp) override;
+  Status DumpStacks(const Ctx& ctx, const pb::Empty& req, pb::DumpStacksResponse* resp) override;
+  Status Stats(const Ctx& ctx, const pb::Empty& req, pb::StatsResponse* resp) override;
+  Status ContainerStats(const Ctx& ctx, const pb::ContainerRequest& req,
+                        pb::ContainerStatsResponse* resp) override;
+  Status PauseContainer(const Ctx& ctx, const pb::ContainerRequest& req, pb::Empty* resp) override;
+  Status ResumeContainer(const Ctx& ctx, const pb::ContainerRequest& req, pb::Empty* resp) override;
+  // Long poll bounded by the request's own timeout_ms (see agent.proto).
+  Status WaitOom(const Ctx& ctx, const pb::WaitOomRequest& req, pb::WaitOomResponse* resp) override;
+  // Answers, then calls AgentConfig::on_shutdown.
+  Status Shutdown(const Ctx& ctx, const pb::Empty& req, pb::Empty* resp) override;
 
  private:
   struct Process;

@@ -44,7 +44,7 @@ class AgentServiceTest : public ::testing::Test {
     *r.mutable_id() = Id(exec);
     r.set_stream(s);
     for (;;) {
-      auto resp = svc_.ReadStream(r, Clock::now() + std::chrono::seconds(10));
+      auto resp = Call(&AgentService::ReadStream, r, Clock::now() + std::chrono::seconds(10));
       if (!resp.ok()) {
         ADD_FAILURE() << resp.status().ToString();
         return out;
@@ -56,9 +56,17 @@ class AgentServiceTest : public ::testing::Test {
   int Wait(const std::string& exec) {
     pb::WaitProcessRequest w;
     *w.mutable_id() = Id(exec);
-    auto r = svc_.WaitProcess(w, Clock::now() + std::chrono::seconds(10));
+    auto r = Call(&AgentService::WaitProcess, w, Clock::now() + std::chrono::seconds(10));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? r->exit_status() : -1;
+  }
+
+  // One RPC of svc_, called directly; `deadline` bounds the long polls.
+  template <typename Req, typename Resp>
+  StatusOr<Resp> Call(Status (AgentService::*m)(const ttrpc::CallContext&, const Req&, Resp*),
+                      const std::type_identity_t<Req>& req,
+                      std::optional<Clock::time_point> deadline = std::nullopt) {
+    return ttrpc::CallDirect(&svc_, m, req, deadline);
   }
 
   AgentService svc_{AgentConfig{.state_dir = ::testing::TempDir() + "/agent-state"}};
@@ -67,7 +75,7 @@ class AgentServiceTest : public ::testing::Test {
 
 TEST_F(AgentServiceTest, PingReportsKernelAndVersion) {
   AgentService svc(AgentConfig{.agent_version = "v-test"});
-  auto r = svc.Ping();
+  auto r = ttrpc::CallDirect(&svc, &AgentService::Ping, pb::PingRequest());
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->kernel_release().empty());
   EXPECT_EQ(r->agent_version(), "v-test");
@@ -75,105 +83,105 @@ TEST_F(AgentServiceTest, PingReportsKernelAndVersion) {
 }
 
 TEST_F(AgentServiceTest, ExecInVmRelaysOutputAndExitCode) {
-  auto r = svc_.ExecProcess(Exec("e1", {"/bin/sh", "-c", "echo out; echo err >&2; exit 7"}));
+  auto r = Call(&AgentService::ExecProcess, Exec("e1", {"/bin/sh", "-c", "echo out; echo err >&2; exit 7"}));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_GT(r->pid(), 0u);
   EXPECT_EQ(ReadAll("e1", pb::ReadStreamRequest::STDOUT), "out\n");
   EXPECT_EQ(ReadAll("e1", pb::ReadStreamRequest::STDERR), "err\n");
   EXPECT_EQ(Wait("e1"), 7);
   // Status and output taken: the record is gone.
-  EXPECT_EQ(svc_.CloseStdin(Id("e1")).code(), Code::kNotFound);
+  EXPECT_EQ(Call(&AgentService::CloseStdin, Id("e1")).status().code(), Code::kNotFound);
 }
 
 TEST_F(AgentServiceTest, StdinIsRelayedAndCloseGivesEof) {
-  ASSERT_TRUE(svc_.ExecProcess(Exec("cat", {"/bin/cat"}, /*in=*/true)).ok());
+  ASSERT_TRUE(Call(&AgentService::ExecProcess, Exec("cat", {"/bin/cat"}, /*in=*/true)).ok());
   pb::WriteStdinRequest w;
   *w.mutable_id() = Id("cat");
   w.set_data("hello\n");
-  auto wr = svc_.WriteStdin(w);
+  auto wr = Call(&AgentService::WriteStdin, w);
   ASSERT_TRUE(wr.ok()) << wr.status().ToString();
   EXPECT_EQ(wr->written(), 6u);
-  ASSERT_TRUE(svc_.CloseStdin(Id("cat")).ok());
-  EXPECT_EQ(svc_.WriteStdin(w).status().code(), Code::kFailedPrecondition);
+  ASSERT_TRUE(Call(&AgentService::CloseStdin, Id("cat")).ok());
+  EXPECT_EQ(Call(&AgentService::WriteStdin, w).status().code(), Code::kFailedPrecondition);
   EXPECT_EQ(ReadAll("cat", pb::ReadStreamRequest::STDOUT), "hello\n");
   EXPECT_EQ(Wait("cat"), 0);
 }
 
 TEST_F(AgentServiceTest, TerminalGivesATtyAndResizeWorks) {
-  ASSERT_TRUE(svc_.ExecProcess(Exec("tty", {"/bin/sh", "-c", "sleep 0.2; stty size; test -t 0"},
+  ASSERT_TRUE(Call(&AgentService::ExecProcess, Exec("tty", {"/bin/sh", "-c", "sleep 0.2; stty size; test -t 0"},
                                     /*in=*/true, /*tty=*/true))
                   .ok());
   pb::ResizeTtyRequest rz;
   *rz.mutable_id() = Id("tty");
   rz.set_width(91);
   rz.set_height(37);
-  ASSERT_TRUE(svc_.ResizeTty(rz).ok());
+  ASSERT_TRUE(Call(&AgentService::ResizeTty, rz).ok());
   std::string out = ReadAll("tty", pb::ReadStreamRequest::STDOUT);
   EXPECT_NE(out.find("37 91"), std::string::npos) << out;
   EXPECT_EQ(Wait("tty"), 0);
 }
 
 TEST_F(AgentServiceTest, ResizeWithoutTerminalIsFailedPrecondition) {
-  ASSERT_TRUE(svc_.ExecProcess(Exec("nt", {"/bin/true"})).ok());
+  ASSERT_TRUE(Call(&AgentService::ExecProcess, Exec("nt", {"/bin/true"})).ok());
   pb::ResizeTtyRequest rz;
   *rz.mutable_id() = Id("nt");
-  EXPECT_EQ(svc_.ResizeTty(rz).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(Call(&AgentService::ResizeTty, rz).status().code(), Code::kFailedPrecondition);
   ReadAll("nt", pb::ReadStreamRequest::STDOUT);
   ReadAll("nt", pb::ReadStreamRequest::STDERR);
   Wait("nt");
 }
 
 TEST_F(AgentServiceTest, SignalKillsAndExitedProcessIsNotFound) {
-  ASSERT_TRUE(svc_.ExecProcess(Exec("sl", {"/bin/sleep", "30"})).ok());
+  ASSERT_TRUE(Call(&AgentService::ExecProcess, Exec("sl", {"/bin/sleep", "30"})).ok());
   pb::SignalProcessRequest s;
   *s.mutable_id() = Id("sl");
   s.set_signal(SIGKILL);
-  ASSERT_TRUE(svc_.SignalProcess(s).ok());
+  ASSERT_TRUE(Call(&AgentService::SignalProcess, s).ok());
   pb::WaitProcessRequest w;
   *w.mutable_id() = Id("sl");
-  auto r = svc_.WaitProcess(w, Clock::now() + std::chrono::seconds(10));
+  auto r = Call(&AgentService::WaitProcess, w, Clock::now() + std::chrono::seconds(10));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->exit_status(), 128 + SIGKILL);
   // Output not drained yet: the record stays, and it has exited.
-  EXPECT_EQ(svc_.SignalProcess(s).code(), Code::kNotFound);
+  EXPECT_EQ(Call(&AgentService::SignalProcess, s).status().code(), Code::kNotFound);
 }
 
 TEST_F(AgentServiceTest, DeadlinesAreDeadlineExceeded) {
-  ASSERT_TRUE(svc_.ExecProcess(Exec("quiet", {"/bin/sleep", "30"})).ok());
+  ASSERT_TRUE(Call(&AgentService::ExecProcess, Exec("quiet", {"/bin/sleep", "30"})).ok());
   pb::ReadStreamRequest rd;
   *rd.mutable_id() = Id("quiet");
-  EXPECT_EQ(svc_.ReadStream(rd, Clock::now() + std::chrono::milliseconds(50)).status().code(),
+  EXPECT_EQ(Call(&AgentService::ReadStream, rd, Clock::now() + std::chrono::milliseconds(50)).status().code(),
             Code::kDeadlineExceeded);
   pb::WaitProcessRequest w;
   *w.mutable_id() = Id("quiet");
-  EXPECT_EQ(svc_.WaitProcess(w, Clock::now() + std::chrono::milliseconds(50)).status().code(),
+  EXPECT_EQ(Call(&AgentService::WaitProcess, w, Clock::now() + std::chrono::milliseconds(50)).status().code(),
             Code::kDeadlineExceeded);
   pb::SignalProcessRequest s;
   *s.mutable_id() = Id("quiet");
   s.set_signal(SIGKILL);
-  ASSERT_TRUE(svc_.SignalProcess(s).ok());
+  ASSERT_TRUE(Call(&AgentService::SignalProcess, s).ok());
   EXPECT_EQ(Wait("quiet"), 128 + SIGKILL);
 }
 
 TEST_F(AgentServiceTest, BadIdsAndArgs) {
-  EXPECT_EQ(svc_.ExecProcess(Exec("", {"/bin/true"})).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(svc_.ExecProcess(Exec("a/b", {"/bin/true"})).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(svc_.ExecProcess(Exec("noargs", {})).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(svc_.ExecProcess(Exec("missing", {"/nonexistent/bin"})).status().code(), Code::kNotFound);
-  ASSERT_TRUE(svc_.ExecProcess(Exec("dup", {"/bin/sleep", "30"})).ok());
-  EXPECT_EQ(svc_.ExecProcess(Exec("dup", {"/bin/true"})).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("", {"/bin/true"})).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("a/b", {"/bin/true"})).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("noargs", {})).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("missing", {"/nonexistent/bin"})).status().code(), Code::kNotFound);
+  ASSERT_TRUE(Call(&AgentService::ExecProcess, Exec("dup", {"/bin/sleep", "30"})).ok());
+  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("dup", {"/bin/true"})).status().code(), Code::kAlreadyExists);
   pb::SignalProcessRequest s;
   *s.mutable_id() = Id("dup");
   s.set_signal(SIGKILL);
-  ASSERT_TRUE(svc_.SignalProcess(s).ok());
+  ASSERT_TRUE(Call(&AgentService::SignalProcess, s).ok());
   Wait("dup");
-  EXPECT_EQ(svc_.CloseStdin(Id("never")).code(), Code::kNotFound);
+  EXPECT_EQ(Call(&AgentService::CloseStdin, Id("never")).status().code(), Code::kNotFound);
   pb::ProcessId in_container;
   in_container.set_container_id("nope");
-  EXPECT_EQ(svc_.CloseStdin(in_container).code(), Code::kNotFound);
+  EXPECT_EQ(Call(&AgentService::CloseStdin, in_container).status().code(), Code::kNotFound);
   pb::StartContainerRequest sc;
   sc.set_container_id("nope");
-  EXPECT_EQ(svc_.StartContainer(sc).status().code(), Code::kNotFound);
+  EXPECT_EQ(Call(&AgentService::StartContainer, sc).status().code(), Code::kNotFound);
 }
 
 TEST_F(AgentServiceTest, ShareRejectsEscapesAndRelativeTargets) {
@@ -181,23 +189,23 @@ TEST_F(AgentServiceTest, ShareRejectsEscapesAndRelativeTargets) {
   m.set_tag("share0");
   m.set_sub_path("../etc");
   m.set_guest_path("/mnt/x");
-  EXPECT_EQ(svc_.MountShare(m).code(), Code::kInvalidArgument);
+  EXPECT_EQ(Call(&AgentService::MountShare, m).status().code(), Code::kInvalidArgument);
   m.set_sub_path("/abs");
-  EXPECT_EQ(svc_.MountShare(m).code(), Code::kInvalidArgument);
+  EXPECT_EQ(Call(&AgentService::MountShare, m).status().code(), Code::kInvalidArgument);
   m.set_sub_path("ok");
   m.set_guest_path("relative");
-  EXPECT_EQ(svc_.MountShare(m).code(), Code::kInvalidArgument);
+  EXPECT_EQ(Call(&AgentService::MountShare, m).status().code(), Code::kInvalidArgument);
   m.set_tag("a/b");
   m.set_guest_path("/mnt/x");
-  EXPECT_EQ(svc_.MountShare(m).code(), Code::kInvalidArgument);
+  EXPECT_EQ(Call(&AgentService::MountShare, m).status().code(), Code::kInvalidArgument);
 }
 
 TEST_F(AgentServiceTest, StatsAndStacksReadProc) {
-  auto st = svc_.Stats();
+  auto st = Call(&AgentService::Stats, pb::Empty());
   ASSERT_TRUE(st.ok()) << st.status().ToString();
   EXPECT_GT(st->mem_total_kb(), 0u);
   EXPECT_GT(st->processes(), 0u);
-  auto dump = svc_.DumpStacks();
+  auto dump = Call(&AgentService::DumpStacks, pb::Empty());
   ASSERT_TRUE(dump.ok());
   EXPECT_NE(dump->stacks().find(fmt::format("pid {} (", ::getpid())), std::string::npos);
   // This process's threads are listed under it.
@@ -207,13 +215,13 @@ TEST_F(AgentServiceTest, StatsAndStacksReadProc) {
 TEST_F(AgentServiceTest, ContainerCallsOnAnUnknownContainerAreNotFound) {
   pb::ContainerRequest req;
   req.set_container_id("nope");
-  EXPECT_EQ(svc_.ContainerStats(req).status().code(), Code::kNotFound);
-  EXPECT_EQ(svc_.PauseContainer(req).code(), Code::kNotFound);
-  EXPECT_EQ(svc_.ResumeContainer(req).code(), Code::kNotFound);
+  EXPECT_EQ(Call(&AgentService::ContainerStats, req).status().code(), Code::kNotFound);
+  EXPECT_EQ(Call(&AgentService::PauseContainer, req).status().code(), Code::kNotFound);
+  EXPECT_EQ(Call(&AgentService::ResumeContainer, req).status().code(), Code::kNotFound);
   pb::WaitOomRequest w;
   w.set_container_id("nope");
   w.set_timeout_ms(10);
-  EXPECT_EQ(svc_.WaitOom(w).status().code(), Code::kNotFound);
+  EXPECT_EQ(Call(&AgentService::WaitOom, w).status().code(), Code::kNotFound);
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 #include <atomic>
 
 #include "base/log.h"
-#include "base/proto_time.h"
+#include "proto/timestamp.h"
 #include "containerd/events/task.pb.h"
 #include "events/publisher.h"
 #include "exec/exec_events.h"

@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(
   cmake ninja-build g++ clang libclang-rt-14-dev pkg-config
-  protobuf-compiler libprotobuf-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  protobuf-compiler libprotobuf-dev libprotoc-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libboost-dev libboost-program-options-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgrpc++-dev protobuf-compiler-grpc gnuplot-nox
   containerd runc crun busybox-static procps util-linux

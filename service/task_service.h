@@ -26,9 +26,15 @@
 #include "oci/spec.h"
 #include "pod/pod.h"
 #include "task/task.h"
+#include "containerd/task/v2/shim.ttrpc.h"
+#include "runhcs/diag.ttrpc.h"
 #include "ttrpc/server.h"
 
 namespace runhcs::service {
+
+namespace v2 = ::containerd::task::v2;
+namespace diag = ::containerd::runhcs::v1::diag;
+using ::runhcs::wkt::Empty;
 
 // Builds tasks and pods for Create. The process-isolation and utility-VM
 // implementations plug in here.
@@ -43,7 +49,8 @@ class TaskFactory {
                                                         const oci::Spec& spec) = 0;
 };
 
-class TaskService {
+class TaskService : public containerd::task::v2::TaskServer,
+                    public containerd::runhcs::v1::diag::ShimDiagServer {
  public:
   struct Config {
     std::string id;  // the shim's -id (the sandbox id for a pod shim)
@@ -60,11 +67,38 @@ class TaskService {
 
   explicit TaskService(Config cfg);
 
-  // Registers both services' handlers.
+  // Registers both services on `server`.
   void Register(ttrpc::Server* server);
 
   // Number of tasks still served (a deleted task no longer counts).
   size_t task_count();
+
+  // containerd.task.v2.Task
+  Status State(const ttrpc::CallContext& ctx, const v2::StateRequest& req, v2::StateResponse* resp) override;
+  Status Create(const ttrpc::CallContext& ctx, const v2::CreateTaskRequest& req, v2::CreateTaskResponse* resp) override;
+  Status Start(const ttrpc::CallContext& ctx, const v2::StartRequest& req, v2::StartResponse* resp) override;
+  Status Delete(const ttrpc::CallContext& ctx, const v2::DeleteRequest& req, v2::DeleteResponse* resp) override;
+  Status Pids(const ttrpc::CallContext& ctx, const v2::PidsRequest& req, v2::PidsResponse* resp) override;
+  Status Pause(const ttrpc::CallContext& ctx, const v2::PauseRequest& req, Empty* resp) override;
+  Status Resume(const ttrpc::CallContext& ctx, const v2::ResumeRequest& req, Empty* resp) override;
+  Status Checkpoint(const ttrpc::CallContext& ctx, const v2::CheckpointTaskRequest& req, Empty* resp) override;
+  Status Kill(const ttrpc::CallContext& ctx, const v2::KillRequest& req, Empty* resp) override;
+  Status Exec(const ttrpc::CallContext& ctx, const v2::ExecProcessRequest& req, Empty* resp) override;
+  Status ResizePty(const ttrpc::CallContext& ctx, const v2::ResizePtyRequest& req, Empty* resp) override;
+  Status CloseIO(const ttrpc::CallContext& ctx, const v2::CloseIORequest& req, Empty* resp) override;
+  Status Update(const ttrpc::CallContext& ctx, const v2::UpdateTaskRequest& req, Empty* resp) override;
+  void Wait(const ttrpc::CallContext& ctx, const v2::WaitRequest& req,
+            ttrpc::TypedResponder<v2::WaitResponse> r) override;
+  Status Stats(const ttrpc::CallContext& ctx, const v2::StatsRequest& req, v2::StatsResponse* resp) override;
+  Status Connect(const ttrpc::CallContext& ctx, const v2::ConnectRequest& req, v2::ConnectResponse* resp) override;
+  Status Shutdown(const ttrpc::CallContext& ctx, const v2::ShutdownRequest& req, Empty* resp) override;
+
+  // containerd.runhcs.v1.diag.ShimDiag
+  Status DiagPid(const ttrpc::CallContext& ctx, const diag::PidRequest& req, diag::PidResponse* resp) override;
+  Status DiagStacks(const ttrpc::CallContext& ctx, const diag::StacksRequest& req, diag::StacksResponse* resp) override;
+  Status DiagTasks(const ttrpc::CallContext& ctx, const diag::TasksRequest& req, diag::TasksResponse* resp) override;
+  Status DiagExecInHost(const ttrpc::CallContext& ctx, const diag::ExecProcessRequest& req, diag::ExecProcessResponse* resp) override;
+  Status DiagShare(const ttrpc::CallContext& ctx, const diag::ShareRequest& req, diag::ShareResponse* resp) override;
 
  private:
   StatusOr<std::shared_ptr<task::Task>> GetTask(std::string_view id);

@@ -26,8 +26,6 @@ namespace diag = containerd::runhcs::v1::diag;
 using runhcs::wkt::Empty;
 using namespace std::chrono_literals;
 
-constexpr char kSvc[] = "containerd.task.v2.Task";
-constexpr char kDiag[] = "containerd.runhcs.v1.diag.ShimDiag";
 
 class FakeFactory : public TaskFactory {
  public:
@@ -72,22 +70,20 @@ class ServiceTest : public ::testing::Test {
     client_.reset();
     server_.Shutdown();
   }
-  Status Call(const std::string& m, const google::protobuf::MessageLite& req,
-              google::protobuf::MessageLite* resp, const std::string& svc = kSvc) {
-    return client_->Call(svc, m, req, resp);
-  }
+  v2::TaskClient Task() { return v2::TaskClient(client_.get()); }
+  diag::ShimDiagClient Diag() { return diag::ShimDiagClient(client_.get()); }
   Status Create(const std::string& id, const std::string& bundle = "") {
     v2::CreateTaskRequest req;
     req.set_id(id);
     req.set_bundle(bundle.empty() ? bundle_ : bundle);
     v2::CreateTaskResponse resp;
-    return Call("Create", req, &resp);
+    return Task().Create(req, &resp);
   }
   v2::StateResponse State(const std::string& id, Status* st = nullptr) {
     v2::StateRequest req;
     req.set_id(id);
     v2::StateResponse resp;
-    Status s = Call("State", req, &resp);
+    Status s = Task().State(req, &resp);
     if (st) *st = s;
     return resp;
   }
@@ -124,14 +120,14 @@ TEST_F(ServiceTest, Lifecycle_CreateStartWaitKillDeleteShutdown) {
   v2::StartRequest start;
   start.set_id("c1");
   v2::StartResponse started;
-  ASSERT_TRUE(Call("Start", start, &started).ok());
+  ASSERT_TRUE(Task().Start(start, &started).ok());
   EXPECT_EQ(started.pid(), 1u);
   EXPECT_EQ(State("c1").status(), containerd::v1::types::RUNNING);
 
   v2::ConnectRequest conn;
   conn.set_id("c1");
   v2::ConnectResponse connected;
-  ASSERT_TRUE(Call("Connect", conn, &connected).ok());
+  ASSERT_TRUE(Task().Connect(conn, &connected).ok());
   EXPECT_EQ(connected.shim_pid(), static_cast<uint32_t>(::getpid()));
   EXPECT_EQ(connected.task_pid(), 1u);
   EXPECT_NE(connected.version().find("runhcs"), std::string::npos);
@@ -141,7 +137,7 @@ TEST_F(ServiceTest, Lifecycle_CreateStartWaitKillDeleteShutdown) {
     v2::WaitRequest w;
     w.set_id("c1");
     v2::WaitResponse wr;
-    Status st = Call("Wait", w, &wr);
+    Status st = Task().Wait(w, &wr);
     return std::make_pair(st, wr);
   });
   EXPECT_EQ(waiter.wait_for(50ms), std::future_status::timeout);
@@ -151,13 +147,13 @@ TEST_F(ServiceTest, Lifecycle_CreateStartWaitKillDeleteShutdown) {
   v2::ShutdownRequest sd;
   sd.set_id("c1");
   Empty empty;
-  ASSERT_TRUE(Call("Shutdown", sd, &empty).ok());
+  ASSERT_TRUE(Task().Shutdown(sd, &empty).ok());
   EXPECT_EQ(shutdowns_.load(), 0);
 
   v2::KillRequest kill;
   kill.set_id("c1");
   kill.set_signal(9);
-  ASSERT_TRUE(Call("Kill", kill, &empty).ok());
+  ASSERT_TRUE(Task().Kill(kill, &empty).ok());
   auto [wst, wr] = waiter.get();
   ASSERT_TRUE(wst.ok()) << wst.ToString();
   EXPECT_EQ(wr.exit_status(), 0u);
@@ -167,18 +163,18 @@ TEST_F(ServiceTest, Lifecycle_CreateStartWaitKillDeleteShutdown) {
   v2::DeleteRequest del;
   del.set_id("c1");
   v2::DeleteResponse deleted;
-  ASSERT_TRUE(Call("Delete", del, &deleted).ok());
+  ASSERT_TRUE(Task().Delete(del, &deleted).ok());
   EXPECT_EQ(deleted.pid(), 1u);
   Status st;
   State("c1", &st);
   EXPECT_EQ(st.code(), Code::kNotFound);
 
   sd.set_id("someone-else");
-  ASSERT_TRUE(Call("Shutdown", sd, &empty).ok());
+  ASSERT_TRUE(Task().Shutdown(sd, &empty).ok());
   EXPECT_EQ(shutdowns_.load(), 0);
   sd.set_id("c1");
-  ASSERT_TRUE(Call("Shutdown", sd, &empty).ok());
-  ASSERT_TRUE(Call("Shutdown", sd, &empty).ok());
+  ASSERT_TRUE(Task().Shutdown(sd, &empty).ok());
+  ASSERT_TRUE(Task().Shutdown(sd, &empty).ok());
   EXPECT_EQ(shutdowns_.load(), 1);
   EXPECT_EQ(events_.Topics(), (std::vector<std::string>{"/tasks/start", "/tasks/exit", "/tasks/delete"}));
 }
@@ -200,7 +196,7 @@ TEST_F(ServiceTest, CreateErrorsCarryTheirCode) {
   req.set_stderr("/tmp/err");
   // As runc-v2 (and what CRI always sends): stderr is accepted and unused.
   v2::CreateTaskResponse resp;
-  EXPECT_TRUE(Call("Create", req, &resp).ok());
+  EXPECT_TRUE(Task().Create(req, &resp).ok());
 }
 
 TEST_F(ServiceTest, ExecCheckpointUpdateAndRpcErrors) {
@@ -211,33 +207,33 @@ TEST_F(ServiceTest, ExecCheckpointUpdateAndRpcErrors) {
   ex.set_id("c1");
   ex.set_exec_id("e1");
   ex.mutable_spec()->set_type_url("bogus");
-  EXPECT_EQ(Call("Exec", ex, &empty).code(), Code::kInvalidArgument);
+  EXPECT_EQ(Task().Exec(ex, &empty).code(), Code::kInvalidArgument);
   ex.mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Process");
   ex.mutable_spec()->set_value(R"({"args":["true"]})");
-  EXPECT_EQ(Call("Exec", ex, &empty).code(), Code::kNotImplemented);  // the fake init's task
+  EXPECT_EQ(Task().Exec(ex, &empty).code(), Code::kNotImplemented);  // the fake init's task
   v2::CheckpointTaskRequest cp;
   cp.set_id("c1");
-  Status st = Call("Checkpoint", cp, &empty);
+  Status st = Task().Checkpoint(cp, &empty);
   EXPECT_EQ(st.code(), Code::kNotImplemented);
   v2::UpdateTaskRequest up;
   up.set_id("c1");
-  EXPECT_EQ(Call("Update", up, &empty).code(), Code::kInvalidArgument);
+  EXPECT_EQ(Task().Update(up, &empty).code(), Code::kInvalidArgument);
   v2::ResizePtyRequest rp;
   rp.set_id("c1");
-  EXPECT_EQ(Call("ResizePty", rp, &empty).code(), Code::kFailedPrecondition);  // not a tty
+  EXPECT_EQ(Task().ResizePty(rp, &empty).code(), Code::kFailedPrecondition);  // not a tty
   v2::CloseIORequest cio;
   cio.set_id("c1");
-  EXPECT_TRUE(Call("CloseIO", cio, &empty).ok());
-  EXPECT_TRUE(Call("CloseIO", cio, &empty).ok());
+  EXPECT_TRUE(Task().CloseIO(cio, &empty).ok());
+  EXPECT_TRUE(Task().CloseIO(cio, &empty).ok());
   v2::StateRequest sr;
   sr.set_id("c1");
   sr.set_exec_id("nope");
   v2::StateResponse sresp;
-  EXPECT_EQ(Call("State", sr, &sresp).code(), Code::kNotFound);
+  EXPECT_EQ(Task().State(sr, &sresp).code(), Code::kNotFound);
   v2::PidsRequest pr;
   pr.set_id("c1");
   v2::PidsResponse pids;
-  ASSERT_TRUE(Call("Pids", pr, &pids).ok());
+  ASSERT_TRUE(Task().Pids(pr, &pids).ok());
   ASSERT_EQ(pids.processes_size(), 1);
   EXPECT_EQ(pids.processes(0).info().type_url(), "containerd.runc.v1.ProcessDetails");
 }
@@ -245,14 +241,14 @@ TEST_F(ServiceTest, ExecCheckpointUpdateAndRpcErrors) {
 TEST_F(ServiceTest, DiagPidAndTasks) {
   ASSERT_NO_FATAL_FAILURE(Init("c1", false));
   diag::PidResponse pid;
-  ASSERT_TRUE(Call("DiagPid", diag::PidRequest(), &pid, kDiag).ok());
+  ASSERT_TRUE(Diag().DiagPid(diag::PidRequest(), &pid).ok());
   EXPECT_EQ(pid.pid(), ::getpid());
   diag::TasksRequest tr;
   tr.set_execs(true);
   diag::TasksResponse tasks;
-  EXPECT_EQ(Call("DiagTasks", tr, &tasks, kDiag).code(), Code::kNotFound);
+  EXPECT_EQ(Diag().DiagTasks(tr, &tasks).code(), Code::kNotFound);
   ASSERT_TRUE(Create("c1").ok());
-  ASSERT_TRUE(Call("DiagTasks", tr, &tasks, kDiag).ok());
+  ASSERT_TRUE(Diag().DiagTasks(tr, &tasks).ok());
   ASSERT_EQ(tasks.tasks_size(), 1);
   EXPECT_EQ(tasks.tasks(0).id(), "c1");
   ASSERT_EQ(tasks.tasks(0).execs_size(), 1);
@@ -260,7 +256,7 @@ TEST_F(ServiceTest, DiagPidAndTasks) {
   diag::ExecProcessRequest ex;
   ex.add_args("uname");
   diag::ExecProcessResponse exr;
-  Status st = Call("DiagExecInHost", ex, &exr, kDiag);
+  Status st = Diag().DiagExecInHost(ex, &exr);
   EXPECT_EQ(st.code(), Code::kFailedPrecondition);
   EXPECT_NE(st.message().find("not isolated"), std::string::npos);
 }
@@ -269,7 +265,7 @@ TEST_F(ServiceTest, DiagStacksNamesTheShimsOwnFunctions) {
   ASSERT_TRUE(InstallStackHandler().ok());
   ASSERT_NO_FATAL_FAILURE(Init("c1", false));
   diag::StacksResponse stacks;
-  ASSERT_TRUE(Call("DiagStacks", diag::StacksRequest(), &stacks, kDiag).ok());
+  ASSERT_TRUE(Diag().DiagStacks(diag::StacksRequest(), &stacks).ok());
   // The thread serving the call, symbolized, and every other thread listed.
   EXPECT_NE(stacks.stacks().find("runhcs::CaptureThreadStacks()"), std::string::npos) << stacks.stacks();
   EXPECT_NE(stacks.stacks().find(fmt::format("thread {} ", ::getpid())), std::string::npos);
@@ -283,7 +279,7 @@ TEST_F(ServiceTest, PodShim_SandboxFirstThenWorkloads) {
   v2::StartRequest start;
   start.set_id("pod");
   v2::StartResponse started;
-  ASSERT_TRUE(Call("Start", start, &started).ok());
+  ASSERT_TRUE(Task().Start(start, &started).ok());
   std::string wl = bundle_ + "/w1";
   ::mkdir(wl.c_str(), 0700);
   ASSERT_TRUE(WriteFileAtomic(wl + "/config.json",
@@ -297,7 +293,7 @@ TEST_F(ServiceTest, PodShim_SandboxFirstThenWorkloads) {
   v2::ShutdownRequest sd;
   sd.set_id("pod");
   Empty empty;
-  ASSERT_TRUE(Call("Shutdown", sd, &empty).ok());
+  ASSERT_TRUE(Task().Shutdown(sd, &empty).ok());
   EXPECT_EQ(shutdowns_.load(), 0);
 }
 

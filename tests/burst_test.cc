@@ -8,7 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "base/io.h"
-#include "containerd/task/v2/shim.pb.h"
+#include "containerd/task/v2/shim.ttrpc.h"
 #include "ttrpc/frame.h"
 #include "ttrpc/ttrpc.pb.h"
 #include "containerd/runc/options/oci.pb.h"
@@ -118,7 +118,7 @@ TEST_F(BurstTest, ThousandAbandonedWaitsCostNothingAfterwards) {
     containerd::task::v2::WaitRequest w;
     w.set_id(id);
     ::ttrpc::Request req;
-    req.set_service("containerd.task.v2.Task");
+    req.set_service(std::string(containerd::task::v2::TaskClient::kServiceName));
     req.set_method("Wait");
     req.set_payload(w.SerializeAsString());
     std::string frame = req.SerializeAsString();

@@ -12,7 +12,7 @@
 
 #include "base/io.h"
 #include "base/sha256.h"
-#include "containerd/task/v2/shim.pb.h"
+#include "containerd/task/v2/shim.ttrpc.h"
 #include "runhcs/stats.pb.h"
 #include "tests/subprocess.h"
 #include "ttrpc/client.h"
@@ -295,7 +295,7 @@ TEST_F(HypervisorTest, StatsHoldTheContainersGuestCgroupAndTheVmsOwnFigures) {
     containerd::task::v2::StatsRequest req;
     req.set_id("stats1");
     containerd::task::v2::StatsResponse resp;
-    Status st = (*client)->Call("containerd.task.v2.Task", "Stats", req, &resp);
+    Status st = containerd::task::v2::TaskClient(client->get()).Stats(req, &resp);
     EXPECT_TRUE(st.ok()) << st.ToString();
     EXPECT_EQ(resp.stats().type_url(), "containerd.runhcs.stats.v1.Statistics");
     EXPECT_TRUE(s.ParseFromString(resp.stats().value()));

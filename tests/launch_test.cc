@@ -14,7 +14,7 @@
 
 #include "base/io.h"
 #include "containerd/runc/options/oci.pb.h"
-#include "containerd/task/v2/shim.pb.h"
+#include "containerd/task/v2/shim.ttrpc.h"
 #include "tests/subprocess.h"
 #include "ttrpc/client.h"
 
@@ -24,8 +24,9 @@ namespace {
 using namespace std::chrono_literals;
 namespace v2 = containerd::task::v2;
 
+v2::TaskClient Task(const std::unique_ptr<ttrpc::Client>& c) { return v2::TaskClient(c.get()); }
+
 constexpr char kShim[] = RUNHCS_SHIM_BINARY;
-constexpr char kTaskSvc[] = "containerd.task.v2.Task";
 
 bool WaitGone(pid_t pid, std::chrono::milliseconds limit = 5000ms) {
   auto end = std::chrono::steady_clock::now() + limit;
@@ -132,18 +133,18 @@ TEST_F(LaunchTest, Daemon_ServesConnectAndErrorsThenShutsDownCleanly) {
   v2::ConnectRequest creq;
   creq.set_id(id_);
   v2::ConnectResponse cresp;
-  ASSERT_TRUE(client->Call(kTaskSvc, "Connect", creq, &cresp).ok());
+  ASSERT_TRUE(Task(client).Connect(creq, &cresp).ok());
   EXPECT_EQ(cresp.shim_pid(), static_cast<uint32_t>(pid));
   EXPECT_NE(cresp.version().find("runhcs"), std::string::npos);
   v2::StateRequest sreq;
   sreq.set_id(id_);
   v2::StateResponse sresp;
-  Status st = client->Call(kTaskSvc, "State", sreq, &sresp);
+  Status st = Task(client).State(sreq, &sresp);
   EXPECT_EQ(st.code(), Code::kNotFound);
-  EXPECT_EQ(client->Call(kTaskSvc, "Bogus", sreq, nullptr).code(), Code::kNotImplemented);
+  EXPECT_EQ(client->Call(containerd::task::v2::TaskClient::kServiceName, "Bogus", sreq, nullptr).code(), Code::kNotImplemented);
   v2::ShutdownRequest sd;
   sd.set_id(id_);
-  EXPECT_TRUE(client->Call(kTaskSvc, "Shutdown", sd, nullptr).ok());
+  EXPECT_TRUE(Task(client).Shutdown(sd, nullptr).ok());
   EXPECT_TRUE(WaitGone(pid));
   EXPECT_NE(::access(UnixAddress::Parse(r.out).path.c_str(), F_OK), 0) << "socket left behind";
 }
@@ -280,18 +281,18 @@ TEST_F(LaunchTest, Create_BadStdioAndOptionsFailClearlyAndLeaveNothing) {
   req.set_id(id_);
   req.set_bundle(bundle_);
   req.set_stdout("/nonexistent-dir/fifo-stdout");
-  Status st = client->Call(kTaskSvc, "Create", req, nullptr);
+  Status st = Task(client).Create(req, nullptr);
   EXPECT_EQ(st.code(), Code::kNotFound) << st.ToString();
   EXPECT_NE(st.message().find("/nonexistent-dir/fifo-stdout"), std::string::npos);
   req.clear_stdout();
   req.mutable_options()->set_type_url("example.com/unknown.v1.Options");
-  st = client->Call(kTaskSvc, "Create", req, nullptr);
+  st = Task(client).Create(req, nullptr);
   EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
   EXPECT_NE(st.message().find("unknown.v1.Options"), std::string::npos);
   // Nothing was created: no task, no runtime state.
   v2::StateRequest sreq;
   sreq.set_id(id_);
-  EXPECT_EQ(client->Call(kTaskSvc, "State", sreq, nullptr).code(), Code::kNotFound);
+  EXPECT_EQ(Task(client).State(sreq, nullptr).code(), Code::kNotFound);
   EXPECT_NE(::access(("/run/containerd/runc/runhcs-test/" + id_).c_str(), F_OK), 0);
 }
 
@@ -320,7 +321,7 @@ TEST_F(LaunchTest, Create_MountsRootfsAndDeleteUnmountsIt) {
   m->add_options("rbind");
   m->add_options("ro");
   v2::CreateTaskResponse created;
-  Status st = client->Call(kTaskSvc, "Create", req, &created);
+  Status st = Task(client).Create(req, &created);
   ASSERT_TRUE(st.ok()) << st.ToString() << ReadFileOr(bundle_ + "/log.json");
   EXPECT_GT(created.pid(), 0u);
   std::string rootfs = bundle_ + "/rootfs";
@@ -330,14 +331,14 @@ TEST_F(LaunchTest, Create_MountsRootfsAndDeleteUnmountsIt) {
   v2::DeleteRequest del;
   del.set_id(id_);
   v2::DeleteResponse deleted;
-  st = client->Call(kTaskSvc, "Delete", del, &deleted);
+  st = Task(client).Delete(del, &deleted);
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find(" " + rootfs + " "), std::string::npos);
   EXPECT_FALSE(Alive(static_cast<pid_t>(created.pid())));
   EXPECT_NE(::access(("/run/containerd/runc/runhcs-test/" + id_).c_str(), F_OK), 0);
   v2::ShutdownRequest sd;
   sd.set_id(id_);
-  EXPECT_TRUE(client->Call(kTaskSvc, "Shutdown", sd, nullptr).ok());
+  EXPECT_TRUE(Task(client).Shutdown(sd, nullptr).ok());
   EXPECT_TRUE(WaitGone(DaemonPid(bundle_)));
 }
 

@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "base/io.h"
-#include "containerd/task/v2/shim.pb.h"
+#include "containerd/task/v2/shim.ttrpc.h"
 #include "tests/subprocess.h"
 #include "ttrpc/client.h"
 
@@ -255,13 +255,13 @@ TEST_F(ProcessTest, UpdateAndCheckpoint) {
   req.mutable_resources()->set_type_url(
       "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources");
   req.mutable_resources()->set_value(R"({"memory":{"limit":67108864}})");
-  Status st = (*client)->Call("containerd.task.v2.Task", "Update", req, nullptr);
+  Status st = containerd::task::v2::TaskClient(client->get()).Update(req, nullptr);
   EXPECT_TRUE(st.ok()) << st.ToString();
   std::string limit = ReadFileOr("/sys/fs/cgroup/memory/default/upd1/memory.limit_in_bytes");
   if (limit.empty()) limit = ReadFileOr("/sys/fs/cgroup/default/upd1/memory.max");
   EXPECT_EQ(limit, "67108864\n");
   req.mutable_resources()->set_value("{not json");
-  EXPECT_EQ((*client)->Call("containerd.task.v2.Task", "Update", req, nullptr).code(),
+  EXPECT_EQ(containerd::task::v2::TaskClient(client->get()).Update(req, nullptr).code(),
             Code::kInvalidArgument);
   RunResult cp = ctrd_.Ctr({"task", "checkpoint", "upd1"});
   EXPECT_NE(cp.exit_code, 0);

@@ -80,11 +80,11 @@ void Client::ReadLoop() {
   }
 }
 
-StatusOr<std::string> Client::CallRaw(const std::string& service, const std::string& method,
+StatusOr<std::string> Client::CallRaw(std::string_view service, std::string_view method,
                                       const std::string& payload, const CallOptions& opts) {
   ::ttrpc::Request req;
-  req.set_service(service);
-  req.set_method(method);
+  req.set_service(std::string(service));
+  req.set_method(std::string(method));
   req.set_payload(payload);
   if (opts.timeout.count() > 0) req.set_timeout_nano(opts.timeout.count());
   for (const auto& [k, v] : opts.metadata) {
@@ -128,7 +128,7 @@ StatusOr<std::string> Client::CallRaw(const std::string& service, const std::str
   return std::move(pending->payload);
 }
 
-Status Client::Call(const std::string& service, const std::string& method,
+Status Client::Call(std::string_view service, std::string_view method,
                     const google::protobuf::MessageLite& req, google::protobuf::MessageLite* resp,
                     const CallOptions& opts) {
   ASSIGN_OR_RETURN(std::string out, CallRaw(service, method, req.SerializeAsString(), opts));

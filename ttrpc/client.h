@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -41,10 +42,10 @@ class Client {
 
   static StatusOr<std::unique_ptr<Client>> Dial(const UnixAddress& addr);
 
-  StatusOr<std::string> CallRaw(const std::string& service, const std::string& method,
+  StatusOr<std::string> CallRaw(std::string_view service, std::string_view method,
                                 const std::string& payload, const CallOptions& opts = {});
 
-  Status Call(const std::string& service, const std::string& method,
+  Status Call(std::string_view service, std::string_view method,
               const google::protobuf::MessageLite& req, google::protobuf::MessageLite* resp,
               const CallOptions& opts = {});
 

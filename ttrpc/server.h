@@ -39,6 +39,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -88,6 +89,35 @@ class Responder {
 using AsyncRawHandler =
     std::function<void(const CallContext&, const std::string& request, Responder responder)>;
 
+// A Responder for one response type (what generated async methods get).
+template <typename Resp>
+class TypedResponder {
+ public:
+  explicit TypedResponder(Responder r) : r_(std::move(r)) {}
+  // Answers OK with `resp`. False if the call no longer waits (see Responder).
+  bool Send(const Resp& resp) const { return r_.Send(resp); }
+  // Answers with an error status; `st` must not be OK.
+  bool Fail(const Status& st) const { return r_.Reply(st); }
+  bool Done() const { return r_.Done(); }
+
+ private:
+  Responder r_;
+};
+
+// Calls one method of a server implementation directly, without a
+// connection (unit tests, fuzzers): its response, or its error.
+template <typename Svc, typename Req, typename Resp>
+StatusOr<Resp> CallDirect(Svc* svc, Status (Svc::*method)(const CallContext&, const Req&, Resp*),
+                          const std::type_identity_t<Req>& req,
+                          std::optional<Clock::time_point> deadline = std::nullopt) {
+  CallContext ctx;
+  ctx.deadline = deadline;
+  Resp resp;
+  Status st = (svc->*method)(ctx, req, &resp);
+  if (!st.ok()) return st;
+  return resp;
+}
+
 class Server {
  public:
   struct Options {
@@ -109,10 +139,10 @@ class Server {
   void RegisterRaw(const std::string& service, const std::string& method, RawHandler h);
   void RegisterAsyncRaw(const std::string& service, const std::string& method, AsyncRawHandler h);
 
-  // `fn` answers through the Responder (Send(Resp) or Reply(error)).
-  template <typename Req>
+  // `fn` answers through its TypedResponder.
+  template <typename Req, typename Resp>
   void RegisterAsync(const std::string& service, const std::string& method,
-                     std::function<void(const CallContext&, const Req&, Responder)> fn) {
+                     std::function<void(const CallContext&, const Req&, TypedResponder<Resp>)> fn) {
     RegisterAsyncRaw(service, method,
                      [fn = std::move(fn)](const CallContext& ctx, const std::string& in, Responder r) {
                        Req req;
@@ -121,7 +151,7 @@ class Server {
                                                req.GetTypeName()));
                          return;
                        }
-                       fn(ctx, req, std::move(r));
+                       fn(ctx, req, TypedResponder<Resp>(std::move(r)));
                      });
   }
 

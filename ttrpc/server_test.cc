@@ -337,8 +337,9 @@ class AsyncServerTest : public ::testing::Test {
     o.max_running_per_connection = 4;
     o.max_pending_per_connection = 2000;
     server_ = std::make_unique<Server>(o);
-    server_->RegisterAsync<StateRequest>(kSvc, "Hold", [this](const CallContext&, const StateRequest& req,
-                                                              Responder r) {
+    server_->RegisterAsyncRaw(kSvc, "Hold", [this](const CallContext&, const std::string& in, Responder r) {
+      StateRequest req;
+      ASSERT_TRUE(req.ParseFromString(in));
       MutexLock l(&mu_);
       held_.emplace_back(req.id(), r);
     });

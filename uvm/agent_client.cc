@@ -15,7 +15,7 @@ void AgentClient::RelayOutput(const apb::ProcessId& id, apb::ReadStreamRequest::
   rr.set_stream(which);
   for (;;) {
     apb::ReadStreamResponse resp;
-    Status st = Call("ReadStream", rr, &resp, kRelayPoll);
+    Status st = ReadStream(rr, &resp, Within(kRelayPoll));
     if (st.code() == Code::kDeadlineExceeded) continue;
     if (!st.ok() || resp.eof()) return;
     if (fd >= 0 && !WriteAll(fd, resp.data()).ok()) fd = -1;  // reader gone: drain anyway
@@ -36,19 +36,19 @@ void AgentClient::RelayStdin(const apb::ProcessId& id, int fd, int stop_fd) {
     *w.mutable_id() = id;
     w.set_data(buf, static_cast<size_t>(n));
     apb::WriteStdinResponse wr;
-    if (!Call("WriteStdin", w, &wr).ok()) return;
+    if (!WriteStdin(w, &wr).ok()) return;
   }
   apb::Empty e;
-  (void)Call("CloseStdin", id, &e);
+  (void)CloseStdin(id, &e);
 }
 
-StatusOr<int32_t> AgentClient::WaitProcess(const apb::ProcessId& id) {
+StatusOr<int32_t> AgentClient::WaitExit(const apb::ProcessId& id) {
   apb::WaitProcessRequest wr;
   *wr.mutable_id() = id;
   apb::WaitProcessResponse resp;
   Status st;
   do {
-    st = Call("WaitProcess", wr, &resp, kRelayPoll);
+    st = WaitProcess(wr, &resp, Within(kRelayPoll));
   } while (st.code() == Code::kDeadlineExceeded);
   RETURN_IF_ERROR(st);
   return resp.exit_status();

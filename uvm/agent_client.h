@@ -11,27 +11,28 @@
 #include <string>
 
 #include "base/status.h"
-#include "runhcs/agent.pb.h"
+#include "runhcs/agent.ttrpc.h"
 #include "ttrpc/client.h"
 
 namespace runhcs::uvm {
 
 namespace apb = ::runhcs::agent::v1;
 
-class AgentClient {
+class AgentClient : public apb::AgentClient {
  public:
   static constexpr auto kDefaultTimeout = std::chrono::seconds(10);
   // One long poll of ReadStream/WaitProcess.
   static constexpr auto kRelayPoll = std::chrono::seconds(30);
 
-  explicit AgentClient(std::unique_ptr<ttrpc::Client> client) : client_(std::move(client)) {}
+  // Every RPC of runhcs.agent.v1.Agent (from the generated base) with
+  // kDefaultTimeout, or the CallOptions given (see Within).
+  explicit AgentClient(std::unique_ptr<ttrpc::Client> client)
+      : apb::AgentClient(client.get(), Within(kDefaultTimeout)), client_(std::move(client)) {}
 
-  template <typename Req, typename Resp>
-  Status Call(const char* method, const Req& req, Resp* resp,
-              std::chrono::nanoseconds timeout = kDefaultTimeout) {
+  static ttrpc::CallOptions Within(std::chrono::nanoseconds timeout) {
     ttrpc::CallOptions o;
     o.timeout = timeout;
-    return client_->Call("runhcs.agent.v1.Agent", method, req, resp, o);
+    return o;
   }
 
   // The relays between a process in the VM and host fds, shared by the
@@ -46,7 +47,7 @@ class AgentClient {
   // gone) or a write fails.
   void RelayStdin(const apb::ProcessId& id, int fd, int stop_fd);
   // Waits for the process's exit status.
-  StatusOr<int32_t> WaitProcess(const apb::ProcessId& id);
+  StatusOr<int32_t> WaitExit(const apb::ProcessId& id);
 
   bool closed() { return client_->closed(); }
   void Close() { client_->Close(); }

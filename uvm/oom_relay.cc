@@ -40,7 +40,7 @@ void OomRelay::Loop() {
       if (stop_) return;
     }
     apb::WaitOomResponse r;
-    Status st = agent_->Call("WaitOom", req, &r, kPoll + std::chrono::seconds(5));
+    Status st = agent_->WaitOom(req, &r, AgentClient::Within(kPoll + std::chrono::seconds(5)));
     if (!st.ok()) {
       if (st.code() != Code::kNotFound && st.code() != Code::kUnavailable) {
         spdlog::warn("task {}: OOM events: {}", id_, st.ToString());
@@ -57,7 +57,7 @@ void OomRelay::Flush() {
   req.set_container_id(id_);
   req.set_timeout_ms(0);
   apb::WaitOomResponse r;
-  if (!agent_->Call("WaitOom", req, &r, std::chrono::seconds(5)).ok()) return;
+  if (!agent_->WaitOom(req, &r, AgentClient::Within(std::chrono::seconds(5))).ok()) return;
   Publish(r.taken());
   auto until = std::chrono::steady_clock::now() + kFlushLimit;
   MutexLock l(&mu_);

@@ -36,28 +36,27 @@ class RecordingPublisher : public events::Publisher {
 };
 
 // The agent's side: `pending` OOM kills not yet taken, `total` ever.
-class FakeAgent {
+class FakeAgent : public apb::AgentServer {
  public:
   FakeAgent() {
-    server_.Register<apb::WaitOomRequest, apb::WaitOomResponse>(
-        "runhcs.agent.v1.Agent", "WaitOom",
-        [this](const ttrpc::CallContext&, const apb::WaitOomRequest& req, apb::WaitOomResponse* r) -> Status {
-          if (req.container_id() != "c1") return NotFoundError("no container");
-          auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(req.timeout_ms());
-          MutexLock l(&mu_);
-          ++calls_;
-          while (pending_ == 0 && !ended_) {
-            if (!cv_.WaitUntil(&mu_, until)) break;
-          }
-          r->set_taken(std::exchange(pending_, 0));
-          r->set_total(total_);
-          r->set_ended(ended_);
-          return OkStatus();
-        });
+    apb::RegisterAgentServer(&server_, this);
     int sv[2];
     ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
     server_.ServeConnection(UniqueFd(sv[0]));
     client_ = std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
+  }
+  Status WaitOom(const ttrpc::CallContext&, const apb::WaitOomRequest& req, apb::WaitOomResponse* r) override {
+    if (req.container_id() != "c1") return NotFoundError("no container");
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(req.timeout_ms());
+    MutexLock l(&mu_);
+    ++calls_;
+    while (pending_ == 0 && !ended_) {
+      if (!cv_.WaitUntil(&mu_, until)) break;
+    }
+    r->set_taken(std::exchange(pending_, 0));
+    r->set_total(total_);
+    r->set_ended(ended_);
+    return OkStatus();
   }
   ~FakeAgent() { server_.Shutdown(std::chrono::milliseconds(500)); }
   void Oom(int n, bool wake) {

@@ -21,7 +21,6 @@ namespace runhcs::uvm {
 namespace {
 
 using namespace std::chrono_literals;
-constexpr char kAgent[] = "runhcs.agent.v1.Agent";
 
 std::string TempDir() {
   char tmpl[] = "/tmp/runhcs-race.XXXXXX";
@@ -46,46 +45,41 @@ void Together(const std::function<void()>& a, const std::function<void()>& b, co
 
 // An agent whose process runs until SignalProcess, streams nothing and
 // counts the stdin it gets.
-class FakeAgent {
+class FakeAgent : public apb::AgentServer {
  public:
   FakeAgent() {
-    server_.Register<apb::ExecProcessRequest, apb::StartResponse>(
-        kAgent, "ExecProcess", [](const ttrpc::CallContext&, const apb::ExecProcessRequest&, apb::StartResponse* r) {
-          std::this_thread::sleep_for(2ms);  // a start takes a while
-          r->set_pid(42);
-          return OkStatus();
-        });
-    server_.Register<apb::ReadStreamRequest, apb::ReadStreamResponse>(
-        kAgent, "ReadStream", [this](const ttrpc::CallContext&, const apb::ReadStreamRequest&, apb::ReadStreamResponse* r) {
-          WaitKilled();
-          r->set_eof(true);
-          return OkStatus();
-        });
-    server_.Register<apb::WaitProcessRequest, apb::WaitProcessResponse>(
-        kAgent, "WaitProcess", [this](const ttrpc::CallContext&, const apb::WaitProcessRequest&, apb::WaitProcessResponse* r) {
-          WaitKilled();
-          r->set_exit_status(137);
-          return OkStatus();
-        });
-    server_.Register<apb::WriteStdinRequest, apb::WriteStdinResponse>(
-        kAgent, "WriteStdin", [this](const ttrpc::CallContext&, const apb::WriteStdinRequest& q, apb::WriteStdinResponse* r) {
-          stdin_bytes_ += q.data().size();
-          r->set_written(static_cast<uint32_t>(q.data().size()));
-          return OkStatus();
-        });
-    server_.Register<apb::ProcessId, apb::Empty>(
-        kAgent, "CloseStdin", [](const ttrpc::CallContext&, const apb::ProcessId&, apb::Empty*) { return OkStatus(); });
-    server_.Register<apb::SignalProcessRequest, apb::Empty>(
-        kAgent, "SignalProcess", [this](const ttrpc::CallContext&, const apb::SignalProcessRequest&, apb::Empty*) {
-          MutexLock l(&mu_);
-          killed_ = true;
-          cv_.SignalAll();
-          return OkStatus();
-        });
+    apb::RegisterAgentServer(&server_, this);
     int sv[2];
     ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
     server_.ServeConnection(UniqueFd(sv[0]));
     client_ = std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
+  }
+  Status ExecProcess(const ttrpc::CallContext&, const apb::ExecProcessRequest&, apb::StartResponse* r) override {
+    std::this_thread::sleep_for(2ms);  // a start takes a while
+    r->set_pid(42);
+    return OkStatus();
+  }
+  Status ReadStream(const ttrpc::CallContext&, const apb::ReadStreamRequest&, apb::ReadStreamResponse* r) override {
+    WaitKilled();
+    r->set_eof(true);
+    return OkStatus();
+  }
+  Status WaitProcess(const ttrpc::CallContext&, const apb::WaitProcessRequest&, apb::WaitProcessResponse* r) override {
+    WaitKilled();
+    r->set_exit_status(137);
+    return OkStatus();
+  }
+  Status WriteStdin(const ttrpc::CallContext&, const apb::WriteStdinRequest& q, apb::WriteStdinResponse* r) override {
+    stdin_bytes_ += q.data().size();
+    r->set_written(static_cast<uint32_t>(q.data().size()));
+    return OkStatus();
+  }
+  Status CloseStdin(const ttrpc::CallContext&, const apb::ProcessId&, apb::Empty*) override { return OkStatus(); }
+  Status SignalProcess(const ttrpc::CallContext&, const apb::SignalProcessRequest&, apb::Empty*) override {
+    MutexLock l(&mu_);
+    killed_ = true;
+    cv_.SignalAll();
+    return OkStatus();
   }
   ~FakeAgent() {
     {

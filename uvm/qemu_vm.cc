@@ -269,7 +269,7 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   apb::PingRequest ping;
   apb::PingResponse pong;
   auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now());
-  Status st = agent->Call("Ping", ping, &pong, std::max(left, std::chrono::nanoseconds(1000000)));
+  Status st = agent->Ping(ping, &pong, AgentClient::Within(std::max(left, std::chrono::nanoseconds(1000000))));
   if (!st.ok()) {
     agent->Close();
     return fail(DeadlineExceededError("vm {}: the agent did not answer within {} ms ({}): {}", id_,
@@ -381,7 +381,7 @@ Status QemuUtilityVm::Close() {
   }
   if (running) {
     apb::Empty e;
-    if (agent && agent->Call("Shutdown", e, &e, std::chrono::seconds(2)).ok() &&
+    if (agent && agent->Shutdown(e, &e, AgentClient::Within(std::chrono::seconds(2))).ok() &&
         gone_within(kShutdownWait)) {
       spdlog::info("vm {}: powered off", id_);
     } else if (QmpQuit().ok() && gone_within(kQuitWait)) {
@@ -527,7 +527,7 @@ Status QemuUtilityVm::Share(const std::string& host_path, const std::string& vm_
   req.set_guest_path(vm_path);
   req.set_read_only(read_only);
   apb::Empty e;
-  Status ms = agent->Call("MountShare", req, &e);
+  Status ms = agent->MountShare(req, &e);
   if (!ms.ok()) {
     undo();
     return ms.Wrap("share: in the VM");
@@ -580,7 +580,7 @@ StatusOr<int32_t> QemuUtilityVm::ExecInUvm(const containerd::runhcs::v1::diag::E
   er.set_terminal(req.terminal());
   er.set_stdin(!req.stdin().empty());
   apb::StartResponse started;
-  RETURN_IF_ERROR(agent->Call("ExecProcess", er, &started));
+  RETURN_IF_ERROR(agent->ExecProcess(er, &started));
   apb::ProcessId pid;
   pid.set_exec_id(exec_id);
 
@@ -602,11 +602,11 @@ StatusOr<int32_t> QemuUtilityVm::ExecInUvm(const containerd::runhcs::v1::diag::E
         agent->RelayStdin(pid, fd.get(), stop_fd);
       } else {
         apb::Empty e;
-        (void)agent->Call("CloseStdin", pid, &e);
+        (void)agent->CloseStdin(pid, &e);
       }
     });
   }
-  auto status = agent->WaitProcess(pid);
+  auto status = agent->WaitExit(pid);
   out_t.join();
   err_t.join();
   uint64_t one = 1;
@@ -620,7 +620,7 @@ StatusOr<std::string> QemuUtilityVm::DumpStacks() {
   if (!a) return FailedPreconditionError("vm {} is not running", id_);
   apb::Empty e;
   apb::DumpStacksResponse r;
-  RETURN_IF_ERROR(a->Call("DumpStacks", e, &r, std::chrono::seconds(5)));
+  RETURN_IF_ERROR(a->DumpStacks(e, &r, AgentClient::Within(std::chrono::seconds(5))));
   return r.stacks();
 }
 
@@ -653,7 +653,7 @@ StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> QemuUtilityVm:
   }
   apb::Empty e;
   apb::StatsResponse guest;
-  if (agent && agent->Call("Stats", e, &guest, std::chrono::seconds(5)).ok()) {
+  if (agent && agent->Stats(e, &guest, AgentClient::Within(std::chrono::seconds(5))).ok()) {
     auto* vm = s.mutable_memory()->mutable_vm_memory();
     vm->set_assigned_memory(guest.mem_total_kb() * 1024);
     vm->set_available_memory(static_cast<int32_t>(guest.mem_available_kb() / 1024));  // MiB

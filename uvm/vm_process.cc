@@ -85,14 +85,14 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
   if (exec_id_.empty()) {
     apb::StartContainerRequest r;
     r.set_container_id(container_id_);
-    RETURN_IF_ERROR(agent_->Call("StartContainer", r, &started));
+    RETURN_IF_ERROR(agent_->StartContainer(r, &started));
   } else {
     apb::ExecProcessRequest r;
     *r.mutable_id() = id;
     r.set_process_json(process_json_);
     r.set_stdin(in_r.get() >= 0);
     r.set_terminal(stdio_.terminal);
-    RETURN_IF_ERROR(agent_->Call("ExecProcess", r, &started));
+    RETURN_IF_ERROR(agent_->ExecProcess(r, &started));
   }
   Status ios = io->Started();
   if (!ios.ok()) spdlog::warn("{}/{}: stdio: {}", container_id_, exec_id_, ios.ToString());
@@ -119,7 +119,7 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
     std::thread([p, fd = std::move(in_r)] { p->agent->RelayStdin(p->id, fd.get(), p->stop.get()); }).detach();
   }
   std::thread([p, cb = std::move(on_exit)] {
-    auto st = p->agent->WaitProcess(p->id);
+    auto st = p->agent->WaitExit(p->id);
     uint32_t status = st.ok() ? static_cast<uint32_t>(*st) : kVmGoneStatus;
     if (!st.ok()) spdlog::warn("{}/{}: {}; exit status {}", p->id.container_id(), p->id.exec_id(),
                                st.status().ToString(), status);
@@ -139,7 +139,7 @@ Status VmProcess::Signal(uint32_t signal) {
   r.mutable_id()->set_exec_id(exec_id_);
   r.set_signal(signal);
   apb::Empty e;
-  return agent_->Call("SignalProcess", r, &e);
+  return agent_->SignalProcess(r, &e);
 }
 
 Status VmProcess::ResizePty(uint32_t width, uint32_t height) {
@@ -152,7 +152,7 @@ Status VmProcess::ResizePty(uint32_t width, uint32_t height) {
   r.set_width(width);
   r.set_height(height);
   apb::Empty e;
-  return agent_->Call("ResizeTty", r, &e);
+  return agent_->ResizeTty(r, &e);
 }
 
 void VmProcess::CloseStdin() {

@@ -9,7 +9,7 @@
 
 #include "base/io.h"
 #include "base/log.h"
-#include "base/proto_time.h"
+#include "proto/timestamp.h"
 #include "base/sha256.h"
 #include "containerd/events/task.pb.h"
 #include "exec/exec_events.h"
@@ -130,7 +130,7 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& 
     cc.set_stdin(!req.stdio.stdin_path.empty());
     cc.set_terminal(req.stdio.terminal);
     apb::Empty e;
-    st = agent->Call("CreateContainer", cc, &e, std::chrono::seconds(30));
+    st = agent->CreateContainer(cc, &e, AgentClient::Within(std::chrono::seconds(30)));
   }
   if (!st.ok()) {
     io->Close(std::chrono::milliseconds(0));
@@ -186,7 +186,7 @@ Status VmTask::SignalAll(uint32_t signal) {
   k.set_signal(signal);
   k.set_all(true);
   apb::Empty e;
-  return a->Call("SignalProcess", k, &e);
+  return a->SignalProcess(k, &e);
 }
 
 void VmTask::KillAll() { (void)SignalAll(SIGKILL); }
@@ -202,7 +202,7 @@ void VmTask::Teardown() {
     apb::RemoveContainerRequest rr;
     rr.set_container_id(id());
     apb::Empty e;
-    Status rs = a->Call("RemoveContainer", rr, &e);
+    Status rs = a->RemoveContainer(rr, &e);
     if (!rs.ok()) spdlog::warn("task {}: remove from the VM: {}", id(), rs.ToString());
   }
   if (!owns_vm_) {
@@ -253,7 +253,7 @@ Status VmTask::FreezeContainer(bool freeze) {
   apb::ContainerRequest req;
   req.set_container_id(id());
   apb::Empty e;
-  RETURN_IF_ERROR(agent->Call(freeze ? "PauseContainer" : "ResumeContainer", req, &e));
+  RETURN_IF_ERROR(freeze ? agent->PauseContainer(req, &e) : agent->ResumeContainer(req, &e));
   {
     MutexLock l(&mu_);
     paused_ = freeze;
@@ -282,7 +282,7 @@ StatusOr<runhcs::wkt::Any> VmTask::Stats() {
   apb::ContainerRequest req;
   req.set_container_id(id());
   apb::ContainerStatsResponse cs;
-  RETURN_IF_ERROR(agent->Call("ContainerStats", req, &cs).Wrap(fmt::format("stats of task '{}'", id())));
+  RETURN_IF_ERROR(agent->ContainerStats(req, &cs).Wrap(fmt::format("stats of task '{}'", id())));
   *s.mutable_linux_v2() = std::move(*cs.mutable_metrics());
   // As hcsshim: the VM's own figures only from the task that owns the VM.
   if (owns_vm_) {

@@ -22,8 +22,8 @@
 
 #include "base/io.h"
 #include "base/log.h"
-#include "base/proto_time.h"
-#include "containerd/task/v2/shim.pb.h"
+#include "proto/timestamp.h"
+#include "containerd/task/v2/shim.ttrpc.h"
 #include "events/forwarder.h"
 #include "base/reaper.h"
 #include "base/sha256.h"
@@ -235,7 +235,7 @@ int Start(const Flags& f) {
     containerd::task::v2::ConnectResponse resp;
     ttrpc::CallOptions co;
     co.timeout = std::chrono::seconds(10);
-    Status st = (*client)->Call("containerd.task.v2.Task", "Connect", req, &resp, co);
+    Status st = containerd::task::v2::TaskClient(client->get()).Connect(req, &resp, co);
     if (!st.ok()) return Fail(st.Wrap(what));
   } else {
     Status st = MkdirAll(kSocketDir, 0711);

@@ -22,7 +22,7 @@
 #include "base/fd.h"
 #include "base/io.h"
 #include "base/status.h"
-#include "runhcs/diag.pb.h"
+#include "runhcs/diag.ttrpc.h"
 #include "service/shim_registry.h"
 #include "ttrpc/client.h"
 
@@ -30,7 +30,6 @@ namespace runhcs::shimdiag {
 namespace {
 
 namespace diag = containerd::runhcs::v1::diag;
-constexpr char kDiagService[] = "containerd.runhcs.v1.diag.ShimDiag";
 constexpr auto kCallTimeout = std::chrono::seconds(30);
 // Symbolizing a large binary and asking the guest take a few seconds.
 constexpr auto kStacksTimeout = std::chrono::seconds(90);
@@ -84,11 +83,14 @@ class Cli {
     return Shim{std::move(entry), std::move(*client)};
   }
 
-  Status Call(Shim& shim, const std::string& method, const google::protobuf::MessageLite& req,
-              google::protobuf::MessageLite* resp, std::chrono::nanoseconds timeout) {
+  // One RPC of the shim's diag service, bounded by `timeout` (0: none).
+  template <typename Req, typename Resp>
+  Status Call(Shim& shim,
+              Status (diag::ShimDiagClient::*rpc)(const Req&, Resp*, const ttrpc::CallOptions&) const,
+              const Req& req, Resp* resp, std::chrono::nanoseconds timeout) {
     ttrpc::CallOptions co;
     co.timeout = timeout;
-    return shim.client->Call(kDiagService, method, req, resp, co);
+    return (diag::ShimDiagClient(shim.client.get()).*rpc)(req, resp, co);
   }
 
   int List(bool pids, bool json) {
@@ -101,7 +103,7 @@ class Cli {
       if (pids) {
         diag::PidResponse resp;
         auto shim = Connect(e.name);
-        Status st = shim.ok() ? Call(*shim, "DiagPid", diag::PidRequest(), &resp, kCallTimeout) : shim.status();
+        Status st = shim.ok() ? Call(*shim, &diag::ShimDiagClient::DiagPid, diag::PidRequest(), &resp, kCallTimeout) : shim.status();
         if (st.ok()) {
           j["pid"] = resp.pid();
           pid_text = std::to_string(resp.pid());
@@ -131,7 +133,7 @@ class Cli {
   int Pid(const std::string& name) {
     ASSIGN_OR_FAIL(shim, Connect(name));
     diag::PidResponse resp;
-    if (Status st = Call(shim, "DiagPid", diag::PidRequest(), &resp, kCallTimeout); !st.ok()) return Fail(st);
+    if (Status st = Call(shim, &diag::ShimDiagClient::DiagPid, diag::PidRequest(), &resp, kCallTimeout); !st.ok()) return Fail(st);
     Print(fmt::format("{}\n", resp.pid()));
     return 0;
   }
@@ -141,7 +143,7 @@ class Cli {
     diag::TasksRequest req;
     req.set_execs(execs);
     diag::TasksResponse resp;
-    if (Status st = Call(shim, "DiagTasks", req, &resp, kCallTimeout); !st.ok()) return Fail(st);
+    if (Status st = Call(shim, &diag::ShimDiagClient::DiagTasks, req, &resp, kCallTimeout); !st.ok()) return Fail(st);
     if (json) {
       nlohmann::json out = nlohmann::json::array();
       for (const auto& t : resp.tasks()) {
@@ -165,7 +167,7 @@ class Cli {
   int Stacks(const std::string& name) {
     ASSIGN_OR_FAIL(shim, Connect(name));
     diag::StacksResponse resp;
-    if (Status st = Call(shim, "DiagStacks", diag::StacksRequest(), &resp, kStacksTimeout); !st.ok()) {
+    if (Status st = Call(shim, &diag::ShimDiagClient::DiagStacks, diag::StacksRequest(), &resp, kStacksTimeout); !st.ok()) {
       return Fail(st);
     }
     Print("Stacks:\n" + resp.stacks());
@@ -180,7 +182,7 @@ class Cli {
     req.set_uvm_path(vm_path);
     req.set_read_only(ro);
     diag::ShareResponse resp;
-    if (Status st = Call(shim, "DiagShare", req, &resp, kCallTimeout); !st.ok()) return Fail(st);
+    if (Status st = Call(shim, &diag::ShimDiagClient::DiagShare, req, &resp, kCallTimeout); !st.ok()) return Fail(st);
     Print(fmt::format("Shared {} into {} at {}{}\n", host_path, shim.entry.name, vm_path, ro ? " (read-only)" : ""));
     return 0;
   }
@@ -329,7 +331,7 @@ int Cli::Exec(const std::string& name, const std::vector<std::string>& cmd, bool
   if (!tty) pumps.push_back(std::make_unique<FifoPump>(req.stderr(), true, env_.err, -1));
 
   diag::ExecProcessResponse resp;
-  Status st = Call(shim, "DiagExecInHost", req, &resp, std::chrono::nanoseconds(0));
+  Status st = Call(shim, &diag::ShimDiagClient::DiagExecInHost, req, &resp, std::chrono::nanoseconds(0));
   uint64_t one = 1;
   (void)!::write(stop.get(), &one, sizeof one);
   // Output first: it ends with the shim's side, and must be complete.

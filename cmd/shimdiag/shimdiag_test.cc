@@ -14,7 +14,7 @@
 
 #include "base/fd.h"
 #include "base/io.h"
-#include "runhcs/diag.pb.h"
+#include "runhcs/diag.ttrpc.h"
 #include "service/shim_registry.h"
 #include "ttrpc/server.h"
 
@@ -25,9 +25,56 @@ namespace diag = containerd::runhcs::v1::diag;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 using ttrpc::CallContext;
-constexpr char kDiag[] = "containerd.runhcs.v1.diag.ShimDiag";
 
-struct FakeShim {
+struct FakeShim : diag::ShimDiagServer {
+  Status DiagPid(const CallContext&, const diag::PidRequest&, diag::PidResponse* r) override {
+    r->set_pid(pid);
+    return OkStatus();
+  }
+  Status DiagTasks(const CallContext&, const diag::TasksRequest& req, diag::TasksResponse* r) override {
+    for (const char* id : {"sandbox", "web"}) {
+      auto* t = r->add_tasks();
+      t->set_id(id);
+      if (!req.execs()) continue;
+      auto* e = t->add_execs();
+      e->set_id(std::string(id) == "web" ? "web" : "sandbox");
+      e->set_state("running");
+      if (std::string(id) == "web") {
+        auto* x = t->add_execs();
+        x->set_id("debug1");
+        x->set_state("exited");
+      }
+    }
+    return OkStatus();
+  }
+  Status DiagStacks(const CallContext&, const diag::StacksRequest&, diag::StacksResponse* r) override {
+    r->set_stacks("thread 1 shim:\n  #0 Main\n");
+    r->set_guest_stacks("thread 1 agent:\n");
+    return OkStatus();
+  }
+  Status DiagShare(const CallContext&, const diag::ShareRequest& req, diag::ShareResponse*) override {
+    last_share = req;
+    if (req.host_path() == "/missing") return NotFoundError("share: host path /missing does not exist");
+    return OkStatus();
+  }
+  // Echoes stdin to stdout upper-cased, writes "err" to stderr, exits 7;
+  // "fail" as the command is refused.
+  Status DiagExecInHost(const CallContext&, const diag::ExecProcessRequest& req, diag::ExecProcessResponse* r) override {
+    last_exec = req;
+    if (req.args(0) == "fail") return FailedPreconditionError("task is not isolated");
+    UniqueFd in(::open(req.stdin().c_str(), O_RDONLY | O_CLOEXEC));
+    UniqueFd out(::open(req.stdout().c_str(), O_WRONLY | O_CLOEXEC));
+    UniqueFd err;
+    if (!req.stderr().empty()) err.reset(::open(req.stderr().c_str(), O_WRONLY | O_CLOEXEC));
+    auto data = ReadAll(in.get());
+    std::string up = data.ok() ? *data : "";
+    for (auto& c : up) c = static_cast<char>(std::toupper(c));
+    (void)WriteAll(out.get(), up);
+    if (err) (void)WriteAll(err.get(), "err");
+    r->set_exit_code(7);
+    return OkStatus();
+  }
+
   std::unique_ptr<ttrpc::Server> server = std::make_unique<ttrpc::Server>();
   std::string socket;
   int32_t pid = 0;
@@ -54,59 +101,7 @@ class ShimdiagTest : public ::testing::Test {
     s->pid = pid;
     s->socket = root_ + "/" + std::to_string(shims_.size()) + ".sock";
     FakeShim* raw = s.get();
-    s->server->Register<diag::PidRequest, diag::PidResponse>(
-        kDiag, "DiagPid", [raw](const CallContext&, const diag::PidRequest&, diag::PidResponse* r) {
-          r->set_pid(raw->pid);
-          return OkStatus();
-        });
-    s->server->Register<diag::TasksRequest, diag::TasksResponse>(
-        kDiag, "DiagTasks", [](const CallContext&, const diag::TasksRequest& req, diag::TasksResponse* r) {
-          for (const char* id : {"sandbox", "web"}) {
-            auto* t = r->add_tasks();
-            t->set_id(id);
-            if (!req.execs()) continue;
-            auto* e = t->add_execs();
-            e->set_id(std::string(id) == "web" ? "web" : "sandbox");
-            e->set_state("running");
-            if (std::string(id) == "web") {
-              auto* x = t->add_execs();
-              x->set_id("debug1");
-              x->set_state("exited");
-            }
-          }
-          return OkStatus();
-        });
-    s->server->Register<diag::StacksRequest, diag::StacksResponse>(
-        kDiag, "DiagStacks", [](const CallContext&, const diag::StacksRequest&, diag::StacksResponse* r) {
-          r->set_stacks("thread 1 shim:\n  #0 Main\n");
-          r->set_guest_stacks("thread 1 agent:\n");
-          return OkStatus();
-        });
-    s->server->Register<diag::ShareRequest, diag::ShareResponse>(
-        kDiag, "DiagShare", [raw](const CallContext&, const diag::ShareRequest& req, diag::ShareResponse*) {
-          raw->last_share = req;
-          if (req.host_path() == "/missing") return NotFoundError("share: host path /missing does not exist");
-          return OkStatus();
-        });
-    // Echoes stdin to stdout upper-cased, writes "err" to stderr, exits 7;
-    // "fail" as the command is refused.
-    s->server->Register<diag::ExecProcessRequest, diag::ExecProcessResponse>(
-        kDiag, "DiagExecInHost",
-        [raw](const CallContext&, const diag::ExecProcessRequest& req, diag::ExecProcessResponse* r) {
-          raw->last_exec = req;
-          if (req.args(0) == "fail") return FailedPreconditionError("task is not isolated");
-          UniqueFd in(::open(req.stdin().c_str(), O_RDONLY | O_CLOEXEC));
-          UniqueFd out(::open(req.stdout().c_str(), O_WRONLY | O_CLOEXEC));
-          UniqueFd err;
-          if (!req.stderr().empty()) err.reset(::open(req.stderr().c_str(), O_WRONLY | O_CLOEXEC));
-          auto data = ReadAll(in.get());
-          std::string up = data.ok() ? *data : "";
-          for (auto& c : up) c = static_cast<char>(std::toupper(c));
-          (void)WriteAll(out.get(), up);
-          if (err) (void)WriteAll(err.get(), "err");
-          r->set_exit_code(7);
-          return OkStatus();
-        });
+    diag::RegisterShimDiagServer(s->server.get(), raw);
     auto l = ListenUnix(UnixAddress::Parse("unix://" + s->socket));
     EXPECT_TRUE(l.ok());
     s->server->ServeListener(std::move(*l));

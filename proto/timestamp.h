@@ -1,4 +1,5 @@
-// Conversions between std::chrono and google.protobuf.Timestamp.
+// Conversions between std::chrono and google.protobuf.Timestamp (the lite
+// copy in runhcs.wkt). Part of runhcs_proto.
 #pragma once
 
 #include "runhcs/wkt/timestamp.pb.h"
