@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "base/status.h"
+#include "stdio/paths.h"
 
 namespace runhcs::exec {
 
@@ -32,10 +33,7 @@ using Deadline = std::optional<std::chrono::steady_clock::time_point>;
 
 inline constexpr uint32_t kUnexitedStatus = 255;
 
-struct Stdio {
-  std::string stdin_path, stdout_path, stderr_path;
-  bool terminal = false;
-};
+using Stdio = stdio::Paths;
 
 // A snapshot of an exec: what the task API's State returns.
 struct ExecStatus {

@@ -42,7 +42,7 @@ MountFlags ParseMountOptions(const std::vector<std::string>& options) {
   return out;
 }
 
-Status MountAll(const std::vector<task::Mount>& mounts, const std::string& target) {
+Status MountAll(const std::vector<Mount>& mounts, const std::string& target) {
   for (size_t i = 0; i < mounts.size(); ++i) {
     const auto& m = mounts[i];
     MountFlags f = ParseMountOptions(m.options);

@@ -6,9 +6,14 @@
 #include <vector>
 
 #include "base/status.h"
-#include "task/task.h"
 
 namespace runhcs::oci {
+
+// One rootfs mount as containerd's CreateTaskRequest carries it.
+struct Mount {
+  std::string type, source, target;
+  std::vector<std::string> options;
+};
 
 struct MountFlags {
   unsigned long flags = 0;
@@ -18,7 +23,7 @@ struct MountFlags {
 MountFlags ParseMountOptions(const std::vector<std::string>& options);
 
 // Mounts each entry on `target`. On failure, undoes what it mounted.
-Status MountAll(const std::vector<task::Mount>& mounts, const std::string& target);
+Status MountAll(const std::vector<Mount>& mounts, const std::string& target);
 // Unmounts everything mounted on `target` (repeatedly, MNT_DETACH). OK if
 // nothing is mounted there.
 Status UnmountAll(const std::string& target);

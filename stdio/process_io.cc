@@ -84,7 +84,7 @@ std::string FdTarget(int fd) {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const exec::Stdio& stdio, const IoContext& ctx) {
+StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const Paths& stdio, const IoContext& ctx) {
   auto io = std::make_unique<ProcessIo>();
   io->terminal_ = stdio.terminal;
   io->cancel_out_.reset(::eventfd(0, EFD_CLOEXEC));

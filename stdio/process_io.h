@@ -36,7 +36,7 @@
 #include "base/fd.h"
 #include "base/status.h"
 #include "base/thread_annotations.h"
-#include "exec/exec.h"
+#include "stdio/paths.h"
 #include "stdio/console.h"
 
 namespace runhcs::stdio {
@@ -49,7 +49,7 @@ struct IoContext {
 
 class ProcessIo {
  public:
-  static StatusOr<std::unique_ptr<ProcessIo>> Open(const exec::Stdio& stdio, const IoContext& ctx);
+  static StatusOr<std::unique_ptr<ProcessIo>> Open(const Paths& stdio, const IoContext& ctx);
   ~ProcessIo();
 
   // The process's ends, for the runtime call (-1: not attached).

@@ -14,6 +14,7 @@
 
 #include "base/status.h"
 #include "exec/exec.h"
+#include "oci/mounts.h"
 #include "runhcs/diag.pb.h"
 
 namespace runhcs::task {
@@ -25,10 +26,7 @@ struct ExecRequest {
   std::string process_json;  // the OCI Process (the Any's JSON value)
 };
 
-struct Mount {
-  std::string type, source, target;
-  std::vector<std::string> options;
-};
+using Mount = oci::Mount;
 
 // What a Create RPC asks for.
 struct CreateRequest {

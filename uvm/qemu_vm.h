@@ -34,24 +34,20 @@
 
 namespace runhcs::uvm {
 
-struct QemuConfig {
-  enum class Accel { kAuto, kKvm, kTcg };
+// QEMU's own knobs beside the common VmConfig.
+struct QemuConfig : VmConfig {
   enum class Machine { kMicrovm, kQ35 };
+
+  QemuConfig() = default;
+  explicit QemuConfig(const VmConfig& common) : VmConfig(common) {}
 
   std::string qemu = "qemu-system-x86_64";
   std::string virtiofsd = "/usr/lib/qemu/virtiofsd";
-  std::string boot_dir;   // holds vmlinuz and initrd.img
-  std::string state_dir;  // created by Start, removed by Close; must not exist
-  int cpus = 1;
-  int memory_mb = 512;
-  Accel accel = Accel::kAuto;
   Machine machine = Machine::kMicrovm;
-  std::string extra_cmdline;
   // 0 = read from the host (sysfs, else /proc/cpuinfo).
   int64_t tsc_khz = 0;
   std::chrono::milliseconds boot_timeout{30000};       // TCG, or KVM when forced
   std::chrono::milliseconds kvm_probe_timeout{6000};   // auto: then TCG
-  std::function<void(const std::string&)> console;     // serial output lines
 };
 
 // QEMU's argv for one boot attempt (exposed for unit tests).

@@ -1,10 +1,13 @@
 // UtilityVm: the host side of one utility VM, as the pod-sandbox task and
-// hypervisor-isolated tasks see it. The QEMU implementation lives beside
-// this header; unit tests use FakeUtilityVm.
+// hypervisor-isolated tasks see it, and VmConfig, what every hypervisor
+// backend takes. NewUtilityVm (factory.cc) is the only code that names a
+// backend: a second VMM is one new file beside qemu_vm.cc and one case
+// there. Unit tests use FakeUtilityVm.
 //
 // Thread-safety: every method may be called from any thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -14,6 +17,22 @@
 #include "runhcs/stats.pb.h"
 
 namespace runhcs::uvm {
+
+// A utility VM's shape, whatever runs it.
+struct VmConfig {
+  enum class Hypervisor { kQemu };
+  // auto: hardware acceleration when it boots in time, else emulation.
+  enum class Accel { kAuto, kKvm, kTcg };
+
+  Hypervisor hypervisor = Hypervisor::kQemu;
+  std::string boot_dir;   // holds vmlinuz and initrd.img
+  std::string state_dir;  // created by Start, removed by Close; must not exist
+  int cpus = 1;
+  int memory_mb = 512;
+  Accel accel = Accel::kAuto;
+  std::string extra_cmdline;
+  std::function<void(const std::string&)> console;  // serial output lines
+};
 
 class UtilityVm {
  public:
@@ -49,5 +68,13 @@ class UtilityVm {
   // a caller may keep it past Close; its calls then fail with Unavailable.
   virtual std::shared_ptr<AgentClient> agent() { return nullptr; }
 };
+
+// A VM of `cfg`'s hypervisor, not yet started (Start boots it).
+std::unique_ptr<UtilityVm> NewUtilityVm(std::string id, const VmConfig& cfg);
+
+// What a VM whose shim died left in `state_dir` (any hypervisor): its
+// processes are killed, mounts undone, files and the directory removed. For
+// the shim's `delete` action. Idempotent.
+void CleanupVmStateDir(const std::string& state_dir);
 
 }  // namespace runhcs::uvm

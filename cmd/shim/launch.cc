@@ -29,8 +29,8 @@
 #include "base/sha256.h"
 #include "base/stacks.h"
 #include "oci/mounts.h"
-#include "oci/process_task.h"
-#include "uvm/vm_task.h"
+#include "proctask/process_task.h"
+#include "vmtask/vm_task.h"
 #include "task/exec_set.h"
 #include "pod/sandbox_task.h"
 #include "pod/pod.h"
@@ -74,12 +74,12 @@ class ShimTaskFactory : public service::TaskFactory {
     ASSIGN_OR_RETURN(auto opts, OptionsFor(req));
     RETURN_IF_ERROR(ApplyAnnotations(spec, &opts));
     if (opts.isolation == service::ShimOptions::Isolation::kHypervisor) {
-      uvm::VmTask::Config cfg{ns_, VmConfig(opts)};
-      ASSIGN_OR_RETURN(auto t, uvm::VmTask::Create(req, cfg, publisher_));
+      vmtask::VmTask::Config cfg{ns_, VmConfig(opts)};
+      ASSIGN_OR_RETURN(auto t, vmtask::VmTask::Create(req, cfg, publisher_));
       return std::shared_ptr<task::Task>(std::move(t));
     }
-    oci::ProcessTask::Config cfg{ns_, {opts.oci_runtime, opts.oci_runtime_root}};
-    ASSIGN_OR_RETURN(auto t, oci::ProcessTask::Create(req, cfg, publisher_));
+    proctask::ProcessTask::Config cfg{ns_, {opts.oci_runtime, opts.oci_runtime_root}};
+    ASSIGN_OR_RETURN(auto t, proctask::ProcessTask::Create(req, cfg, publisher_));
     return std::shared_ptr<task::Task>(std::move(t));
   }
   // A hypervisor-isolated pod: the fake sandbox task owns the pod's VM and
@@ -92,24 +92,24 @@ class ShimTaskFactory : public service::TaskFactory {
     events::Publisher* pub = publisher_;
     const std::string ns = ns_;
     if (opts.isolation == service::ShimOptions::Isolation::kProcess) {
-      oci::ProcessTask::Config cfg{ns_, {opts.oci_runtime, opts.oci_runtime_root}};
-      ASSIGN_OR_RETURN(auto sandbox, oci::ProcessTask::Create(req, cfg, pub));
+      proctask::ProcessTask::Config cfg{ns_, {opts.oci_runtime, opts.oci_runtime_root}};
+      ASSIGN_OR_RETURN(auto sandbox, proctask::ProcessTask::Create(req, cfg, pub));
       return std::shared_ptr<pod::Pod>(std::make_shared<pod::PodImpl>(
           req.id, sandbox, nullptr,
           [cfg, pub](const task::CreateRequest& r, const oci::Spec&,
                      std::shared_ptr<uvm::UtilityVm>) -> StatusOr<std::shared_ptr<task::Task>> {
-            ASSIGN_OR_RETURN(auto t, oci::ProcessTask::Create(r, cfg, pub));
+            ASSIGN_OR_RETURN(auto t, proctask::ProcessTask::Create(r, cfg, pub));
             return std::shared_ptr<task::Task>(std::move(t));
           }));
     }
-    ASSIGN_OR_RETURN(std::shared_ptr<uvm::QemuUtilityVm> vm, uvm::VmTask::BootVm(VmConfig(opts), ns_, req.id));
+    ASSIGN_OR_RETURN(std::shared_ptr<uvm::UtilityVm> vm, vmtask::VmTask::BootVm(VmConfig(opts), ns_, req.id));
     std::shared_ptr<pod::SandboxTask> sandbox = pod::SandboxTask::Create(pub, req.id, req.bundle, vm);
     pub->Publish(task::CreateEvent(req, 0));
     auto p = std::make_shared<pod::PodImpl>(
         req.id, sandbox, vm,
         [ns, pub](const task::CreateRequest& r, const oci::Spec&,
                   std::shared_ptr<uvm::UtilityVm> host) -> StatusOr<std::shared_ptr<task::Task>> {
-          ASSIGN_OR_RETURN(auto t, uvm::VmTask::CreateIn(r, ns, std::move(host), pub));
+          ASSIGN_OR_RETURN(auto t, vmtask::VmTask::CreateIn(r, ns, std::move(host), pub));
           return std::shared_ptr<task::Task>(std::move(t));
         });
     // Workloads' TaskExits before the sandbox's (they end with the VM).
@@ -153,15 +153,15 @@ class ShimTaskFactory : public service::TaskFactory {
     }
     return OkStatus();
   }
-  static uvm::QemuConfig VmConfig(const service::ShimOptions& o) {
-    uvm::QemuConfig c;
+  static uvm::VmConfig VmConfig(const service::ShimOptions& o) {
+    uvm::VmConfig c;
     c.boot_dir = o.boot_files_path.empty() ? DefaultBootDir() : o.boot_files_path;
     c.cpus = o.vm_processors > 0 ? o.vm_processors : (std::thread::hardware_concurrency() > 1 ? 2 : 1);
     c.memory_mb = o.vm_memory_mb > 0 ? o.vm_memory_mb : 1024;
     switch (o.accelerator) {
-      case service::ShimOptions::Accelerator::kKvm: c.accel = uvm::QemuConfig::Accel::kKvm; break;
-      case service::ShimOptions::Accelerator::kTcg: c.accel = uvm::QemuConfig::Accel::kTcg; break;
-      default: c.accel = uvm::QemuConfig::Accel::kAuto; break;
+      case service::ShimOptions::Accelerator::kKvm: c.accel = uvm::VmConfig::Accel::kKvm; break;
+      case service::ShimOptions::Accelerator::kTcg: c.accel = uvm::VmConfig::Accel::kTcg; break;
+      default: c.accel = uvm::VmConfig::Accel::kAuto; break;
     }
     return c;
   }
@@ -335,13 +335,13 @@ int Delete(const Flags& f) {
   if (auto pid_text = ReadFile(bundle + "/init.pid"); pid_text.ok()) {
     pid = static_cast<uint32_t>(std::atoi(pid_text->c_str()));
   }
-  if (auto rc = oci::ProcessTask::ReadRuntimeFile(bundle); rc.ok()) {
+  if (auto rc = proctask::ProcessTask::ReadRuntimeFile(bundle); rc.ok()) {
     oci::Runtime runtime(*rc, bundle);
     Status st = runtime.Delete(f.id, /*force=*/true);
     if (!st.ok()) std::fprintf(stderr, "%s\n", st.ToString().c_str());
     ::unlink((bundle + "/runtime").c_str());
   }
-  // A VM of a shim that died (its QEMU and virtiofsd die with the shim;
+  // A VM of a shim that died (its hypervisor processes die with the shim;
   // the mounts and files stay).
   auto address_text = ReadFile(bundle + "/address");
   bool shim_gone = true;
@@ -349,7 +349,7 @@ int Delete(const Flags& f) {
     UnixAddress ua = UnixAddress::Parse(*address_text);
     shim_gone = ua.abstract || !ConnectUnix(ua).ok();
   }
-  if (shim_gone) uvm::QemuUtilityVm::CleanupStateDir(uvm::VmTask::VmStateDir(f.ns, f.id));
+  if (shim_gone) uvm::CleanupVmStateDir(vmtask::VmTask::VmStateDir(f.ns, f.id));
   Status us = oci::UnmountAll(bundle + "/rootfs");
   if (!us.ok()) std::fprintf(stderr, "%s\n", us.ToString().c_str());
   // A shim that died leaves its socket behind; a live one (a pod's, serving

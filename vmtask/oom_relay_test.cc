@@ -1,5 +1,5 @@
 // OomRelay against a fake agent: a TTRPC server answering WaitOom.
-#include "uvm/oom_relay.h"
+#include "vmtask/oom_relay.h"
 
 #include <sys/socket.h>
 
@@ -13,7 +13,7 @@
 #include "ttrpc/client.h"
 #include "ttrpc/server.h"
 
-namespace runhcs::uvm {
+namespace runhcs::vmtask {
 namespace {
 
 namespace apb = runhcs::agent::v1;
@@ -43,7 +43,7 @@ class FakeAgent : public apb::AgentServer {
     int sv[2];
     ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
     server_.ServeConnection(UniqueFd(sv[0]));
-    client_ = std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
+    client_ = std::make_shared<uvm::AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
   }
   Status WaitOom(const ttrpc::CallContext&, const apb::WaitOomRequest& req, apb::WaitOomResponse* r) override {
     if (req.container_id() != "c1") return NotFoundError("no container");
@@ -74,11 +74,11 @@ class FakeAgent : public apb::AgentServer {
     MutexLock l(&mu_);
     return calls_;
   }
-  std::shared_ptr<AgentClient> client() { return client_; }
+  std::shared_ptr<uvm::AgentClient> client() { return client_; }
 
  private:
   ttrpc::Server server_;
-  std::shared_ptr<AgentClient> client_;
+  std::shared_ptr<uvm::AgentClient> client_;
   Mutex mu_;
   CondVar cv_;
   uint32_t pending_ GUARDED_BY(mu_) = 0;
@@ -124,4 +124,4 @@ TEST(OomRelayTest, AnUnknownContainerEndsTheRelayQuietly) {
 }
 
 }  // namespace
-}  // namespace runhcs::uvm
+}  // namespace runhcs::vmtask

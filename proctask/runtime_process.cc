@@ -1,4 +1,4 @@
-#include "oci/runtime_process.h"
+#include "proctask/runtime_process.h"
 
 #include <signal.h>
 #include <sys/syscall.h>
@@ -10,13 +10,13 @@
 #include "base/log.h"
 #include "base/reaper.h"
 
-namespace runhcs::oci {
+namespace runhcs::proctask {
 
 namespace {
 constexpr auto kIoDrainTimeout = std::chrono::seconds(2);
 }  // namespace
 
-std::unique_ptr<RuntimeProcess> RuntimeProcess::ForInit(std::shared_ptr<Runtime> runtime,
+std::unique_ptr<RuntimeProcess> RuntimeProcess::ForInit(std::shared_ptr<oci::Runtime> runtime,
                                                         std::string id, pid_t pid,
                                                         std::unique_ptr<stdio::ProcessIo> io,
                                                         Reaper::Expectation expect,
@@ -33,7 +33,7 @@ std::unique_ptr<RuntimeProcess> RuntimeProcess::ForInit(std::shared_ptr<Runtime>
   return p;
 }
 
-std::unique_ptr<RuntimeProcess> RuntimeProcess::ForExec(std::shared_ptr<Runtime> runtime,
+std::unique_ptr<RuntimeProcess> RuntimeProcess::ForExec(std::shared_ptr<oci::Runtime> runtime,
                                                         std::string id, std::string exec_id,
                                                         std::string bundle,
                                                         std::string process_json,
@@ -137,4 +137,4 @@ void RuntimeProcess::ReleaseIo() {
   if (auto io = io_.Get()) io->Close(kIoDrainTimeout);
 }
 
-}  // namespace runhcs::oci
+}  // namespace runhcs::proctask

@@ -1,4 +1,4 @@
-#include "oci/process_task.h"
+#include "proctask/process_task.h"
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -13,10 +13,10 @@
 #include "exec/exec_events.h"
 #include "oci/mounts.h"
 #include "oci/spec.h"
-#include "oci/runtime_process.h"
+#include "proctask/runtime_process.h"
 #include "stats/oom_watcher.h"
 
-namespace runhcs::oci {
+namespace runhcs::proctask {
 
 namespace {
 
@@ -24,11 +24,11 @@ constexpr char kLinuxResourcesUrl[] = "types.containerd.io/opencontainers/runtim
 
 }  // namespace
 
-StatusOr<Runtime::Config> ProcessTask::ReadRuntimeFile(const std::string& bundle) {
+StatusOr<oci::Runtime::Config> ProcessTask::ReadRuntimeFile(const std::string& bundle) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(bundle + "/runtime"));
   try {
     auto j = nlohmann::json::parse(text);
-    return Runtime::Config{j.at("binary").get<std::string>(), j.at("root").get<std::string>()};
+    return oci::Runtime::Config{j.at("binary").get<std::string>(), j.at("root").get<std::string>()};
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgumentError("{}/runtime: {}", bundle, e.what());
   }
@@ -41,22 +41,22 @@ StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateReq
   bool mounted = false;
   if (!req.rootfs.empty()) {
     ::mkdir(rootfs.c_str(), 0711);
-    RETURN_IF_ERROR(MountAll(req.rootfs, rootfs));
+    RETURN_IF_ERROR(oci::MountAll(req.rootfs, rootfs));
     mounted = true;
   }
   auto unmount = [&] {
-    if (mounted) (void)UnmountAll(rootfs);
+    if (mounted) (void)oci::UnmountAll(rootfs);
   };
-  Runtime::Config rc = cfg.runtime;
-  if (rc.root.empty()) rc.root = Runtime::DefaultRoot(rc.binary, cfg.ns);
+  oci::Runtime::Config rc = cfg.runtime;
+  if (rc.root.empty()) rc.root = oci::Runtime::DefaultRoot(rc.binary, cfg.ns);
   nlohmann::json rf = {{"binary", rc.binary}, {"root", rc.root}};
   Status st = WriteFileAtomic(req.bundle + "/runtime", rf.dump(), 0600);
   if (!st.ok()) {
     unmount();
     return st;
   }
-  auto runtime = std::make_shared<Runtime>(rc, req.bundle);
-  auto spec = Spec::Load(req.bundle);
+  auto runtime = std::make_shared<oci::Runtime>(rc, req.bundle);
+  auto spec = oci::Spec::Load(req.bundle);
   if (!spec.ok()) {
     unmount();
     return spec.status();
@@ -115,7 +115,7 @@ void ProcessTask::WatchCgroup(pid_t pid) {
 }
 
 ProcessTask::ProcessTask(std::string id, std::string bundle, std::string ns,
-                         std::shared_ptr<Runtime> runtime, events::Publisher* publisher,
+                         std::shared_ptr<oci::Runtime> runtime, events::Publisher* publisher,
                          bool mounted)
     : TaskBase(std::move(id), std::move(bundle), std::move(ns), publisher),
       runtime_(std::move(runtime)),
@@ -158,7 +158,7 @@ void ProcessTask::PrepareDelete() {
 
 void ProcessTask::FinishDelete() {
   if (mounted_) {
-    Status us = UnmountAll(bundle() + "/rootfs");
+    Status us = oci::UnmountAll(bundle() + "/rootfs");
     if (!us.ok()) spdlog::warn("task {}: {}", id(), us.ToString());
   }
   ::unlink((bundle() + "/runtime").c_str());
@@ -239,4 +239,4 @@ Status ProcessTask::Share(const std::string&, const std::string&, bool) {
   return task::NotIsolatedError(id());
 }
 
-}  // namespace runhcs::oci
+}  // namespace runhcs::proctask

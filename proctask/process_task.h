@@ -24,13 +24,13 @@
 #include "stats/cgroup.h"
 #include "task/task_base.h"
 
-namespace runhcs::oci {
+namespace runhcs::proctask {
 
 class ProcessTask : public task::TaskBase {
  public:
   struct Config {
     std::string ns;
-    Runtime::Config runtime;
+    oci::Runtime::Config runtime;
   };
 
   static StatusOr<std::shared_ptr<ProcessTask>> Create(const task::CreateRequest& req,
@@ -51,10 +51,10 @@ class ProcessTask : public task::TaskBase {
   Status Share(const std::string& host_path, const std::string& vm_path, bool read_only) override;
 
   // The `runtime` file of a bundle: what the `delete` action needs.
-  static StatusOr<Runtime::Config> ReadRuntimeFile(const std::string& bundle);
+  static StatusOr<oci::Runtime::Config> ReadRuntimeFile(const std::string& bundle);
 
   ProcessTask(std::string id, std::string bundle, std::string ns,
-              std::shared_ptr<Runtime> runtime, events::Publisher* publisher, bool mounted);
+              std::shared_ptr<oci::Runtime> runtime, events::Publisher* publisher, bool mounted);
 
  private:
   StatusOr<std::unique_ptr<exec::Process>> NewExecProcess(const task::ExecRequest& req) override;
@@ -66,7 +66,7 @@ class ProcessTask : public task::TaskBase {
   void WatchCgroup(pid_t pid);
 
   // Read-only after Create.
-  const std::shared_ptr<Runtime> runtime_;
+  const std::shared_ptr<oci::Runtime> runtime_;
   const bool mounted_;
 
   Mutex mu_;
@@ -74,4 +74,4 @@ class ProcessTask : public task::TaskBase {
   bool paused_ GUARDED_BY(mu_) = false;
 };
 
-}  // namespace runhcs::oci
+}  // namespace runhcs::proctask

@@ -1,14 +1,14 @@
-#include "uvm/oom_relay.h"
+#include "vmtask/oom_relay.h"
 
 #include "base/log.h"
 #include "task/exec_set.h"
 #include "runhcs/agent.pb.h"
 
-namespace runhcs::uvm {
+namespace runhcs::vmtask {
 
 namespace apb = runhcs::agent::v1;
 
-OomRelay::OomRelay(std::shared_ptr<AgentClient> agent, std::string container_id, events::Publisher* publisher)
+OomRelay::OomRelay(std::shared_ptr<uvm::AgentClient> agent, std::string container_id, events::Publisher* publisher)
     : agent_(std::move(agent)), id_(std::move(container_id)), publisher_(publisher) {}
 
 OomRelay::~OomRelay() {
@@ -40,7 +40,7 @@ void OomRelay::Loop() {
       if (stop_) return;
     }
     apb::WaitOomResponse r;
-    Status st = agent_->WaitOom(req, &r, AgentClient::Within(kPoll + std::chrono::seconds(5)));
+    Status st = agent_->WaitOom(req, &r, uvm::AgentClient::Within(kPoll + std::chrono::seconds(5)));
     if (!st.ok()) {
       if (st.code() != Code::kNotFound && st.code() != Code::kUnavailable) {
         spdlog::warn("task {}: OOM events: {}", id_, st.ToString());
@@ -57,7 +57,7 @@ void OomRelay::Flush() {
   req.set_container_id(id_);
   req.set_timeout_ms(0);
   apb::WaitOomResponse r;
-  if (!agent_->WaitOom(req, &r, AgentClient::Within(std::chrono::seconds(5))).ok()) return;
+  if (!agent_->WaitOom(req, &r, uvm::AgentClient::Within(std::chrono::seconds(5))).ok()) return;
   Publish(r.taken());
   auto until = std::chrono::steady_clock::now() + kFlushLimit;
   MutexLock l(&mu_);
@@ -66,4 +66,4 @@ void OomRelay::Flush() {
   }
 }
 
-}  // namespace runhcs::uvm
+}  // namespace runhcs::vmtask

@@ -22,14 +22,14 @@
 #include "events/publisher.h"
 #include "uvm/agent_client.h"
 
-namespace runhcs::uvm {
+namespace runhcs::vmtask {
 
 class OomRelay {
  public:
   static constexpr std::chrono::milliseconds kPoll{5000};
   static constexpr std::chrono::milliseconds kFlushLimit{3000};
 
-  OomRelay(std::shared_ptr<AgentClient> agent, std::string container_id, events::Publisher* publisher);
+  OomRelay(std::shared_ptr<uvm::AgentClient> agent, std::string container_id, events::Publisher* publisher);
   ~OomRelay();
   OomRelay(const OomRelay&) = delete;
   OomRelay& operator=(const OomRelay&) = delete;
@@ -42,7 +42,7 @@ class OomRelay {
   // Publishes `n` TaskOOMs, then counts them.
   void Publish(uint32_t n);
 
-  const std::shared_ptr<AgentClient> agent_;
+  const std::shared_ptr<uvm::AgentClient> agent_;
   const std::string id_;
   events::Publisher* const publisher_;
   Mutex mu_;
@@ -52,4 +52,4 @@ class OomRelay {
   std::thread thread_;
 };
 
-}  // namespace runhcs::uvm
+}  // namespace runhcs::vmtask

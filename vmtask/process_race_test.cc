@@ -13,11 +13,13 @@
 #include <thread>
 
 #include "base/io.h"
-#include "oci/runtime_process.h"
+#include "proctask/runtime_process.h"
 #include "ttrpc/server.h"
-#include "uvm/vm_process.h"
+#include "vmtask/vm_process.h"
 
-namespace runhcs::uvm {
+namespace runhcs::vmtask {
+
+namespace apb = ::runhcs::agent::v1;
 namespace {
 
 using namespace std::chrono_literals;
@@ -52,7 +54,7 @@ class FakeAgent : public apb::AgentServer {
     int sv[2];
     ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
     server_.ServeConnection(UniqueFd(sv[0]));
-    client_ = std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
+    client_ = std::make_shared<uvm::AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
   }
   Status ExecProcess(const ttrpc::CallContext&, const apb::ExecProcessRequest&, apb::StartResponse* r) override {
     std::this_thread::sleep_for(2ms);  // a start takes a while
@@ -93,7 +95,7 @@ class FakeAgent : public apb::AgentServer {
     MutexLock l(&mu_);
     killed_ = false;
   }
-  std::shared_ptr<AgentClient> client() { return client_; }
+  std::shared_ptr<uvm::AgentClient> client() { return client_; }
   std::atomic<size_t> stdin_bytes_{0};
 
  private:
@@ -102,7 +104,7 @@ class FakeAgent : public apb::AgentServer {
     while (!killed_) cv_.WaitUntil(&mu_, std::chrono::steady_clock::now() + 5s);
   }
   ttrpc::Server server_;
-  std::shared_ptr<AgentClient> client_;
+  std::shared_ptr<uvm::AgentClient> client_;
   Mutex mu_;
   CondVar cv_;
   bool killed_ GUARDED_BY(mu_) = false;
@@ -148,7 +150,7 @@ TEST(ProcessRace, RuntimeProcessStartCloseStdinResizeSignalAndRelease) {
     std::string in = dir + "/in" + std::to_string(i);
     ASSERT_EQ(::mkfifo(in.c_str(), 0600), 0);
     exec::Stdio stdio{in, "", "", false};
-    auto p = oci::RuntimeProcess::ForExec(runtime, "c1", "e" + std::to_string(i), dir, R"({"args":["sh"]})", stdio,
+    auto p = proctask::RuntimeProcess::ForExec(runtime, "c1", "e" + std::to_string(i), dir, R"({"args":["sh"]})", stdio,
                                           {"c1", "ns", dir});
     StatusOr<uint32_t> pid = Status();
     Together([&] { pid = p->Start([](uint32_t) {}); }, [&] { p->CloseStdin(); }, [&] { (void)p->ResizePty(80, 24); });
@@ -164,4 +166,4 @@ TEST(ProcessRace, RuntimeProcessStartCloseStdinResizeSignalAndRelease) {
 }
 
 }  // namespace
-}  // namespace runhcs::uvm
+}  // namespace runhcs::vmtask

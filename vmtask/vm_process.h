@@ -22,7 +22,7 @@
 #include "stdio/process_io.h"
 #include "uvm/agent_client.h"
 
-namespace runhcs::uvm {
+namespace runhcs::vmtask {
 
 class VmProcess : public exec::Process {
  public:
@@ -31,7 +31,7 @@ class VmProcess : public exec::Process {
 
   // `io` is already open for init (created with the container); an exec
   // opens it at Start from `stdio`/`ctx`.
-  VmProcess(std::shared_ptr<AgentClient> agent, std::string container_id, std::string exec_id,
+  VmProcess(std::shared_ptr<uvm::AgentClient> agent, std::string container_id, std::string exec_id,
             std::string process_json, exec::Stdio stdio, stdio::IoContext ctx,
             std::unique_ptr<stdio::ProcessIo> io);
   ~VmProcess() override;
@@ -46,7 +46,7 @@ class VmProcess : public exec::Process {
  private:
   struct Pumps;  // shared with the (detached) pump and wait threads
 
-  const std::shared_ptr<AgentClient> agent_;
+  const std::shared_ptr<uvm::AgentClient> agent_;
   const std::string container_id_, exec_id_, process_json_;
   const exec::Stdio stdio_;
   const stdio::IoContext ctx_;
@@ -55,4 +55,4 @@ class VmProcess : public exec::Process {
   std::shared_ptr<Pumps> pumps_ GUARDED_BY(pumps_mu_);  // set by Start
 };
 
-}  // namespace runhcs::uvm
+}  // namespace runhcs::vmtask

@@ -10,7 +10,7 @@
 //    agent's streams into and out of ProcessIo's pipes.
 //  - Init exits: running execs are killed and reported first, the container
 //    is removed, the VM closed, the rootfs unmounted; then init's TaskExit.
-//  - The VM dies on its own (QEMU killed): every process reports exit status
+//  - The VM dies on its own (its hypervisor killed): every process reports exit status
 //    1 (hcsshim's ForceExit(1) on host exit), execs before init, and the
 //    same teardown runs.
 //
@@ -26,16 +26,16 @@
 #include "exec/process_exec.h"
 #include "task/task_base.h"
 #include "stdio/process_io.h"
-#include "uvm/oom_relay.h"
-#include "uvm/qemu_vm.h"
+#include "vmtask/oom_relay.h"
+#include "uvm/utility_vm.h"
 
-namespace runhcs::uvm {
+namespace runhcs::vmtask {
 
 class VmTask : public task::TaskBase {
  public:
   struct Config {
     std::string ns;
-    QemuConfig vm;  // state_dir and console are filled in per task
+    uvm::VmConfig vm;  // state_dir and console are filled in per task
   };
   // A container with a VM of its own, booted here and closed with it.
   static StatusOr<std::shared_ptr<VmTask>> Create(const task::CreateRequest& req, const Config& cfg,
@@ -43,7 +43,7 @@ class VmTask : public task::TaskBase {
   // A pod workload in the pod's running VM, which it does not own: its init
   // exiting removes the container from the guest and leaves the VM alone.
   static StatusOr<std::shared_ptr<VmTask>> CreateIn(const task::CreateRequest& req, const std::string& ns,
-                                                    std::shared_ptr<UtilityVm> vm,
+                                                    std::shared_ptr<uvm::UtilityVm> vm,
                                                     events::Publisher* publisher);
   ~VmTask() override;
 
@@ -64,10 +64,10 @@ class VmTask : public task::TaskBase {
   // Boots the VM of container or pod `id` (`base` with its state directory
   // and, unless given, its console into the shim's log). On failure nothing
   // of it is left.
-  static StatusOr<std::shared_ptr<QemuUtilityVm>> BootVm(QemuConfig base, const std::string& ns,
+  static StatusOr<std::shared_ptr<uvm::UtilityVm>> BootVm(uvm::VmConfig base, const std::string& ns,
                                                         const std::string& id);
 
-  VmTask(std::string id, std::string bundle, std::string ns, std::shared_ptr<UtilityVm> vm,
+  VmTask(std::string id, std::string bundle, std::string ns, std::shared_ptr<uvm::UtilityVm> vm,
          bool owns_vm, events::Publisher* publisher, bool mounted);
 
  private:
@@ -77,14 +77,14 @@ class VmTask : public task::TaskBase {
   Status SignalAll(uint32_t signal);
   void Teardown() override;
   static StatusOr<std::shared_ptr<VmTask>> CreateWith(const task::CreateRequest& req, const std::string& ns,
-                                                      std::shared_ptr<UtilityVm> vm, bool owns_vm,
+                                                      std::shared_ptr<uvm::UtilityVm> vm, bool owns_vm,
                                                       std::unique_ptr<stdio::ProcessIo> io,
                                                       const std::string& spec, const std::string& rootfs,
                                                       bool mounted, events::Publisher* publisher);
   void WatchVm();
   Status FreezeContainer(bool freeze);
 
-  const std::shared_ptr<UtilityVm> vm_;
+  const std::shared_ptr<uvm::UtilityVm> vm_;
   const bool owns_vm_;
   const bool mounted_;
 
@@ -93,4 +93,4 @@ class VmTask : public task::TaskBase {
   bool paused_ GUARDED_BY(mu_) = false;
 };
 
-}  // namespace runhcs::uvm
+}  // namespace runhcs::vmtask

@@ -1,4 +1,4 @@
-#include "uvm/vm_process.h"
+#include "vmtask/vm_process.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -15,20 +15,22 @@
 #include "base/log.h"
 #include "stdio/console.h"
 
-namespace runhcs::uvm {
+namespace runhcs::vmtask {
+
+namespace apb = ::runhcs::agent::v1;
 
 namespace {
 constexpr auto kIoDrainTimeout = std::chrono::seconds(2);
 }  // namespace
 
 struct VmProcess::Pumps {
-  std::shared_ptr<AgentClient> agent;
+  std::shared_ptr<uvm::AgentClient> agent;
   apb::ProcessId id;
   UniqueFd stop;  // eventfd: ends the stdin pump
   Latch out_done, err_done;
 };
 
-VmProcess::VmProcess(std::shared_ptr<AgentClient> agent, std::string container_id,
+VmProcess::VmProcess(std::shared_ptr<uvm::AgentClient> agent, std::string container_id,
                      std::string exec_id, std::string process_json, exec::Stdio stdio,
                      stdio::IoContext ctx, std::unique_ptr<stdio::ProcessIo> io)
     : agent_(std::move(agent)),
@@ -166,4 +168,4 @@ void VmProcess::ReleaseIo() {
   if (auto io = io_.Get()) io->Close(kIoDrainTimeout);
 }
 
-}  // namespace runhcs::uvm
+}  // namespace runhcs::vmtask

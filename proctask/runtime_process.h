@@ -15,11 +15,12 @@
 #include "base/fd.h"
 #include "base/reaper.h"
 #include "base/thread_annotations.h"
+#include "exec/exec.h"
 #include "exec/process.h"
 #include "oci/runtime.h"
 #include "stdio/process_io.h"
 
-namespace runhcs::oci {
+namespace runhcs::proctask {
 
 class RuntimeProcess : public exec::Process {
  public:
@@ -28,10 +29,10 @@ class RuntimeProcess : public exec::Process {
   // `kill_all_on_exit`: the container has no pid namespace of its own, so
   // when init exits the rest of its processes are SIGKILLed before the exit
   // is reported (they would hold its stdio open).
-  static std::unique_ptr<RuntimeProcess> ForInit(std::shared_ptr<Runtime> runtime, std::string id,
+  static std::unique_ptr<RuntimeProcess> ForInit(std::shared_ptr<oci::Runtime> runtime, std::string id,
                                                  pid_t pid, std::unique_ptr<stdio::ProcessIo> io,
                                                  Reaper::Expectation expect, bool kill_all_on_exit = false);
-  static std::unique_ptr<RuntimeProcess> ForExec(std::shared_ptr<Runtime> runtime, std::string id,
+  static std::unique_ptr<RuntimeProcess> ForExec(std::shared_ptr<oci::Runtime> runtime, std::string id,
                                                  std::string exec_id, std::string bundle,
                                                  std::string process_json, exec::Stdio stdio,
                                                  stdio::IoContext ctx);
@@ -50,7 +51,7 @@ class RuntimeProcess : public exec::Process {
   StatusOr<uint32_t> StartExec(ExitCallback on_exit);
   void OpenPidfd();
 
-  std::shared_ptr<Runtime> runtime_;
+  std::shared_ptr<oci::Runtime> runtime_;
   std::string id_, exec_id_, bundle_, process_json_;
   exec::Stdio stdio_;
   stdio::IoContext ctx_;
@@ -64,4 +65,4 @@ class RuntimeProcess : public exec::Process {
 
 };
 
-}  // namespace runhcs::oci
+}  // namespace runhcs::proctask

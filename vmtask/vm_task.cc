@@ -1,4 +1,4 @@
-#include "uvm/vm_task.h"
+#include "vmtask/vm_task.h"
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -16,9 +16,11 @@
 #include "oci/mounts.h"
 #include "runhcs/stats.pb.h"
 #include "task/exec_set.h"
-#include "uvm/vm_process.h"
+#include "vmtask/vm_process.h"
 
-namespace runhcs::uvm {
+namespace runhcs::vmtask {
+
+namespace apb = ::runhcs::agent::v1;
 
 namespace {
 
@@ -77,7 +79,7 @@ StatusOr<Prepared> Prepare(const task::CreateRequest& req, const std::string& ns
 
 }  // namespace
 
-StatusOr<std::shared_ptr<QemuUtilityVm>> VmTask::BootVm(QemuConfig base, const std::string& ns,
+StatusOr<std::shared_ptr<uvm::UtilityVm>> VmTask::BootVm(uvm::VmConfig base, const std::string& ns,
                                                          const std::string& id) {
   base.state_dir = VmStateDir(ns, id);
   RETURN_IF_ERROR(MkdirAll("/run/runhcs/vm", 0700));
@@ -85,7 +87,7 @@ StatusOr<std::shared_ptr<QemuUtilityVm>> VmTask::BootVm(QemuConfig base, const s
     // The guest's serial console (kernel and agent messages) into the shim's log.
     base.console = [id](const std::string& line) { spdlog::info("vm {} console: {}", id, line); };
   }
-  auto vm = std::make_shared<QemuUtilityVm>(id, std::move(base));
+  std::shared_ptr<uvm::UtilityVm> vm = uvm::NewUtilityVm(id, base);
   if (Status st = vm->Start(); !st.ok()) {
     (void)vm->Close();
     return st;
@@ -106,7 +108,7 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req,
 }
 
 StatusOr<std::shared_ptr<VmTask>> VmTask::CreateIn(const task::CreateRequest& req, const std::string& ns,
-                                                   std::shared_ptr<UtilityVm> vm,
+                                                   std::shared_ptr<uvm::UtilityVm> vm,
                                                    events::Publisher* publisher) {
   if (!vm || !vm->agent()) return FailedPreconditionError("task '{}': the pod's VM is not running", req.id);
   ASSIGN_OR_RETURN(Prepared p, Prepare(req, ns));
@@ -115,11 +117,11 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateIn(const task::CreateRequest& re
 }
 
 StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& req, const std::string& ns,
-                                                     std::shared_ptr<UtilityVm> vm, bool owns_vm,
+                                                     std::shared_ptr<uvm::UtilityVm> vm, bool owns_vm,
                                                      std::unique_ptr<stdio::ProcessIo> io,
                                                      const std::string& spec, const std::string& rootfs,
                                                      bool mounted, events::Publisher* publisher) {
-  std::shared_ptr<AgentClient> agent = vm->agent();
+  std::shared_ptr<uvm::AgentClient> agent = vm->agent();
   Status st = agent ? OkStatus() : FailedPreconditionError("task '{}': VM is not running", req.id);
   if (st.ok()) st = vm->Share(rootfs, kGuestRootfs + req.id, /*read_only=*/false);
   if (st.ok()) {
@@ -130,7 +132,7 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& 
     cc.set_stdin(!req.stdio.stdin_path.empty());
     cc.set_terminal(req.stdio.terminal);
     apb::Empty e;
-    st = agent->CreateContainer(cc, &e, AgentClient::Within(std::chrono::seconds(30)));
+    st = agent->CreateContainer(cc, &e, uvm::AgentClient::Within(std::chrono::seconds(30)));
   }
   if (!st.ok()) {
     io->Close(std::chrono::milliseconds(0));
@@ -151,7 +153,7 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& 
   return task;
 }
 
-VmTask::VmTask(std::string id, std::string bundle, std::string ns, std::shared_ptr<UtilityVm> vm,
+VmTask::VmTask(std::string id, std::string bundle, std::string ns, std::shared_ptr<uvm::UtilityVm> vm,
                bool owns_vm, events::Publisher* publisher, bool mounted)
     : TaskBase(std::move(id), std::move(bundle), std::move(ns), publisher),
       vm_(std::move(vm)),
@@ -164,7 +166,7 @@ VmTask::~VmTask() {
 
 void VmTask::WatchVm() {
   std::weak_ptr<VmTask> weak = std::static_pointer_cast<VmTask>(shared_from_this());
-  std::shared_ptr<UtilityVm> vm = vm_;
+  std::shared_ptr<uvm::UtilityVm> vm = vm_;
   // Detached: a pod workload's VM may outlive the task; the thread holds
   // only what it needs.
   std::thread([weak, vm] {
@@ -218,7 +220,7 @@ void VmTask::Teardown() {
 }
 
 StatusOr<std::unique_ptr<exec::Process>> VmTask::NewExecProcess(const task::ExecRequest& req) {
-  std::shared_ptr<AgentClient> agent = vm_->agent();
+  std::shared_ptr<uvm::AgentClient> agent = vm_->agent();
   if (!agent) return FailedPreconditionError("task '{}': its VM is gone", id());
   return std::unique_ptr<exec::Process>(std::make_unique<VmProcess>(
       agent, id(), req.exec_id, req.process_json, req.stdio, stdio::IoContext{id(), ns(), bundle()}, nullptr));
@@ -308,4 +310,4 @@ Status VmTask::Share(const std::string& host_path, const std::string& vm_path, b
   return vm_->Share(host_path, vm_path, read_only);
 }
 
-}  // namespace runhcs::uvm
+}  // namespace runhcs::vmtask

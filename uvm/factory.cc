@@ -1,0 +1,20 @@
+// The one place that maps a VmConfig to a hypervisor backend.
+#include "uvm/qemu_vm.h"
+#include "uvm/utility_vm.h"
+
+namespace runhcs::uvm {
+
+std::unique_ptr<UtilityVm> NewUtilityVm(std::string id, const VmConfig& cfg) {
+  switch (cfg.hypervisor) {
+    case VmConfig::Hypervisor::kQemu:
+      break;
+  }
+  return std::make_unique<QemuUtilityVm>(std::move(id), QemuConfig(cfg));
+}
+
+void CleanupVmStateDir(const std::string& state_dir) {
+  // Only QEMU so far; a backend that leaves other things behind adds them here.
+  QemuUtilityVm::CleanupStateDir(state_dir);
+}
+
+}  // namespace runhcs::uvm
