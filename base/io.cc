@@ -32,8 +32,9 @@ Status ReadFull(int fd, char* buf, size_t n) {
       return ErrnoError(errno, "read");
     }
     if (r == 0) {
-      return got == 0 ? Status(Code::kOutOfRange, "eof")
-                      : Status(Code::kDataLoss, fmt::format("truncated after {} of {} bytes", got, n));
+      return got == 0
+                 ? Status(Code::kOutOfRange, "eof")
+                 : Status(Code::kDataLoss, fmt::format("truncated after {} of {} bytes", got, n));
     }
     got += static_cast<size_t>(r);
   }

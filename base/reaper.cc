@@ -189,7 +189,8 @@ StatusOr<pid_t> Reaper::SpawnTied(SpawnOptions opts, std::function<void(StatusOr
   return *h->pid;
 }
 
-StatusOr<int> Reaper::Wait(pid_t pid, std::optional<std::chrono::steady_clock::time_point> deadline) {
+StatusOr<int> Reaper::Wait(pid_t pid,
+                           std::optional<std::chrono::steady_clock::time_point> deadline) {
   MutexLock l(&mu_);
   auto it = spawned_.find(pid);
   if (it == spawned_.end()) return NotFoundError("pid {} was not spawned by the reaper", pid);
@@ -199,7 +200,8 @@ StatusOr<int> Reaper::Wait(pid_t pid, std::optional<std::chrono::steady_clock::t
     int ws = 0;
     pid_t r;
     if (deadline) {
-      while ((r = ::waitpid(pid, &ws, WNOHANG)) == 0 && std::chrono::steady_clock::now() < *deadline) {
+      while ((r = ::waitpid(pid, &ws, WNOHANG)) == 0 &&
+             std::chrono::steady_clock::now() < *deadline) {
         ::usleep(1000);
       }
     } else {

@@ -36,9 +36,9 @@
 namespace runhcs {
 
 struct SpawnOptions {
-  std::vector<std::string> argv;      // argv[0] is looked up in PATH
-  std::vector<std::pair<int, int>> fds;  // {child fd, parent fd}; others close
-  std::string cwd;                    // "" = inherit
+  std::vector<std::string> argv;                // argv[0] is looked up in PATH
+  std::vector<std::pair<int, int>> fds;         // {child fd, parent fd}; others close
+  std::string cwd;                              // "" = inherit
   std::optional<std::vector<std::string>> env;  // nullopt = inherit
   bool new_session = false;
   // With new_session: make the terminal on fd 0 the controlling terminal.

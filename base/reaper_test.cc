@@ -85,7 +85,8 @@ TEST_F(ReaperTest, SpawnedChildIsWaitedAndMissingBinaryIsNotFound) {
   auto st = Reaper::Get().Wait(*pid);
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(*st, 5);
-  EXPECT_EQ(Reaper::Get().Spawn({.argv = {"/nonexistent/binary"}}).status().code(), Code::kNotFound);
+  EXPECT_EQ(Reaper::Get().Spawn({.argv = {"/nonexistent/binary"}}).status().code(),
+            Code::kNotFound);
   reaper.join();
 }
 

@@ -99,7 +99,8 @@ std::string ThreadFile(pid_t tid, const char* name) {
 bool WaitAck(std::chrono::milliseconds timeout) {
   auto until = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
     pollfd p{g_ack_read, POLLIN, 0};
     int n = ::poll(&p, 1, left.count() > 0 ? static_cast<int>(left.count()) : 0);
     if (n < 0 && errno == EINTR) continue;
@@ -112,8 +113,8 @@ bool WaitAck(std::chrono::milliseconds timeout) {
 std::string Demangle(const char* name) {
   if (name == nullptr) return "";
   int status = 0;
-  std::unique_ptr<char, decltype(&std::free)> d(abi::__cxa_demangle(name, nullptr, nullptr, &status),
-                                                &std::free);
+  std::unique_ptr<char, decltype(&std::free)> d(
+      abi::__cxa_demangle(name, nullptr, nullptr, &status), &std::free);
   return status == 0 && d ? std::string(d.get()) : std::string(name);
 }
 
@@ -196,7 +197,8 @@ std::vector<ThreadStack> CaptureThreadStacks() {
     t.tid = tid;
     t.name = ThreadFile(tid, "comm");
     g_slot.want.store(tid);
-    bool ok = ::syscall(SYS_tgkill, ::getpid(), tid, StackSignal()) == 0 && WaitAck(kStackAnswerTimeout);
+    bool ok =
+        ::syscall(SYS_tgkill, ::getpid(), tid, StackSignal()) == 0 && WaitAck(kStackAnswerTimeout);
     if (!ok) {
       int64_t expected = tid;
       if (!g_slot.want.compare_exchange_strong(expected, 0)) {
@@ -264,7 +266,7 @@ int SymbolizeMain(int in_fd, int out_fd) {
 }
 
 StatusOr<std::vector<std::vector<Frame>>> SymbolizeInChild(const std::vector<std::string>& argv,
-                                                            const std::vector<uintptr_t>& rel_pcs) {
+                                                           const std::vector<uintptr_t>& rel_pcs) {
   int in[2], out[2];
   if (::pipe2(in, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");
   UniqueFd in_r(in[0]), in_w(in[1]);
@@ -306,7 +308,8 @@ StatusOr<std::vector<std::vector<Frame>>> SymbolizeInChild(const std::vector<std
     }
     result.push_back(std::move(frames));
   }
-  if (result.size() != rel_pcs.size()) return InternalError("symbolizer answered {} of {} pcs", result.size(), rel_pcs.size());
+  if (result.size() != rel_pcs.size())
+    return InternalError("symbolizer answered {} of {} pcs", result.size(), rel_pcs.size());
   return result;
 }
 
@@ -344,8 +347,8 @@ std::string FormatStacks(const std::vector<ThreadStack>& stacks, const Symbolize
           const Frame& f = (*fr)[j];
           std::string where = f.file.empty() ? "" : fmt::format(" ({}:{})", f.file, f.line);
           out += (j == 0 ? head : std::string(head.size(), ' ')) +
-                 (f.function.empty() ? "??" : f.function) + where + (j + 1 < fr->size() ? " [inlined]" : "") +
-                 "\n";
+                 (f.function.empty() ? "??" : f.function) + where +
+                 (j + 1 < fr->size() ? " [inlined]" : "") + "\n";
         }
         continue;
       }

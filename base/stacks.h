@@ -35,9 +35,9 @@ inline constexpr std::chrono::milliseconds kStackAnswerTimeout{250};
 
 struct ThreadStack {
   pid_t tid = 0;
-  std::string name;             // /proc/.../comm
-  std::vector<uintptr_t> pcs;   // innermost first
-  bool answered = false;        // false: pcs empty, kernel_stack set
+  std::string name;            // /proc/.../comm
+  std::vector<uintptr_t> pcs;  // innermost first
+  bool answered = false;       // false: pcs empty, kernel_stack set
   std::string kernel_stack;
 };
 
@@ -55,7 +55,8 @@ struct Frame {
 };
 // Symbolizes pcs of the main executable given relative to its load address
 // (see MainExecutableBase). One entry per pc.
-using Symbolizer = std::function<std::vector<std::vector<Frame>>(const std::vector<uintptr_t>& rel_pcs)>;
+using Symbolizer =
+    std::function<std::vector<std::vector<Frame>>(const std::vector<uintptr_t>& rel_pcs)>;
 
 uintptr_t MainExecutableBase();
 // Reads the executable's symbol table and debug information in this process.
@@ -66,7 +67,7 @@ int SymbolizeMain(int in_fd, int out_fd);
 // The caller's side: runs `argv` (an executable whose SymbolizeMain serves
 // stdin/stdout) and parses its answer.
 StatusOr<std::vector<std::vector<Frame>>> SymbolizeInChild(const std::vector<std::string>& argv,
-                                                            const std::vector<uintptr_t>& rel_pcs);
+                                                           const std::vector<uintptr_t>& rel_pcs);
 
 // "thread <tid> <name>:" then one "  #i 0x<pc> function (file:line)" line per
 // frame; pcs outside the main executable are named through the dynamic

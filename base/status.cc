@@ -7,16 +7,26 @@ namespace runhcs {
 
 std::string_view CodeText(Code code) {
   switch (code) {
-    case Code::kCancelled: return "context canceled";
-    case Code::kUnknown: return "unknown";
-    case Code::kInvalidArgument: return "invalid argument";
-    case Code::kDeadlineExceeded: return "context deadline exceeded";
-    case Code::kNotFound: return "not found";
-    case Code::kAlreadyExists: return "already exists";
-    case Code::kFailedPrecondition: return "failed precondition";
-    case Code::kNotImplemented: return "not implemented";
-    case Code::kUnavailable: return "unavailable";
-    default: return "";
+    case Code::kCancelled:
+      return "context canceled";
+    case Code::kUnknown:
+      return "unknown";
+    case Code::kInvalidArgument:
+      return "invalid argument";
+    case Code::kDeadlineExceeded:
+      return "context deadline exceeded";
+    case Code::kNotFound:
+      return "not found";
+    case Code::kAlreadyExists:
+      return "already exists";
+    case Code::kFailedPrecondition:
+      return "failed precondition";
+    case Code::kNotImplemented:
+      return "not implemented";
+    case Code::kUnavailable:
+      return "unavailable";
+    default:
+      return "";
   }
 }
 
@@ -51,11 +61,10 @@ Status Status::FromWire(int code, std::string_view message) {
 
 std::string Status::ToString() const {
   static constexpr std::string_view kNames[] = {
-      "OK",           "Cancelled",     "Unknown",           "InvalidArgument",
-      "DeadlineExceeded", "NotFound",  "AlreadyExists",     "PermissionDenied",
-      "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange",
-      "NotImplemented", "Internal",    "Unavailable",       "DataLoss",
-      "Unauthenticated"};
+      "OK",       "Cancelled",      "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+      "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+      "Aborted",  "OutOfRange",     "NotImplemented",   "Internal",          "Unavailable",
+      "DataLoss", "Unauthenticated"};
   std::string_view name = kNames[static_cast<int>(code_)];
   if (ok()) return std::string(name);
   return fmt::format("{}: {}", name, message_);
@@ -64,12 +73,26 @@ std::string Status::ToString() const {
 Status ErrnoError(int err, std::string_view what) {
   Code code;
   switch (err) {
-    case ENOENT: case ESRCH: code = Code::kNotFound; break;
-    case EEXIST: code = Code::kAlreadyExists; break;
-    case EINVAL: code = Code::kInvalidArgument; break;
-    case EACCES: case EPERM: code = Code::kPermissionDenied; break;
-    case ETIMEDOUT: code = Code::kDeadlineExceeded; break;
-    default: code = Code::kUnknown; break;
+    case ENOENT:
+    case ESRCH:
+      code = Code::kNotFound;
+      break;
+    case EEXIST:
+      code = Code::kAlreadyExists;
+      break;
+    case EINVAL:
+      code = Code::kInvalidArgument;
+      break;
+    case EACCES:
+    case EPERM:
+      code = Code::kPermissionDenied;
+      break;
+    case ETIMEDOUT:
+      code = Code::kDeadlineExceeded;
+      break;
+    default:
+      code = Code::kUnknown;
+      break;
   }
   return Status(code, fmt::format("{}: {}", what, std::strerror(err)));
 }

@@ -72,10 +72,10 @@ class [[nodiscard]] Status {
 
 inline Status OkStatus() { return Status(); }
 
-#define RUNHCS_DEFINE_ERROR(Name, CodeValue)                                        \
-  template <typename... Args>                                                       \
-  Status Name(fmt::format_string<Args...> f, Args&&... args) {                      \
-    return Status(Code::CodeValue, fmt::format(f, std::forward<Args>(args)...));     \
+#define RUNHCS_DEFINE_ERROR(Name, CodeValue)                                     \
+  template <typename... Args>                                                    \
+  Status Name(fmt::format_string<Args...> f, Args&&... args) {                   \
+    return Status(Code::CodeValue, fmt::format(f, std::forward<Args>(args)...)); \
   }
 RUNHCS_DEFINE_ERROR(CancelledError, kCancelled)
 RUNHCS_DEFINE_ERROR(UnknownError, kUnknown)
@@ -125,10 +125,10 @@ class [[nodiscard]] StatusOr {
 #define RUNHCS_CONCAT(a, b) RUNHCS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define RETURN_IF_ERROR(expr)                    \
-  do {                                           \
-    ::runhcs::Status _st = (expr);               \
-    if (!_st.ok()) return _st;                   \
+#define RETURN_IF_ERROR(expr)      \
+  do {                             \
+    ::runhcs::Status _st = (expr); \
+    if (!_st.ok()) return _st;     \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, StatusOrExpr());`

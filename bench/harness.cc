@@ -108,8 +108,12 @@ using EventLog = testing::TaskEvents;
 class Bench {
  public:
   Bench(Config cfg, testing::Containerd* ctrd, const std::string& rootfs, nlohmann::json base_spec)
-      : cfg_(std::move(cfg)), ctrd_(ctrd), client_(ctrd->grpc_address(), kNs), rootfs_(rootfs),
-        base_spec_(std::move(base_spec)), events_(&client_) {}
+      : cfg_(std::move(cfg)),
+        ctrd_(ctrd),
+        client_(ctrd->grpc_address(), kNs),
+        rootfs_(rootfs),
+        base_spec_(std::move(base_spec)),
+        events_(&client_) {}
 
   runhcs::wkt::Any Options(const Shim& shim, const std::string& oci) {
     runhcs::wkt::Any any;
@@ -151,8 +155,9 @@ class Bench {
                           const std::vector<std::string>& args,
                           const std::map<std::string, std::string>& annotations = {}) {
     auto t = Clock::now();
-    uint32_t pid = testing::CreateAndStart(&client_, id, shim.runtime, Options(shim, oci), Spec(id, args, annotations),
-                                           [&] { Mark("create", &t); });
+    uint32_t pid =
+        testing::CreateAndStart(&client_, id, shim.runtime, Options(shim, oci),
+                                Spec(id, args, annotations), [&] { Mark("create", &t); });
     Mark("start", &t);
     return pid;
   }
@@ -265,7 +270,8 @@ class Bench {
   // Where the time of a series goes: the p50 of each client-visible phase.
   void AddPhases(const std::string& sec, PhaseSamples& s, const std::vector<std::string>& order) {
     for (const auto& ph : order) {
-      Add(sec, ph + " p50", "ms", Percentile(s[ph]["runhcs"], .5), Percentile(s[ph]["runc-v2"], .5));
+      Add(sec, ph + " p50", "ms", Percentile(s[ph]["runhcs"], .5),
+          Percentile(s[ph]["runc-v2"], .5));
     }
   }
 
@@ -292,7 +298,8 @@ class Bench {
       std::printf("== exec, %s (execs=%d)\n", oci.c_str(), cfg_.execs_per_series);
       std::map<std::string, std::vector<double>> ex;
       PhaseSamples ex_phases;
-      for (const auto& shim : kShims) StartContainer(shim, oci, "ex-" + shim.label + "-" + oci, {"/bin/sleep", "100000"});
+      for (const auto& shim : kShims)
+        StartContainer(shim, oci, "ex-" + shim.label + "-" + oci, {"/bin/sleep", "100000"});
       for (int i = 0; i < cfg_.warmup + cfg_.execs_per_series; ++i) {
         for (const auto& shim : Order(i)) {
           double ms = Exec("ex-" + shim.label + "-" + oci, fmt::format("e{}", i));
@@ -322,17 +329,20 @@ class Bench {
       std::this_thread::sleep_for(std::chrono::seconds(3));
       pid_t shim_pid = ParentOf(static_cast<pid_t>(init));
       int idle_threads = testing::ThreadsOf(shim_pid);
-      burst[shim.label] = testing::ExecBurst(&client_, id, base_spec_["process"], cfg_.burst, shim_pid);
-      std::printf("   %s: %d/%d ok, idle threads %d, peak %d\n", shim.label.c_str(), burst[shim.label].ok, cfg_.burst,
-                  idle_threads, burst[shim.label].peak_threads);
+      burst[shim.label] =
+          testing::ExecBurst(&client_, id, base_spec_["process"], cfg_.burst, shim_pid);
+      std::printf("   %s: %d/%d ok, idle threads %d, peak %d\n", shim.label.c_str(),
+                  burst[shim.label].ok, cfg_.burst, idle_threads, burst[shim.label].peak_threads);
       Kill(id);
       WaitTask(id);
       DeleteContainer(id);
     }
     std::string bsec = fmt::format("exec burst ({} at once, runc)", cfg_.burst);
     Add(bsec, "succeeded", "", burst["runhcs"].ok, burst["runc-v2"].ok);
-    Add(bsec, "p50 of those", "ms", Percentile(burst["runhcs"].ms, .5), Percentile(burst["runc-v2"].ms, .5));
-    Add(bsec, "p99 of those", "ms", Percentile(burst["runhcs"].ms, .99), Percentile(burst["runc-v2"].ms, .99));
+    Add(bsec, "p50 of those", "ms", Percentile(burst["runhcs"].ms, .5),
+        Percentile(burst["runc-v2"].ms, .5));
+    Add(bsec, "p99 of those", "ms", Percentile(burst["runhcs"].ms, .99),
+        Percentile(burst["runc-v2"].ms, .99));
     Add(bsec, "peak shim threads", "", burst["runhcs"].peak_threads, burst["runc-v2"].peak_threads);
 
     std::printf("== idle shim memory and RPC overhead (runc)\n");
@@ -352,20 +362,25 @@ class Bench {
         auto t0 = Clock::now();
         Status st = containerd::task::v2::TaskClient(c->get()).State(sr, &resp);
         if (!st.ok()) throw std::runtime_error("State: " + st.ToString());
-        if (i >= 50) rpc[shim.label].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        if (i >= 50)
+          rpc[shim.label].push_back(
+              std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
       }
     }
     Add("idle shim", "RSS", "KiB", idle["runhcs"].rss_kib, idle["runc-v2"].rss_kib);
     Add("idle shim", "PSS", "KiB", idle["runhcs"].pss_kib, idle["runc-v2"].pss_kib);
     Add("idle shim", "threads", "", idle["runhcs"].threads, idle["runc-v2"].threads);
-    Add("State RPC on shim socket", "p50", "us", Percentile(rpc["runhcs"], .5), Percentile(rpc["runc-v2"], .5));
-    Add("State RPC on shim socket", "p99", "us", Percentile(rpc["runhcs"], .99), Percentile(rpc["runc-v2"], .99));
+    Add("State RPC on shim socket", "p50", "us", Percentile(rpc["runhcs"], .5),
+        Percentile(rpc["runc-v2"], .5));
+    Add("State RPC on shim socket", "p99", "us", Percentile(rpc["runhcs"], .99),
+        Percentile(rpc["runc-v2"], .99));
 
     std::printf("== shim RSS after %d execs (runc)\n", cfg_.exec_growth);
     std::map<std::string, double> before, after;
     for (const auto& shim : kShims) {
       std::string id = "idle-" + shim.label;
-      pid_t shim_pid = static_cast<pid_t>(std::atoi(ReadFileOr(Bundle(id) + "/init.pid", "0").c_str()));
+      pid_t shim_pid =
+          static_cast<pid_t>(std::atoi(ReadFileOr(Bundle(id) + "/init.pid", "0").c_str()));
       shim_pid = ParentOf(shim_pid);
       // Warm-up first: the first execs page in the exec code path and raise
       // the heap and the thread-stack cache to their working size once;
@@ -377,7 +392,8 @@ class Bench {
       after[shim.label] = MemOf(shim_pid).rss_kib;
     }
     std::string gsec = fmt::format("{} execs", cfg_.exec_growth);
-    Add(gsec, fmt::format("RSS before (after {} warm-up execs)", cfg_.exec_warmup), "KiB", before["runhcs"], before["runc-v2"]);
+    Add(gsec, fmt::format("RSS before (after {} warm-up execs)", cfg_.exec_warmup), "KiB",
+        before["runhcs"], before["runc-v2"]);
     Add(gsec, "RSS after", "KiB", after["runhcs"], after["runc-v2"]);
     Add(gsec, "RSS growth", "%", 100 * (after["runhcs"] / before["runhcs"] - 1),
         100 * (after["runc-v2"] / before["runc-v2"] - 1));
@@ -400,7 +416,8 @@ class Bench {
       }
       std::this_thread::sleep_for(std::chrono::seconds(2));
       for (const auto& id : ids) {
-        pid_t init = static_cast<pid_t>(std::atoi(ReadFileOr(Bundle(id) + "/init.pid", "0").c_str()));
+        pid_t init =
+            static_cast<pid_t>(std::atoi(ReadFileOr(Bundle(id) + "/init.pid", "0").c_str()));
         ProcMem m = MemOf(ParentOf(init));
         total[shim.label].rss_kib += m.rss_kib;
         total[shim.label].pss_kib += m.pss_kib;
@@ -454,7 +471,8 @@ class Bench {
       Shim shim;
       bool hypervisor;
     };
-    const Kind kinds[] = {{"runhcs", kShims[0], false}, {"runc-v2", kShims[1], false},
+    const Kind kinds[] = {{"runhcs", kShims[0], false},
+                          {"runc-v2", kShims[1], false},
                           {"runhcs-vm", kShims[0], true}};
     std::map<std::string, std::vector<double>> start;
     std::map<std::string, ProcMem> mem;
@@ -473,11 +491,13 @@ class Bench {
         auto t0 = Clock::now();
         uint32_t init = StartContainer(k.shim, "runc", pod, {"/bin/sleep", "100000"}, sb);
         StartContainer(k.shim, "runc", w, {"/bin/sleep", "100000"}, wl);
-        start[k.label].push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        start[k.label].push_back(
+            std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
         if (i == 0) {
           std::this_thread::sleep_for(std::chrono::seconds(1));
           // The shim: its pid file, or (runc-v2) the parent of the sandbox's init.
-          pid_t shim = static_cast<pid_t>(std::atoi(ReadFileOr(Bundle(pod) + "/shim.pid", "0").c_str()));
+          pid_t shim =
+              static_cast<pid_t>(std::atoi(ReadFileOr(Bundle(pod) + "/shim.pid", "0").c_str()));
           if (shim <= 0) shim = ParentOf(static_cast<pid_t>(init));
           if (shim > 0) mem[k.label] = TreeMem(shim);
         }
@@ -490,7 +510,8 @@ class Bench {
     }
     Add("pod (process isolation)", "start p50", "ms", Percentile(start["runhcs"], .5),
         Percentile(start["runc-v2"], .5));
-    Add("pod (process isolation)", "PSS of one pod", "KiB", mem["runhcs"].pss_kib, mem["runc-v2"].pss_kib);
+    Add("pod (process isolation)", "PSS of one pod", "KiB", mem["runhcs"].pss_kib,
+        mem["runc-v2"].pss_kib);
     Add("pod (runhcs VM, TCG) vs process pod (runc-v2)", "start p50", "ms",
         Percentile(start["runhcs-vm"], .5), Percentile(start["runc-v2"], .5));
     Add("pod (runhcs VM, TCG) vs process pod (runc-v2)", "PSS of one pod", "KiB",
@@ -522,14 +543,17 @@ const Bench::Row* Find(const Bench& b, const std::string& section, const std::st
 void WriteTargets(const Bench& b, const Config& cfg, std::ostream& md) {
   md << "\n## Targets\n\n| target | measured | verdict |\n|---|---:|---|\n";
   auto verdict = [&](const std::string& name, double value, double limit, const std::string& unit) {
-    md << fmt::format("| {} {} {}{} | {:.2f}{} | {} |\n", name, "<=", limit, unit, value, unit,
-                      value <= limit ? "met" : fmt::format("missed by {:.2f}{}", value - limit, unit));
+    md << fmt::format(
+        "| {} {} {}{} | {:.2f}{} | {} |\n", name, "<=", limit, unit, value, unit,
+        value <= limit ? "met" : fmt::format("missed by {:.2f}{}", value - limit, unit));
     return value <= limit;
   };
-  if (auto* r = Find(b, "idle shim", "RSS")) verdict("idle RSS ratio", r->runhcs / r->runc, 0.25, "");
+  if (auto* r = Find(b, "idle shim", "RSS"))
+    verdict("idle RSS ratio", r->runhcs / r->runc, 0.25, "");
   std::vector<std::string> notes;
   for (const auto& oci : cfg.oci_runtimes) {
-    for (const auto& [sec, phase] : {std::pair{"lifecycle", "create"}, std::pair{"exec", "start"}}) {
+    for (const auto& [sec, phase] :
+         {std::pair{"lifecycle", "create"}, std::pair{"exec", "start"}}) {
       std::string section = fmt::format("{} ({})", sec, oci);
       auto* r = Find(b, section, "p50");
       if (!r || !verdict(section + " p50 ratio", r->runhcs / r->runc, 0.8, "")) {
@@ -546,7 +570,8 @@ void WriteTargets(const Bench& b, const Config& cfg, std::ostream& md) {
     }
   }
   std::string gsec = fmt::format("{} execs", cfg.exec_growth);
-  if (auto* r = Find(b, gsec, "RSS growth")) verdict("RSS growth after " + gsec, r->runhcs, 1.0, " %");
+  if (auto* r = Find(b, gsec, "RSS growth"))
+    verdict("RSS growth after " + gsec, r->runhcs, 1.0, " %");
   for (const auto& n : notes) md << "\n" << n << "\n";
   md << "\nWhere the CPU time goes, per program and inside the shim: `profile.md` here "
         "(`bench/profile.sh`).\n";
@@ -569,12 +594,14 @@ void WriteResults(const Bench& b, const Config& cfg, const std::string& machine)
     md << fmt::format("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} |\n", r.section, r.metric, r.unit,
                       r.runhcs, r.runc, ratio);
     // Phase rows ("create p50", ...) stay in the table only.
-    if (r.unit != "%" && r.metric.find("before") == std::string::npos && r.metric.find(' ') == std::string::npos) {
+    if (r.unit != "%" && r.metric.find("before") == std::string::npos &&
+        r.metric.find(' ') == std::string::npos) {
       dat << n++ << " \"" << r.section << " " << r.metric << "\" " << ratio << "\n";
     }
   }
-  md << fmt::format("\nEvent order (create, start, exit, delete per lifecycle): {} of {} out of order.\n",
-                    b.event_order_violations, b.lifecycles());
+  md << fmt::format(
+      "\nEvent order (create, start, exit, delete per lifecycle): {} of {} out of order.\n",
+      b.event_order_violations, b.lifecycles());
   WriteTargets(b, cfg, md);
   dat.close();
   std::ofstream gp(dir + "/chart.gp");
@@ -582,7 +609,8 @@ void WriteResults(const Bench& b, const Config& cfg, const std::string& machine)
      << "set output '" << dir << "/ratios.png'\n"
      << "set title 'runhcs / containerd-shim-runc-v2 (lower is better)'\n"
      << "set style fill solid 0.6\nset boxwidth 0.7\nset xtics rotate by -40 left\n"
-     << "set yrange [0:*]\nset grid ytics\nset arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb 'red'\n"
+     << "set yrange [0:*]\nset grid ytics\nset arrow from graph 0, first 1 to graph 1, first 1 "
+        "nohead lc rgb 'red'\n"
      << "plot '" << dir << "/ratios.dat' using 1:3:xtic(2) with boxes notitle\n";
   gp.close();
   if (testing::RunCommand({"gnuplot", dir + "/chart.gp"}).exit_code != 0) {
@@ -600,17 +628,33 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (a == "--runs") cfg.runs = std::stoi(next());
-    else if (a == "--execs") cfg.execs_per_series = std::stoi(next());
-    else if (a == "--exec-growth") cfg.exec_growth = std::stoi(next());
-    else if (a == "--containers") cfg.containers = std::stoi(next());
-    else if (a == "--pods") cfg.pods = std::stoi(next());
-    else if (a == "--burst") cfg.burst = std::stoi(next());
-    else if (a == "--out") cfg.out_dir = next();
+    if (a == "--runs")
+      cfg.runs = std::stoi(next());
+    else if (a == "--execs")
+      cfg.execs_per_series = std::stoi(next());
+    else if (a == "--exec-growth")
+      cfg.exec_growth = std::stoi(next());
+    else if (a == "--containers")
+      cfg.containers = std::stoi(next());
+    else if (a == "--pods")
+      cfg.pods = std::stoi(next());
+    else if (a == "--burst")
+      cfg.burst = std::stoi(next());
+    else if (a == "--out")
+      cfg.out_dir = next();
     else if (a == "--quick") {
-      cfg.runs = 8; cfg.execs_per_series = 8; cfg.exec_growth = 100; cfg.exec_warmup = 20; cfg.containers = 5; cfg.rpc_calls = 300; cfg.pods = 1; cfg.burst = 50;
+      cfg.runs = 8;
+      cfg.execs_per_series = 8;
+      cfg.exec_growth = 100;
+      cfg.exec_warmup = 20;
+      cfg.containers = 5;
+      cfg.rpc_calls = 300;
+      cfg.pods = 1;
+      cfg.burst = 50;
     } else {
-      std::fprintf(stderr, "usage: runhcs-bench [--runs N] [--execs N] [--exec-growth N] [--containers N] [--pods N] [--burst N] [--out DIR] [--quick]\n");
+      std::fprintf(stderr,
+                   "usage: runhcs-bench [--runs N] [--execs N] [--exec-growth N] [--containers N] "
+                   "[--pods N] [--burst N] [--out DIR] [--quick]\n");
       return 2;
     }
   }
@@ -644,8 +688,9 @@ int main(int argc, char** argv) {
       bench::WriteResults(b, cfg, machine);
       rc = b.event_order_violations == 0 ? 0 : 3;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "bench failed: %s\n--- containerd log tail:\n%s\n", e.what(),
-                   ctrd.log().substr(ctrd.log().size() > 4000 ? ctrd.log().size() - 4000 : 0).c_str());
+      std::fprintf(
+          stderr, "bench failed: %s\n--- containerd log tail:\n%s\n", e.what(),
+          ctrd.log().substr(ctrd.log().size() > 4000 ? ctrd.log().size() - 4000 : 0).c_str());
       rc = 1;
     }
   }

@@ -46,7 +46,8 @@ void BM_ExecStateTransitions(benchmark::State& state) {
   NullPublisher pub;
   for (auto _ : state) {
     auto shared = std::make_shared<exec::FakeProcess::Shared>();
-    auto e = exec::ProcessExec::Create({"task", "exec", "", {}}, std::make_unique<exec::FakeProcess>(shared), &pub);
+    auto e = exec::ProcessExec::Create({"task", "exec", "", {}},
+                                       std::make_unique<exec::FakeProcess>(shared), &pub);
     (void)e->Start();
     exec::FakeProcess::Exit(shared, 0);
     benchmark::DoNotOptimize(e->Wait());

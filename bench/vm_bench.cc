@@ -50,30 +50,53 @@ bool MakeBareInitrd(const std::string& dir) {
   std::string root = dir + "/bare-root";
   RunCommand({"mkdir", "-p", root + "/bin"});
   RunCommand({"cp", "/bin/busybox", root + "/bin/busybox"});
-  if (!WriteFileAtomic(root + "/init", "#!/bin/busybox sh\n/bin/busybox echo BARE-INIT-READY\n/bin/busybox poweroff -f\n", 0755).ok()) {
+  if (!WriteFileAtomic(
+           root + "/init",
+           "#!/bin/busybox sh\n/bin/busybox echo BARE-INIT-READY\n/bin/busybox poweroff -f\n", 0755)
+           .ok()) {
     return false;
   }
-  return RunCommand({"sh", "-c", "cd " + root + " && find . | cpio -o -H newc --quiet | gzip -1 > " + dir + "/bare.img"})
+  return RunCommand({"sh", "-c",
+                     "cd " + root + " && find . | cpio -o -H newc --quiet | gzip -1 > " + dir +
+                         "/bare.img"})
              .exit_code == 0;
 }
 
 // Spawn to the marker line on the console, in ms; -1 on timeout.
-double BareBoot(const uvm::QemuConfig& cfg, const std::string& initrd, uvm::QemuConfig::Accel accel) {
+double BareBoot(const uvm::QemuConfig& cfg, const std::string& initrd,
+                uvm::QemuConfig::Accel accel) {
   int64_t tsc = uvm::HostTscKhz();
   std::string acc = accel == uvm::QemuConfig::Accel::kKvm ? "kvm" : "tcg";
   std::vector<std::string> argv = {
-      cfg.qemu, "-M", "microvm,accel=" + acc + ",isa-serial=on,rtc=on", "-cpu",
-      accel == uvm::QemuConfig::Accel::kKvm ? "host" : "max", "-smp", std::to_string(cfg.cpus), "-m",
-      std::to_string(cfg.memory_mb), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-      "-kernel", cfg.boot_dir + "/vmlinuz", "-initrd", initrd, "-append",
-      "console=ttyS0 quiet panic=-1 reboot=t pci=off tsc_early_khz=" + std::to_string(tsc), "-serial",
+      cfg.qemu,
+      "-M",
+      "microvm,accel=" + acc + ",isa-serial=on,rtc=on",
+      "-cpu",
+      accel == uvm::QemuConfig::Accel::kKvm ? "host" : "max",
+      "-smp",
+      std::to_string(cfg.cpus),
+      "-m",
+      std::to_string(cfg.memory_mb),
+      "-nodefaults",
+      "-no-user-config",
+      "-display",
+      "none",
+      "-no-reboot",
+      "-kernel",
+      cfg.boot_dir + "/vmlinuz",
+      "-initrd",
+      initrd,
+      "-append",
+      "console=ttyS0 quiet panic=-1 reboot=t pci=off tsc_early_khz=" + std::to_string(tsc),
+      "-serial",
       "stdio"};
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return -1;
   UniqueFd r(p[0]), w(p[1]);
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   auto t0 = Clock::now();
-  auto pid = Reaper::Get().Spawn({.argv = argv, .fds = {{0, devnull.get()}, {1, w.get()}, {2, w.get()}}});
+  auto pid =
+      Reaper::Get().Spawn({.argv = argv, .fds = {{0, devnull.get()}, {1, w.get()}, {2, w.get()}}});
   if (!pid.ok()) return -1;
   w.reset();
   std::string seen;
@@ -119,7 +142,8 @@ VmBoot AgentBoot(uvm::QemuConfig cfg, const std::string& state, uvm::QemuConfig:
 // Runs argv to completion through the Reaper (which owns waitpid here).
 int Run(const std::vector<std::string>& argv) {
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
-  auto pid = Reaper::Get().Spawn({.argv = argv, .fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}}});
+  auto pid = Reaper::Get().Spawn(
+      {.argv = argv, .fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}}});
   if (!pid.ok()) return -1;
   auto st = Reaper::Get().Wait(*pid);
   return st.ok() ? *st : -1;
@@ -189,12 +213,18 @@ int main(int argc, char** argv) {
   std::string out_dir = "bench/results";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--runs" && i + 1 < argc) runs = std::stoi(argv[++i]);
-    else if (a == "--lifecycles" && i + 1 < argc) lifecycles = std::stoi(argv[++i]);
-    else if (a == "--out" && i + 1 < argc) out_dir = argv[++i];
-    else if (a == "--quick") { runs = 2; lifecycles = 5; }
-    else {
-      std::fprintf(stderr, "usage: runhcs-vm-bench [--runs N] [--lifecycles N] [--out DIR] [--quick]\n");
+    if (a == "--runs" && i + 1 < argc)
+      runs = std::stoi(argv[++i]);
+    else if (a == "--lifecycles" && i + 1 < argc)
+      lifecycles = std::stoi(argv[++i]);
+    else if (a == "--out" && i + 1 < argc)
+      out_dir = argv[++i];
+    else if (a == "--quick") {
+      runs = 2;
+      lifecycles = 5;
+    } else {
+      std::fprintf(stderr,
+                   "usage: runhcs-vm-bench [--runs N] [--lifecycles N] [--out DIR] [--quick]\n");
       return 2;
     }
   }
@@ -258,11 +288,13 @@ int main(int argc, char** argv) {
       }
     }
     if (kvm_failed) {
-      notes.push_back("KVM: the guest did not reach init/the agent within 20 s on this host "
-                      "(nested KVM hangs or QEMU fails at early boot); no KVM figures.");
+      notes.push_back(
+          "KVM: the guest did not reach init/the agent within 20 s on this host "
+          "(nested KVM hangs or QEMU fails at early boot); no KVM figures.");
       continue;
     }
-    rows.push_back({name + " boot to agent-ready vs bare kernel to init (ms)", Median(agent), Median(bare), 1.2});
+    rows.push_back({name + " boot to agent-ready vs bare kernel to init (ms)", Median(agent),
+                    Median(bare), 1.2});
   }
 
   // Container lifecycle: in a running VM vs on the host, same crun, same spec.
@@ -279,13 +311,15 @@ int main(int argc, char** argv) {
     } else {
       for (int i = 0; i < lifecycles + 2; ++i) {  // interleaved; first two: warm-up
         double h = HostLifecycle(bundle, "bench-host-" + std::to_string(i));
-        double g = VmLifecycle(vm.agent().get(), spec.dump(), "/run/bench-rootfs", "bench-vm-" + std::to_string(i));
+        double g = VmLifecycle(vm.agent().get(), spec.dump(), "/run/bench-rootfs",
+                               "bench-vm-" + std::to_string(i));
         if (i >= 2 && h > 0 && g > 0) {
           host.push_back(h);
           guest.push_back(g);
         }
       }
-      rows.push_back({"container lifecycle, VM (TCG) vs host, crun (ms)", Median(guest), Median(host), 2.0});
+      rows.push_back(
+          {"container lifecycle, VM (TCG) vs host, crun (ms)", Median(guest), Median(host), 2.0});
     }
     (void)vm.Close();
   }
@@ -294,13 +328,16 @@ int main(int argc, char** argv) {
 
   ::mkdir(out_dir.c_str(), 0755);
   std::ofstream md(out_dir + "/vm.md");
-  md << "# Utility VM costs\n\nGenerated by `runhcs-vm-bench` (bench/README.md). Medians of " << runs
-     << " boots and " << lifecycles << " lifecycles, after warm-up; 1 vCPU, 512 MiB, microvm.\n\n"
+  md << "# Utility VM costs\n\nGenerated by `runhcs-vm-bench` (bench/README.md). Medians of "
+     << runs << " boots and " << lifecycles
+     << " lifecycles, after warm-up; 1 vCPU, 512 MiB, microvm.\n\n"
      << "| what | runhcs | reference | ratio | target | verdict |\n|---|---:|---:|---:|---:|---|\n";
   for (const auto& r : rows) {
     double ratio = r.reference > 0 ? r.runhcs / r.reference : 0;
-    md << fmt::format("| {} | {:.0f} | {:.0f} | {:.2f} | <= {:.1f} | {} |\n", r.what, r.runhcs, r.reference,
-                      ratio, r.target, ratio <= r.target ? "met" : fmt::format("missed by {:.2f}", ratio - r.target));
+    md << fmt::format(
+        "| {} | {:.0f} | {:.0f} | {:.2f} | <= {:.1f} | {} |\n", r.what, r.runhcs, r.reference,
+        ratio, r.target,
+        ratio <= r.target ? "met" : fmt::format("missed by {:.2f}", ratio - r.target));
     std::printf("%-60s %8.0f %8.0f ratio %.2f\n", r.what.c_str(), r.runhcs, r.reference, ratio);
   }
   md << "\nReferences: the bare boot is the same kernel, machine and command line with a busybox "

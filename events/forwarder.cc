@@ -57,7 +57,8 @@ Status Forwarder::Send(const ForwardRequest& req) {
   co.timeout = opts_.call_timeout;
   co.metadata = {{"containerd-namespace-ttrpc", opts_.ns}};
   runhcs::wkt::Empty empty;
-  return containerd::services::events::ttrpc::v1::EventsClient(client_.get()).Forward(req, &empty, co);
+  return containerd::services::events::ttrpc::v1::EventsClient(client_.get())
+      .Forward(req, &empty, co);
 }
 
 void Forwarder::Run() {

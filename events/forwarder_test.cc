@@ -1,8 +1,8 @@
 #include "events/forwarder.h"
 
-#include "runhcs/wkt/empty.pb.h"
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include "runhcs/wkt/empty.pb.h"
 
 #include <atomic>
 
@@ -27,7 +27,8 @@ class FakeEventsServer : public containerd::services::events::ttrpc::v1::EventsS
     EXPECT_TRUE(fd.ok());
     server_.ServeListener(std::move(fd).value());
   }
-  Status Forward(const ttrpc::CallContext& ctx, const ForwardRequest& req, runhcs::wkt::Empty*) override {
+  Status Forward(const ttrpc::CallContext& ctx, const ForwardRequest& req,
+                 runhcs::wkt::Empty*) override {
     if (fail_left_.fetch_sub(1) > 0) return UnavailableError("not yet");
     MutexLock l(&mu_);
     got_.push_back(req);
@@ -128,8 +129,12 @@ TEST(Forwarder, GivesUpAfterBoundedAttemptsAndReconnectsLater) {
 TEST(Forwarder, BoundedQueueDropsWhenFull) {
   std::string path = SockPath("fwd4");
   ::unlink(path.c_str());
-  Forwarder fwd({.address = path, .ns = "ns", .queue_limit = 2, .max_attempts = 1,
-                 .backoff = 1ms, .flush_timeout = 2s});
+  Forwarder fwd({.address = path,
+                 .ns = "ns",
+                 .queue_limit = 2,
+                 .max_attempts = 1,
+                 .backoff = 1ms,
+                 .flush_timeout = 2s});
   for (int i = 0; i < 50; ++i) fwd.Publish(Exit("x", 0));
   ASSERT_TRUE(fwd.Flush(5s));
   EXPECT_EQ(fwd.dropped(), 50u);  // some overflowed, the rest failed to send

@@ -18,7 +18,8 @@ class RecordingPublisher : public Publisher {
   };
 
   void Publish(const google::protobuf::MessageLite& event) override {
-    Event e{std::string(TopicFor(event)), std::unique_ptr<google::protobuf::MessageLite>(event.New())};
+    Event e{std::string(TopicFor(event)),
+            std::unique_ptr<google::protobuf::MessageLite>(event.New())};
     e.message->ParseFromString(event.SerializeAsString());  // lite has no CopyFrom(base)
     MutexLock l(&mu_);
     events_.push_back(std::move(e));

@@ -86,7 +86,8 @@ TEST_F(ExecTest, Start_Twice_MustReturnFailedPrecondition) {
   auto e = Running();
   Status st = e->Start();
   EXPECT_EQ(st.code(), Code::kFailedPrecondition);
-  EXPECT_NE(st.message().find("invalid state: 'running' for start"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("invalid state: 'running' for start"), std::string::npos)
+      << st.message();
 }
 
 TEST_F(ExecTest, Start_AfterExit_MustReturnFailedPrecondition) {

@@ -4,9 +4,9 @@
 
 #include <string>
 
-#include "proto/timestamp.h"
 #include "containerd/events/task.pb.h"
 #include "exec/exec.h"
+#include "proto/timestamp.h"
 
 namespace runhcs::exec {
 

@@ -10,9 +10,12 @@ namespace runhcs::exec {
 
 std::string_view StateName(State s) {
   switch (s) {
-    case State::kCreated: return "created";
-    case State::kRunning: return "running";
-    case State::kExited: return "exited";
+    case State::kCreated:
+      return "created";
+    case State::kRunning:
+      return "running";
+    case State::kExited:
+      return "exited";
   }
   return "unknown";
 }
@@ -63,9 +66,12 @@ const ExitedState kExited;
 
 const ExecStateOps* OpsFor(State s) {
   switch (s) {
-    case State::kCreated: return &kCreated;
-    case State::kRunning: return &kRunning;
-    case State::kExited: return &kExited;
+    case State::kCreated:
+      return &kCreated;
+    case State::kRunning:
+      return &kRunning;
+    case State::kExited:
+      return &kExited;
   }
   return &kExited;
 }
@@ -79,8 +85,8 @@ std::shared_ptr<ProcessExec> ProcessExec::Create(Config cfg, std::unique_ptr<Pro
                                        std::move(on_exited));
 }
 
-ProcessExec::ProcessExec(Config cfg, std::unique_ptr<Process> process,
-                         events::Publisher* publisher, ExitedHook on_exited)
+ProcessExec::ProcessExec(Config cfg, std::unique_ptr<Process> process, events::Publisher* publisher,
+                         ExitedHook on_exited)
     : cfg_(std::move(cfg)),
       id_(cfg_.exec_id.empty() ? cfg_.task_id : cfg_.exec_id),
       publisher_(publisher),
@@ -121,8 +127,8 @@ ExecStatus ProcessExec::StatusLocked() const {
 
 Status InvalidStateError(std::string_view exec_id, std::string_view task_id, std::string_view state,
                          std::string_view op) {
-  return FailedPreconditionError("exec: '{}' in task: '{}' is in invalid state: '{}' for {}", exec_id,
-                                 task_id, state, op);
+  return FailedPreconditionError("exec: '{}' in task: '{}' is in invalid state: '{}' for {}",
+                                 exec_id, task_id, state, op);
 }
 
 Status ProcessExec::InvalidState(std::string_view op) const {
@@ -143,8 +149,8 @@ Status ProcessExec::Start() {
     MutexLock l(&mu_);
     if (!state_->MayStart() || starting_) return InvalidState("start");
     if (start_blocked_) {
-      return FailedPreconditionError("exec: '{}' in task: '{}' cannot start: the task's init has exited", id_,
-                                     cfg_.task_id);
+      return FailedPreconditionError(
+          "exec: '{}' in task: '{}' cannot start: the task's init has exited", id_, cfg_.task_id);
     }
     starting_ = true;
   }
@@ -216,14 +222,16 @@ Status ProcessExec::Kill(uint32_t signal) {
     if (starting_) return InvalidState("kill");
     Status st = state_->MayKill();
     if (!st.ok()) {
-      return st.code() == Code::kNotFound ? NotFoundError("exec: '{}' in task: '{}' not found "
-                                                          "(already exited)",
-                                                          id_, cfg_.task_id)
+      return st.code() == Code::kNotFound ? NotFoundError(
+                                                "exec: '{}' in task: '{}' not found "
+                                                "(already exited)",
+                                                id_, cfg_.task_id)
                                           : InvalidState("kill");
     }
   }
   Status st = process_->Signal(signal);
-  if (!st.ok()) return st.Wrap(fmt::format("signal {} to exec '{}' in task '{}'", signal, id_, cfg_.task_id));
+  if (!st.ok())
+    return st.Wrap(fmt::format("signal {} to exec '{}' in task '{}'", signal, id_, cfg_.task_id));
   return OkStatus();
 }
 
@@ -255,7 +263,8 @@ StatusOr<ExecStatus> ProcessExec::Wait(Deadline deadline) {
   return status();
 }
 
-void ProcessExec::NotifyExit(std::function<void(const ExecStatus&)> done, std::function<bool()> wanted) {
+void ProcessExec::NotifyExit(std::function<void(const ExecStatus&)> done,
+                             std::function<bool()> wanted) {
   // `this` outlives the waiter: only exited_.Open() runs it.
   exited_.Notify({[this, done = std::move(done)] { done(status()); }, std::move(wanted)});
 }

@@ -98,13 +98,13 @@ class ProcessExec : public Exec, public std::enable_shared_from_this<ProcessExec
 
   mutable Mutex mu_;
   const ExecStateOps* state_ GUARDED_BY(mu_);
-  bool starting_ GUARDED_BY(mu_) = false;     // Process::Start in flight
+  bool starting_ GUARDED_BY(mu_) = false;  // Process::Start in flight
   bool start_blocked_ GUARDED_BY(mu_) = false;
-  bool started_ GUARDED_BY(mu_) = false;      // Process::Start succeeded
-  bool exiting_ GUARDED_BY(mu_) = false;      // an exit has been claimed
+  bool started_ GUARDED_BY(mu_) = false;  // Process::Start succeeded
+  bool exiting_ GUARDED_BY(mu_) = false;  // an exit has been claimed
   bool stdin_closed_ GUARDED_BY(mu_) = false;
   bool start_published_ GUARDED_BY(mu_) = false;
-  bool exit_publish_pending_ GUARDED_BY(mu_) = false;  // exit seen before start event
+  bool exit_publish_pending_ GUARDED_BY(mu_) = false;    // exit seen before start event
   std::optional<uint32_t> early_exit_ GUARDED_BY(mu_);   // exit reported while starting
   std::optional<uint32_t> forced_exit_ GUARDED_BY(mu_);  // ForceExit while starting
   uint32_t pid_ GUARDED_BY(mu_) = 0;

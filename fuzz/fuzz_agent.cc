@@ -19,9 +19,11 @@ runhcs::guest::AgentService& Agent() {
     const char* tmp = std::getenv("TMPDIR");
     std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/fuzz-agent-XXXXXX";
     std::string dir = ::mkdtemp(tmpl.data()) ? tmpl : "/tmp/fuzz-agent";
-    return new runhcs::guest::AgentService(runhcs::guest::AgentConfig{
-        .oci_runtime = "/nonexistent/oci-runtime", .oci_root = dir + "/root", .state_dir = dir + "/state",
-        .cgroup_root = dir + "/cgroup"});
+    return new runhcs::guest::AgentService(
+        runhcs::guest::AgentConfig{.oci_runtime = "/nonexistent/oci-runtime",
+                                   .oci_root = dir + "/root",
+                                   .state_dir = dir + "/state",
+                                   .cgroup_root = dir + "/cgroup"});
   }();
   return *svc;
 }
@@ -43,42 +45,50 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   switch (which) {
     case 0: {
       pb::CreateContainerRequest r;
-      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::CreateContainer, r);
+      if (Parse(data, size, &r))
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::CreateContainer, r);
       break;
     }
     case 1: {
       pb::StartContainerRequest r;
-      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::StartContainer, r);
+      if (Parse(data, size, &r))
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::StartContainer, r);
       break;
     }
     case 2: {
       pb::SignalProcessRequest r;
-      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::SignalProcess, r);
+      if (Parse(data, size, &r))
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::SignalProcess, r);
       break;
     }
     case 3: {
       pb::WaitProcessRequest r;
-      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::WaitProcess, r, now);
+      if (Parse(data, size, &r))
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::WaitProcess, r, now);
       break;
     }
     case 4: {
       pb::WriteStdinRequest r;
-      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::WriteStdin, r);
+      if (Parse(data, size, &r))
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::WriteStdin, r);
       break;
     }
     case 5: {
       pb::ReadStreamRequest r;
-      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::ReadStream, r, now);
+      if (Parse(data, size, &r))
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::ReadStream, r, now);
       break;
     }
     case 6: {
       pb::ProcessId r;
-      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::CloseStdin, r);
+      if (Parse(data, size, &r))
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::CloseStdin, r);
       break;
     }
     case 7: {
       pb::ResizeTtyRequest r;
-      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::ResizeTty, r);
+      if (Parse(data, size, &r))
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::ResizeTty, r);
       break;
     }
     case 8: {
@@ -100,7 +110,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 10: {
       pb::RemoveContainerRequest r;
-      if (Parse(data, size, &r)) (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::RemoveContainer, r);
+      if (Parse(data, size, &r))
+        (void)runhcs::ttrpc::CallDirect(&a, &runhcs::guest::AgentService::RemoveContainer, r);
       break;
     }
   }

@@ -20,7 +20,9 @@ namespace {
 
 void ReadAllFrames(const uint8_t* data, size_t size) {
   runhcs::UniqueFd fd(::memfd_create("frames", MFD_CLOEXEC));
-  if (!fd || !runhcs::WriteAll(fd.get(), std::string_view(reinterpret_cast<const char*>(data), size)).ok()) return;
+  if (!fd ||
+      !runhcs::WriteAll(fd.get(), std::string_view(reinterpret_cast<const char*>(data), size)).ok())
+    return;
   ::lseek(fd.get(), 0, SEEK_SET);
   for (int i = 0; i < 1000; ++i) {
     runhcs::ttrpc::Frame f;

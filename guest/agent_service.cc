@@ -194,7 +194,8 @@ Status AgentService::Shutdown(const ttrpc::CallContext&, const pb::Empty&, pb::E
   return OkStatus();
 }
 
-Status AgentService::Ping(const ttrpc::CallContext&, const pb::PingRequest&, pb::PingResponse* out) {
+Status AgentService::Ping(const ttrpc::CallContext&, const pb::PingRequest&,
+                          pb::PingResponse* out) {
   pb::PingResponse r;
   utsname u;
   if (::uname(&u) == 0) r.set_kernel_release(u.release);
@@ -208,7 +209,8 @@ StatusOr<AgentService::ProcessPtr> AgentService::Find(const pb::ProcessId& id) {
   MutexLock l(&mu_);
   if (id.container_id().empty()) {
     auto it = vm_processes_.find(id.exec_id());
-    if (it == vm_processes_.end()) return NotFoundError("process {:?} in the VM not found", id.exec_id());
+    if (it == vm_processes_.end())
+      return NotFoundError("process {:?} in the VM not found", id.exec_id());
     return it->second;
   }
   auto c = containers_.find(id.container_id());
@@ -221,15 +223,18 @@ StatusOr<AgentService::ProcessPtr> AgentService::Find(const pb::ProcessId& id) {
   return e->second;
 }
 
-StatusOr<std::shared_ptr<AgentService::Container>> AgentService::FindContainer(const std::string& id) {
+StatusOr<std::shared_ptr<AgentService::Container>> AgentService::FindContainer(
+    const std::string& id) {
   MutexLock l(&mu_);
   auto c = containers_.find(id);
   if (c == containers_.end()) return NotFoundError("container {:?} not found", id);
   return c->second;
 }
 
-Status AgentService::ExecProcess(const ttrpc::CallContext&, const pb::ExecProcessRequest& req, pb::StartResponse* out) {
-  if (!ValidId(req.id().exec_id())) return InvalidArgumentError("invalid exec id {:?}", req.id().exec_id());
+Status AgentService::ExecProcess(const ttrpc::CallContext&, const pb::ExecProcessRequest& req,
+                                 pb::StartResponse* out) {
+  if (!ValidId(req.id().exec_id()))
+    return InvalidArgumentError("invalid exec id {:?}", req.id().exec_id());
   ASSIGN_OR_RETURN(*out, req.id().container_id().empty() ? ExecInVm(req) : ExecInContainer(req));
   return OkStatus();
 }
@@ -282,9 +287,8 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
     child_err = std::move(e.w);
     out = Share(std::move(o.r));
     err = Share(std::move(e.r));
-    so.fds = {{0, child_in ? child_in.get() : devnull.get()},
-              {1, child_out.get()},
-              {2, child_err.get()}};
+    so.fds = {
+        {0, child_in ? child_in.get() : devnull.get()}, {1, child_out.get()}, {2, child_err.get()}};
   }
   auto pid = Reaper::Get().Spawn(so);
   if (!pid.ok()) return pid.status();
@@ -308,15 +312,19 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
   return r;
 }
 
-Status AgentService::CreateContainer(const ttrpc::CallContext&, const pb::CreateContainerRequest& req, pb::Empty*) {
-  if (!ValidId(req.container_id())) return InvalidArgumentError("invalid container id {:?}", req.container_id());
+Status AgentService::CreateContainer(const ttrpc::CallContext&,
+                                     const pb::CreateContainerRequest& req, pb::Empty*) {
+  if (!ValidId(req.container_id()))
+    return InvalidArgumentError("invalid container id {:?}", req.container_id());
   nlohmann::json spec;
   try {
     spec = nlohmann::json::parse(req.spec_json());
   } catch (const nlohmann::json::exception& e) {
-    return InvalidArgumentError("container {:?}: spec is not JSON: {}", req.container_id(), e.what());
+    return InvalidArgumentError("container {:?}: spec is not JSON: {}", req.container_id(),
+                                e.what());
   }
-  if (!spec.is_object()) return InvalidArgumentError("container {:?}: spec is not an object", req.container_id());
+  if (!spec.is_object())
+    return InvalidArgumentError("container {:?}: spec is not an object", req.container_id());
   {
     MutexLock l(&mu_);
     if (containers_.count(req.container_id())) {
@@ -358,7 +366,8 @@ Status AgentService::CreateContainer(const ttrpc::CallContext&, const pb::Create
   c->init = std::make_shared<Process>();
   c->init->pid = pid;
   io.MoveTo(c->init.get());
-  if (auto cg = stats::CgroupsOf(pid); cg.ok() && cg->has_v2) c->cgroup_dir = cfg_.cgroup_root + cg->v2;
+  if (auto cg = stats::CgroupsOf(pid); cg.ok() && cg->has_v2)
+    c->cgroup_dir = cfg_.cgroup_root + cg->v2;
   {
     MutexLock l(&mu_);
     containers_[c->id] = c;
@@ -381,7 +390,8 @@ void AgentService::WatchOom(const std::shared_ptr<Container>& c) {
   if (!st.ok()) spdlog::info("container {}: no OOM events: {}", c->id, st.ToString());
 }
 
-Status AgentService::StartContainer(const ttrpc::CallContext&, const pb::StartContainerRequest& req, pb::StartResponse* out) {
+Status AgentService::StartContainer(const ttrpc::CallContext&, const pb::StartContainerRequest& req,
+                                    pb::StartResponse* out) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   {
     MutexLock l(&mu_);
@@ -411,7 +421,8 @@ StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessR
   {
     MutexLock l(&mu_);
     if (c->execs.count(req.id().exec_id())) {
-      return AlreadyExistsError("exec {:?} in container {:?} already exists", req.id().exec_id(), c->id);
+      return AlreadyExistsError("exec {:?} in container {:?} already exists", req.id().exec_id(),
+                                c->id);
     }
   }
   std::string spec_path = c->bundle + "/.exec-" + req.id().exec_id() + ".json";
@@ -441,7 +452,8 @@ StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessR
   return r;
 }
 
-Status AgentService::SignalProcess(const ttrpc::CallContext&, const pb::SignalProcessRequest& req, pb::Empty*) {
+Status AgentService::SignalProcess(const ttrpc::CallContext&, const pb::SignalProcessRequest& req,
+                                   pb::Empty*) {
   if (req.all()) {
     ASSIGN_OR_RETURN(auto c, FindContainer(req.id().container_id()));
     return c->rt->Kill(c->id, static_cast<int>(req.signal()), /*all=*/true);
@@ -458,7 +470,8 @@ Status AgentService::SignalProcess(const ttrpc::CallContext&, const pb::SignalPr
   return OkStatus();
 }
 
-Status AgentService::WaitProcess(const ttrpc::CallContext& ctx, const pb::WaitProcessRequest& req, pb::WaitProcessResponse* out) {
+Status AgentService::WaitProcess(const ttrpc::CallContext& ctx, const pb::WaitProcessRequest& req,
+                                 pb::WaitProcessResponse* out) {
   const std::optional<ttrpc::Clock::time_point>& deadline = ctx.deadline;
   ASSIGN_OR_RETURN(auto p, Find(req.id()));
   pb::WaitProcessResponse r;
@@ -494,7 +507,8 @@ void AgentService::MaybeForgetVmProcess(const std::string& exec_id) {
   if (done) vm_processes_.erase(it);
 }
 
-Status AgentService::RemoveContainer(const ttrpc::CallContext&, const pb::RemoveContainerRequest& req, pb::Empty*) {
+Status AgentService::RemoveContainer(const ttrpc::CallContext&,
+                                     const pb::RemoveContainerRequest& req, pb::Empty*) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   RETURN_IF_ERROR(c->rt->Delete(c->id, /*force=*/true));
   stats::OomWatcher::Get().Remove(c->id);
@@ -505,7 +519,8 @@ Status AgentService::RemoveContainer(const ttrpc::CallContext&, const pb::Remove
   return OkStatus();
 }
 
-Status AgentService::ContainerStats(const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::ContainerStatsResponse* out) {
+Status AgentService::ContainerStats(const ttrpc::CallContext&, const pb::ContainerRequest& req,
+                                    pb::ContainerStatsResponse* out) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   if (c->cgroup_dir.empty()) return NotFoundError("container {:?} has no cgroup", c->id);
   pb::ContainerStatsResponse r;
@@ -514,17 +529,20 @@ Status AgentService::ContainerStats(const ttrpc::CallContext&, const pb::Contain
   return OkStatus();
 }
 
-Status AgentService::PauseContainer(const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::Empty*) {
+Status AgentService::PauseContainer(const ttrpc::CallContext&, const pb::ContainerRequest& req,
+                                    pb::Empty*) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   return c->rt->Pause(c->id);
 }
 
-Status AgentService::ResumeContainer(const ttrpc::CallContext&, const pb::ContainerRequest& req, pb::Empty*) {
+Status AgentService::ResumeContainer(const ttrpc::CallContext&, const pb::ContainerRequest& req,
+                                     pb::Empty*) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   return c->rt->Resume(c->id);
 }
 
-Status AgentService::WaitOom(const ttrpc::CallContext&, const pb::WaitOomRequest& req, pb::WaitOomResponse* out) {
+Status AgentService::WaitOom(const ttrpc::CallContext&, const pb::WaitOomRequest& req,
+                             pb::WaitOomResponse* out) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   stats::OomWatcher::Get().Drain(c->id);  // a kill that just happened counts
   auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(req.timeout_ms());
@@ -540,7 +558,8 @@ Status AgentService::WaitOom(const ttrpc::CallContext&, const pb::WaitOomRequest
   return OkStatus();
 }
 
-Status AgentService::WriteStdin(const ttrpc::CallContext&, const pb::WriteStdinRequest& req, pb::WriteStdinResponse* out) {
+Status AgentService::WriteStdin(const ttrpc::CallContext&, const pb::WriteStdinRequest& req,
+                                pb::WriteStdinResponse* out) {
   ASSIGN_OR_RETURN(auto p, Find(req.id()));
   SharedFd in;
   {
@@ -556,7 +575,8 @@ Status AgentService::WriteStdin(const ttrpc::CallContext&, const pb::WriteStdinR
   return OkStatus();
 }
 
-Status AgentService::ReadStream(const ttrpc::CallContext& ctx, const pb::ReadStreamRequest& req, pb::ReadStreamResponse* out) {
+Status AgentService::ReadStream(const ttrpc::CallContext& ctx, const pb::ReadStreamRequest& req,
+                                pb::ReadStreamResponse* out) {
   const std::optional<ttrpc::Clock::time_point>& deadline = ctx.deadline;
   ASSIGN_OR_RETURN(auto p, Find(req.id()));
   bool is_err = req.stream() == pb::ReadStreamRequest::STDERR;
@@ -574,7 +594,8 @@ Status AgentService::ReadStream(const ttrpc::CallContext& ctx, const pb::ReadStr
   for (;;) {
     int timeout = -1;
     if (deadline) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - ttrpc::Clock::now());
+      auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - ttrpc::Clock::now());
       if (left.count() <= 0) return DeadlineExceededError("no output yet from process {}", p->pid);
       timeout = static_cast<int>(std::min<int64_t>(left.count(), 60000));
     }
@@ -620,7 +641,8 @@ Status AgentService::CloseStdin(const ttrpc::CallContext&, const pb::ProcessId& 
   return OkStatus();
 }
 
-Status AgentService::ResizeTty(const ttrpc::CallContext&, const pb::ResizeTtyRequest& req, pb::Empty*) {
+Status AgentService::ResizeTty(const ttrpc::CallContext&, const pb::ResizeTtyRequest& req,
+                               pb::Empty*) {
   ASSIGN_OR_RETURN(auto p, Find(req.id()));
   if (!p->master) return FailedPreconditionError("process {} has no terminal", p->pid);
   winsize ws{};
@@ -630,11 +652,13 @@ Status AgentService::ResizeTty(const ttrpc::CallContext&, const pb::ResizeTtyReq
   return OkStatus();
 }
 
-Status AgentService::MountShare(const ttrpc::CallContext&, const pb::MountShareRequest& req, pb::Empty*) {
+Status AgentService::MountShare(const ttrpc::CallContext&, const pb::MountShareRequest& req,
+                                pb::Empty*) {
   if (req.tag().empty() || req.tag().find('/') != std::string::npos) {
     return InvalidArgumentError("invalid share tag {:?}", req.tag());
   }
-  if (!ValidSubPath(req.sub_path())) return InvalidArgumentError("invalid share path {:?}", req.sub_path());
+  if (!ValidSubPath(req.sub_path()))
+    return InvalidArgumentError("invalid share path {:?}", req.sub_path());
   if (req.guest_path().empty() || req.guest_path().front() != '/') {
     return InvalidArgumentError("guest path {:?} is not absolute", req.guest_path());
   }
@@ -642,7 +666,8 @@ Status AgentService::MountShare(const ttrpc::CallContext&, const pb::MountShareR
   RETURN_IF_ERROR(MkdirAll(root, 0755));
   struct stat st_root, st_parent;
   bool mounted = ::stat(root.c_str(), &st_root) == 0 &&
-                 ::stat((root + "/..").c_str(), &st_parent) == 0 && st_root.st_dev != st_parent.st_dev;
+                 ::stat((root + "/..").c_str(), &st_parent) == 0 &&
+                 st_root.st_dev != st_parent.st_dev;
   if (!mounted && ::mount(req.tag().c_str(), root.c_str(), "virtiofs", 0, nullptr) != 0) {
     return ErrnoError(errno, fmt::format("mount virtiofs {} at {}", req.tag(), root));
   }
@@ -659,8 +684,8 @@ Status AgentService::MountShare(const ttrpc::CallContext&, const pb::MountShareR
   if (::mount(src.c_str(), req.guest_path().c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
     return ErrnoError(errno, fmt::format("bind {} at {}", src, req.guest_path()));
   }
-  if (req.read_only() &&
-      ::mount(nullptr, req.guest_path().c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+  if (req.read_only() && ::mount(nullptr, req.guest_path().c_str(), nullptr,
+                                 MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
     int err = errno;
     ::umount2(req.guest_path().c_str(), MNT_DETACH);
     return ErrnoError(err, fmt::format("read-only remount of {}", req.guest_path()));
@@ -668,7 +693,8 @@ Status AgentService::MountShare(const ttrpc::CallContext&, const pb::MountShareR
   return OkStatus();
 }
 
-Status AgentService::DumpStacks(const ttrpc::CallContext&, const pb::Empty&, pb::DumpStacksResponse* resp) {
+Status AgentService::DumpStacks(const ttrpc::CallContext&, const pb::Empty&,
+                                pb::DumpStacksResponse* resp) {
   // Every guest process and each of its threads (the agent's own included):
   // name, state and kernel stack.
   std::string out;
@@ -680,7 +706,8 @@ Status AgentService::DumpStacks(const ttrpc::CallContext&, const pb::Empty&, pb:
     if (!stat.ok()) continue;
     // "pid (comm) S ..."
     size_t open = stat->find('('), close = stat->rfind(')');
-    if (open == std::string::npos || close == std::string::npos || close + 2 >= stat->size()) continue;
+    if (open == std::string::npos || close == std::string::npos || close + 2 >= stat->size())
+      continue;
     out += fmt::format("pid {} ({}) state {}\n", pid, stat->substr(open + 1, close - open - 1),
                        stat->substr(close + 2, 1));
     // Each thread: its name, state and kernel stack.
@@ -690,7 +717,9 @@ Status AgentService::DumpStacks(const ttrpc::CallContext&, const pb::Empty&, pb:
       auto comm = ReadFile(tb + "/comm");
       auto tstat = ReadFile(tb + "/stat");
       size_t tclose = tstat.ok() ? tstat->rfind(')') : std::string::npos;
-      std::string state = tclose != std::string::npos && tclose + 2 < tstat->size() ? tstat->substr(tclose + 2, 1) : "?";
+      std::string state = tclose != std::string::npos && tclose + 2 < tstat->size()
+                              ? tstat->substr(tclose + 2, 1)
+                              : "?";
       std::string name = comm.ok() ? *comm : "";
       while (!name.empty() && name.back() == '\n') name.pop_back();
       out += fmt::format("  thread {} ({}) state {}\n", tid, name, state);

@@ -60,16 +60,22 @@ class AgentService : public pb::AgentServer {
   // ReadStream); without one they wait as long as it takes.
   using Ctx = ttrpc::CallContext;
   Status Ping(const Ctx& ctx, const pb::PingRequest& req, pb::PingResponse* resp) override;
-  Status CreateContainer(const Ctx& ctx, const pb::CreateContainerRequest& req, pb::Empty* resp) override;
+  Status CreateContainer(const Ctx& ctx, const pb::CreateContainerRequest& req,
+                         pb::Empty* resp) override;
   Status StartContainer(const Ctx& ctx, const pb::StartContainerRequest& req,
                         pb::StartResponse* resp) override;
-  Status ExecProcess(const Ctx& ctx, const pb::ExecProcessRequest& req, pb::StartResponse* resp) override;
-  Status SignalProcess(const Ctx& ctx, const pb::SignalProcessRequest& req, pb::Empty* resp) override;
+  Status ExecProcess(const Ctx& ctx, const pb::ExecProcessRequest& req,
+                     pb::StartResponse* resp) override;
+  Status SignalProcess(const Ctx& ctx, const pb::SignalProcessRequest& req,
+                       pb::Empty* resp) override;
   Status WaitProcess(const Ctx& ctx, const pb::WaitProcessRequest& req,
                      pb::WaitProcessResponse* resp) override;
-  Status RemoveContainer(const Ctx& ctx, const pb::RemoveContainerRequest& req, pb::Empty* resp) override;
-  Status WriteStdin(const Ctx& ctx, const pb::WriteStdinRequest& req, pb::WriteStdinResponse* resp) override;
-  Status ReadStream(const Ctx& ctx, const pb::ReadStreamRequest& req, pb::ReadStreamResponse* resp) override;
+  Status RemoveContainer(const Ctx& ctx, const pb::RemoveContainerRequest& req,
+                         pb::Empty* resp) override;
+  Status WriteStdin(const Ctx& ctx, const pb::WriteStdinRequest& req,
+                    pb::WriteStdinResponse* resp) override;
+  Status ReadStream(const Ctx& ctx, const pb::ReadStreamRequest& req,
+                    pb::ReadStreamResponse* resp) override;
   Status CloseStdin(const Ctx& ctx, const pb::ProcessId& req, pb::Empty* resp) override;
   Status ResizeTty(const Ctx& ctx, const pb::ResizeTtyRequest& req, pb::Empty* resp) override;
   Status MountShare(const Ctx& ctx, const pb::MountShareRequest& req, pb::Empty* resp) override;

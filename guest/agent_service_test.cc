@@ -9,8 +9,8 @@
 
 #include <thread>
 
-#include "base/reaper.h"
 #include "base/polled_reaper.h"
+#include "base/reaper.h"
 
 namespace runhcs::guest {
 namespace {
@@ -83,7 +83,8 @@ TEST_F(AgentServiceTest, PingReportsKernelAndVersion) {
 }
 
 TEST_F(AgentServiceTest, ExecInVmRelaysOutputAndExitCode) {
-  auto r = Call(&AgentService::ExecProcess, Exec("e1", {"/bin/sh", "-c", "echo out; echo err >&2; exit 7"}));
+  auto r = Call(&AgentService::ExecProcess,
+                Exec("e1", {"/bin/sh", "-c", "echo out; echo err >&2; exit 7"}));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_GT(r->pid(), 0u);
   EXPECT_EQ(ReadAll("e1", pb::ReadStreamRequest::STDOUT), "out\n");
@@ -108,8 +109,9 @@ TEST_F(AgentServiceTest, StdinIsRelayedAndCloseGivesEof) {
 }
 
 TEST_F(AgentServiceTest, TerminalGivesATtyAndResizeWorks) {
-  ASSERT_TRUE(Call(&AgentService::ExecProcess, Exec("tty", {"/bin/sh", "-c", "sleep 0.2; stty size; test -t 0"},
-                                    /*in=*/true, /*tty=*/true))
+  ASSERT_TRUE(Call(&AgentService::ExecProcess,
+                   Exec("tty", {"/bin/sh", "-c", "sleep 0.2; stty size; test -t 0"},
+                        /*in=*/true, /*tty=*/true))
                   .ok());
   pb::ResizeTtyRequest rz;
   *rz.mutable_id() = Id("tty");
@@ -150,11 +152,15 @@ TEST_F(AgentServiceTest, DeadlinesAreDeadlineExceeded) {
   ASSERT_TRUE(Call(&AgentService::ExecProcess, Exec("quiet", {"/bin/sleep", "30"})).ok());
   pb::ReadStreamRequest rd;
   *rd.mutable_id() = Id("quiet");
-  EXPECT_EQ(Call(&AgentService::ReadStream, rd, Clock::now() + std::chrono::milliseconds(50)).status().code(),
+  EXPECT_EQ(Call(&AgentService::ReadStream, rd, Clock::now() + std::chrono::milliseconds(50))
+                .status()
+                .code(),
             Code::kDeadlineExceeded);
   pb::WaitProcessRequest w;
   *w.mutable_id() = Id("quiet");
-  EXPECT_EQ(Call(&AgentService::WaitProcess, w, Clock::now() + std::chrono::milliseconds(50)).status().code(),
+  EXPECT_EQ(Call(&AgentService::WaitProcess, w, Clock::now() + std::chrono::milliseconds(50))
+                .status()
+                .code(),
             Code::kDeadlineExceeded);
   pb::SignalProcessRequest s;
   *s.mutable_id() = Id("quiet");
@@ -164,12 +170,17 @@ TEST_F(AgentServiceTest, DeadlinesAreDeadlineExceeded) {
 }
 
 TEST_F(AgentServiceTest, BadIdsAndArgs) {
-  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("", {"/bin/true"})).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("a/b", {"/bin/true"})).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("noargs", {})).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("missing", {"/nonexistent/bin"})).status().code(), Code::kNotFound);
+  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("", {"/bin/true"})).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("a/b", {"/bin/true"})).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("noargs", {})).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("missing", {"/nonexistent/bin"})).status().code(),
+            Code::kNotFound);
   ASSERT_TRUE(Call(&AgentService::ExecProcess, Exec("dup", {"/bin/sleep", "30"})).ok());
-  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("dup", {"/bin/true"})).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(Call(&AgentService::ExecProcess, Exec("dup", {"/bin/true"})).status().code(),
+            Code::kAlreadyExists);
   pb::SignalProcessRequest s;
   *s.mutable_id() = Id("dup");
   s.set_signal(SIGKILL);

@@ -85,8 +85,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   Reaper::Get().Enable();
-  guest::AgentService svc({.agent_version = RUNHCS_VERSION_STRING,
-                           .on_shutdown = [pid1] {
+  guest::AgentService svc({.agent_version = RUNHCS_VERSION_STRING, .on_shutdown = [pid1] {
                              if (pid1) PowerOff();
                              ::kill(::getpid(), SIGTERM);
                            }});
@@ -99,7 +98,8 @@ int main(int argc, char** argv) {
       UniqueFd fd = OpenConnectedPort(port);
       server.ServeConnection(std::move(fd));
       // One host connection at a time; reopen when it ends.
-      while (server.connection_count() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      while (server.connection_count() > 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }).detach();
 

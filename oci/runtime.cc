@@ -78,7 +78,8 @@ Status Runtime::Run(const std::string& verb, std::vector<std::string> args, cons
     std::string text;
     char buf[4096];
     for (;;) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return timed_out();
       pollfd p{out_r.get(), POLLIN, 0};
       int n = ::poll(&p, 1, static_cast<int>(left.count()));
@@ -104,9 +105,11 @@ Status Runtime::Run(const std::string& verb, std::vector<std::string> args, cons
         verb, msg, cfg_.binary);
   }
   // 128+N is how a death by signal N is encoded (Reaper::ExitStatus).
-  std::string how = status > 128 && status < 128 + 65 ? fmt::format("exit status {} (signal {})", status, status - 128)
-                                                       : fmt::format("exit status {}", status);
-  return UnknownError("OCI runtime {} failed: {}: {} {}", verb, msg.empty() ? "(no log)" : msg, cfg_.binary, how);
+  std::string how = status > 128 && status < 128 + 65
+                        ? fmt::format("exit status {} (signal {})", status, status - 128)
+                        : fmt::format("exit status {}", status);
+  return UnknownError("OCI runtime {} failed: {}: {} {}", verb, msg.empty() ? "(no log)" : msg,
+                      cfg_.binary, how);
 }
 
 Status Runtime::Create(const std::string& id, const std::string& pid_file,
@@ -126,7 +129,8 @@ Status Runtime::Start(const std::string& id) { return Run("start", {id}, {}); }
 Status Runtime::Exec(const std::string& id, const std::string& process_json_path,
                      const std::string& pid_file, const std::string& console_socket,
                      const Stdio& io) {
-  std::vector<std::string> args = {"--process", process_json_path, "--detach", "--pid-file", pid_file};
+  std::vector<std::string> args = {"--process", process_json_path, "--detach", "--pid-file",
+                                   pid_file};
   if (!console_socket.empty()) {
     args.push_back("--console-socket");
     args.push_back(console_socket);

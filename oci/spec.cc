@@ -14,7 +14,8 @@ StatusOr<Spec> Spec::Parse(const std::string& json_text) {
     if (auto it = doc.find("annotations"); it != doc.end() && !it->is_null()) {
       if (!it->is_object()) return InvalidArgumentError("OCI spec annotations is not an object");
       for (auto& [k, v] : it->items()) {
-        if (!v.is_string()) return InvalidArgumentError("OCI spec annotation {:?} is not a string", k);
+        if (!v.is_string())
+          return InvalidArgumentError("OCI spec annotation {:?} is not a string", k);
         s.annotations_[k] = v.get<std::string>();
       }
     }

@@ -27,24 +27,33 @@ Spec With(const std::string& annotations) {
 TEST(PodRole, Combinations) {
   EXPECT_EQ(PodRoleOf(With("{}"), "c")->kind, PodRole::kStandalone);
   auto sb = PodRoleOf(With(R"({"io.kubernetes.cri.container-type":"sandbox",
-                               "io.kubernetes.cri.sandbox-id":"p"})"), "p");
+                               "io.kubernetes.cri.sandbox-id":"p"})"),
+                      "p");
   ASSERT_TRUE(sb.ok());
   EXPECT_EQ(sb->kind, PodRole::kSandbox);
   auto wl = PodRoleOf(With(R"({"io.kubernetes.cri.container-type":"container",
-                               "io.kubernetes.cri.sandbox-id":"p"})"), "c");
+                               "io.kubernetes.cri.sandbox-id":"p"})"),
+                      "c");
   ASSERT_TRUE(wl.ok());
   EXPECT_EQ(wl->kind, PodRole::kWorkload);
   EXPECT_EQ(wl->sandbox_id, "p");
   // Invalid combinations.
   EXPECT_EQ(PodRoleOf(With(R"({"io.kubernetes.cri.sandbox-id":"p"})"), "c").status().code(),
             Code::kInvalidArgument);
-  EXPECT_EQ(PodRoleOf(With(R"({"io.kubernetes.cri.container-type":"container"})"), "c")
-                .status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(
+      PodRoleOf(With(R"({"io.kubernetes.cri.container-type":"container"})"), "c").status().code(),
+      Code::kInvalidArgument);
   EXPECT_EQ(PodRoleOf(With(R"({"io.kubernetes.cri.container-type":"vm",
-                               "io.kubernetes.cri.sandbox-id":"p"})"), "c").status().code(),
+                               "io.kubernetes.cri.sandbox-id":"p"})"),
+                      "c")
+                .status()
+                .code(),
             Code::kInvalidArgument);
   EXPECT_EQ(PodRoleOf(With(R"({"io.kubernetes.cri.container-type":"sandbox",
-                               "io.kubernetes.cri.sandbox-id":"other"})"), "p").status().code(),
+                               "io.kubernetes.cri.sandbox-id":"other"})"),
+                      "p")
+                .status()
+                .code(),
             Code::kInvalidArgument);
 }
 

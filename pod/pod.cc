@@ -21,13 +21,14 @@ Status PodImpl::CreateTask(const task::CreateRequest& req, const oci::Spec& spec
   }
   ASSIGN_OR_RETURN(auto init, sandbox_->GetExec(""));
   if (init->state() != exec::State::kRunning) {
-    return FailedPreconditionError("task with id '{}' cannot be created in pod '{}' which is not running",
-                                   req.id, id_);
+    return FailedPreconditionError(
+        "task with id '{}' cannot be created in pod '{}' which is not running", req.id, id_);
   }
   auto role = oci::PodRoleOf(spec, req.id);
   if (!role.ok()) return FailedPreconditionError("{}", role.status().message());
   if (role->kind != oci::PodRole::kWorkload || role->sandbox_id != id_) {
-    return FailedPreconditionError("task '{}' is not a workload container of pod '{}'", req.id, id_);
+    return FailedPreconditionError("task '{}' is not a workload container of pod '{}'", req.id,
+                                   id_);
   }
   {
     MutexLock l(&mu_);
@@ -75,7 +76,8 @@ Status PodImpl::KillTask(std::string_view tid, std::string_view exec_id, uint32_
           std::async(std::launch::async, [w, signal] { return w->KillExec("", signal, true); }));
     }
   }
-  kills.push_back(std::async(std::launch::async, [t, signal] { return t->KillExec("", signal, true); }));
+  kills.push_back(
+      std::async(std::launch::async, [t, signal] { return t->KillExec("", signal, true); }));
   Status first;
   for (auto& k : kills) {
     Status st = k.get();

@@ -50,8 +50,8 @@ using WorkloadFactory = std::function<StatusOr<std::shared_ptr<task::Task>>(
 
 class PodImpl : public Pod {
  public:
-  PodImpl(std::string id, std::shared_ptr<task::Task> sandbox,
-          std::shared_ptr<uvm::UtilityVm> host, WorkloadFactory factory);
+  PodImpl(std::string id, std::shared_ptr<task::Task> sandbox, std::shared_ptr<uvm::UtilityVm> host,
+          WorkloadFactory factory);
 
   const std::string& id() const override { return id_; }
   Status CreateTask(const task::CreateRequest& req, const oci::Spec& spec) override;

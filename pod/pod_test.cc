@@ -13,7 +13,8 @@ using namespace std::chrono_literals;
 
 oci::Spec WorkloadSpec(const std::string& sandbox) {
   return oci::Spec::Parse(R"({"annotations":{"io.kubernetes.cri.container-type":"container",
-                              "io.kubernetes.cri.sandbox-id":")" + sandbox + R"("}})")
+                              "io.kubernetes.cri.sandbox-id":")" +
+                          sandbox + R"("}})")
       .value();
 }
 
@@ -24,10 +25,11 @@ class PodTest : public ::testing::Test {
     sandbox_ = std::shared_ptr<SandboxTask>(SandboxTask::Create(&events_, "pod", "", vm_));
     pod_ = std::make_unique<PodImpl>(
         "pod", sandbox_, vm_,
-        [this](const task::CreateRequest& req, const oci::Spec&, std::shared_ptr<uvm::UtilityVm> host)
-            -> StatusOr<std::shared_ptr<task::Task>> {
+        [this](const task::CreateRequest& req, const oci::Spec&,
+               std::shared_ptr<uvm::UtilityVm> host) -> StatusOr<std::shared_ptr<task::Task>> {
           EXPECT_EQ(host, vm_);
-          std::shared_ptr<task::Task> t = SandboxTask::Create(&events_, req.id, req.bundle, nullptr);
+          std::shared_ptr<task::Task> t =
+              SandboxTask::Create(&events_, req.id, req.bundle, nullptr);
           EXPECT_TRUE((*t->GetExec(""))->Start().ok());
           return t;
         });

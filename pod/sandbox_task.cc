@@ -3,10 +3,10 @@
 #include <atomic>
 
 #include "base/log.h"
-#include "proto/timestamp.h"
 #include "containerd/events/task.pb.h"
 #include "events/publisher.h"
 #include "exec/exec_events.h"
+#include "proto/timestamp.h"
 
 namespace runhcs::pod {
 

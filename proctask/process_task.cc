@@ -20,7 +20,8 @@ namespace runhcs::proctask {
 
 namespace {
 
-constexpr char kLinuxResourcesUrl[] = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+constexpr char kLinuxResourcesUrl[] =
+    "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
 }  // namespace
 
@@ -87,10 +88,11 @@ StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateReq
     return st.ok() ? InternalError("runtime wrote no init pid to {}", pid_file) : st;
   }
 
-  auto task = std::make_shared<ProcessTask>(req.id, req.bundle, cfg.ns, runtime, publisher, mounted);
+  auto task =
+      std::make_shared<ProcessTask>(req.id, req.bundle, cfg.ns, runtime, publisher, mounted);
   task->SetInit({req.id, "", req.bundle, req.stdio, static_cast<uint32_t>(pid)},
-                RuntimeProcess::ForInit(runtime, req.id, pid, std::move(io).value(), std::move(expect),
-                                        kill_all_on_exit));
+                RuntimeProcess::ForInit(runtime, req.id, pid, std::move(io).value(),
+                                        std::move(expect), kill_all_on_exit));
   task->WatchCgroup(pid);
   publisher->Publish(task::CreateEvent(req, static_cast<uint32_t>(pid)));
   return task;
@@ -108,9 +110,8 @@ void ProcessTask::WatchCgroup(pid_t pid) {
   }
   std::string dir = stats::MemoryDir(stats::kCgroupRoot, *cg);
   events::Publisher* pub = publisher();
-  Status st = stats::OomWatcher::Get().Add(id(), dir, stats::IsUnified(), [pub, id = id()] {
-    pub->Publish(task::OomEvent(id));
-  });
+  Status st = stats::OomWatcher::Get().Add(id(), dir, stats::IsUnified(),
+                                           [pub, id = id()] { pub->Publish(task::OomEvent(id)); });
   if (!st.ok()) spdlog::warn("task {}: OOM events: {}", id(), st.ToString());
 }
 
@@ -133,9 +134,8 @@ void ProcessTask::Teardown() {
 }
 
 StatusOr<std::unique_ptr<exec::Process>> ProcessTask::NewExecProcess(const task::ExecRequest& req) {
-  return std::unique_ptr<exec::Process>(RuntimeProcess::ForExec(runtime_, id(), req.exec_id, bundle(),
-                                                                req.process_json, req.stdio,
-                                                                {id(), ns(), bundle()}));
+  return std::unique_ptr<exec::Process>(RuntimeProcess::ForExec(
+      runtime_, id(), req.exec_id, bundle(), req.process_json, req.stdio, {id(), ns(), bundle()}));
 }
 
 Status ProcessTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {

@@ -36,8 +36,8 @@ std::unique_ptr<RuntimeProcess> RuntimeProcess::ForInit(std::shared_ptr<oci::Run
 std::unique_ptr<RuntimeProcess> RuntimeProcess::ForExec(std::shared_ptr<oci::Runtime> runtime,
                                                         std::string id, std::string exec_id,
                                                         std::string bundle,
-                                                        std::string process_json,
-                                                        exec::Stdio stdio, stdio::IoContext ctx) {
+                                                        std::string process_json, exec::Stdio stdio,
+                                                        stdio::IoContext ctx) {
   auto p = std::make_unique<RuntimeProcess>();
   p->runtime_ = std::move(runtime);
   p->id_ = std::move(id);
@@ -62,7 +62,7 @@ void RuntimeProcess::OpenPidfd() {
 StatusOr<uint32_t> RuntimeProcess::Start(ExitCallback on_exit) {
   if (!init_) return StartExec(std::move(on_exit));
   Reaper::Get().Watch(pid_, [cb = std::move(on_exit), runtime = runtime_, id = id_,
-                              kill_all = kill_all_on_exit_](int status) {
+                             kill_all = kill_all_on_exit_](int status) {
     if (kill_all) (void)runtime->Kill(id, SIGKILL, /*all=*/true);
     cb(static_cast<uint32_t>(status));
   });
@@ -101,7 +101,8 @@ StatusOr<uint32_t> RuntimeProcess::StartExec(ExitCallback on_exit) {
   OpenPidfd();
   // An exec that already ended was reaped into the Reaper's unclaimed
   // exits; Watch delivers it.
-  Reaper::Get().Watch(pid_, [cb = std::move(on_exit)](int status) { cb(static_cast<uint32_t>(status)); });
+  Reaper::Get().Watch(pid_,
+                      [cb = std::move(on_exit)](int status) { cb(static_cast<uint32_t>(status)); });
   if (!st.ok()) spdlog::warn("exec {} in {}: stdio: {}", exec_id_, id_, st.ToString());
   return static_cast<uint32_t>(pid_);
 }
@@ -109,8 +110,8 @@ StatusOr<uint32_t> RuntimeProcess::StartExec(ExitCallback on_exit) {
 Status RuntimeProcess::Signal(uint32_t signal) {
   int rc;
   if (pidfd_) {
-    rc = static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd_.get(), static_cast<int>(signal),
-                                    nullptr, 0));
+    rc = static_cast<int>(
+        ::syscall(SYS_pidfd_send_signal, pidfd_.get(), static_cast<int>(signal), nullptr, 0));
   } else {
     rc = ::kill(pid_, static_cast<int>(signal));
   }
@@ -127,9 +128,7 @@ Status RuntimeProcess::ResizePty(uint32_t width, uint32_t height) {
   return io->Resize(width, height);
 }
 
-void RuntimeProcess::CloseStdin() {
-  io_.CloseStdin();
-}
+void RuntimeProcess::CloseStdin() { io_.CloseStdin(); }
 
 void RuntimeProcess::Terminate() { (void)Signal(SIGKILL); }
 

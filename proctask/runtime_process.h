@@ -29,13 +29,15 @@ class RuntimeProcess : public exec::Process {
   // `kill_all_on_exit`: the container has no pid namespace of its own, so
   // when init exits the rest of its processes are SIGKILLed before the exit
   // is reported (they would hold its stdio open).
-  static std::unique_ptr<RuntimeProcess> ForInit(std::shared_ptr<oci::Runtime> runtime, std::string id,
-                                                 pid_t pid, std::unique_ptr<stdio::ProcessIo> io,
-                                                 Reaper::Expectation expect, bool kill_all_on_exit = false);
-  static std::unique_ptr<RuntimeProcess> ForExec(std::shared_ptr<oci::Runtime> runtime, std::string id,
-                                                 std::string exec_id, std::string bundle,
-                                                 std::string process_json, exec::Stdio stdio,
-                                                 stdio::IoContext ctx);
+  static std::unique_ptr<RuntimeProcess> ForInit(std::shared_ptr<oci::Runtime> runtime,
+                                                 std::string id, pid_t pid,
+                                                 std::unique_ptr<stdio::ProcessIo> io,
+                                                 Reaper::Expectation expect,
+                                                 bool kill_all_on_exit = false);
+  static std::unique_ptr<RuntimeProcess> ForExec(std::shared_ptr<oci::Runtime> runtime,
+                                                 std::string id, std::string exec_id,
+                                                 std::string bundle, std::string process_json,
+                                                 exec::Stdio stdio, stdio::IoContext ctx);
   ~RuntimeProcess() override;
 
   StatusOr<uint32_t> Start(ExitCallback on_exit) override;
@@ -61,8 +63,6 @@ class RuntimeProcess : public exec::Process {
   UniqueFd pidfd_;
   stdio::IoSlot io_;
   Reaper::Expectation init_expect_;
-
-
 };
 
 }  // namespace runhcs::proctask

@@ -3,7 +3,7 @@
 # Idempotent and quiet: does nothing when everything is present.
 set -euo pipefail
 PKGS=(
-  cmake ninja-build g++ clang libclang-rt-14-dev pkg-config
+  cmake ninja-build g++ clang clang-format libclang-rt-14-dev pkg-config git
   protobuf-compiler libprotobuf-dev libprotoc-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libboost-dev libboost-program-options-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgrpc++-dev protobuf-compiler-grpc gnuplot-nox

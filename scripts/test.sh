@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test:
-#  1. unit and integration tests (gcc build, real containerd, real QEMU VMs);
+#  0. the format (clang-format, .clang-format) of every .cc/.h;
+#  1. unit and integration tests (gcc build with -Werror, real containerd,
+#     real QEMU VMs);
 #  2. the soak (one shim through 1000 lifecycles and 1000 execs);
 #  3. the concurrency-heavy unit tests under ThreadSanitizer, built with clang
 #     so its -Wthread-safety lock analysis gates the build too;
@@ -9,7 +11,9 @@
 #     exploration each (FUZZ_SECONDS, default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/build.sh
+./scripts/deps.sh
+./scripts/check-format.sh
+./scripts/build.sh -DRUNHCS_WERROR=ON
 echo "== tests (gcc build) =="
 ctest --test-dir build --output-on-failure -j2 --timeout 300 -LE soak
 
@@ -35,7 +39,7 @@ UNIT_TESTS=(base_test stacks_test reaper_test shim_registry_test ttrpc_test ttrp
 
 echo "== ThreadSanitizer + clang -Wthread-safety =="
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_COMPILER=clang++ -DRUNHCS_SANITIZE=thread >/dev/null
+  -DCMAKE_CXX_COMPILER=clang++ -DRUNHCS_SANITIZE=thread -DRUNHCS_WERROR=ON >/dev/null
 ninja -C build-tsan reaper_test agent_service_test ttrpc_test ttrpc_stubs_test events_test exec_test pod_test service_test process_race_test task_test \
   stdio_test shimdiag_test stats_test oom_relay_test containerd-shim-runhcs-v1
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
@@ -43,7 +47,7 @@ TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer, libFuzzer =="
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_COMPILER=clang++ -DRUNHCS_SANITIZE=address -DRUNHCS_FUZZ=ON >/dev/null
+  -DCMAKE_CXX_COMPILER=clang++ -DRUNHCS_SANITIZE=address -DRUNHCS_FUZZ=ON -DRUNHCS_WERROR=ON >/dev/null
 ninja -C build-asan "${UNIT_TESTS[@]}" fuzz_ttrpc fuzz_spec fuzz_options fuzz_agent
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 ctest --test-dir build-asan -L "unit|tsan|fuzz" --output-on-failure -j2 --timeout 300

@@ -28,9 +28,15 @@ ShimOptions FromRunhcs(const containerd::runhcs::v1::Options& o) {
   s.vm_processors = o.vm_processor_count();
   s.vm_memory_mb = o.vm_memory_size_in_mb();
   switch (o.vm_accelerator()) {
-    case containerd::runhcs::v1::Options::KVM: s.accelerator = ShimOptions::Accelerator::kKvm; break;
-    case containerd::runhcs::v1::Options::TCG: s.accelerator = ShimOptions::Accelerator::kTcg; break;
-    default: s.accelerator = ShimOptions::Accelerator::kAuto; break;
+    case containerd::runhcs::v1::Options::KVM:
+      s.accelerator = ShimOptions::Accelerator::kKvm;
+      break;
+    case containerd::runhcs::v1::Options::TCG:
+      s.accelerator = ShimOptions::Accelerator::kTcg;
+      break;
+    default:
+      s.accelerator = ShimOptions::Accelerator::kAuto;
+      break;
   }
   if (o.debug()) s.log_level = "debug";
   if (!o.log_level().empty()) s.log_level = o.log_level();
@@ -94,7 +100,8 @@ StatusOr<containerd::runhcs::v1::Options> OptionsFromJson(std::string_view text)
         }
       } else if (is("vmAccelerator", "vm_accelerator")) {
         Options::VmAccelerator e;
-        if (!EnumFromJson(v, &Options::VmAccelerator_Parse, &e) || !Options::VmAccelerator_IsValid(e)) {
+        if (!EnumFromJson(v, &Options::VmAccelerator_Parse, &e) ||
+            !Options::VmAccelerator_IsValid(e)) {
           return InvalidArgumentError("{}: {} is not AUTO, KVM or TCG", key, v.dump());
         }
         o.set_vm_accelerator(e);

@@ -58,7 +58,9 @@ TEST(Options, RuncOptionsPickTheRuntime) {
 
 TEST(Options, RuntimeConfigFileIsProtobufJson) {
   std::string path = ::testing::TempDir() + "/runhcs-options.json";
-  ASSERT_TRUE(WriteFileAtomic(path, R"({"sandboxIsolation":"HYPERVISOR","vmMemorySizeInMb":256})", 0644).ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(path, R"({"sandboxIsolation":"HYPERVISOR","vmMemorySizeInMb":256})", 0644)
+          .ok());
   runtimeoptions::v1::Options rt;
   rt.set_config_path(path);
   auto o = DecodeOptions(Pack(rt));

@@ -64,7 +64,8 @@ std::vector<ShimEntry> ShimRegistry::List() const {
     out.push_back({name, target});
   }
   ::closedir(d);
-  std::sort(out.begin(), out.end(), [](const ShimEntry& a, const ShimEntry& b) { return a.name < b.name; });
+  std::sort(out.begin(), out.end(),
+            [](const ShimEntry& a, const ShimEntry& b) { return a.name < b.name; });
   return out;
 }
 

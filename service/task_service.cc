@@ -2,13 +2,13 @@
 
 #include <algorithm>
 
-#include "runhcs/wkt/empty.pb.h"
 #include <unistd.h>
+#include "runhcs/wkt/empty.pb.h"
 
 #include "base/log.h"
-#include "proto/timestamp.h"
 #include "containerd/runc/options/oci.pb.h"
 #include "events/publisher.h"
+#include "proto/timestamp.h"
 
 namespace runhcs::service {
 
@@ -20,9 +20,12 @@ constexpr char kProcessSpecUrl[] = "types.containerd.io/opencontainers/runtime-s
 
 containerd::v1::types::Status ToProtoState(exec::State s) {
   switch (s) {
-    case exec::State::kCreated: return containerd::v1::types::CREATED;
-    case exec::State::kRunning: return containerd::v1::types::RUNNING;
-    case exec::State::kExited: return containerd::v1::types::STOPPED;
+    case exec::State::kCreated:
+      return containerd::v1::types::CREATED;
+    case exec::State::kRunning:
+      return containerd::v1::types::RUNNING;
+    case exec::State::kExited:
+      return containerd::v1::types::STOPPED;
   }
   return containerd::v1::types::UNKNOWN;
 }
@@ -47,7 +50,7 @@ StatusOr<std::shared_ptr<task::Task>> TaskService::GetTask(std::string_view id) 
 }
 
 StatusOr<std::shared_ptr<exec::Exec>> TaskService::GetExec(std::string_view id,
-                                                          std::string_view exec_id) {
+                                                           std::string_view exec_id) {
   ASSIGN_OR_RETURN(auto t, GetTask(id));
   return t->GetExec(exec_id);
 }
@@ -57,7 +60,8 @@ void TaskService::Register(ttrpc::Server* server) {
   diag::RegisterShimDiagServer(server, this);
 }
 
-Status TaskService::State(const CallContext&, const v2::StateRequest& req, v2::StateResponse* resp) {
+Status TaskService::State(const CallContext&, const v2::StateRequest& req,
+                          v2::StateResponse* resp) {
   ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
   ASSIGN_OR_RETURN(auto e, t->GetExec(req.exec_id()));
   exec::ExecStatus st = e->status();
@@ -65,9 +69,8 @@ Status TaskService::State(const CallContext&, const v2::StateRequest& req, v2::S
   resp->set_id(req.exec_id().empty() ? req.id() : req.exec_id());
   resp->set_bundle(st.bundle);
   resp->set_pid(st.pid);
-  resp->set_status(st.state == exec::State::kRunning && t->Paused()
-                       ? containerd::v1::types::PAUSED
-                       : ToProtoState(st.state));
+  resp->set_status(st.state == exec::State::kRunning && t->Paused() ? containerd::v1::types::PAUSED
+                                                                    : ToProtoState(st.state));
   resp->set_stdin(st.stdio.stdin_path);
   resp->set_stdout(st.stdio.stdout_path);
   resp->set_stderr(st.stdio.stderr_path);
@@ -77,7 +80,8 @@ Status TaskService::State(const CallContext&, const v2::StateRequest& req, v2::S
   return OkStatus();
 }
 
-Status TaskService::Create(const CallContext&, const v2::CreateTaskRequest& req, v2::CreateTaskResponse* resp) {
+Status TaskService::Create(const CallContext&, const v2::CreateTaskRequest& req,
+                           v2::CreateTaskResponse* resp) {
   // terminal + stderr: containerd's CRI plugin always sends a stderr
   // path; as runc-v2, it is accepted and unused (a pty has one output).
   if (!req.checkpoint().empty() || !req.parent_checkpoint().empty()) {
@@ -87,7 +91,8 @@ Status TaskService::Create(const CallContext&, const v2::CreateTaskRequest& req,
   cr.id = req.id();
   cr.bundle = req.bundle();
   for (const auto& m : req.rootfs()) {
-    cr.rootfs.push_back({m.type(), m.source(), m.target(), {m.options().begin(), m.options().end()}});
+    cr.rootfs.push_back(
+        {m.type(), m.source(), m.target(), {m.options().begin(), m.options().end()}});
   }
   cr.stdio = {req.stdin(), req.stdout(), req.stderr(), req.terminal()};
   cr.options = req.options();
@@ -123,14 +128,16 @@ Status TaskService::Create(const CallContext&, const v2::CreateTaskRequest& req,
   return OkStatus();
 }
 
-Status TaskService::Start(const CallContext&, const v2::StartRequest& req, v2::StartResponse* resp) {
+Status TaskService::Start(const CallContext&, const v2::StartRequest& req,
+                          v2::StartResponse* resp) {
   ASSIGN_OR_RETURN(auto e, GetExec(req.id(), req.exec_id()));
   RETURN_IF_ERROR(e->Start());
   resp->set_pid(e->pid());
   return OkStatus();
 }
 
-Status TaskService::Delete(const CallContext&, const v2::DeleteRequest& req, v2::DeleteResponse* resp) {
+Status TaskService::Delete(const CallContext&, const v2::DeleteRequest& req,
+                           v2::DeleteResponse* resp) {
   ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
   ASSIGN_OR_RETURN(exec::ExecStatus st, t->DeleteExec(req.exec_id()));
   if (req.exec_id().empty()) {
@@ -216,18 +223,21 @@ Status TaskService::CloseIO(const CallContext&, const v2::CloseIORequest& req, E
 
 Status TaskService::Update(const CallContext&, const v2::UpdateTaskRequest& req, Empty*) {
   ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
-  if (!req.has_resources()) return InvalidArgumentError("update of task '{}' without resources", req.id());
+  if (!req.has_resources())
+    return InvalidArgumentError("update of task '{}' without resources", req.id());
   return t->Update(req.resources());
 }
 
-Status TaskService::Stats(const CallContext&, const v2::StatsRequest& req, v2::StatsResponse* resp) {
+Status TaskService::Stats(const CallContext&, const v2::StatsRequest& req,
+                          v2::StatsResponse* resp) {
   ASSIGN_OR_RETURN(auto t, GetTask(req.id()));
   ASSIGN_OR_RETURN(*resp->mutable_stats(), t->Stats());
   return OkStatus();
 }
 
 // Connect: works before Create (a workload's `start` relies on it).
-Status TaskService::Connect(const CallContext&, const v2::ConnectRequest& req, v2::ConnectResponse* resp) {
+Status TaskService::Connect(const CallContext&, const v2::ConnectRequest& req,
+                            v2::ConnectResponse* resp) {
   resp->set_shim_pid(static_cast<uint32_t>(::getpid()));
   resp->set_version(RUNHCS_VERSION_STRING);
   auto e = GetExec(req.id(), "");
@@ -237,7 +247,7 @@ Status TaskService::Connect(const CallContext&, const v2::ConnectRequest& req, v
 
 Status TaskService::Shutdown(const CallContext&, const v2::ShutdownRequest& req, Empty*) {
   if (req.id() != cfg_.id) return OkStatus();  // not ours to stop
-  if (task_count() > 0) return OkStatus();      // tasks remain: stay up
+  if (task_count() > 0) return OkStatus();     // tasks remain: stay up
   {
     MutexLock l(&mu_);
     if (shutdown_called_) return OkStatus();
@@ -252,15 +262,18 @@ Status TaskService::DiagPid(const CallContext&, const diag::PidRequest&, diag::P
   return OkStatus();
 }
 
-Status TaskService::DiagStacks(const CallContext&, const diag::StacksRequest&, diag::StacksResponse* resp) {
-  resp->set_stacks(FormatStacks(CaptureThreadStacks(), cfg_.symbolize ? cfg_.symbolize : SymbolizeHere));
+Status TaskService::DiagStacks(const CallContext&, const diag::StacksRequest&,
+                               diag::StacksResponse* resp) {
+  resp->set_stacks(
+      FormatStacks(CaptureThreadStacks(), cfg_.symbolize ? cfg_.symbolize : SymbolizeHere));
   // The guest's, when this shim runs a utility VM (bounded by the VM's
   // own timeout); no task yet means no VM.
   if (auto t = GetTask(cfg_.id); t.ok()) resp->set_guest_stacks((*t)->DumpGuestStacks());
   return OkStatus();
 }
 
-Status TaskService::DiagTasks(const CallContext&, const diag::TasksRequest& req, diag::TasksResponse* resp) {
+Status TaskService::DiagTasks(const CallContext&, const diag::TasksRequest& req,
+                              diag::TasksResponse* resp) {
   std::vector<std::shared_ptr<task::Task>> tasks;
   {
     MutexLock l(&mu_);
@@ -278,8 +291,8 @@ Status TaskService::DiagTasks(const CallContext&, const diag::TasksRequest& req,
     // Init first, as hcsshim lists it; the fake sandbox task's
     // ListExecs already holds its init.
     std::vector<std::shared_ptr<exec::Exec>> execs = t->ListExecs();
-    if (auto init = t->GetExec(""); init.ok() &&
-                                    std::find(execs.begin(), execs.end(), *init) == execs.end()) {
+    if (auto init = t->GetExec("");
+        init.ok() && std::find(execs.begin(), execs.end(), *init) == execs.end()) {
       execs.insert(execs.begin(), *init);
     }
     for (const auto& e : execs) {
@@ -291,7 +304,8 @@ Status TaskService::DiagTasks(const CallContext&, const diag::TasksRequest& req,
   return OkStatus();
 }
 
-Status TaskService::DiagExecInHost(const CallContext&, const diag::ExecProcessRequest& req, diag::ExecProcessResponse* resp) {
+Status TaskService::DiagExecInHost(const CallContext&, const diag::ExecProcessRequest& req,
+                                   diag::ExecProcessResponse* resp) {
   if (req.terminal() && !req.stderr().empty()) {
     return FailedPreconditionError("tty and stderr cannot both be set");
   }
@@ -302,7 +316,8 @@ Status TaskService::DiagExecInHost(const CallContext&, const diag::ExecProcessRe
   return OkStatus();
 }
 
-Status TaskService::DiagShare(const CallContext&, const diag::ShareRequest& req, diag::ShareResponse*) {
+Status TaskService::DiagShare(const CallContext&, const diag::ShareRequest& req,
+                              diag::ShareResponse*) {
   RETURN_IF_ERROR(task::ValidateShareTarget(req.uvm_path()));
   ASSIGN_OR_RETURN(auto t, GetTask(cfg_.id));
   return t->Share(req.host_path(), req.uvm_path(), req.read_only());

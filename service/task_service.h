@@ -22,12 +22,12 @@
 
 #include "base/stacks.h"
 #include "base/thread_annotations.h"
+#include "containerd/task/v2/shim.ttrpc.h"
 #include "events/publisher.h"
 #include "oci/spec.h"
 #include "pod/pod.h"
-#include "task/task.h"
-#include "containerd/task/v2/shim.ttrpc.h"
 #include "runhcs/diag.ttrpc.h"
+#include "task/task.h"
 #include "ttrpc/server.h"
 
 namespace runhcs::service {
@@ -74,31 +74,49 @@ class TaskService : public containerd::task::v2::TaskServer,
   size_t task_count();
 
   // containerd.task.v2.Task
-  Status State(const ttrpc::CallContext& ctx, const v2::StateRequest& req, v2::StateResponse* resp) override;
-  Status Create(const ttrpc::CallContext& ctx, const v2::CreateTaskRequest& req, v2::CreateTaskResponse* resp) override;
-  Status Start(const ttrpc::CallContext& ctx, const v2::StartRequest& req, v2::StartResponse* resp) override;
-  Status Delete(const ttrpc::CallContext& ctx, const v2::DeleteRequest& req, v2::DeleteResponse* resp) override;
-  Status Pids(const ttrpc::CallContext& ctx, const v2::PidsRequest& req, v2::PidsResponse* resp) override;
+  Status State(const ttrpc::CallContext& ctx, const v2::StateRequest& req,
+               v2::StateResponse* resp) override;
+  Status Create(const ttrpc::CallContext& ctx, const v2::CreateTaskRequest& req,
+                v2::CreateTaskResponse* resp) override;
+  Status Start(const ttrpc::CallContext& ctx, const v2::StartRequest& req,
+               v2::StartResponse* resp) override;
+  Status Delete(const ttrpc::CallContext& ctx, const v2::DeleteRequest& req,
+                v2::DeleteResponse* resp) override;
+  Status Pids(const ttrpc::CallContext& ctx, const v2::PidsRequest& req,
+              v2::PidsResponse* resp) override;
   Status Pause(const ttrpc::CallContext& ctx, const v2::PauseRequest& req, Empty* resp) override;
   Status Resume(const ttrpc::CallContext& ctx, const v2::ResumeRequest& req, Empty* resp) override;
-  Status Checkpoint(const ttrpc::CallContext& ctx, const v2::CheckpointTaskRequest& req, Empty* resp) override;
+  Status Checkpoint(const ttrpc::CallContext& ctx, const v2::CheckpointTaskRequest& req,
+                    Empty* resp) override;
   Status Kill(const ttrpc::CallContext& ctx, const v2::KillRequest& req, Empty* resp) override;
-  Status Exec(const ttrpc::CallContext& ctx, const v2::ExecProcessRequest& req, Empty* resp) override;
-  Status ResizePty(const ttrpc::CallContext& ctx, const v2::ResizePtyRequest& req, Empty* resp) override;
-  Status CloseIO(const ttrpc::CallContext& ctx, const v2::CloseIORequest& req, Empty* resp) override;
-  Status Update(const ttrpc::CallContext& ctx, const v2::UpdateTaskRequest& req, Empty* resp) override;
+  Status Exec(const ttrpc::CallContext& ctx, const v2::ExecProcessRequest& req,
+              Empty* resp) override;
+  Status ResizePty(const ttrpc::CallContext& ctx, const v2::ResizePtyRequest& req,
+                   Empty* resp) override;
+  Status CloseIO(const ttrpc::CallContext& ctx, const v2::CloseIORequest& req,
+                 Empty* resp) override;
+  Status Update(const ttrpc::CallContext& ctx, const v2::UpdateTaskRequest& req,
+                Empty* resp) override;
   void Wait(const ttrpc::CallContext& ctx, const v2::WaitRequest& req,
             ttrpc::TypedResponder<v2::WaitResponse> r) override;
-  Status Stats(const ttrpc::CallContext& ctx, const v2::StatsRequest& req, v2::StatsResponse* resp) override;
-  Status Connect(const ttrpc::CallContext& ctx, const v2::ConnectRequest& req, v2::ConnectResponse* resp) override;
-  Status Shutdown(const ttrpc::CallContext& ctx, const v2::ShutdownRequest& req, Empty* resp) override;
+  Status Stats(const ttrpc::CallContext& ctx, const v2::StatsRequest& req,
+               v2::StatsResponse* resp) override;
+  Status Connect(const ttrpc::CallContext& ctx, const v2::ConnectRequest& req,
+                 v2::ConnectResponse* resp) override;
+  Status Shutdown(const ttrpc::CallContext& ctx, const v2::ShutdownRequest& req,
+                  Empty* resp) override;
 
   // containerd.runhcs.v1.diag.ShimDiag
-  Status DiagPid(const ttrpc::CallContext& ctx, const diag::PidRequest& req, diag::PidResponse* resp) override;
-  Status DiagStacks(const ttrpc::CallContext& ctx, const diag::StacksRequest& req, diag::StacksResponse* resp) override;
-  Status DiagTasks(const ttrpc::CallContext& ctx, const diag::TasksRequest& req, diag::TasksResponse* resp) override;
-  Status DiagExecInHost(const ttrpc::CallContext& ctx, const diag::ExecProcessRequest& req, diag::ExecProcessResponse* resp) override;
-  Status DiagShare(const ttrpc::CallContext& ctx, const diag::ShareRequest& req, diag::ShareResponse* resp) override;
+  Status DiagPid(const ttrpc::CallContext& ctx, const diag::PidRequest& req,
+                 diag::PidResponse* resp) override;
+  Status DiagStacks(const ttrpc::CallContext& ctx, const diag::StacksRequest& req,
+                    diag::StacksResponse* resp) override;
+  Status DiagTasks(const ttrpc::CallContext& ctx, const diag::TasksRequest& req,
+                   diag::TasksResponse* resp) override;
+  Status DiagExecInHost(const ttrpc::CallContext& ctx, const diag::ExecProcessRequest& req,
+                        diag::ExecProcessResponse* resp) override;
+  Status DiagShare(const ttrpc::CallContext& ctx, const diag::ShareRequest& req,
+                   diag::ShareResponse* resp) override;
 
  private:
   StatusOr<std::shared_ptr<task::Task>> GetTask(std::string_view id);

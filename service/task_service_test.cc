@@ -3,10 +3,10 @@
 // be checked without a container runtime.
 #include "service/task_service.h"
 
-#include "runhcs/wkt/empty.pb.h"
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include "runhcs/wkt/empty.pb.h"
 
 #include <future>
 
@@ -26,7 +26,6 @@ namespace diag = containerd::runhcs::v1::diag;
 using runhcs::wkt::Empty;
 using namespace std::chrono_literals;
 
-
 class FakeFactory : public TaskFactory {
  public:
   explicit FakeFactory(events::Publisher* p) : p_(p) {}
@@ -40,8 +39,8 @@ class FakeFactory : public TaskFactory {
     std::shared_ptr<task::Task> sb = pod::SandboxTask::Create(p_, req.id, req.bundle, nullptr);
     return std::shared_ptr<pod::Pod>(std::make_shared<pod::PodImpl>(
         req.id, sb, nullptr,
-        [this](const task::CreateRequest& r, const oci::Spec&, std::shared_ptr<uvm::UtilityVm>)
-            -> StatusOr<std::shared_ptr<task::Task>> {
+        [this](const task::CreateRequest& r, const oci::Spec&,
+               std::shared_ptr<uvm::UtilityVm>) -> StatusOr<std::shared_ptr<task::Task>> {
           return std::shared_ptr<task::Task>(pod::SandboxTask::Create(p_, r.id, r.bundle, nullptr));
         }));
   }
@@ -58,8 +57,8 @@ class ServiceTest : public ::testing::Test {
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
     bundle_ = tmpl;
     ASSERT_TRUE(WriteFileAtomic(bundle_ + "/config.json", R"({"ociVersion":"1.0.2"})", 0600).ok());
-    svc_ = std::make_unique<TaskService>(TaskService::Config{
-        id, "ns", is_sandbox, &factory_, &events_, [this] { shutdowns_++; }});
+    svc_ = std::make_unique<TaskService>(
+        TaskService::Config{id, "ns", is_sandbox, &factory_, &events_, [this] { shutdowns_++; }});
     svc_->Register(&server_);
     int sv[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -176,7 +175,8 @@ TEST_F(ServiceTest, Lifecycle_CreateStartWaitKillDeleteShutdown) {
   ASSERT_TRUE(Task().Shutdown(sd, &empty).ok());
   ASSERT_TRUE(Task().Shutdown(sd, &empty).ok());
   EXPECT_EQ(shutdowns_.load(), 1);
-  EXPECT_EQ(events_.Topics(), (std::vector<std::string>{"/tasks/start", "/tasks/exit", "/tasks/delete"}));
+  EXPECT_EQ(events_.Topics(),
+            (std::vector<std::string>{"/tasks/start", "/tasks/exit", "/tasks/delete"}));
 }
 
 TEST_F(ServiceTest, SecondCreateInTaskShimIsAlreadyExists) {
@@ -267,7 +267,8 @@ TEST_F(ServiceTest, DiagStacksNamesTheShimsOwnFunctions) {
   diag::StacksResponse stacks;
   ASSERT_TRUE(Diag().DiagStacks(diag::StacksRequest(), &stacks).ok());
   // The thread serving the call, symbolized, and every other thread listed.
-  EXPECT_NE(stacks.stacks().find("runhcs::CaptureThreadStacks()"), std::string::npos) << stacks.stacks();
+  EXPECT_NE(stacks.stacks().find("runhcs::CaptureThreadStacks()"), std::string::npos)
+      << stacks.stacks();
   EXPECT_NE(stacks.stacks().find(fmt::format("thread {} ", ::getpid())), std::string::npos);
   EXPECT_EQ(stacks.guest_stacks(), "");  // no task, no VM
 }
@@ -285,7 +286,8 @@ TEST_F(ServiceTest, PodShim_SandboxFirstThenWorkloads) {
   ASSERT_TRUE(WriteFileAtomic(wl + "/config.json",
                               R"({"annotations":{"io.kubernetes.cri.container-type":"container",
                                   "io.kubernetes.cri.sandbox-id":"pod"}})",
-                              0600).ok());
+                              0600)
+                  .ok());
   ASSERT_TRUE(Create("w1", wl).ok());
   EXPECT_EQ(Create("w1", wl).code(), Code::kAlreadyExists);
   EXPECT_EQ(State("w1").status(), containerd::v1::types::CREATED);

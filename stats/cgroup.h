@@ -43,7 +43,8 @@ StatusOr<ProcessCgroups> CgroupsOf(pid_t pid);
 // True when `root` is a unified (cgroup v2 only) mount.
 bool IsUnified(const std::string& root = kCgroupRoot);
 
-StatusOr<io::containerd::cgroups::v1::Metrics> ReadV1(const std::string& root, const ProcessCgroups& cg);
+StatusOr<io::containerd::cgroups::v1::Metrics> ReadV1(const std::string& root,
+                                                      const ProcessCgroups& cg);
 // `dir` is the cgroup's own directory (root + path).
 StatusOr<io::containerd::cgroups::v2::Metrics> ReadV2(const std::string& dir);
 

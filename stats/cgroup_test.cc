@@ -28,7 +28,8 @@ class CgroupTest : public ::testing::Test {
 };
 
 TEST(ParseProcCgroup, SplitsJoinedControllersAndKeepsTheUnifiedPath) {
-  auto cg = ParseProcCgroup("12:cpu,cpuacct:/default/c1\n4:memory:/default/c1\n1:name=systemd:/x\n0::/u/c1\n");
+  auto cg = ParseProcCgroup(
+      "12:cpu,cpuacct:/default/c1\n4:memory:/default/c1\n1:name=systemd:/x\n0::/u/c1\n");
   EXPECT_EQ(cg.v1.at("cpu"), "/default/c1");
   EXPECT_EQ(cg.v1.at("cpuacct"), "/default/c1");
   EXPECT_EQ(cg.v1.at("memory"), "/default/c1");
@@ -45,7 +46,8 @@ TEST_F(CgroupTest, V1ReadsEveryControllerInTheMessagesUnits) {
   Put("cpuacct" + p + "/cpuacct.usage_percpu", "100000000 23456789 \n");
   Put("cpuacct" + p + "/cpuacct.stat", "user 7\nsystem 3\n");
   Put("cpu" + p + "/cpu.stat", "nr_periods 10\nnr_throttled 2\nthrottled_time 5000\n");
-  Put("memory" + p + "/memory.stat", "cache 4096\nrss 8192\npgfault 11\ntotal_rss 8192\nhierarchical_memory_limit 33554432\n");
+  Put("memory" + p + "/memory.stat",
+      "cache 4096\nrss 8192\npgfault 11\ntotal_rss 8192\nhierarchical_memory_limit 33554432\n");
   Put("memory" + p + "/memory.usage_in_bytes", "12288\n");
   Put("memory" + p + "/memory.limit_in_bytes", "33554432\n");
   Put("memory" + p + "/memory.max_usage_in_bytes", "20480\n");
@@ -106,8 +108,11 @@ TEST_F(CgroupTest, V2ReadsTheUnifiedFiles) {
   const std::string d = root_ + "/u/c1";
   Put("u/c1/pids.current", "2\n");
   Put("u/c1/pids.max", "100\n");
-  Put("u/c1/cpu.stat", "usage_usec 500\nuser_usec 300\nsystem_usec 200\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n");
-  Put("u/c1/memory.stat", "anon 4096\nfile 8192\nworkingset_refault_anon 1\nworkingset_refault_file 2\npgfault 9\n");
+  Put("u/c1/cpu.stat",
+      "usage_usec 500\nuser_usec 300\nsystem_usec 200\nnr_periods 0\nnr_throttled "
+      "0\nthrottled_usec 0\n");
+  Put("u/c1/memory.stat",
+      "anon 4096\nfile 8192\nworkingset_refault_anon 1\nworkingset_refault_file 2\npgfault 9\n");
   Put("u/c1/memory.current", "12288\n");
   Put("u/c1/memory.max", "max\n");
   Put("u/c1/memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n");

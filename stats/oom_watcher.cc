@@ -22,11 +22,11 @@ struct OomWatcher::Entry {
   std::string id;
   std::string dir;
   bool unified = false;
-  UniqueFd fd;        // v1: the eventfd; v2: the inotify fd
-  UniqueFd control;   // v1: memory.oom_control, held open while registered
+  UniqueFd fd;       // v1: the eventfd; v2: the inotify fd
+  UniqueFd control;  // v1: memory.oom_control, held open while registered
   uint64_t key = 0;
   Callback on_oom;
-  Mutex mu;           // serialises Consume for v2's counter
+  Mutex mu;  // serialises Consume for v2's counter
   uint64_t oom_kills GUARDED_BY(mu) = 0;
 };
 
@@ -65,7 +65,8 @@ OomWatcher::~OomWatcher() {
   if (thread_.joinable()) thread_.join();
 }
 
-Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, bool unified, Callback on_oom) {
+Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, bool unified,
+                       Callback on_oom) {
   auto e = std::make_shared<Entry>();
   e->id = id;
   e->dir = memory_dir;
@@ -98,7 +99,8 @@ Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, boo
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = e->key;
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, e->fd.get(), &ev) != 0) return ErrnoError(errno, "epoll_ctl");
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, e->fd.get(), &ev) != 0)
+      return ErrnoError(errno, "epoll_ctl");
     if (auto it = by_id_.find(id); it != by_id_.end()) {
       replaced = it->second;
       by_key_.erase(replaced->key);

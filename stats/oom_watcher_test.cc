@@ -6,7 +6,6 @@
 
 #include <gtest/gtest.h>
 
-
 namespace runhcs::stats {
 namespace {
 
@@ -23,8 +22,8 @@ class OomWatcherTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
   // memory.events as the kernel rewrites it.
   void Events(int oom_kills) {
-    std::ofstream(dir_ + "/memory.events") << "low 0\nhigh 0\nmax 0\noom " << oom_kills << "\noom_kill "
-                                            << oom_kills << "\n";
+    std::ofstream(dir_ + "/memory.events")
+        << "low 0\nhigh 0\nmax 0\noom " << oom_kills << "\noom_kill " << oom_kills << "\n";
   }
   std::string dir_;
 };

@@ -38,7 +38,8 @@ StatusOr<UniqueFd> ConsoleSocket::ReceiveMaster() {
   msg.msg_iovlen = 1;
   msg.msg_control = cbuf;
   msg.msg_controllen = sizeof cbuf;
-  if (::recvmsg(conn.get(), &msg, MSG_CMSG_CLOEXEC) < 0) return ErrnoError(errno, "receive pty master");
+  if (::recvmsg(conn.get(), &msg, MSG_CMSG_CLOEXEC) < 0)
+    return ErrnoError(errno, "receive pty master");
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   if (!c || c->cmsg_type != SCM_RIGHTS) return InternalError("console socket sent no fd");
   int fd;

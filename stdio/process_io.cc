@@ -2,7 +2,6 @@
 
 #include "stdio/console.h"
 
-#include <algorithm>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -12,6 +11,7 @@
 #include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <cerrno>
 #include <climits>
@@ -150,7 +150,8 @@ StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const Paths& stdio, const I
     auto until = std::chrono::steady_clock::now() + kLoggerReadyTimeout;
     int n;
     do {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - std::chrono::steady_clock::now());
       pollfd p{ready.r.get(), POLLIN, 0};
       n = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
     } while (n < 0 && errno == EINTR);
@@ -253,7 +254,8 @@ void CopyLoop(int src, int dst, int cancel_fd, OnError on_error, OnOk on_ok) {
 // the process reads. Stops early only when the process closed its end
 // (EPIPE/EIO) or Close() cancels.
 void ProcessIo::CopyInput(int src, int dst, int cancel_fd) {
-  CopyLoop(src, dst, cancel_fd, [](int) { return true; }, [] {});
+  CopyLoop(
+      src, dst, cancel_fd, [](int) { return true; }, [] {});
 }
 
 // stdout/stderr to EOF. A destination that fails (a full disk under a
@@ -265,8 +267,8 @@ void ProcessIo::CopyOutput(int src, int dst, int cancel_fd) {
       src, dst, cancel_fd,
       [&](int err) {
         if (!failing) {
-          spdlog::error("stdio: writing output to {}: {}; dropping output while this lasts", FdTarget(dst),
-                        std::strerror(err));
+          spdlog::error("stdio: writing output to {}: {}; dropping output while this lasts",
+                        FdTarget(dst), std::strerror(err));
           failing = true;
         }
         return false;
@@ -303,7 +305,8 @@ Status ProcessIo::Started() {
   }
   if (out_r_) StartPump(out_r_.get(), out_dst_.release(), true, cancel_out_.get(), true);
   if (err_r_) StartPump(err_r_.get(), err_dst_.release(), true, cancel_out_.get(), true);
-  if (stdin_src_) StartPump(stdin_src_.get(), stdin_pipe_w_.release(), false, cancel_in_.get(), true);
+  if (stdin_src_)
+    StartPump(stdin_src_.get(), stdin_pipe_w_.release(), false, cancel_in_.get(), true);
   return OkStatus();
 }
 
@@ -332,7 +335,8 @@ void ProcessIo::Close(std::chrono::milliseconds timeout) {
     while (outputs_running_ > 0) {
       if (!cv_.WaitUntil(&mu_, deadline)) break;
     }
-    if (outputs_running_ > 0) spdlog::warn("stdio: output still open after {}ms; closing", timeout.count());
+    if (outputs_running_ > 0)
+      spdlog::warn("stdio: output still open after {}ms; closing", timeout.count());
   }
   uint64_t one = 1;
   (void)!::write(cancel_out_.get(), &one, sizeof one);

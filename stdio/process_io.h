@@ -36,8 +36,8 @@
 #include "base/fd.h"
 #include "base/status.h"
 #include "base/thread_annotations.h"
-#include "stdio/paths.h"
 #include "stdio/console.h"
+#include "stdio/paths.h"
 
 namespace runhcs::stdio {
 
@@ -90,8 +90,8 @@ class ProcessIo {
   UniqueFd master_;
   pid_t logger_pid_ = -1;
 
-  UniqueFd cancel_out_;    // eventfd: stop output copiers
-  UniqueFd cancel_in_;     // eventfd: stop the stdin copier
+  UniqueFd cancel_out_;  // eventfd: stop output copiers
+  UniqueFd cancel_in_;   // eventfd: stop the stdin copier
   Mutex mu_;
   CondVar cv_;
   int outputs_running_ GUARDED_BY(mu_) = 0;

@@ -220,7 +220,8 @@ TEST_F(ProcessIoTest, BinaryLoggerGetsFds345AndEnvironment) {
                               "echo \"$CONTAINER_ID $CONTAINER_NAMESPACE $1 $2\" > \"$2.env\"\n"
                               "exec 5>&-\n"
                               "cat <&3 > \"$2\"\n",
-                              0755).ok());
+                              0755)
+                  .ok());
   std::string out = dir_ + "/captured";
   std::string uri = "binary://" + script + "?out=" + out;
   auto io = ProcessIo::Open({"", uri, uri, false}, {"c9", "ns9", dir_});

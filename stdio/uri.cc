@@ -66,7 +66,8 @@ StatusOr<Target> ParseTarget(const std::string& uri) {
     if (part.empty()) continue;
     size_t eq = part.find('=');
     std::string k = Unescape(part.substr(0, eq), /*plus_is_space=*/true);
-    std::string v = eq == std::string::npos ? "" : Unescape(part.substr(eq + 1), /*plus_is_space=*/true);
+    std::string v =
+        eq == std::string::npos ? "" : Unescape(part.substr(eq + 1), /*plus_is_space=*/true);
     kv.emplace(k, v);  // first value wins
   }
   for (auto& [k, v] : kv) {

@@ -29,7 +29,8 @@ containerd::events::TaskCreate CreateEvent(const CreateRequest& req, uint32_t pi
   return ev;
 }
 
-containerd::events::TaskExecAdded ExecAddedEvent(const std::string& task_id, const std::string& exec_id) {
+containerd::events::TaskExecAdded ExecAddedEvent(const std::string& task_id,
+                                                 const std::string& exec_id) {
   containerd::events::TaskExecAdded ev;
   ev.set_container_id(task_id);
   ev.set_exec_id(exec_id);
@@ -67,7 +68,8 @@ Status ExecSet::Add(const std::string& exec_id, std::shared_ptr<exec::ProcessExe
 StatusOr<std::shared_ptr<exec::ProcessExec>> ExecSet::Get(std::string_view exec_id) {
   MutexLock l(&mu_);
   auto it = execs_.find(exec_id);
-  if (it == execs_.end()) return NotFoundError("exec: '{}' in task: '{}' not found", exec_id, task_id_);
+  if (it == execs_.end())
+    return NotFoundError("exec: '{}' in task: '{}' not found", exec_id, task_id_);
   return it->second;
 }
 

@@ -23,7 +23,8 @@ Status ValidateNewExecId(std::string_view exec_id);
 
 // TaskCreate for `req`, with the init pid known at create (0: from Start on).
 containerd::events::TaskCreate CreateEvent(const CreateRequest& req, uint32_t pid);
-containerd::events::TaskExecAdded ExecAddedEvent(const std::string& task_id, const std::string& exec_id);
+containerd::events::TaskExecAdded ExecAddedEvent(const std::string& task_id,
+                                                 const std::string& exec_id);
 // Task-wide events: {container_id} only.
 containerd::events::TaskPaused PausedEvent(const std::string& task_id);
 containerd::events::TaskResumed ResumedEvent(const std::string& task_id);

@@ -11,7 +11,8 @@ Status ValidateShareTarget(std::string_view path) {
     return InvalidArgumentError("share: VM path {:?} is not absolute", path);
   }
   if (path == "/") return InvalidArgumentError("share: VM path {:?} is the VM's root", path);
-  if (path.back() == '/') return InvalidArgumentError("share: VM path {:?} is not clean (trailing /)", path);
+  if (path.back() == '/')
+    return InvalidArgumentError("share: VM path {:?} is not clean (trailing /)", path);
   std::string_view rest = path.substr(1);
   while (!rest.empty()) {
     size_t slash = rest.find('/');
@@ -21,11 +22,12 @@ Status ValidateShareTarget(std::string_view path) {
     }
     rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
   }
-  static constexpr std::string_view kReserved[] = {"/proc", "/sys", "/dev", "/run",  "/init",
+  static constexpr std::string_view kReserved[] = {"/proc", "/sys",  "/dev", "/run", "/init",
                                                    "/bin",  "/sbin", "/usr", "/lib", "/lib64"};
   for (std::string_view r : kReserved) {
     if (path == r || (path.starts_with(r) && path[r.size()] == '/')) {
-      return InvalidArgumentError("share: VM path {:?} is under {}, which the VM itself uses", path, r);
+      return InvalidArgumentError("share: VM path {:?} is under {}, which the VM itself uses", path,
+                                  r);
     }
   }
   return OkStatus();

@@ -88,7 +88,8 @@ std::vector<std::shared_ptr<exec::Exec>> TaskBase::ListExecs() {
 StatusOr<exec::ExecStatus> TaskBase::DeleteExec(std::string_view exec_id) {
   ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
   exec::State st = e->state();
-  if (st == exec::State::kRunning) return exec::InvalidStateError(e->id(), id_, exec::StateName(st), "delete");
+  if (st == exec::State::kRunning)
+    return exec::InvalidStateError(e->id(), id_, exec::StateName(st), "delete");
   if (exec_id.empty()) {
     PrepareDelete();
     if (st == exec::State::kCreated) e->ForceExit(0);
@@ -111,7 +112,8 @@ StatusOr<exec::ExecStatus> TaskBase::Wait(exec::Deadline deadline) {
   return init_->status();
 }
 
-void TaskBase::NotifyClosed(std::function<void(const exec::ExecStatus&)> done, std::function<bool()> wanted) {
+void TaskBase::NotifyClosed(std::function<void(const exec::ExecStatus&)> done,
+                            std::function<bool()> wanted) {
   // `this` outlives the waiter: only closed_.Open() runs it.
   closed_.Notify({[this, done = std::move(done)] { done(init_->status()); }, std::move(wanted)});
 }

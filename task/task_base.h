@@ -82,7 +82,7 @@ class TaskBase : public Task, public std::enable_shared_from_this<TaskBase> {
   events::Publisher* const publisher_;
   std::shared_ptr<exec::ProcessExec> init_;  // set once by SetInit
   Latch closed_;                             // step 5 done
-  Mutex mu_;  // orders CreateExec with step 1
+  Mutex mu_;                                 // orders CreateExec with step 1
   CondVar added_cv_;
   bool closing_ GUARDED_BY(mu_) = false;
   int adding_ GUARDED_BY(mu_) = 0;  // CreateExecs publishing TaskExecAdded

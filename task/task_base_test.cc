@@ -18,7 +18,8 @@ using namespace std::chrono_literals;
 class FakeTask : public TaskBase {
  public:
   FakeTask(events::Publisher* p) : TaskBase("t1", "/bundle", "ns", p) {}
-  static std::shared_ptr<FakeTask> Make(events::Publisher* p, std::shared_ptr<FakeProcess::Shared> init) {
+  static std::shared_ptr<FakeTask> Make(events::Publisher* p,
+                                        std::shared_ptr<FakeProcess::Shared> init) {
     auto t = std::make_shared<FakeTask>(p);
     t->SetInit({"t1", "", "/bundle", {}, 0}, std::make_unique<FakeProcess>(std::move(init)));
     return t;
@@ -40,7 +41,9 @@ class FakeTask : public TaskBase {
     return NotIsolatedError(id());
   }
   std::string DumpGuestStacks() override { return ""; }
-  Status Share(const std::string&, const std::string&, bool) override { return NotIsolatedError(id()); }
+  Status Share(const std::string&, const std::string&, bool) override {
+    return NotIsolatedError(id());
+  }
 
  private:
   StatusOr<std::unique_ptr<exec::Process>> NewExecProcess(const ExecRequest&) override {
@@ -86,7 +89,8 @@ class TaskBaseTest : public ::testing::Test {
       if (topics[i] != topic) continue;
       std::string id;
       if (topic == "/tasks/exit") id = events_.At<containerd::events::TaskExit>(i).id();
-      if (topic == "/tasks/exec-started") id = events_.At<containerd::events::TaskExecStarted>(i).exec_id();
+      if (topic == "/tasks/exec-started")
+        id = events_.At<containerd::events::TaskExecStarted>(i).exec_id();
       if (id == exec_id) return static_cast<int>(i);
     }
     return -1;
@@ -113,7 +117,8 @@ TEST_F(TaskBaseTest, AnExecStillStartingWhenInitExitsEndsBeforeInitsTaskExit) {
   let_start.Open();
   starter.join();
   ASSERT_TRUE(task_->Wait(std::chrono::steady_clock::now() + 10s).ok());
-  int started = Find("/tasks/exec-started", "e1"), exited = Find("/tasks/exit", "e1"), init = Find("/tasks/exit", "t1");
+  int started = Find("/tasks/exec-started", "e1"), exited = Find("/tasks/exit", "e1"),
+      init = Find("/tasks/exit", "t1");
   ASSERT_GE(started, 0);
   ASSERT_GE(exited, 0);
   ASSERT_GE(init, 0);

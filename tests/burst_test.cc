@@ -8,13 +8,13 @@
 #include <gtest/gtest.h>
 
 #include "base/io.h"
-#include "containerd/task/v2/shim.ttrpc.h"
-#include "ttrpc/frame.h"
-#include "ttrpc/ttrpc.pb.h"
 #include "containerd/runc/options/oci.pb.h"
+#include "containerd/task/v2/shim.ttrpc.h"
 #include "runhcs/options.pb.h"
 #include "tests/ctrd_client.h"
 #include "tests/subprocess.h"
+#include "ttrpc/frame.h"
+#include "ttrpc/ttrpc.pb.h"
 
 namespace runhcs::testing {
 namespace {
@@ -50,14 +50,20 @@ class BurstTest : public ::testing::Test {
     s["hostname"] = id;
     s["linux"]["cgroupsPath"] = std::string("/") + kNs + "/" + id;
     CreateAndStart(&client_, id, runtime, opts, s);
-    std::string bin = runtime == "io.containerd.runhcs.v1" ? "containerd-shim-runhcs-v1" : "containerd-shim-runc-v2";
-    return std::atoi(RunCommand({"pgrep", "-f", bin + " -namespace " + kNs + " -id " + id + "( |$)"}).out.c_str());
+    std::string bin = runtime == "io.containerd.runhcs.v1" ? "containerd-shim-runhcs-v1"
+                                                           : "containerd-shim-runc-v2";
+    return std::atoi(
+        RunCommand({"pgrep", "-f", bin + " -namespace " + kNs + " -id " + id + "( |$)"})
+            .out.c_str());
   }
   void Stop(const std::string& id) {
     ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", id}, {}, kNs);
-    WaitFor([&] { return ctrd_.Ctr({"task", "ls"}, {}, kNs).out.find(id + " ") == std::string::npos ||
-                         ctrd_.Ctr({"task", "ls"}, {}, kNs).out.find("STOPPED") != std::string::npos; },
-            15s);
+    WaitFor(
+        [&] {
+          return ctrd_.Ctr({"task", "ls"}, {}, kNs).out.find(id + " ") == std::string::npos ||
+                 ctrd_.Ctr({"task", "ls"}, {}, kNs).out.find("STOPPED") != std::string::npos;
+        },
+        15s);
     ctrd_.Ctr({"task", "delete", id}, {}, kNs);
     ctrd_.Ctr({"container", "delete", id}, {}, kNs);
   }
@@ -71,9 +77,11 @@ class BurstTest : public ::testing::Test {
     int idle = ThreadsOf(shim);
     BurstResult r = ExecBurst(&client_, id, spec_["process"], kExecs, shim);
     EXPECT_EQ(r.ok, kExecs) << (r.errors.empty() ? "" : r.errors.front());
-    EXPECT_TRUE(r.errors.empty()) << r.errors.size() << " failed, e.g. " << (r.errors.empty() ? "" : r.errors[0]);
+    EXPECT_TRUE(r.errors.empty()) << r.errors.size() << " failed, e.g. "
+                                  << (r.errors.empty() ? "" : r.errors[0]);
     // Exactly one start and one exit event per exec.
-    WaitFor([&] { return events_.Count(id, "/tasks/exit").size() >= static_cast<size_t>(kExecs); }, 20s);
+    WaitFor([&] { return events_.Count(id, "/tasks/exit").size() >= static_cast<size_t>(kExecs); },
+            20s);
     auto started = events_.Count(id, "/tasks/exec-started");
     auto exits = events_.Count(id, "/tasks/exit");
     int bad = 0;
@@ -82,9 +90,9 @@ class BurstTest : public ::testing::Test {
       if (started[e] != 1 || exits[e] != 1) ++bad;
     }
     EXPECT_EQ(bad, 0) << "execs without exactly one TaskExecStarted and one TaskExit";
-    std::printf("burst %s: %d/%d ok, p50 %.0f ms, p99 %.0f ms, shim threads idle %d peak %d\n", label.c_str(), r.ok,
-                kExecs, r.ms.empty() ? 0 : r.ms[r.ms.size() / 2], r.ms.empty() ? 0 : r.ms[r.ms.size() * 99 / 100],
-                idle, r.peak_threads);
+    std::printf("burst %s: %d/%d ok, p50 %.0f ms, p99 %.0f ms, shim threads idle %d peak %d\n",
+                label.c_str(), r.ok, kExecs, r.ms.empty() ? 0 : r.ms[r.ms.size() / 2],
+                r.ms.empty() ? 0 : r.ms[r.ms.size() * 99 / 100], idle, r.peak_threads);
     {
       // Bounded: the connection's 32 running handlers plus the exit
       // callbacks in flight (seen: 61 to 96 at the peak), not one per exec
@@ -123,12 +131,14 @@ TEST_F(BurstTest, ThousandAbandonedWaitsCostNothingAfterwards) {
     req.set_payload(w.SerializeAsString());
     std::string frame = req.SerializeAsString();
     for (uint32_t i = 0; i < 1000; ++i) {
-      ASSERT_TRUE(ttrpc::WriteFrame(conn->get(), 2 * i + 1, ttrpc::FrameType::kRequest, 0, frame).ok());
+      ASSERT_TRUE(
+          ttrpc::WriteFrame(conn->get(), 2 * i + 1, ttrpc::FrameType::kRequest, 0, frame).ok());
     }
     std::this_thread::sleep_for(300ms);
     EXPECT_LE(ThreadsOf(shim), idle + 2) << "a thread per waiting call";
   }  // each connection closes with its 1000 calls open
-  EXPECT_TRUE(WaitFor([&] { return ThreadsOf(shim) <= idle; }, 10s)) << ThreadsOf(shim) << " vs " << idle;
+  EXPECT_TRUE(WaitFor([&] { return ThreadsOf(shim) <= idle; }, 10s))
+      << ThreadsOf(shim) << " vs " << idle;
   // Still serving: an exec runs and its Wait is answered.
   BurstResult r = ExecBurst(&client_, id, spec_["process"], 3, shim, "after");
   EXPECT_EQ(r.ok, 3) << (r.errors.empty() ? "" : r.errors[0]);

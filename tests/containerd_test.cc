@@ -29,11 +29,13 @@ TEST(Containerd, ForwardedEventIsDecodedByCtrEvents) {
   exit.set_id("runhcs-evt-e1");
   exit.set_pid(4242);
   exit.set_exit_status(3);
-  bool seen = WaitFor([&] {
-    fwd.Publish(exit);
-    fwd.Flush(5s);
-    return ReadFileOr(out).find("runhcs-evt-c1") != std::string::npos;
-  }, 10s);
+  bool seen = WaitFor(
+      [&] {
+        fwd.Publish(exit);
+        fwd.Flush(5s);
+        return ReadFileOr(out).find("runhcs-evt-c1") != std::string::npos;
+      },
+      10s);
   ::kill(events, SIGTERM);
   ::waitpid(events, nullptr, 0);
   std::string text = ReadFileOr(out);

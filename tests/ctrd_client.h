@@ -39,7 +39,8 @@ class CtrdClient {
         tasks_(tasks::Tasks::NewStub(channel_)),
         events_(evs::Events::NewStub(channel_)) {}
 
-  std::unique_ptr<grpc::ClientContext> Ctx(std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  std::unique_ptr<grpc::ClientContext> Ctx(
+      std::chrono::seconds timeout = std::chrono::seconds(60)) {
     auto ctx = std::make_unique<grpc::ClientContext>();
     ctx->AddMetadata("containerd-namespace", ns_);
     ctx->set_deadline(std::chrono::system_clock::now() + timeout);
@@ -186,13 +187,13 @@ inline int ThreadsOf(pid_t pid) {
 // its own: Exec, Start, Wait, Delete of `sh -c "exit i%100"`. Threads of
 // `shim_pid` are sampled meanwhile.
 struct BurstResult {
-  int ok = 0;                    // execs whose Wait gave their own exit code
+  int ok = 0;  // execs whose Wait gave their own exit code
   std::vector<std::string> errors;
-  std::vector<double> ms;        // per exec, Exec through Wait
+  std::vector<double> ms;  // per exec, Exec through Wait
   int peak_threads = 0;
 };
-inline BurstResult ExecBurst(CtrdClient* c, const std::string& id, const nlohmann::json& process, int n,
-                             pid_t shim_pid, const std::string& prefix = "b") {
+inline BurstResult ExecBurst(CtrdClient* c, const std::string& id, const nlohmann::json& process,
+                             int n, pid_t shim_pid, const std::string& prefix = "b") {
   BurstResult r;
   Mutex mu;
   std::atomic<bool> done{false};
@@ -218,7 +219,8 @@ inline BurstResult ExecBurst(CtrdClient* c, const std::string& id, const nlohman
         nlohmann::json p = process;
         p["args"] = {"/bin/sh", "-c", "exit " + std::to_string(i % 100)};
         p["terminal"] = false;
-        ex.mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Process");
+        ex.mutable_spec()->set_type_url(
+            "types.containerd.io/opencontainers/runtime-spec/1/Process");
         ex.mutable_spec()->set_value(p.dump());
         runhcs::wkt::Empty e;
         CtrdClient::Check(c->tasks().Exec(c->Ctx(std::chrono::seconds(120)).get(), ex, &e), "exec");
@@ -226,18 +228,21 @@ inline BurstResult ExecBurst(CtrdClient* c, const std::string& id, const nlohman
         st.set_container_id(id);
         st.set_exec_id(exec_id);
         tasks::StartResponse str;
-        CtrdClient::Check(c->tasks().Start(c->Ctx(std::chrono::seconds(120)).get(), st, &str), "start");
+        CtrdClient::Check(c->tasks().Start(c->Ctx(std::chrono::seconds(120)).get(), st, &str),
+                          "start");
         tasks::WaitRequest w;
         w.set_container_id(id);
         w.set_exec_id(exec_id);
         tasks::WaitResponse wr;
         CtrdClient::Check(c->tasks().Wait(c->Ctx(std::chrono::seconds(120)).get(), w, &wr), "wait");
-        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                        .count();
         tasks::DeleteProcessRequest d;
         d.set_container_id(id);
         d.set_exec_id(exec_id);
         tasks::DeleteResponse dr;
-        CtrdClient::Check(c->tasks().DeleteProcess(c->Ctx(std::chrono::seconds(120)).get(), d, &dr), "delete");
+        CtrdClient::Check(c->tasks().DeleteProcess(c->Ctx(std::chrono::seconds(120)).get(), d, &dr),
+                          "delete");
         MutexLock l(&mu);
         if (wr.exit_status() == static_cast<uint32_t>(i % 100)) {
           ++r.ok;

@@ -34,7 +34,9 @@ class FaultTest : public ::testing::Test {
   // own, so its state can be listed.
   std::string Config(const std::string& runtime) {
     std::string cfg = ctrd_.dir() + "/" + DirBase(runtime) + ".json";
-    EXPECT_TRUE(WriteFileAtomic(cfg, "{\"ociRuntime\":\"" + runtime + "\",\"ociRuntimeRoot\":\"" + runc_root_ + "\"}",
+    EXPECT_TRUE(WriteFileAtomic(cfg,
+                                "{\"ociRuntime\":\"" + runtime + "\",\"ociRuntimeRoot\":\"" +
+                                    runc_root_ + "\"}",
                                 0644)
                     .ok());
     return cfg;
@@ -44,7 +46,9 @@ class FaultTest : public ::testing::Test {
     std::string path = ctrd_.dir() + "/" + name;
     std::ofstream(path) << "#!/bin/sh\n"
                            "for a in \"$@\"; do\n"
-                           "  if [ \"$a\" = create ]; then runc \"$@\" || exit $?; " << on_create << "; fi\n"
+                           "  if [ \"$a\" = create ]; then runc \"$@\" || exit $?; "
+                        << on_create
+                        << "; fi\n"
                            "done\n"
                            "exec runc \"$@\"\n";
     ::chmod(path.c_str(), 0755);
@@ -56,14 +60,18 @@ class FaultTest : public ::testing::Test {
     return ReadFileOr("/proc/self/mountinfo").find("/" + id + "/rootfs") != std::string::npos;
   }
   void ExpectNothingLeft(const std::string& id) {
-    EXPECT_TRUE(WaitFor([&] { return CountProcesses("containerd-shim-runhcs-v1 .*-id " + id + " ") == 0; }, 15s)) << id;
+    EXPECT_TRUE(WaitFor(
+        [&] { return CountProcesses("containerd-shim-runhcs-v1 .*-id " + id + " ") == 0; }, 15s))
+        << id;
     EXPECT_EQ(RuncList(), "") << id;
     EXPECT_FALSE(Mounted(id)) << id;
-    EXPECT_EQ(::access(("/run/runhcs/shims/default-" + id).c_str(), F_OK), -1) << "registry entry left: " << id;
+    EXPECT_EQ(::access(("/run/runhcs/shims/default-" + id).c_str(), F_OK), -1)
+        << "registry entry left: " << id;
   }
   void KillAndDelete(const std::string& id) {
     ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", id});
-    EXPECT_TRUE(WaitFor([&] { return ctrd_.TaskStatus(id) == "STOPPED"; }, 15s)) << ctrd_.TaskStatus(id);
+    EXPECT_TRUE(WaitFor([&] { return ctrd_.TaskStatus(id) == "STOPPED"; }, 15s))
+        << ctrd_.TaskStatus(id);
     EXPECT_EQ(ctrd_.Ctr({"task", "delete", id}).exit_code, 0);
     EXPECT_EQ(ctrd_.Ctr({"container", "delete", id}).exit_code, 0);
   }
@@ -87,7 +95,8 @@ TEST_F(FaultTest, RuntimeDyingMidCreateFailsTheCreateAndLeavesNothing) {
   RunResult r = ctrd_.Ctr(With(Run(cfg), {"--rootfs", rootfs_, "rdie", "/bin/true"}));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("create")) << r.err;
-  EXPECT_THAT(r.err, HasSubstr("runc-dies exit status 137 (signal 9)")) << r.err;  // which runtime, how
+  EXPECT_THAT(r.err, HasSubstr("runc-dies exit status 137 (signal 9)"))
+      << r.err;  // which runtime, how
   ExpectNothingLeft("rdie");
   ctrd_.Ctr({"container", "delete", "rdie"});
 }
@@ -97,8 +106,10 @@ TEST_F(FaultTest, ShimKilledDuringCreateIsCleanedUpByDelete) {
   std::string cfg = Config(Wrapper("runc-hangs", "exec sleep 19"));
   pid_t run = ctrd_.CtrBackground(With(Run(cfg), {"--rootfs", rootfs_, "half", "/bin/true"}),
                                   ctrd_.dir() + "/half.out");
-  ASSERT_TRUE(WaitFor([&] { return CountProcesses("runc-hangs") > 0 && !RuncList().empty(); }, 15s)) << RuncList();
-  std::string shim = TrimNewlines(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id half "}).out);
+  ASSERT_TRUE(WaitFor([&] { return CountProcesses("runc-hangs") > 0 && !RuncList().empty(); }, 15s))
+      << RuncList();
+  std::string shim =
+      TrimNewlines(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id half "}).out);
   ASSERT_FALSE(shim.empty());
   ASSERT_EQ(::kill(std::atoi(shim.c_str()), SIGKILL), 0);
   // containerd fails the create and runs the shim's `delete`.
@@ -117,16 +128,17 @@ TEST_F(FaultTest, AFifoReaderThatGoesAwayLeavesTheShimServingAndTheExitRight) {
   pid_t ev = ctrd_.CtrBackground({"events"}, events);
   std::this_thread::sleep_for(300ms);
   // An attached `ctr run` reads the fifos; it dies while output streams.
-  pid_t reader = ctrd_.CtrBackground(
-      With(Run(""), {"--rootfs", rootfs_, "chatty", "/bin/sh", "-c", "while true; do echo lots of output; done"}),
-      ctrd_.dir() + "/chatty.out");
+  pid_t reader = ctrd_.CtrBackground(With(Run(""), {"--rootfs", rootfs_, "chatty", "/bin/sh", "-c",
+                                                    "while true; do echo lots of output; done"}),
+                                     ctrd_.dir() + "/chatty.out");
   ASSERT_TRUE(WaitFor([&] { return ctrd_.TaskStatus("chatty") == "RUNNING"; }, 15s));
   std::this_thread::sleep_for(300ms);
   ::kill(reader, SIGKILL);
   ::waitpid(reader, nullptr, 0);
   std::this_thread::sleep_for(500ms);
   EXPECT_EQ(ctrd_.TaskStatus("chatty"), "RUNNING");
-  RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "e1", "chatty", "/bin/echo", "still serving"});
+  RunResult ex =
+      ctrd_.Ctr({"task", "exec", "--exec-id", "e1", "chatty", "/bin/echo", "still serving"});
   EXPECT_EQ(ex.exit_code, 0) << ex.err;
   EXPECT_EQ(ex.out, "still serving\n");
   KillAndDelete("chatty");
@@ -142,8 +154,8 @@ TEST_F(FaultTest, AFileLogOnAFullFilesystemKeepsTheContainerRunningAndIsLogged) 
   std::string tiny = ctrd_.dir() + "/tiny";
   ::mkdir(tiny.c_str(), 0755);
   ASSERT_EQ(::mount("tmpfs", tiny.c_str(), "tmpfs", 0, "size=64k"), 0) << std::strerror(errno);
-  RunResult r = ctrd_.Ctr(With(Run(""), {"-d", "--log-uri", "file://" + tiny + "/log", "--rootfs", rootfs_, "full",
-                                         "/bin/sh", "-c",
+  RunResult r = ctrd_.Ctr(With(Run(""), {"-d", "--log-uri", "file://" + tiny + "/log", "--rootfs",
+                                         rootfs_, "full", "/bin/sh", "-c",
                                          "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; "
                                          "echo line $i of output that will not fit; done"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -157,7 +169,8 @@ TEST_F(FaultTest, AFileLogOnAFullFilesystemKeepsTheContainerRunningAndIsLogged) 
   // largest of a few.)
   int before = 0;
   for (int i = 0; i < 5; ++i) before = std::max(before, count());
-  EXPECT_TRUE(WaitFor([&] { return count() > before; }, 5s)) << "the container stopped while its log is full";
+  EXPECT_TRUE(WaitFor([&] { return count() > before; }, 5s))
+      << "the container stopped while its log is full";
   EXPECT_EQ(ctrd_.TaskStatus("full"), "RUNNING");
   EXPECT_THAT(ctrd_.log(), HasSubstr("No space left on device"));
   KillAndDelete("full");
@@ -166,19 +179,28 @@ TEST_F(FaultTest, AFileLogOnAFullFilesystemKeepsTheContainerRunningAndIsLogged) 
 }
 
 TEST_F(FaultTest, ContainerdKilledDuringAnExecReconnectsAndTheTaskStaysManageable) {
-  RunResult r = ctrd_.Ctr(With(Run(""), {"-d", "--rootfs", rootfs_, "survive", "/bin/sleep", "1000"}));
+  RunResult r =
+      ctrd_.Ctr(With(Run(""), {"-d", "--rootfs", rootfs_, "survive", "/bin/sleep", "1000"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_TRUE(WaitFor([&] { return ctrd_.TaskStatus("survive") == "RUNNING"; }, 15s));
-  pid_t exec = ctrd_.CtrBackground({"task", "exec", "--exec-id", "long", "survive", "/bin/sleep", "2"},
-                                   ctrd_.dir() + "/exec.out");
-  ASSERT_TRUE(WaitFor([&] { return ctrd_.Ctr({"task", "ps", "survive"}).out.find('\n') != std::string::npos &&
-                                   CountProcesses("^/bin/sleep 2$") > 0; }, 15s));
+  pid_t exec =
+      ctrd_.CtrBackground({"task", "exec", "--exec-id", "long", "survive", "/bin/sleep", "2"},
+                          ctrd_.dir() + "/exec.out");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return ctrd_.Ctr({"task", "ps", "survive"}).out.find('\n') != std::string::npos &&
+               CountProcesses("^/bin/sleep 2$") > 0;
+      },
+      15s));
   ASSERT_TRUE(ctrd_.CrashAndRestart()) << ctrd_.log();
   ::waitpid(exec, nullptr, 0);  // its containerd went away
   // The shim kept running: containerd reconnects through the bundle's address.
-  EXPECT_TRUE(WaitFor([&] { return ctrd_.TaskStatus("survive") == "RUNNING"; }, 15s)) << ctrd_.TaskStatus("survive");
-  EXPECT_TRUE(WaitFor([&] { return CountProcesses("^/bin/sleep 2$") == 0; }, 10s));  // the exec ran to its end
-  RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "after", "survive", "/bin/echo", "after restart"});
+  EXPECT_TRUE(WaitFor([&] { return ctrd_.TaskStatus("survive") == "RUNNING"; }, 15s))
+      << ctrd_.TaskStatus("survive");
+  EXPECT_TRUE(WaitFor([&] { return CountProcesses("^/bin/sleep 2$") == 0; },
+                      10s));  // the exec ran to its end
+  RunResult ex =
+      ctrd_.Ctr({"task", "exec", "--exec-id", "after", "survive", "/bin/echo", "after restart"});
   EXPECT_EQ(ex.exit_code, 0) << ex.err;
   EXPECT_EQ(ex.out, "after restart\n");
   KillAndDelete("survive");

@@ -40,7 +40,11 @@ class HypervisorTest : public ::testing::Test {
     // state directory. (Other tests may run VMs at the same time.)
     for (const auto& id : ids_) {
       std::string dir = VmDir(id);
-      EXPECT_TRUE(WaitFor([&] { return RunCommand({"pgrep", "-f", dir}).out.empty(); }, 10s))
+      EXPECT_TRUE(WaitFor(
+          [&] {
+            return RunCommand({"pgrep", "-f", dir}).out.empty();
+          },
+          10s))
           << RunCommand({"pgrep", "-fa", dir}).out;
       EXPECT_NE(::access(dir.c_str(), F_OK), 0) << dir;
     }
@@ -88,7 +92,11 @@ TEST_F(HypervisorTest, AnnotationSelectsTheVmAndUnameIsTheGuestKernel) {
 
 TEST_F(HypervisorTest, RuntimeConfigFileSelectsTheVm) {
   std::string cfg = ctrd_.dir() + "/hv.json";
-  ASSERT_TRUE(WriteFileAtomic(cfg, R"({"sandboxIsolation":"HYPERVISOR","vmAccelerator":"TCG","vmMemorySizeInMb":384})", 0644).ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(
+          cfg, R"({"sandboxIsolation":"HYPERVISOR","vmAccelerator":"TCG","vmMemorySizeInMb":384})",
+          0644)
+          .ok());
   RunResult r = CtrRun({"--rm", "--runtime-config-path", cfg}, "uname2", {"/bin/uname", "-r"});
   ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
   EXPECT_EQ(TrimNewlines(r.out), guest_kernel_);
@@ -100,7 +108,8 @@ TEST_F(HypervisorTest, ExitCodesStdinAndStderrBehaveAsInProcessIsolation) {
                         {.stdin_data = "data\nmore\n"});
   EXPECT_EQ(in.exit_code, 0) << in.err;
   EXPECT_EQ(in.out, "data\n");
-  RunResult err = CtrRun(With({"--rm"}, kHypervisor), "stderr1", {"/bin/sh", "-c", "echo oops >&2"});
+  RunResult err =
+      CtrRun(With({"--rm"}, kHypervisor), "stderr1", {"/bin/sh", "-c", "echo oops >&2"});
   EXPECT_EQ(err.err, "oops\n") << ctrd_.log();
 }
 
@@ -112,7 +121,8 @@ TEST_F(HypervisorTest, StdinEveryByteArrivesInTheGuest) {
   for (size_t n : {size_t{1}, size_t{4096}, size_t{65537}, size_t{100000}, size_t{10 << 20}}) {
     SCOPED_TRACE(n);
     std::string data = TestBytes(n, static_cast<uint32_t>(n) + 3);
-    std::vector<std::string> exec = {"task", "exec", "--exec-id", "in" + std::to_string(n), "vmstdin"};
+    std::vector<std::string> exec = {"task", "exec", "--exec-id", "in" + std::to_string(n),
+                                     "vmstdin"};
     auto cmd = CountStdinCommand();
     exec.insert(exec.end(), cmd.begin(), cmd.end());
     RunResult ex = ctrd_.Ctr(exec, {.stdin_data = data, .timeout = 120s});
@@ -133,8 +143,8 @@ TEST_F(HypervisorTest, TerminalRunsInTheGuestAndSeesTheResize) {
   std::string cmd = "stty cols 77 rows 21; ctr --address " + ctrd_.grpc_address() +
                     " run -t --rm --runtime io.containerd.runhcs.v1 --annotation "
                     "io.containerd.runhcs.v1.isolation=hypervisor --annotation "
-                    "io.containerd.runhcs.v1.vm-accelerator=tcg --rootfs " + rootfs_ +
-                    " tty1 /bin/sh -c 'sleep 0.3; stty size; tty; uname -r; exit 4'";
+                    "io.containerd.runhcs.v1.vm-accelerator=tcg --rootfs " +
+                    rootfs_ + " tty1 /bin/sh -c 'sleep 0.3; stty size; tty; uname -r; exit 4'";
   RunResult r = RunCommand({"script", "-qec", cmd, "/dev/null"});
   EXPECT_EQ(r.exit_code, 4) << r.out << r.err;
   EXPECT_NE(r.out.find("21 77"), std::string::npos) << r.out;
@@ -150,7 +160,8 @@ TEST_F(HypervisorTest, ExecKillDeleteAndEventOrder) {
                        {"/bin/sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"});
   ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
   ASSERT_TRUE(WaitFor([&] { return TaskStatus("det1") == "RUNNING"; }, 10s));
-  RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "x1", "det1", "/bin/sh", "-c", "uname -r; exit 5"});
+  RunResult ex =
+      ctrd_.Ctr({"task", "exec", "--exec-id", "x1", "det1", "/bin/sh", "-c", "uname -r; exit 5"});
   EXPECT_EQ(ex.exit_code, 5) << ex.err;
   EXPECT_EQ(TrimNewlines(ex.out), guest_kernel_);
   EXPECT_EQ(ctrd_.Ctr({"task", "kill", "det1"}).exit_code, 0);
@@ -167,8 +178,8 @@ TEST_F(HypervisorTest, ExecKillDeleteAndEventOrder) {
   std::stringstream ss(text);
   for (std::string line; std::getline(ss, line);) {
     if (line.find("det1") == std::string::npos) continue;
-    for (const char* t : {"/tasks/create", "/tasks/start", "/tasks/exec-added", "/tasks/exec-started",
-                          "/tasks/exit", "/tasks/delete"}) {
+    for (const char* t : {"/tasks/create", "/tasks/start", "/tasks/exec-added",
+                          "/tasks/exec-started", "/tasks/exit", "/tasks/delete"}) {
       if (line.find(std::string(t) + " ") != std::string::npos) order.push_back(t);
     }
   }
@@ -213,12 +224,17 @@ TEST_F(HypervisorTest, ShimKilledLeavesNoVmNoMountsNoSocket) {
   ASSERT_EQ(::access(entry.c_str(), F_OK), 0) << entry;
   ASSERT_EQ(::kill(shim, SIGKILL), 0);
   EXPECT_TRUE(WaitFor([&] { return QemuPid("vmorphan") == 0; }, 10s)) << "qemu outlived its shim";
-  EXPECT_TRUE(WaitFor([&] { return RunCommand({"pgrep", "-f", VmDir("vmorphan")}).out.empty(); }, 10s))
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return RunCommand({"pgrep", "-f", VmDir("vmorphan")}).out.empty();
+      },
+      10s))
       << RunCommand({"pgrep", "-fa", VmDir("vmorphan")}).out;
   EXPECT_TRUE(WaitFor([&] { return TaskStatus("vmorphan") != "RUNNING"; }, 15s));
   ctrd_.Ctr({"task", "delete", "vmorphan"});
   ctrd_.Ctr({"container", "delete", "vmorphan"});
-  EXPECT_TRUE(WaitFor([&] { return ::access(VmDir("vmorphan").c_str(), F_OK) != 0; }, 10s)) << VmDir("vmorphan");
+  EXPECT_TRUE(WaitFor([&] { return ::access(VmDir("vmorphan").c_str(), F_OK) != 0; }, 10s))
+      << VmDir("vmorphan");
   EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find(VmDir("vmorphan")), std::string::npos);
   EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find(bundle), std::string::npos);
   EXPECT_NE(::access(sock.c_str(), F_OK), 0) << "socket left: " << sock;
@@ -230,8 +246,9 @@ TEST_F(HypervisorTest, OomInTheGuestGivesTaskOomThenExit137) {
   pid_t ev = ctrd_.CtrBackground({"events"}, events);
   std::this_thread::sleep_for(300ms);
   // dd reads 256 MiB of zeros into one buffer: past a 32 MiB limit.
-  RunResult r = CtrRun(With({"--rm", "--memory-limit", "33554432"}, kHypervisor), "oomvm",
-                       {"/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"});
+  RunResult r =
+      CtrRun(With({"--rm", "--memory-limit", "33554432"}, kHypervisor), "oomvm",
+             {"/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"});
   EXPECT_EQ(r.exit_code, 137) << r.out << r.err;
   std::this_thread::sleep_for(300ms);
   ::kill(ev, SIGTERM);
@@ -249,8 +266,9 @@ TEST_F(HypervisorTest, PauseFreezesTheContainerInTheGuestAndResumeThawsIt) {
   pid_t ev = ctrd_.CtrBackground({"events"}, events);
   std::this_thread::sleep_for(300ms);
   // A counter in the container's /tmp: the rootfs is shared with the host.
-  RunResult r = CtrRun(With({"-d"}, kHypervisor), "pause1",
-                       {"/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done"});
+  RunResult r = CtrRun(
+      With({"-d"}, kHypervisor), "pause1",
+      {"/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_TRUE(WaitFor([&] { return TaskStatus("pause1") == "RUNNING"; }, 30s));
   std::string counter = rootfs_ + "/tmp/n";
@@ -302,7 +320,12 @@ TEST_F(HypervisorTest, StatsHoldTheContainersGuestCgroupAndTheVmsOwnFigures) {
   };
   // The container's cgroup in the guest (v2): both sleeps, once the shell
   // has started the second.
-  EXPECT_TRUE(WaitFor([&] { fetch(); return s.linux_v2().pids().current() == 2; }, 10s))
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        fetch();
+        return s.linux_v2().pids().current() == 2;
+      },
+      10s))
       << s.linux_v2().pids().current();
   EXPECT_EQ(s.linux_v2().memory().usage_limit(), 67108864u);
   EXPECT_GT(s.linux_v2().memory().usage(), 0u);

@@ -71,14 +71,17 @@ class LaunchTest : public ::testing::Test {
     bundles_.push_back(b);
     return b;
   }
-  RunResult Start(const std::string& id, const std::string& bundle, const std::string& stdin_data = "",
-                  std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {kShim, "-namespace", "runhcs-test", "-address", address_,
-                                      "-publish-binary", "/usr/bin/containerd", "-id", id};
+  RunResult Start(const std::string& id, const std::string& bundle,
+                  const std::string& stdin_data = "", std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {kShim,    "-namespace",      "runhcs-test",         "-address",
+                                     address_, "-publish-binary", "/usr/bin/containerd", "-id",
+                                     id};
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.push_back("start");
-    RunResult r = RunCommand(argv, {.cwd = bundle, .stdin_data = stdin_data,
-                             .env = {{"TTRPC_ADDRESS", address_ + ".ttrpc"}}, .combined = true});
+    RunResult r = RunCommand(argv, {.cwd = bundle,
+                                    .stdin_data = stdin_data,
+                                    .env = {{"TTRPC_ADDRESS", address_ + ".ttrpc"}},
+                                    .combined = true});
     pid_t pid = std::atoi(ReadFileOr(bundle + "/shim.pid", "0").c_str());
     if (pid > 0) daemons_.push_back(pid);
     return r;
@@ -103,7 +106,8 @@ TEST_F(LaunchTest, Start_PrintsOnlyTheAddressAndDetachesTheDaemon) {
   RunResult r = Start(id_, bundle_);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);  // not held by the daemon
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_TRUE(std::regex_match(r.out, std::regex("unix:///run/containerd/s/[0-9a-f]{64}"))) << r.out;
+  EXPECT_TRUE(std::regex_match(r.out, std::regex("unix:///run/containerd/s/[0-9a-f]{64}")))
+      << r.out;
   EXPECT_EQ(ReadFileOr(bundle_ + "/address"), r.out);  // atomic, no newline
   struct stat sb;
   std::string sock = UnixAddress::Parse(r.out).path;
@@ -116,7 +120,8 @@ TEST_F(LaunchTest, Start_PrintsOnlyTheAddressAndDetachesTheDaemon) {
   // stdin carries the options to the daemon, which then swaps it for
   // /dev/null; none of its stdio may stay on containerd's pipe.
   for (int fd : {0, 1, 2}) {
-    for (int i = 0; i < 100 && FdTarget(pid, fd) != "/dev/null"; ++i) std::this_thread::sleep_for(20ms);
+    for (int i = 0; i < 100 && FdTarget(pid, fd) != "/dev/null"; ++i)
+      std::this_thread::sleep_for(20ms);
     EXPECT_EQ(FdTarget(pid, fd), "/dev/null") << "fd " << fd;
   }
   EXPECT_EQ(::getsid(pid), pid);  // its own session, off containerd's
@@ -141,7 +146,9 @@ TEST_F(LaunchTest, Daemon_ServesConnectAndErrorsThenShutsDownCleanly) {
   v2::StateResponse sresp;
   Status st = Task(client).State(sreq, &sresp);
   EXPECT_EQ(st.code(), Code::kNotFound);
-  EXPECT_EQ(client->Call(containerd::task::v2::TaskClient::kServiceName, "Bogus", sreq, nullptr).code(), Code::kNotImplemented);
+  EXPECT_EQ(
+      client->Call(containerd::task::v2::TaskClient::kServiceName, "Bogus", sreq, nullptr).code(),
+      Code::kNotImplemented);
   v2::ShutdownRequest sd;
   sd.set_id(id_);
   EXPECT_TRUE(Task(client).Shutdown(sd, nullptr).ok());
@@ -201,11 +208,12 @@ TEST_F(LaunchTest, Start_AcceptsKnownOptionsAndRejectsOthers) {
 
 TEST_F(LaunchTest, Start_BadInputFailsClearly) {
   RunResult no_id = RunCommand({kShim, "-namespace", "n", "-address", address_, "start"},
-                        {.cwd = bundle_, .combined = true});
+                               {.cwd = bundle_, .combined = true});
   EXPECT_NE(no_id.exit_code, 0);
   EXPECT_NE(no_id.out.find("-id"), std::string::npos) << no_id.out;
 
-  std::string bad_cri = MakeBundle(id_ + "-cri", R"({"annotations":{"io.kubernetes.cri.sandbox-id":"p"}})");
+  std::string bad_cri =
+      MakeBundle(id_ + "-cri", R"({"annotations":{"io.kubernetes.cri.sandbox-id":"p"}})");
   RunResult cri = Start(id_ + "-cri", bad_cri);
   EXPECT_NE(cri.exit_code, 0);
   EXPECT_NE(cri.out.find("io.kubernetes.cri.container-type"), std::string::npos) << cri.out;
@@ -237,9 +245,10 @@ TEST_F(LaunchTest, Delete_PrintsOnlyDeleteResponseIsIdempotentAndCleansStaleSock
   std::string sock = UnixAddress::Parse(r.out).path;
   ASSERT_EQ(::access(sock.c_str(), F_OK), 0);
   for (int i = 0; i < 2; ++i) {
-    RunResult d = RunCommand({kShim, "-namespace", "runhcs-test", "-address", address_, "-publish-binary",
-                       "/usr/bin/containerd", "-id", id_, "-bundle", bundle_, "delete"},
-                      {.cwd = bundle_});
+    RunResult d =
+        RunCommand({kShim, "-namespace", "runhcs-test", "-address", address_, "-publish-binary",
+                    "/usr/bin/containerd", "-id", id_, "-bundle", bundle_, "delete"},
+                   {.cwd = bundle_});
     ASSERT_EQ(d.exit_code, 0) << d.err;
     v2::DeleteResponse resp;
     ASSERT_TRUE(resp.ParseFromString(d.out));
@@ -253,9 +262,12 @@ TEST_F(LaunchTest, Delete_PrintsOnlyDeleteResponseIsIdempotentAndCleansStaleSock
 TEST_F(LaunchTest, Start_WorkloadJoinsItsSandboxShimAndSpawnsNothing) {
   std::string pod = id_ + "-pod";
   std::string sb = MakeBundle(pod, R"({"annotations":{"io.kubernetes.cri.container-type":"sandbox",
-                                      "io.kubernetes.cri.sandbox-id":")" + pod + R"("}})");
-  std::string wl = MakeBundle(id_ + "-wl", R"({"annotations":{"io.kubernetes.cri.container-type":"container",
-                                      "io.kubernetes.cri.sandbox-id":")" + pod + R"("}})");
+                                      "io.kubernetes.cri.sandbox-id":")" +
+                                       pod + R"("}})");
+  std::string wl =
+      MakeBundle(id_ + "-wl", R"({"annotations":{"io.kubernetes.cri.container-type":"container",
+                                      "io.kubernetes.cri.sandbox-id":")" +
+                                  pod + R"("}})");
   // No sandbox shim yet: a clear error.
   RunResult early = Start(id_ + "-wl", wl);
   EXPECT_NE(early.exit_code, 0);

@@ -28,7 +28,8 @@ class PodFixture : public ::testing::Test {
   void TearDown() override {
     for (const auto& pod : pods_) {
       std::string dir = VmDir(pod);
-      EXPECT_TRUE(WaitFor([&] { return CountProcesses(dir) == 0; }, 10s)) << RunCommand({"pgrep", "-fa", dir}).out;
+      EXPECT_TRUE(WaitFor([&] { return CountProcesses(dir) == 0; }, 10s))
+          << RunCommand({"pgrep", "-fa", dir}).out;
       EXPECT_NE(::access(dir.c_str(), F_OK), 0) << dir;
     }
   }
@@ -39,8 +40,8 @@ class PodFixture : public ::testing::Test {
     std::vector<std::string> a = {"--annotation", "io.kubernetes.cri.container-type=" + type,
                                   "--annotation", "io.kubernetes.cri.sandbox-id=" + pod};
     if (hypervisor) {
-      a.insert(a.end(), {"--annotation", "io.containerd.runhcs.v1.isolation=hypervisor", "--annotation",
-                         "io.containerd.runhcs.v1.vm-accelerator=tcg"});
+      a.insert(a.end(), {"--annotation", "io.containerd.runhcs.v1.isolation=hypervisor",
+                         "--annotation", "io.containerd.runhcs.v1.vm-accelerator=tcg"});
     }
     return a;
   }
@@ -50,9 +51,11 @@ class PodFixture : public ::testing::Test {
     args.insert(args.end(), {"--rootfs", rootfs_, id, "/bin/sleep", "1000"});
     RunResult r = ctrd_.Ctr(args);
     ASSERT_EQ(r.exit_code, 0) << id << ": " << r.err << ctrd_.log();
-    ASSERT_TRUE(WaitFor([&] { return ctrd_.TaskStatus(id) == "RUNNING"; }, 15s)) << ctrd_.TaskStatus(id);
+    ASSERT_TRUE(WaitFor([&] { return ctrd_.TaskStatus(id) == "RUNNING"; }, 15s))
+        << ctrd_.TaskStatus(id);
   }
-  void StartPod(const std::string& pod, const std::vector<std::string>& workloads, bool hypervisor) {
+  void StartPod(const std::string& pod, const std::vector<std::string>& workloads,
+                bool hypervisor) {
     pods_.push_back(pod);
     RunDetached(pod, Cri("sandbox", pod, hypervisor));
     for (const auto& w : workloads) RunDetached(w, Cri("container", pod, false));
@@ -61,7 +64,8 @@ class PodFixture : public ::testing::Test {
     for (const auto& id : ids) ctrd_.KillAndDelete(id);
   }
   std::string BootId(const std::string& id, const std::string& exec_id) {
-    RunResult r = ctrd_.Ctr({"task", "exec", "--exec-id", exec_id, id, "/bin/cat", "/proc/sys/kernel/random/boot_id"});
+    RunResult r = ctrd_.Ctr(
+        {"task", "exec", "--exec-id", exec_id, id, "/bin/cat", "/proc/sys/kernel/random/boot_id"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return TrimNewlines(r.out);
   }

@@ -24,7 +24,8 @@ using PodTest = PodFixture;
 TEST_F(PodTest, HypervisorPodIsOneShimAndOneVmForAllItsContainers) {
   StartPod("pod1", {"pod1-a", "pod1-b"}, /*hypervisor=*/true);
   EXPECT_EQ(CountProcesses("containerd-shim-runhcs-v1 .*-id pod1 "), 1);
-  EXPECT_EQ(CountProcesses("containerd-shim-runhcs-v1 .*-id pod1-"), 0);  // workloads joined, spawned nothing
+  EXPECT_EQ(CountProcesses("containerd-shim-runhcs-v1 .*-id pod1-"),
+            0);  // workloads joined, spawned nothing
   EXPECT_EQ(CountProcesses("qemu-system.*" + VmDir("pod1")), 1);
   std::string a = BootId("pod1-a", "x1"), b = BootId("pod1-b", "x2");
   EXPECT_FALSE(a.empty());
@@ -35,7 +36,8 @@ TEST_F(PodTest, HypervisorPodIsOneShimAndOneVmForAllItsContainers) {
   EXPECT_EQ(ctrd_.TaskStatus("pod1-a"), "RUNNING");
   EXPECT_EQ(CountProcesses("qemu-system.*" + VmDir("pod1")), 1);
   Remove({"pod1-a", "pod1"});
-  EXPECT_TRUE(WaitFor([] { return CountProcesses("containerd-shim-runhcs-v1 .*-id pod1 ") == 0; }, 10s));
+  EXPECT_TRUE(
+      WaitFor([] { return CountProcesses("containerd-shim-runhcs-v1 .*-id pod1 ") == 0; }, 10s));
 }
 
 TEST_F(PodTest, QemuKilledEndsEveryTaskWorkloadsFirst) {
@@ -58,7 +60,8 @@ TEST_F(PodTest, QemuKilledEndsEveryTaskWorkloadsFirst) {
     if (line.find("/tasks/exit ") == std::string::npos) continue;
     EXPECT_NE(line.find(R"("exit_status":1)"), std::string::npos) << line;
     for (const char* id : {"pod2-a", "pod2-b", "pod2"}) {
-      if (line.find(std::string(R"("container_id":")") + id + "\"") != std::string::npos) exits.push_back(id);
+      if (line.find(std::string(R"("container_id":")") + id + "\"") != std::string::npos)
+        exits.push_back(id);
     }
   }
   ASSERT_EQ(exits.size(), 3u) << ReadFileOr(events);
@@ -133,13 +136,15 @@ TEST_F(PodTest, ProcessIsolatedPodSharesOneShim) {
   // The host's kernel: no VM.
   EXPECT_EQ(BootId("pod5-a", "x"), TrimNewlines(ReadFileOr("/proc/sys/kernel/random/boot_id")));
   Remove({"pod5-a", "pod5-b", "pod5"});
-  EXPECT_TRUE(WaitFor([] { return CountProcesses("containerd-shim-runhcs-v1 .*-id pod5 ") == 0; }, 10s));
+  EXPECT_TRUE(
+      WaitFor([] { return CountProcesses("containerd-shim-runhcs-v1 .*-id pod5 ") == 0; }, 10s));
 }
 
 TEST_F(PodTest, WorkloadWithoutItsSandboxIsRejected) {
-  RunResult r = ctrd_.Ctr({"run", "-d", "--runtime", "io.containerd.runhcs.v1", "--annotation",
-                           "io.kubernetes.cri.container-type=container", "--annotation",
-                           "io.kubernetes.cri.sandbox-id=nopod", "--rootfs", rootfs_, "orphan", "/bin/true"});
+  RunResult r =
+      ctrd_.Ctr({"run", "-d", "--runtime", "io.containerd.runhcs.v1", "--annotation",
+                 "io.kubernetes.cri.container-type=container", "--annotation",
+                 "io.kubernetes.cri.sandbox-id=nopod", "--rootfs", rootfs_, "orphan", "/bin/true"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("nopod"), std::string::npos) << "ERR:" << r.err << "OUT:" << r.out;
 }

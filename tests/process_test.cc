@@ -54,7 +54,8 @@ class ProcessTest : public ::testing::Test {
   void RunDetached(const std::string& id, const std::vector<std::string>& flags = {}) {
     std::vector<std::string> f = {"-d"};
     f.insert(f.end(), flags.begin(), flags.end());
-    RunResult r = CtrRun(f, id, {"/bin/sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"});
+    RunResult r =
+        CtrRun(f, id, {"/bin/sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done"});
     ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
     ASSERT_TRUE(WaitFor([&] { return TaskStatus(id) == "RUNNING"; }, 10s)) << TaskStatus(id);
   }
@@ -87,7 +88,9 @@ TEST_F(ProcessTest, RunRm_EchoPrintsAndExitCodesPropagate) {
   EXPECT_EQ(err.err, "oops\n");
   // --rm left nothing behind.
   EXPECT_EQ(ctrd_.Ctr({"task", "ls", "-q"}).out, "");
-  EXPECT_EQ(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id (echo1|exit3|stderr1) "}).exit_code, 1);
+  EXPECT_EQ(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id (echo1|exit3|stderr1) "})
+                .exit_code,
+            1);
 }
 
 TEST_F(ProcessTest, Stdin_PipedDataReachesTheProcess) {
@@ -114,7 +117,8 @@ TEST_F(ProcessTest, Stdin_EveryByteArrivesForRunAndExec) {
     RunResult run = CtrRun({"--rm"}, id, CountStdinCommand(), {.stdin_data = data, .timeout = 60s});
     EXPECT_EQ(run.exit_code, 0) << run.err;
     EXPECT_EQ(run.out, CountStdinExpected(data)) << "ctr run";
-    std::vector<std::string> exec = {"task", "exec", "--exec-id", "in" + std::to_string(n), "stdinx"};
+    std::vector<std::string> exec = {"task", "exec", "--exec-id", "in" + std::to_string(n),
+                                     "stdinx"};
     auto cmd = CountStdinCommand();
     exec.insert(exec.end(), cmd.begin(), cmd.end());
     RunResult ex = ctrd_.Ctr(exec, {.stdin_data = data, .timeout = 60s});
@@ -123,9 +127,9 @@ TEST_F(ProcessTest, Stdin_EveryByteArrivesForRunAndExec) {
   }
   // A process that starts reading late still gets all of it.
   std::string data = TestBytes(300000, 7);
-  RunResult late = ctrd_.Ctr({"task", "exec", "--exec-id", "late", "stdinx", "/bin/sh", "-c",
-                              "sleep 1; wc -c"},
-                             {.stdin_data = data, .timeout = 60s});
+  RunResult late =
+      ctrd_.Ctr({"task", "exec", "--exec-id", "late", "stdinx", "/bin/sh", "-c", "sleep 1; wc -c"},
+                {.stdin_data = data, .timeout = 60s});
   EXPECT_EQ(late.out, "300000\n") << late.err;
   // 100 MB through one exec.
   std::string big = TestBytes(100 << 20, 9);
@@ -146,35 +150,41 @@ TEST_F(ProcessTest, Stdin_TerminalDeliversTheByte) {
     std::string file = ctrd_.dir() + "/tty-in";
     ASSERT_TRUE(WriteFileAtomic(file, data, 0644).ok());
     std::string id = "ttyin" + std::to_string(n);
-    std::string cmd = "ctr --address " + ctrd_.grpc_address() + " run -t --rm --runtime io.containerd.runhcs.v1 --rootfs " +
-                      rootfs_ + " " + id + " /bin/sh -c 'stty raw -echo; echo n=$(head -c " + std::to_string(n) +
+    std::string cmd = "ctr --address " + ctrd_.grpc_address() +
+                      " run -t --rm --runtime io.containerd.runhcs.v1 --rootfs " + rootfs_ + " " +
+                      id + " /bin/sh -c 'stty raw -echo; echo n=$(head -c " + std::to_string(n) +
                       " | wc -c)' <" + file;
     RunResult r = RunCommand({"script", "-qec", cmd, "/dev/null"}, {.timeout = 60s});
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_NE(r.out.find("n=" + std::to_string(n) + "\r"), std::string::npos) << r.out.substr(r.out.size() > 300 ? r.out.size() - 300 : 0);
+    EXPECT_NE(r.out.find("n=" + std::to_string(n) + "\r"), std::string::npos)
+        << r.out.substr(r.out.size() > 300 ? r.out.size() - 300 : 0);
   }
 }
 
 // A container joining another's pid namespace (a pod's shared one, CRI's
-// shareProcessNamespace; hostPID is the same case): when init exits, a child holding its stdout is killed at once,
-// as runc-v2 does, so the exit is not held up by the 2 s output drain.
+// shareProcessNamespace; hostPID is the same case): when init exits, a child holding its stdout is
+// killed at once, as runc-v2 does, so the exit is not held up by the 2 s output drain.
 TEST_F(ProcessTest, NoPidNamespaceOfItsOwn_InitExitEndsTheRestAtOnce) {
   RunDetached("pidholder");  // the pod's shared pid namespace
   std::string ns = fmt::format("pid:/proc/{}/ns/pid", InitPid("pidholder"));
   auto t0 = std::chrono::steady_clock::now();
-  RunResult r = CtrRun({"--rm", "--with-ns", ns}, "sharedpid1", {"/bin/sh", "-c", "sleep 4242 & echo started"});
+  RunResult r = CtrRun({"--rm", "--with-ns", ns}, "sharedpid1",
+                       {"/bin/sh", "-c", "sleep 4242 & echo started"});
   auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "started\n");
   EXPECT_LT(took, 1500ms) << "the exit waited for the child's stdout";
-  EXPECT_TRUE(WaitFor([] { return CountProcesses("^sleep 4242$") == 0; }, 2s)) << "the child outlived init";
-  EXPECT_EQ(ctrd_.log().find("output still open"), std::string::npos) << "the output drain timed out";
+  EXPECT_TRUE(WaitFor([] { return CountProcesses("^sleep 4242$") == 0; }, 2s))
+      << "the child outlived init";
+  EXPECT_EQ(ctrd_.log().find("output still open"), std::string::npos)
+      << "the output drain timed out";
   KillAndDelete("pidholder");
 }
 
 TEST_F(ProcessTest, Detached_ExecPsKillDelete) {
   RunDetached("det1");
-  RunResult ex = ctrd_.Ctr({"task", "exec", "--exec-id", "x1", "det1", "/bin/cat", "/proc/self/status"});
+  RunResult ex =
+      ctrd_.Ctr({"task", "exec", "--exec-id", "x1", "det1", "/bin/cat", "/proc/self/status"});
   EXPECT_EQ(ex.exit_code, 0) << ex.err;
   EXPECT_NE(ex.out.find("Name:\tcat"), std::string::npos) << ex.out;
   RunResult ex5 = ctrd_.Ctr({"task", "exec", "--exec-id", "x2", "det1", "/bin/sh", "-c", "exit 5"});
@@ -196,8 +206,8 @@ TEST_F(ProcessTest, Sigkill_Gives137) {
   pid_t ctr = ::fork();
   if (ctr == 0) {
     ::execlp("ctr", "ctr", "--address", ctrd_.grpc_address().c_str(), "run", "--rm", "--runtime",
-             "io.containerd.runhcs.v1", "--rootfs", rootfs_.c_str(), "kill137", "/bin/sleep", "1000",
-             nullptr);
+             "io.containerd.runhcs.v1", "--rootfs", rootfs_.c_str(), "kill137", "/bin/sleep",
+             "1000", nullptr);
     ::_exit(127);
   }
   ASSERT_TRUE(WaitFor([&] { return TaskStatus("kill137") == "RUNNING"; }, 10s));
@@ -236,11 +246,13 @@ TEST_F(ProcessTest, LogUri_FileAndBinaryCaptureOutput) {
                               "cat <&3 > \"$2\" &\n"
                               "cat <&4 > \"$2.err\"\n"
                               "wait\n",
-                              0755).ok());
+                              0755)
+                  .ok());
   RunResult b = CtrRun({"--rm", "--log-uri", "binary://" + logger + "?out=" + captured}, "logbin",
                        {"/bin/sh", "-c", "echo bin-out; echo bin-err >&2"});
   EXPECT_EQ(b.exit_code, 0) << b.err;
-  EXPECT_TRUE(WaitFor([&] { return ReadFileOr(captured) == "bin-out\n"; }, 5s)) << ReadFileOr(captured);
+  EXPECT_TRUE(WaitFor([&] { return ReadFileOr(captured) == "bin-out\n"; }, 5s))
+      << ReadFileOr(captured);
   EXPECT_TRUE(WaitFor([&] { return ReadFileOr(captured + ".err") == "bin-err\n"; }, 5s));
 }
 
@@ -282,21 +294,23 @@ TEST_F(ProcessTest, Events_InOrderForAScriptedLifecycle) {
   EXPECT_EQ(ctrd_.Ctr({"task", "kill", "evt1"}).exit_code, 0);
   ASSERT_TRUE(WaitFor([&] { return TaskStatus("evt1") == "STOPPED"; }, 10s));
   EXPECT_EQ(ctrd_.Ctr({"task", "delete", "evt1"}).exit_code, 0);
-  std::vector<std::string> want = {"/tasks/create",  "/tasks/start",  "/tasks/exec-added",
-                                   "/tasks/exec-started", "/tasks/exit", "/tasks/delete",
-                                   "/tasks/paused",  "/tasks/resumed", "/tasks/exit",
+  std::vector<std::string> want = {"/tasks/create",       "/tasks/start",   "/tasks/exec-added",
+                                   "/tasks/exec-started", "/tasks/exit",    "/tasks/delete",
+                                   "/tasks/paused",       "/tasks/resumed", "/tasks/exit",
                                    "/tasks/delete"};
   std::vector<std::string> got;
-  ASSERT_TRUE(WaitFor([&] {
-    got.clear();
-    std::stringstream ss(ReadFileOr(events));
-    std::regex topic(R"((/tasks/[a-z-]+) \{"container_id":"evt1")");
-    for (std::string line; std::getline(ss, line);) {
-      std::smatch m;
-      if (std::regex_search(line, m, topic)) got.push_back(m[1]);
-    }
-    return got.size() >= want.size();
-  }, 10s));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        got.clear();
+        std::stringstream ss(ReadFileOr(events));
+        std::regex topic(R"((/tasks/[a-z-]+) \{"container_id":"evt1")");
+        for (std::string line; std::getline(ss, line);) {
+          std::smatch m;
+          if (std::regex_search(line, m, topic)) got.push_back(m[1]);
+        }
+        return got.size() >= want.size();
+      },
+      10s));
   ::kill(ev, SIGTERM);
   ::waitpid(ev, nullptr, 0);
   EXPECT_EQ(got, want) << ReadFileOr(events);
@@ -354,9 +368,9 @@ TEST_F(ProcessTest, ContainerdRestart_ReconnectsThroughAddressFile) {
 }
 
 TEST_F(ProcessTest, BadInput_ClearErrorsAndNothingLeft) {
-  RunResult nobin = CtrRun(
-      {"--rm", "--runtime-config-path", RuntimeConfig("nobin", R"({"ociRuntime":"/nonexistent/runc"})")},
-      "badbin", {"/bin/true"});
+  RunResult nobin = CtrRun({"--rm", "--runtime-config-path",
+                            RuntimeConfig("nobin", R"({"ociRuntime":"/nonexistent/runc"})")},
+                           "badbin", {"/bin/true"});
   EXPECT_NE(nobin.exit_code, 0);
   EXPECT_NE(nobin.err.find("not found"), std::string::npos) << nobin.err;
   RunResult noexe = CtrRun({"--rm"}, "badexe", {"/bin/does-not-exist"});
@@ -368,15 +382,19 @@ TEST_F(ProcessTest, BadInput_ClearErrorsAndNothingLeft) {
   EXPECT_NE(badexec.exit_code, 0);
   EXPECT_NE(badexec.err.find("OCI runtime exec failed"), std::string::npos) << badexec.err;
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "ctr must not wait on the fifos";
-  RunResult first = ctrd_.Ctr({"task", "exec", "-d", "--exec-id", "same", "dup1", "/bin/sleep", "100"});
+  RunResult first =
+      ctrd_.Ctr({"task", "exec", "-d", "--exec-id", "same", "dup1", "/bin/sleep", "100"});
   EXPECT_EQ(first.exit_code, 0) << first.err;
-  RunResult second = ctrd_.Ctr({"task", "exec", "-d", "--exec-id", "same", "dup1", "/bin/sleep", "100"});
+  RunResult second =
+      ctrd_.Ctr({"task", "exec", "-d", "--exec-id", "same", "dup1", "/bin/sleep", "100"});
   EXPECT_NE(second.exit_code, 0);
   EXPECT_NE(second.err.find("already exists"), std::string::npos) << second.err;
   KillAndDelete("dup1");
   ctrd_.Ctr({"container", "delete", "badbin"});
   ctrd_.Ctr({"container", "delete", "badexe"});
-  EXPECT_EQ(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id (badbin|badexe|dup1) "}).exit_code, 1);
+  EXPECT_EQ(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id (badbin|badexe|dup1) "})
+                .exit_code,
+            1);
 }
 
 TEST_F(ProcessTest, CrunOnHybridCgroupHost_FailsWithTheReason) {
@@ -404,7 +422,8 @@ class CrunTest : public ProcessTest {
 
 TEST_F(CrunTest, RunPauseResumeWithCrun) {
   std::string crun = RuntimeConfig("crun", R"({"ociRuntime":"crun"})");
-  RunResult r = CtrRun({"--rm", "--runtime-config-path", crun}, "crun1", {"/bin/echo", "hi from crun"});
+  RunResult r =
+      CtrRun({"--rm", "--runtime-config-path", crun}, "crun1", {"/bin/echo", "hi from crun"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "hi from crun\n");
   RunDetached("crun2", {"--runtime-config-path", crun});

@@ -29,7 +29,8 @@ class ShimdiagTest : public PodFixture {
     return RunCommand(args, o);
   }
   std::string ShimPid(const std::string& pod) {
-    return TrimNewlines(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id " + pod + " "}).out);
+    return TrimNewlines(
+        RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id " + pod + " "}).out);
   }
 };
 
@@ -52,7 +53,8 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
   }
   {
     SCOPED_TRACE("exec in the VM");
-    std::string guest_kernel = TrimNewlines(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release"));
+    std::string guest_kernel =
+        TrimNewlines(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release"));
     ASSERT_FALSE(guest_kernel.empty());
     RunResult r = Diag({"exec", shim, "uname", "-r"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -117,7 +119,8 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_THAT(r.err, HasSubstr("not absolute"));
     // What the VM runs on is never mounted over; the VM still answers after.
-    for (const char* bad : {"/", "/proc", "/dev", "/sys/fs", "/run", "/mnt/../../etc", "/init", "mnt"}) {
+    for (const char* bad :
+         {"/", "/proc", "/dev", "/sys/fs", "/run", "/mnt/../../etc", "/init", "mnt"}) {
       r = Diag({"share", shim, dir, bad});
       EXPECT_EQ(r.exit_code, 1) << bad;
       EXPECT_THAT(r.err, HasSubstr(fmt::format("{:?}", bad))) << bad;
@@ -148,18 +151,20 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
       return RunCommand(a);
     };
     auto screen = [&] { return tmux({"capture-pane", "-p", "-t", "t"}).out; };
-    std::string cmd = std::string(RUNHCS_SHIMDIAG_BINARY) + " exec -t " + shim + " /bin/sh; echo EXIT=$? > " + done +
-                      "; sleep 30";
+    std::string cmd = std::string(RUNHCS_SHIMDIAG_BINARY) + " exec -t " + shim +
+                      " /bin/sh; echo EXIT=$? > " + done + "; sleep 30";
     ASSERT_EQ(tmux({"new-session", "-d", "-s", "t", "-x", "120", "-y", "30", cmd}).exit_code, 0);
     EXPECT_TRUE(WaitFor([&] { return screen().find('#') != std::string::npos; }, 30s)) << screen();
     tmux({"send-keys", "-t", "t", "echo MARK-$((6*7)); tty; [ -t 0 ] && echo IS-A-TTY", "Enter"});
     // The output line, not the echoed command line that also names it.
-    EXPECT_TRUE(WaitFor([&] { return screen().find("\nIS-A-TTY\n") != std::string::npos; }, 30s)) << screen();
+    EXPECT_TRUE(WaitFor([&] { return screen().find("\nIS-A-TTY\n") != std::string::npos; }, 30s))
+        << screen();
     std::string s = screen();
     EXPECT_THAT(s, HasSubstr("MARK-42"));
     EXPECT_THAT(s, HasSubstr("/dev/pts/"));
     tmux({"send-keys", "-t", "t", "exit 5", "Enter"});
-    EXPECT_TRUE(WaitFor([&] { return ReadFileOr(done) == "EXIT=5\n"; }, 30s)) << ReadFileOr(done) << screen();
+    EXPECT_TRUE(WaitFor([&] { return ReadFileOr(done) == "EXIT=5\n"; }, 30s))
+        << ReadFileOr(done) << screen();
     tmux({"kill-server"});
   }
 

@@ -46,8 +46,9 @@ struct Footprint {
 };
 
 std::string Describe(const Footprint& f) {
-  return fmt::format("fds={} threads={} children={} mounts={} sockets={} pipes={} fifos={} rss={}kB", f.fds,
-                     f.threads, f.children, f.mounts, f.sockets, f.pipes, f.fifos, f.rss_kb);
+  return fmt::format(
+      "fds={} threads={} children={} mounts={} sockets={} pipes={} fifos={} rss={}kB", f.fds,
+      f.threads, f.children, f.mounts, f.sockets, f.pipes, f.fifos, f.rss_kb);
 }
 
 int Entries(const std::string& dir) {
@@ -125,7 +126,8 @@ class SoakTest : public ::testing::Test {
     ASSERT_EQ(r.exit_code, 0) << exec_id << ": " << r.err;
   }
 
-  Containerd ctrd_{DirName(RUNHCS_SHIM_BINARY), {{"GLIBC_TUNABLES", "glibc.malloc.tcache_count=0"}}};
+  Containerd ctrd_{DirName(RUNHCS_SHIM_BINARY),
+                   {{"GLIBC_TUNABLES", "glibc.malloc.tcache_count=0"}}};
   std::string rootfs_;
 };
 
@@ -136,7 +138,8 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   a.insert(a.end(), {"--rootfs", rootfs_, "soak", "/bin/sleep", "100000"});
   ASSERT_EQ(ctrd_.Ctr(a).exit_code, 0);
   ASSERT_TRUE(WaitFor([&] { return ctrd_.TaskStatus("soak") == "RUNNING"; }, 15s));
-  pid_t shim = std::atoi(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id soak "}).out.c_str());
+  pid_t shim =
+      std::atoi(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id soak "}).out.c_str());
   ASSERT_GT(shim, 0);
 
   // Warm-up: pools, arenas and lazily made things reach their steady size.
@@ -149,7 +152,8 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   auto idle_lines = [&] {
     std::string log = ctrd_.log();
     size_t count = 0;
-    for (size_t at = log.find(kIdleHeap); at != std::string::npos; at = log.find(kIdleHeap, at + 1)) ++count;
+    for (size_t at = log.find(kIdleHeap); at != std::string::npos; at = log.find(kIdleHeap, at + 1))
+      ++count;
     return count;
   };
   const size_t lines_before = idle_lines();
@@ -167,7 +171,8 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   WaitFor([&] { return (after = Measure(shim)) == before; }, 20s);
   // The figure after the execs must be a new one, not the last before them.
   WaitFor([&] { return idle_lines() > lines_before + 1; }, 20s);
-  ASSERT_GT(idle_lines(), lines_before + 1) << "no idle heap line after the execs: nothing to compare";
+  ASSERT_GT(idle_lines(), lines_before + 1)
+      << "no idle heap line after the execs: nothing to compare";
   long heap_after = LastIdleHeap(ctrd_.log());
   {  // the whole series: a leak shows as a rising line
     std::string log = ctrd_.log();
@@ -175,11 +180,13 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
       std::cout << "soak: shim log: " << log.substr(at, log.find('\n', at) - at) << "\n";
   }
   std::cout << "soak: " << n << " lifecycles in "
-            << std::chrono::duration_cast<std::chrono::seconds>(t1 - t0).count() << " s, " << n << " execs in "
-            << std::chrono::duration_cast<std::chrono::seconds>(t2 - t1).count() << " s\n"
+            << std::chrono::duration_cast<std::chrono::seconds>(t1 - t0).count() << " s, " << n
+            << " execs in " << std::chrono::duration_cast<std::chrono::seconds>(t2 - t1).count()
+            << " s\n"
             << "soak: before " << Describe(before) << "\nsoak: after lifecycles " << Describe(mid)
             << "\nsoak: after execs " << Describe(after) << "\n"
-            << fmt::format("soak: rss growth {:.2f}%\n", 100.0 * (after.rss_kb - before.rss_kb) / before.rss_kb)
+            << fmt::format("soak: rss growth {:.2f}%\n",
+                           100.0 * (after.rss_kb - before.rss_kb) / before.rss_kb)
             << fmt::format("soak: live heap {} -> {} B ({:+.2f}%)\n", heap_before, heap_after,
                            heap_before ? 100.0 * (heap_after - heap_before) / heap_before : 0.0);
   EXPECT_EQ(after.fds, before.fds);
@@ -190,7 +197,8 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   EXPECT_EQ(after.pipes, before.pipes);
   EXPECT_EQ(after.fifos, before.fifos);
   ASSERT_GT(heap_before, 0) << "no idle heap line in the shim's log";
-  EXPECT_LE(heap_after, heap_before + heap_before / 100) << "the live heap grew by more than 1%: a leak";
+  EXPECT_LE(heap_after, heap_before + heap_before / 100)
+      << "the live heap grew by more than 1%: a leak";
   EXPECT_LE(after.rss_kb, before.rss_kb + before.rss_kb / 100) << "RSS grew by more than 1%";
 
   ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", "soak"});

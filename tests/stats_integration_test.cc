@@ -43,7 +43,8 @@ class StatsTest : public ::testing::Test {
   uint64_t CgroupValue(pid_t pid, const std::string& controller, const std::string& file) {
     auto cg = stats::CgroupsOf(pid);
     EXPECT_TRUE(cg.ok());
-    std::string path = std::string(stats::kCgroupRoot) + "/" + controller + cg->v1[controller] + "/" + file;
+    std::string path =
+        std::string(stats::kCgroupRoot) + "/" + controller + cg->v1[controller] + "/" + file;
     return std::strtoull(ReadFileOr(path).c_str(), nullptr, 10);
   }
   pid_t InitPid(const std::string& id) {
@@ -63,18 +64,21 @@ class StatsTest : public ::testing::Test {
 
 TEST_F(StatsTest, CtrTaskMetricsPrintsTheContainersCgroupFiles) {
   ASSERT_FALSE(stats::IsUnified()) << "these hosts are cgroup v1; v2 is covered by unit tests";
-  RunResult r = ctrd_.Ctr({"run", "-d", "--runtime", "io.containerd.runhcs.v1", "--memory-limit", "67108864",
-                           "--rootfs", rootfs_, "m1", "/bin/sh", "-c", "sleep 1000 & sleep 1000"});
+  RunResult r =
+      ctrd_.Ctr({"run", "-d", "--runtime", "io.containerd.runhcs.v1", "--memory-limit", "67108864",
+                 "--rootfs", rootfs_, "m1", "/bin/sh", "-c", "sleep 1000 & sleep 1000"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_TRUE(WaitFor([&] { return ctrd_.TaskStatus("m1") == "RUNNING"; }, 15s));
   pid_t pid = InitPid("m1");
   ASSERT_GT(pid, 0);
   // sh execs its last command: two processes.
-  ASSERT_TRUE(WaitFor([&] { return Metrics("m1")["pids.current"] == "2"; }, 5s)) << ctrd_.Ctr({"task", "metrics", "m1"}).out;
+  ASSERT_TRUE(WaitFor([&] { return Metrics("m1")["pids.current"] == "2"; }, 5s))
+      << ctrd_.Ctr({"task", "metrics", "m1"}).out;
 
   auto m = Metrics("m1");
   EXPECT_EQ(m["memory.limit_in_bytes"], "67108864");
-  EXPECT_EQ(m["memory.limit_in_bytes"], std::to_string(CgroupValue(pid, "memory", "memory.limit_in_bytes")));
+  EXPECT_EQ(m["memory.limit_in_bytes"],
+            std::to_string(CgroupValue(pid, "memory", "memory.limit_in_bytes")));
   EXPECT_EQ(m["pids.current"], std::to_string(CgroupValue(pid, "pids", "pids.current")));
   uint64_t usage = std::strtoull(m["memory.usage_in_bytes"].c_str(), nullptr, 10);
   EXPECT_GT(usage, 0u);
@@ -102,9 +106,9 @@ TEST_F(StatsTest, AContainerPastItsMemoryLimitGetsTaskOomThenExit137) {
   pid_t ev = ctrd_.CtrBackground({"events"}, events);
   std::this_thread::sleep_for(300ms);
   // dd reads 256 MiB of zeros into one buffer: past a 32 MiB limit.
-  RunResult r = ctrd_.Ctr({"run", "--runtime", "io.containerd.runhcs.v1", "--memory-limit", "33554432", "--rootfs",
-                           rootfs_, "oom1", "/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=256M",
-                           "count=1"});
+  RunResult r = ctrd_.Ctr({"run", "--runtime", "io.containerd.runhcs.v1", "--memory-limit",
+                           "33554432", "--rootfs", rootfs_, "oom1", "/bin/busybox", "dd",
+                           "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"});
   EXPECT_EQ(r.exit_code, 137) << r.out << r.err;
   std::this_thread::sleep_for(300ms);
   ::kill(ev, SIGTERM);

@@ -4,8 +4,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -68,7 +68,8 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
   char buf[8192];
   while (out_open || err_open) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now()).count();
+                    deadline - std::chrono::steady_clock::now())
+                    .count();
     if (left <= 0) {
       r.timed_out = true;
       ::kill(-pid, SIGKILL);
@@ -96,7 +97,8 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
   return r;
 }
 
-Containerd::Containerd(const std::string& extra_path, std::vector<std::pair<std::string, std::string>> env)
+Containerd::Containerd(const std::string& extra_path,
+                       std::vector<std::pair<std::string, std::string>> env)
     : extra_path_(extra_path), env_(std::move(env)) {
   dir_ = MakeTempDir("runhcs-ctrd");
   std::ofstream cfg(dir_ + "/config.toml");
@@ -243,8 +245,8 @@ bool MakeBusyboxRootfs(const std::string& dir) {
     ::mkdir((dir + d).c_str(), 0755);
   }
   if (RunCommand({"cp", "/bin/busybox", dir + "/bin/busybox"}).exit_code != 0) return false;
-  for (const char* a : {"sh", "echo", "cat", "sleep", "true", "head", "stty", "uname", "ps", "trap", "wc",
-                        "sha256sum", "cut", "rm", "nc", "kill"}) {
+  for (const char* a : {"sh", "echo", "cat", "sleep", "true", "head", "stty", "uname", "ps", "trap",
+                        "wc", "sha256sum", "cut", "rm", "nc", "kill"}) {
     std::string link = dir + "/bin/" + a;
     ::symlink("busybox", link.c_str());
   }
@@ -309,12 +311,15 @@ std::string TestBytes(size_t n, uint32_t seed) {
 
 std::string TestText(size_t n) {
   std::string s(n, 'a');
-  for (size_t i = 0; i < n; ++i) s[i] = (i % 64 == 63) ? '\n' : static_cast<char>('a' + (i * 7) % 26);
+  for (size_t i = 0; i < n; ++i)
+    s[i] = (i % 64 == 63) ? '\n' : static_cast<char>('a' + (i * 7) % 26);
   return s;
 }
 
 std::vector<std::string> CountStdinCommand() {
-  return {"/bin/sh", "-c", "cat >/tmp/stdin.$$; echo $(wc -c </tmp/stdin.$$) $(sha256sum </tmp/stdin.$$ | cut -d' ' -f1); rm /tmp/stdin.$$"};
+  return {"/bin/sh", "-c",
+          "cat >/tmp/stdin.$$; echo $(wc -c </tmp/stdin.$$) $(sha256sum </tmp/stdin.$$ | cut -d' ' "
+          "-f1); rm /tmp/stdin.$$"};
 }
 
 std::string CountStdinExpected(const std::string& data) {

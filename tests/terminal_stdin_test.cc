@@ -41,7 +41,8 @@ class TerminalStdinTest : public ::testing::Test {
     UniqueFd out_r(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
     nlohmann::json s = spec_;
     s["process"]["terminal"] = true;
-    s["process"]["args"] = {"/bin/sh", "-c", "stty raw -echo; echo n=$(head -c " + std::to_string(n) + " | wc -c)"};
+    s["process"]["args"] = {"/bin/sh", "-c",
+                            "stty raw -echo; echo n=$(head -c " + std::to_string(n) + " | wc -c)"};
     s["hostname"] = id;
     s["linux"]["cgroupsPath"] = std::string("/") + kNs + "/" + id;
     if (hypervisor) {
@@ -55,7 +56,8 @@ class TerminalStdinTest : public ::testing::Test {
     ct->mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Spec");
     ct->mutable_spec()->set_value(s.dump());
     ctrs::CreateContainerResponse ccr;
-    CtrdClient::Check(client_.containers().Create(client_.Ctx().get(), cc, &ccr), "create container");
+    CtrdClient::Check(client_.containers().Create(client_.Ctx().get(), cc, &ccr),
+                      "create container");
     tasks::CreateTaskRequest tc;
     tc.set_container_id(id);
     tc.set_stdin(in);
@@ -114,7 +116,8 @@ class TerminalStdinTest : public ::testing::Test {
 bool Counted(const std::string& got, size_t n) {
   std::string want = "n=" + std::to_string(n);
   size_t at = got.rfind(want);
-  return at != std::string::npos && (at + want.size() == got.size() || !std::isdigit(got[at + want.size()]));
+  return at != std::string::npos &&
+         (at + want.size() == got.size() || !std::isdigit(got[at + want.size()]));
 }
 
 TEST_F(TerminalStdinTest, EveryByteReachesAProcessOnATerminal) {

@@ -11,8 +11,8 @@
 #include <thread>
 
 #include "base/io.h"
-#include "base/reaper.h"
 #include "base/polled_reaper.h"
+#include "base/reaper.h"
 #include "tests/subprocess.h"
 #include "uvm/qemu_vm.h"
 
@@ -77,7 +77,8 @@ TEST_F(UvmTest, BootsToAgentAndRunsInTheGuestKernel) {
   EXPECT_EQ(code, 0);
   utsname host;
   ::uname(&host);
-  EXPECT_EQ(TrimNewlines(out), TrimNewlines(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release")));
+  EXPECT_EQ(TrimNewlines(out),
+            TrimNewlines(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release")));
   EXPECT_NE(TrimNewlines(out), host.release);
   EXPECT_EQ(Run(vm, {"/bin/sh", "-c", "exit 3"}).first, 3);
   auto stacks = vm.DumpStacks();

@@ -133,7 +133,8 @@ Status Client::Call(std::string_view service, std::string_view method,
                     const CallOptions& opts) {
   ASSIGN_OR_RETURN(std::string out, CallRaw(service, method, req.SerializeAsString(), opts));
   if (resp && !resp->ParseFromString(out)) {
-    return InternalError("ttrpc: cannot decode {} from {}/{}", resp->GetTypeName(), service, method);
+    return InternalError("ttrpc: cannot decode {} from {}/{}", resp->GetTypeName(), service,
+                         method);
   }
   return OkStatus();
 }

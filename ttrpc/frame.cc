@@ -52,7 +52,8 @@ Status ReadFrame(int fd, Frame* out) {
     while (left > 0) {
       size_t n = left < sizeof sink ? left : sizeof sink;
       Status rs = ReadFull(fd, sink, n);
-      if (!rs.ok()) return rs.code() == Code::kOutOfRange ? Status(Code::kDataLoss, "truncated") : rs;
+      if (!rs.ok())
+        return rs.code() == Code::kOutOfRange ? Status(Code::kDataLoss, "truncated") : rs;
       left -= static_cast<uint32_t>(n);
     }
     out->payload.clear();
@@ -73,8 +74,8 @@ Status WriteFrame(int fd, uint32_t stream_id, FrameType type, uint8_t flags,
                                   payload.size(), kMaxMessageSize);
   }
   char hdr[kHeaderSize];
-  EncodeHeader({static_cast<uint32_t>(payload.size()), stream_id, static_cast<uint8_t>(type), flags},
-               hdr);
+  EncodeHeader(
+      {static_cast<uint32_t>(payload.size()), stream_id, static_cast<uint8_t>(type), flags}, hdr);
   iovec iov[2] = {{hdr, kHeaderSize}, {const_cast<char*>(payload.data()), payload.size()}};
   size_t total = kHeaderSize + payload.size();
   size_t done = 0;

@@ -90,8 +90,7 @@ TEST(Frame, OversizedPayloadIsDrainedAndStreamStaysAligned) {
   EXPECT_EQ(f.header.stream_id, 5u);
   EXPECT_EQ(f.payload, "next");
   writer.join();
-  EXPECT_EQ(WriteFrame(p.a.get(), 1, FrameType::kRequest, 0, big).code(),
-            Code::kResourceExhausted);
+  EXPECT_EQ(WriteFrame(p.a.get(), 1, FrameType::kRequest, 0, big).code(), Code::kResourceExhausted);
 }
 
 }  // namespace

@@ -7,9 +7,9 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <deque>
 #include <functional>
-#include <cerrno>
 
 #include "base/log.h"
 #include "ttrpc/frame.h"
@@ -30,7 +30,7 @@ struct Server::Conn {
   Mutex write_mu;  // serializes frames on fd
 
   Mutex mu;
-  CondVar cv;                    // running went down
+  CondVar cv;                         // running went down
   size_t running GUARDED_BY(mu) = 0;  // plain handlers in flight
   bool closed GUARDED_BY(mu) = false;
   // Unanswered calls by stream id (plain and async), so a closing
@@ -62,7 +62,7 @@ struct Server::Shared {
   size_t idle_workers GUARDED_BY(mu) = 0;
   size_t wakeups GUARDED_BY(mu) = 0;  // reserved wake-ups not yet taken
   size_t workers GUARDED_BY(mu) = 0;
-  std::function<void()> on_idle;     // set before serving; read-only after
+  std::function<void()> on_idle;  // set before serving; read-only after
 
   // Deadlines of unanswered calls, served by one timer thread started with
   // the first call that has one. Entries of answered calls are skipped.
@@ -283,7 +283,8 @@ void Server::StartConnection(UniqueFd fd) {
         continue;
       }
       if (!st.ok()) {
-        if (st.code() != Code::kOutOfRange) spdlog::debug("ttrpc: connection closed: {}", st.ToString());
+        if (st.code() != Code::kOutOfRange)
+          spdlog::debug("ttrpc: connection closed: {}", st.ToString());
         break;
       }
       if (f.header.type != static_cast<uint8_t>(FrameType::kRequest)) continue;
@@ -327,7 +328,8 @@ void Server::StartConnection(UniqueFd fd) {
           refused = InvalidArgumentError("stream {} is in use", sid);
         } else if (call->async) {
           if (conn->async_pending >= max_pending) {
-            refused = ResourceExhaustedError("more than {} calls waiting on this connection", max_pending);
+            refused = ResourceExhaustedError("more than {} calls waiting on this connection",
+                                             max_pending);
           } else {
             ++conn->async_pending;
           }
@@ -356,7 +358,8 @@ void Server::StartConnection(UniqueFd fd) {
         try {
           handler->async(ctx, req->payload(), responder);
         } catch (const std::exception& e) {
-          responder.Reply(InternalError("handler {}/{} threw: {}", ctx.service, ctx.method, e.what()));
+          responder.Reply(
+              InternalError("handler {}/{} threw: {}", ctx.service, ctx.method, e.what()));
         }
         continue;
       }
@@ -438,7 +441,8 @@ void Server::DrainAndClose(Clock::time_point deadline) {
   // Let handlers that are about to answer (the Shutdown call itself) send
   // their reply before the connections go; blocked ones (Wait) only delay
   // this a little.
-  auto drain = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
+  auto drain =
+      std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
   while (shared_->handlers_running > 0) {
     if (!shared_->cv.WaitUntil(&shared_->mu, drain)) break;
   }

@@ -143,16 +143,17 @@ class Server {
   template <typename Req, typename Resp>
   void RegisterAsync(const std::string& service, const std::string& method,
                      std::function<void(const CallContext&, const Req&, TypedResponder<Resp>)> fn) {
-    RegisterAsyncRaw(service, method,
-                     [fn = std::move(fn)](const CallContext& ctx, const std::string& in, Responder r) {
-                       Req req;
-                       if (!req.ParseFromString(in)) {
-                         r.Reply(InternalError("ttrpc: error unmarshalling payload: cannot parse {}",
-                                               req.GetTypeName()));
-                         return;
-                       }
-                       fn(ctx, req, TypedResponder<Resp>(std::move(r)));
-                     });
+    RegisterAsyncRaw(
+        service, method,
+        [fn = std::move(fn)](const CallContext& ctx, const std::string& in, Responder r) {
+          Req req;
+          if (!req.ParseFromString(in)) {
+            r.Reply(InternalError("ttrpc: error unmarshalling payload: cannot parse {}",
+                                  req.GetTypeName()));
+            return;
+          }
+          fn(ctx, req, TypedResponder<Resp>(std::move(r)));
+        });
   }
 
   template <typename Req, typename Resp>

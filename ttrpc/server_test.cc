@@ -8,15 +8,15 @@
 
 #include <atomic>
 #include <fstream>
-#include <set>
 #include <future>
+#include <set>
 #include <thread>
 
+#include "containerd/task/v2/shim.pb.h"
 #include "google/rpc/status.pb.h"
 #include "ttrpc/client.h"
 #include "ttrpc/frame.h"
 #include "ttrpc/ttrpc.pb.h"
-#include "containerd/task/v2/shim.pb.h"
 
 namespace runhcs::ttrpc {
 namespace {
@@ -158,9 +158,8 @@ TEST_F(ServerTest, OversizedFrameGetsResourceExhaustedAndConnectionSurvives) {
   std::string big(kMaxMessageSize + 10, 'x');
   char hdr[kHeaderSize];
   EncodeHeader({static_cast<uint32_t>(big.size()), 7, 1, 0}, hdr);
-  std::thread w([&] {
-    ASSERT_TRUE(WriteAll(raw_.get(), std::string(hdr, kHeaderSize) + big).ok());
-  });
+  std::thread w(
+      [&] { ASSERT_TRUE(WriteAll(raw_.get(), std::string(hdr, kHeaderSize) + big).ok()); });
   Frame f;
   ASSERT_TRUE(ReadFrame(raw_.get(), &f).ok());
   w.join();
@@ -255,7 +254,8 @@ TEST_F(ServerTest, ClientTimesOutLocallyAndConnectionCloseFailsPendingCalls) {
   // Slow honours the deadline too; whichever is first, the call fails with
   // DeadlineExceeded.
   EXPECT_EQ(client->Call(kSvc, "Slow", req, nullptr, opts).code(), Code::kDeadlineExceeded);
-  auto pending = std::async(std::launch::async, [&] { return client->Call(kSvc, "Slow", req, nullptr); });
+  auto pending =
+      std::async(std::launch::async, [&] { return client->Call(kSvc, "Slow", req, nullptr); });
   std::this_thread::sleep_for(20ms);
   server_.Shutdown(200ms);
   EXPECT_EQ(pending.get().code(), Code::kUnavailable);
@@ -300,24 +300,24 @@ TEST(ServerIdle, OnIdleRunsOnceTheLastWorkerLeavesForWantOfWork) {
   Server::Options o;
   o.on_idle = [&] { ++idle; };
   Server server(o);
-  server.Register<StateRequest, StateResponse>(kSvc, "State",
-                                               [](const CallContext&, const StateRequest&, StateResponse*) {
-                                                 return OkStatus();
-                                               });
+  server.Register<StateRequest, StateResponse>(
+      kSvc, "State",
+      [](const CallContext&, const StateRequest&, StateResponse*) { return OkStatus(); });
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   server.ServeConnection(UniqueFd(sv[0]));
   Client client{UniqueFd(sv[1])};
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(client.Call(kSvc, "State", StateRequest(), nullptr).ok());
   EXPECT_EQ(idle.load(), 0);  // workers linger 2 s
-  for (int i = 0; i < 60 && idle == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (int i = 0; i < 60 && idle == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(idle.load(), 1);
   ASSERT_TRUE(client.Call(kSvc, "State", StateRequest(), nullptr).ok());  // busy, then quiet again
-  for (int i = 0; i < 60 && idle == 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (int i = 0; i < 60 && idle == 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(idle.load(), 2);
   server.Shutdown(std::chrono::milliseconds(500));
 }
-
 
 // Threads of this process, from /proc.
 int ThreadCount() {
@@ -337,12 +337,13 @@ class AsyncServerTest : public ::testing::Test {
     o.max_running_per_connection = 4;
     o.max_pending_per_connection = 2000;
     server_ = std::make_unique<Server>(o);
-    server_->RegisterAsyncRaw(kSvc, "Hold", [this](const CallContext&, const std::string& in, Responder r) {
-      StateRequest req;
-      ASSERT_TRUE(req.ParseFromString(in));
-      MutexLock l(&mu_);
-      held_.emplace_back(req.id(), r);
-    });
+    server_->RegisterAsyncRaw(kSvc, "Hold",
+                              [this](const CallContext&, const std::string& in, Responder r) {
+                                StateRequest req;
+                                ASSERT_TRUE(req.ParseFromString(in));
+                                MutexLock l(&mu_);
+                                held_.emplace_back(req.id(), r);
+                              });
     server_->Register<StateRequest, StateResponse>(
         kSvc, "Block", [this](const CallContext&, const StateRequest& req, StateResponse* resp) {
           MutexLock l(&mu_);
@@ -416,7 +417,7 @@ TEST_F(AsyncServerTest, ThousandWaitingCallsHoldNoThreadAndAllGetTheirAnswer) {
   }
   for (int i = 0; i < 300 && Held() < 1000; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(Held(), 1000u);
-  EXPECT_LE(ThreadCount(), before + 2);  // no thread per waiting call
+  EXPECT_LE(ThreadCount(), before + 2);      // no thread per waiting call
   std::thread replier([&] { ReplyAll(); });  // the socket holds only so many answers
   std::set<std::string> ids;
   for (int i = 0; i < 1000; ++i) {
@@ -449,7 +450,8 @@ TEST_F(AsyncServerTest, AbandonedCallsAreDoneAndTheirAnswersGoNowhere) {
     c.Close();  // the client goes away with its calls open
     for (auto& t : ts) t.join();
   }
-  for (int i = 0; i < 200 && server_->connection_count() > 0; ++i) std::this_thread::sleep_for(10ms);
+  for (int i = 0; i < 200 && server_->connection_count() > 0; ++i)
+    std::this_thread::sleep_for(10ms);
   MutexLock l(&mu_);
   ASSERT_FALSE(held_.empty());
   for (auto& [id, r] : held_) {
@@ -530,7 +532,9 @@ TEST_F(AsyncServerTest, PendingCapIsResourceExhaustedAndBounded) {
   UniqueFd raw(sv[1]);
   std::thread writer([&] {
     for (uint32_t i = 0; i < 2100; ++i) {
-      ASSERT_TRUE(WriteFrame(raw.get(), 2 * i + 1, FrameType::kRequest, 0, Request("Hold", StateRequest())).ok());
+      ASSERT_TRUE(
+          WriteFrame(raw.get(), 2 * i + 1, FrameType::kRequest, 0, Request("Hold", StateRequest()))
+              .ok());
     }
   });
   int exhausted = 0;

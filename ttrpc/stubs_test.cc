@@ -23,7 +23,8 @@ using namespace std::chrono_literals;
 // Release answers it from another thread. Every other RPC is the base's.
 class PartialTask : public v2::TaskServer {
  public:
-  Status State(const CallContext& ctx, const v2::StateRequest& req, v2::StateResponse* resp) override {
+  Status State(const CallContext& ctx, const v2::StateRequest& req,
+               v2::StateResponse* resp) override {
     resp->set_id(req.id());
     resp->set_bundle(ctx.deadline ? "deadline" : "none");
     return OkStatus();

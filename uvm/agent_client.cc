@@ -9,7 +9,8 @@
 
 namespace runhcs::uvm {
 
-void AgentClient::RelayOutput(const apb::ProcessId& id, apb::ReadStreamRequest::Stream which, int fd) {
+void AgentClient::RelayOutput(const apb::ProcessId& id, apb::ReadStreamRequest::Stream which,
+                              int fd) {
   apb::ReadStreamRequest rr;
   *rr.mutable_id() = id;
   rr.set_stream(which);

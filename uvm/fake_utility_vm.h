@@ -31,7 +31,8 @@ class FakeUtilityVm : public UtilityVm {
     cv_.SignalAll();
     return OkStatus();
   }
-  StatusOr<int32_t> ExecInUvm(const containerd::runhcs::v1::diag::ExecProcessRequest& req) override {
+  StatusOr<int32_t> ExecInUvm(
+      const containerd::runhcs::v1::diag::ExecProcessRequest& req) override {
     MutexLock l(&mu_);
     if (gone_) return UnavailableError("vm is gone");
     exec_args_.push_back(req.args().empty() ? "" : req.args(0));

@@ -33,9 +33,12 @@ constexpr auto kQuitWait = std::chrono::seconds(3);
 
 std::string AccelName(QemuConfig::Accel a) {
   switch (a) {
-    case QemuConfig::Accel::kKvm: return "kvm";
-    case QemuConfig::Accel::kTcg: return "tcg";
-    default: return "auto";
+    case QemuConfig::Accel::kKvm:
+      return "kvm";
+    case QemuConfig::Accel::kTcg:
+      return "tcg";
+    default:
+      return "auto";
   }
 }
 
@@ -53,7 +56,8 @@ int64_t HostTscKhz() {
   while (std::getline(in, line)) {
     if (line.rfind("cpu MHz", 0) == 0) {
       size_t colon = line.find(':');
-      if (colon != std::string::npos) return static_cast<int64_t>(std::atof(line.c_str() + colon + 1) * 1000);
+      if (colon != std::string::npos)
+        return static_cast<int64_t>(std::atof(line.c_str() + colon + 1) * 1000);
     }
   }
   return 0;
@@ -63,8 +67,8 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
   const bool micro = cfg.machine == QemuConfig::Machine::kMicrovm;
   const std::string acc = accel == QemuConfig::Accel::kKvm ? "kvm" : "tcg";
   const std::string& s = cfg.state_dir;
-  std::string machine = micro ? "microvm,accel=" + acc + ",isa-serial=on,rtc=on"
-                              : "q35,accel=" + acc;
+  std::string machine =
+      micro ? "microvm,accel=" + acc + ",isa-serial=on,rtc=on" : "q35,accel=" + acc;
   machine += ",memory-backend=mem";
   std::string cmdline = "console=ttyS0 quiet panic=-1 reboot=t";
   if (micro) cmdline += " pci=off";
@@ -72,33 +76,30 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
   // the kernel may fail to calibrate under TCG and stop.
   if (tsc_khz > 0) cmdline += " tsc_early_khz=" + std::to_string(tsc_khz);
   if (!cfg.extra_cmdline.empty()) cmdline += " " + cfg.extra_cmdline;
-  std::vector<std::string> args = {cfg.qemu,
-          "-name", "runhcs-uvm",
-          "-M", machine,
-          "-cpu", accel == QemuConfig::Accel::kKvm ? "host" : "max",
-          "-smp", std::to_string(cfg.cpus),
-          "-m", std::to_string(cfg.memory_mb),
-          // vhost-user (virtiofsd) needs guest memory it can map.
-          "-object", fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", cfg.memory_mb),
-          "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-          "-kernel", cfg.boot_dir + "/vmlinuz",
-          "-initrd", cfg.boot_dir + "/initrd.img",
-          "-append", cmdline,
-          "-serial", "stdio",
-          "-chardev", fmt::format("socket,id=agent,path={}/agent.sock,server=on,wait=off", s),
-          "-device", micro ? "virtio-serial-device" : "virtio-serial-pci",
-          "-device", fmt::format("virtserialport,chardev=agent,name={}", kPortName),
-          "-chardev", fmt::format("socket,id=fs,path={}/fs.sock", s),
-          "-device", fmt::format("{},chardev=fs,tag={}", micro ? "vhost-user-fs-device" : "vhost-user-fs-pci",
-                                 kShareTag),
-          "-qmp", fmt::format("unix:{}/qmp.sock,server=on,wait=off", s)};
+  std::vector<std::string> args = {
+      cfg.qemu, "-name", "runhcs-uvm", "-M", machine, "-cpu",
+      accel == QemuConfig::Accel::kKvm ? "host" : "max", "-smp", std::to_string(cfg.cpus), "-m",
+      std::to_string(cfg.memory_mb),
+      // vhost-user (virtiofsd) needs guest memory it can map.
+      "-object", fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", cfg.memory_mb),
+      "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-kernel",
+      cfg.boot_dir + "/vmlinuz", "-initrd", cfg.boot_dir + "/initrd.img", "-append", cmdline,
+      "-serial", "stdio", "-chardev",
+      fmt::format("socket,id=agent,path={}/agent.sock,server=on,wait=off", s), "-device",
+      micro ? "virtio-serial-device" : "virtio-serial-pci", "-device",
+      fmt::format("virtserialport,chardev=agent,name={}", kPortName), "-chardev",
+      fmt::format("socket,id=fs,path={}/fs.sock", s), "-device",
+      fmt::format("{},chardev=fs,tag={}", micro ? "vhost-user-fs-device" : "vhost-user-fs-pci",
+                  kShareTag),
+      "-qmp", fmt::format("unix:{}/qmp.sock,server=on,wait=off", s)};
   // virtio-mmio defaults to the legacy interface, which vhost-user (virtiofsd)
   // refuses.
   if (micro) args.insert(args.begin() + 1, {"-global", "virtio-mmio.force-legacy=false"});
   return args;
 }
 
-QemuUtilityVm::QemuUtilityVm(std::string id, QemuConfig cfg) : id_(std::move(id)), cfg_(std::move(cfg)) {}
+QemuUtilityVm::QemuUtilityVm(std::string id, QemuConfig cfg)
+    : id_(std::move(id)), cfg_(std::move(cfg)) {}
 
 QemuUtilityVm::~QemuUtilityVm() {
   (void)Close();
@@ -146,8 +147,10 @@ Status QemuUtilityVm::StartVirtiofsd() {
   SpawnOptions so;
   // chroot, not a mount namespace: share bind mounts made later under the
   // source must be visible to it without propagation games.
-  so.argv = {cfg_.virtiofsd, "--socket-path=" + sock, "-o", "source=" + cfg_.state_dir + "/shares",
-             "-o", "cache=none", "-o", "sandbox=chroot"};
+  so.argv = {cfg_.virtiofsd, "--socket-path=" + sock,
+             "-o",           "source=" + cfg_.state_dir + "/shares",
+             "-o",           "cache=none",
+             "-o",           "sandbox=chroot"};
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   so.fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}};
   so.new_session = true;
@@ -206,7 +209,8 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     if (!sink->vm) return;
     {
       MutexLock vl(&sink->vm->mu_);
-      if (attempt != sink->vm->boot_ || !sink->vm->started_) return;  // a failed boot: Boot handles it
+      if (attempt != sink->vm->boot_ || !sink->vm->started_)
+        return;  // a failed boot: Boot handles it
     }
     sink->vm->OnQemuExit(st.ok() ? *st : -1);
   });
@@ -268,8 +272,10 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   // agent opens its port.
   apb::PingRequest ping;
   apb::PingResponse pong;
-  auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now());
-  Status st = agent->Ping(ping, &pong, AgentClient::Within(std::max(left, std::chrono::nanoseconds(1000000))));
+  auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      deadline - std::chrono::steady_clock::now());
+  Status st = agent->Ping(ping, &pong,
+                          AgentClient::Within(std::max(left, std::chrono::nanoseconds(1000000))));
   if (!st.ok()) {
     agent->Close();
     return fail(DeadlineExceededError("vm {}: the agent did not answer within {} ms ({}): {}", id_,
@@ -287,11 +293,13 @@ Status QemuUtilityVm::Start() {
   MutexLock sl(&start_mu_);
   {
     MutexLock l(&mu_);
-    if (started_ || closing_ || boot_ > 0) return FailedPreconditionError("vm {} already started", id_);
+    if (started_ || closing_ || boot_ > 0)
+      return FailedPreconditionError("vm {} already started", id_);
   }
   for (const char* f : {"/vmlinuz", "/initrd.img"}) {
     if (!Exists(cfg_.boot_dir + f)) {
-      return NotFoundError("vm {}: boot file {}{} is missing (build the VM image)", id_, cfg_.boot_dir, f);
+      return NotFoundError("vm {}: boot file {}{} is missing (build the VM image)", id_,
+                           cfg_.boot_dir, f);
     }
   }
   if (::mkdir(cfg_.state_dir.c_str(), 0700) != 0) {
@@ -457,16 +465,19 @@ void QemuUtilityVm::CleanupStateDir(const std::string& state_dir) {
   if (DIR* d = ::opendir(shares.c_str())) {
     std::vector<std::string> names;
     while (dirent* e = ::readdir(d)) {
-      if (std::string_view(e->d_name) != "." && std::string_view(e->d_name) != "..") names.push_back(e->d_name);
+      if (std::string_view(e->d_name) != "." && std::string_view(e->d_name) != "..")
+        names.push_back(e->d_name);
     }
     ::closedir(d);
     for (const auto& n : names) {
       std::string t = shares + "/" + n;
       ::umount2(t.c_str(), MNT_DETACH);
-      if (::rmdir(t.c_str()) != 0) ::unlink(t.c_str());  // never recursive: a live mount keeps its files
+      if (::rmdir(t.c_str()) != 0)
+        ::unlink(t.c_str());  // never recursive: a live mount keeps its files
     }
   }
-  for (const char* f : {"/agent.sock", "/qmp.sock", "/fs.sock", "/fs.sock.pid"}) ::unlink((state_dir + f).c_str());
+  for (const char* f : {"/agent.sock", "/qmp.sock", "/fs.sock", "/fs.sock.pid"})
+    ::unlink((state_dir + f).c_str());
   ::rmdir(shares.c_str());
   ::rmdir(state_dir.c_str());
 }
@@ -477,7 +488,8 @@ Status QemuUtilityVm::Wait() {
   return exit_;
 }
 
-Status QemuUtilityVm::Share(const std::string& host_path, const std::string& vm_path, bool read_only) {
+Status QemuUtilityVm::Share(const std::string& host_path, const std::string& vm_path,
+                            bool read_only) {
   if (host_path.empty() || host_path.front() != '/') {
     return InvalidArgumentError("share: host path {:?} is not absolute", host_path);
   }
@@ -501,7 +513,8 @@ Status QemuUtilityVm::Share(const std::string& host_path, const std::string& vm_
   }
   std::string target = cfg_.state_dir + "/shares/" + name;
   if (S_ISDIR(st.st_mode)) {
-    if (::mkdir(target.c_str(), 0700) != 0) return ErrnoError(errno, fmt::format("mkdir {}", target));
+    if (::mkdir(target.c_str(), 0700) != 0)
+      return ErrnoError(errno, fmt::format("mkdir {}", target));
   } else {
     UniqueFd f(::open(target.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
     if (!f) return ErrnoError(errno, fmt::format("create {}", target));
@@ -559,11 +572,13 @@ Status QemuUtilityVm::Unshare(const std::string& vm_path) {
     }
   }
   if (target.empty()) return NotFoundError("vm {}: nothing is shared at {}", id_, vm_path);
-  if (!RemoveShareMount(target)) return InternalError("vm {}: could not unmount the share of {}", id_, vm_path);
+  if (!RemoveShareMount(target))
+    return InternalError("vm {}: could not unmount the share of {}", id_, vm_path);
   return OkStatus();
 }
 
-StatusOr<int32_t> QemuUtilityVm::ExecInUvm(const containerd::runhcs::v1::diag::ExecProcessRequest& req) {
+StatusOr<int32_t> QemuUtilityVm::ExecInUvm(
+    const containerd::runhcs::v1::diag::ExecProcessRequest& req) {
   if (req.args().empty()) return InvalidArgumentError("exec in VM: no command");
   std::shared_ptr<AgentClient> agent;
   std::string exec_id;
@@ -592,7 +607,8 @@ StatusOr<int32_t> QemuUtilityVm::ExecInUvm(const containerd::runhcs::v1::diag::E
     agent->RelayOutput(pid, which, fd ? fd.get() : -1);
   };
   std::thread out_t(pump_out, req.stdout(), apb::ReadStreamRequest::STDOUT);
-  std::thread err_t(pump_out, req.terminal() ? std::string() : req.stderr(), apb::ReadStreamRequest::STDERR);
+  std::thread err_t(pump_out, req.terminal() ? std::string() : req.stderr(),
+                    apb::ReadStreamRequest::STDERR);
   UniqueFd stop(::eventfd(0, EFD_CLOEXEC));
   std::thread in_t;
   if (!req.stdin().empty()) {
@@ -643,7 +659,8 @@ StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> QemuUtilityVm:
       if (i == 14) utime = std::stoull(field);
       if (i == 15) stime = std::stoull(field);
     }
-    s.mutable_processor()->set_total_runtime_ns((utime + stime) * (1000000000ULL / ::sysconf(_SC_CLK_TCK)));
+    s.mutable_processor()->set_total_runtime_ns((utime + stime) *
+                                                (1000000000ULL / ::sysconf(_SC_CLK_TCK)));
   }
   if (auto status = ReadFile(fmt::format("/proc/{}/status", pid)); status.ok()) {
     size_t at = status->find("VmRSS:");

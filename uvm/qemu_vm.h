@@ -46,8 +46,8 @@ struct QemuConfig : VmConfig {
   Machine machine = Machine::kMicrovm;
   // 0 = read from the host (sysfs, else /proc/cpuinfo).
   int64_t tsc_khz = 0;
-  std::chrono::milliseconds boot_timeout{30000};       // TCG, or KVM when forced
-  std::chrono::milliseconds kvm_probe_timeout{6000};   // auto: then TCG
+  std::chrono::milliseconds boot_timeout{30000};      // TCG, or KVM when forced
+  std::chrono::milliseconds kvm_probe_timeout{6000};  // auto: then TCG
 };
 
 // QEMU's argv for one boot attempt (exposed for unit tests).

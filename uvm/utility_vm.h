@@ -12,9 +12,9 @@
 #include <string>
 
 #include "base/status.h"
-#include "uvm/agent_client.h"
 #include "runhcs/diag.pb.h"
 #include "runhcs/stats.pb.h"
+#include "uvm/agent_client.h"
 
 namespace runhcs::uvm {
 
@@ -51,7 +51,8 @@ class UtilityVm {
   virtual Status Close() = 0;
   // Runs a process in the VM itself (not in a container); returns its exit
   // code. Stdio fields name host-side pipes or sockets to relay.
-  virtual StatusOr<int32_t> ExecInUvm(const containerd::runhcs::v1::diag::ExecProcessRequest& req) = 0;
+  virtual StatusOr<int32_t> ExecInUvm(
+      const containerd::runhcs::v1::diag::ExecProcessRequest& req) = 0;
   // Makes `host_path` visible at `vm_path` inside the VM.
   virtual Status Share(const std::string& host_path, const std::string& vm_path,
                        bool read_only) = 0;

@@ -1,14 +1,15 @@
 #include "vmtask/oom_relay.h"
 
 #include "base/log.h"
-#include "task/exec_set.h"
 #include "runhcs/agent.pb.h"
+#include "task/exec_set.h"
 
 namespace runhcs::vmtask {
 
 namespace apb = runhcs::agent::v1;
 
-OomRelay::OomRelay(std::shared_ptr<uvm::AgentClient> agent, std::string container_id, events::Publisher* publisher)
+OomRelay::OomRelay(std::shared_ptr<uvm::AgentClient> agent, std::string container_id,
+                   events::Publisher* publisher)
     : agent_(std::move(agent)), id_(std::move(container_id)), publisher_(publisher) {}
 
 OomRelay::~OomRelay() {
@@ -19,7 +20,9 @@ OomRelay::~OomRelay() {
   if (thread_.joinable()) thread_.join();
 }
 
-void OomRelay::Start() { thread_ = std::thread([this] { Loop(); }); }
+void OomRelay::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void OomRelay::Publish(uint32_t n) {
   for (uint32_t i = 0; i < n; ++i) publisher_->Publish(task::OomEvent(id_));

@@ -29,7 +29,8 @@ class OomRelay {
   static constexpr std::chrono::milliseconds kPoll{5000};
   static constexpr std::chrono::milliseconds kFlushLimit{3000};
 
-  OomRelay(std::shared_ptr<uvm::AgentClient> agent, std::string container_id, events::Publisher* publisher);
+  OomRelay(std::shared_ptr<uvm::AgentClient> agent, std::string container_id,
+           events::Publisher* publisher);
   ~OomRelay();
   OomRelay(const OomRelay&) = delete;
   OomRelay& operator=(const OomRelay&) = delete;

@@ -45,7 +45,8 @@ class FakeAgent : public apb::AgentServer {
     server_.ServeConnection(UniqueFd(sv[0]));
     client_ = std::make_shared<uvm::AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
   }
-  Status WaitOom(const ttrpc::CallContext&, const apb::WaitOomRequest& req, apb::WaitOomResponse* r) override {
+  Status WaitOom(const ttrpc::CallContext&, const apb::WaitOomRequest& req,
+                 apb::WaitOomResponse* r) override {
     if (req.container_id() != "c1") return NotFoundError("no container");
     auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(req.timeout_ms());
     MutexLock l(&mu_);

@@ -30,7 +30,8 @@ std::string TempDir() {
 }
 
 // Starts `a`, `b` and `c` together and waits for all three.
-void Together(const std::function<void()>& a, const std::function<void()>& b, const std::function<void()>& c) {
+void Together(const std::function<void()>& a, const std::function<void()>& b,
+              const std::function<void()>& c) {
   std::atomic<int> ready{0};
   auto go = [&](const std::function<void()>& f) {
     return std::thread([&, f] {
@@ -56,28 +57,35 @@ class FakeAgent : public apb::AgentServer {
     server_.ServeConnection(UniqueFd(sv[0]));
     client_ = std::make_shared<uvm::AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
   }
-  Status ExecProcess(const ttrpc::CallContext&, const apb::ExecProcessRequest&, apb::StartResponse* r) override {
+  Status ExecProcess(const ttrpc::CallContext&, const apb::ExecProcessRequest&,
+                     apb::StartResponse* r) override {
     std::this_thread::sleep_for(2ms);  // a start takes a while
     r->set_pid(42);
     return OkStatus();
   }
-  Status ReadStream(const ttrpc::CallContext&, const apb::ReadStreamRequest&, apb::ReadStreamResponse* r) override {
+  Status ReadStream(const ttrpc::CallContext&, const apb::ReadStreamRequest&,
+                    apb::ReadStreamResponse* r) override {
     WaitKilled();
     r->set_eof(true);
     return OkStatus();
   }
-  Status WaitProcess(const ttrpc::CallContext&, const apb::WaitProcessRequest&, apb::WaitProcessResponse* r) override {
+  Status WaitProcess(const ttrpc::CallContext&, const apb::WaitProcessRequest&,
+                     apb::WaitProcessResponse* r) override {
     WaitKilled();
     r->set_exit_status(137);
     return OkStatus();
   }
-  Status WriteStdin(const ttrpc::CallContext&, const apb::WriteStdinRequest& q, apb::WriteStdinResponse* r) override {
+  Status WriteStdin(const ttrpc::CallContext&, const apb::WriteStdinRequest& q,
+                    apb::WriteStdinResponse* r) override {
     stdin_bytes_ += q.data().size();
     r->set_written(static_cast<uint32_t>(q.data().size()));
     return OkStatus();
   }
-  Status CloseStdin(const ttrpc::CallContext&, const apb::ProcessId&, apb::Empty*) override { return OkStatus(); }
-  Status SignalProcess(const ttrpc::CallContext&, const apb::SignalProcessRequest&, apb::Empty*) override {
+  Status CloseStdin(const ttrpc::CallContext&, const apb::ProcessId&, apb::Empty*) override {
+    return OkStatus();
+  }
+  Status SignalProcess(const ttrpc::CallContext&, const apb::SignalProcessRequest&,
+                       apb::Empty*) override {
     MutexLock l(&mu_);
     killed_ = true;
     cv_.SignalAll();
@@ -118,13 +126,15 @@ TEST(ProcessRace, VmProcessStartCloseStdinResizeSignalAndRelease) {
     std::string in = dir + "/in" + std::to_string(i);
     ASSERT_EQ(::mkfifo(in.c_str(), 0600), 0);
     exec::Stdio stdio{in, "", "", false};
-    VmProcess p(agent.client(), "c1", "e" + std::to_string(i), R"({"args":["sh"]})", stdio, {"c1", "ns", dir}, nullptr);
+    VmProcess p(agent.client(), "c1", "e" + std::to_string(i), R"({"args":["sh"]})", stdio,
+                {"c1", "ns", dir}, nullptr);
     std::atomic<bool> exited{false};
     StatusOr<uint32_t> pid = Status();
     Together([&] { pid = p.Start([&](uint32_t) { exited = true; }); }, [&] { p.CloseStdin(); },
              [&] { (void)p.ResizePty(80, 24); });
     ASSERT_TRUE(pid.ok()) << pid.status().ToString();
-    Together([&] { (void)p.Signal(SIGKILL); }, [&] { p.CloseStdin(); }, [&] { (void)p.ResizePty(10, 10); });
+    Together([&] { (void)p.Signal(SIGKILL); }, [&] { p.CloseStdin(); },
+             [&] { (void)p.ResizePty(10, 10); });
     for (int k = 0; k < 500 && !exited; ++k) std::this_thread::sleep_for(10ms);
     EXPECT_TRUE(exited);
     p.ReleaseIo();
@@ -137,23 +147,27 @@ TEST(ProcessRace, RuntimeProcessStartCloseStdinResizeSignalAndRelease) {
   std::string dir = TempDir();
   // An OCI runtime that "execs" a sleeper and writes its pid.
   std::string rt = dir + "/fake-runtime";
-  ASSERT_TRUE(WriteFileAtomic(rt,
-                              "#!/bin/sh\n"
-                              "verb=; pidfile=\n"
-                              "while [ $# -gt 0 ]; do case \"$1\" in --pid-file) pidfile=$2; shift;;"
-                              " exec|kill|start|delete) [ -z \"$verb\" ] && verb=$1;; esac; shift; done\n"
-                              "if [ \"$verb\" = exec ]; then sleep 3 </dev/null >/dev/null 2>&1 & echo $! >\"$pidfile\"; fi\n",
-                              0755)
-                  .ok());
-  auto runtime = std::make_shared<oci::Runtime>(oci::Runtime::Config{rt, dir + "/root", false}, dir);
+  ASSERT_TRUE(
+      WriteFileAtomic(rt,
+                      "#!/bin/sh\n"
+                      "verb=; pidfile=\n"
+                      "while [ $# -gt 0 ]; do case \"$1\" in --pid-file) pidfile=$2; shift;;"
+                      " exec|kill|start|delete) [ -z \"$verb\" ] && verb=$1;; esac; shift; done\n"
+                      "if [ \"$verb\" = exec ]; then sleep 3 </dev/null >/dev/null 2>&1 & echo $! "
+                      ">\"$pidfile\"; fi\n",
+                      0755)
+          .ok());
+  auto runtime =
+      std::make_shared<oci::Runtime>(oci::Runtime::Config{rt, dir + "/root", false}, dir);
   for (int i = 0; i < 20; ++i) {
     std::string in = dir + "/in" + std::to_string(i);
     ASSERT_EQ(::mkfifo(in.c_str(), 0600), 0);
     exec::Stdio stdio{in, "", "", false};
-    auto p = proctask::RuntimeProcess::ForExec(runtime, "c1", "e" + std::to_string(i), dir, R"({"args":["sh"]})", stdio,
-                                          {"c1", "ns", dir});
+    auto p = proctask::RuntimeProcess::ForExec(runtime, "c1", "e" + std::to_string(i), dir,
+                                               R"({"args":["sh"]})", stdio, {"c1", "ns", dir});
     StatusOr<uint32_t> pid = Status();
-    Together([&] { pid = p->Start([](uint32_t) {}); }, [&] { p->CloseStdin(); }, [&] { (void)p->ResizePty(80, 24); });
+    Together([&] { pid = p->Start([](uint32_t) {}); }, [&] { p->CloseStdin(); },
+             [&] { (void)p->ResizePty(80, 24); });
     ASSERT_TRUE(pid.ok()) << pid.status().ToString();
     Together([&] { (void)p->Signal(SIGKILL); }, [&] { p->ReleaseIo(); }, [&] { p->CloseStdin(); });
     p.reset();

@@ -67,7 +67,8 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
     // the guest pty's bytes on the other. (No pty here: no second line
     // discipline between the client and the guest's terminal.)
     int sp[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) return ErrnoError(errno, "socketpair");
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
+      return ErrnoError(errno, "socketpair");
     UniqueFd near(sp[0]), far(sp[1]);
     ASSIGN_OR_RETURN(UniqueFd conn, ConnectUnix({io->console_socket(), false}));
     RETURN_IF_ERROR(stdio::SendFd(conn.get(), near.get()));
@@ -110,7 +111,7 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
   auto pump_out = [p](UniqueFd fd, apb::ReadStreamRequest::Stream which, Latch* done) {
     p->agent->RelayOutput(p->id, which, fd.get());
     if (fd) ::shutdown(fd.get(), SHUT_WR);  // a socket (terminal) has other fds open
-    fd.reset();  // EOF for ProcessIo's copier
+    fd.reset();                             // EOF for ProcessIo's copier
     done->Open();
   };
   std::thread(pump_out, std::move(out_w), apb::ReadStreamRequest::STDOUT, &p->out_done).detach();
@@ -118,13 +119,16 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
   if (in_r.get() >= 0) {
     // Until EOF, which ProcessIo gives once CloseStdin came and the fifo is
     // drained (whenever CloseStdin came).
-    std::thread([p, fd = std::move(in_r)] { p->agent->RelayStdin(p->id, fd.get(), p->stop.get()); }).detach();
+    std::thread([p, fd = std::move(in_r)] {
+      p->agent->RelayStdin(p->id, fd.get(), p->stop.get());
+    }).detach();
   }
   std::thread([p, cb = std::move(on_exit)] {
     auto st = p->agent->WaitExit(p->id);
     uint32_t status = st.ok() ? static_cast<uint32_t>(*st) : kVmGoneStatus;
-    if (!st.ok()) spdlog::warn("{}/{}: {}; exit status {}", p->id.container_id(), p->id.exec_id(),
-                               st.status().ToString(), status);
+    if (!st.ok())
+      spdlog::warn("{}/{}: {}; exit status {}", p->id.container_id(), p->id.exec_id(),
+                   st.status().ToString(), status);
     // Output first: the exit event follows everything the process wrote.
     p->out_done.Wait();
     p->err_done.Wait();

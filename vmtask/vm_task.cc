@@ -9,11 +9,11 @@
 
 #include "base/io.h"
 #include "base/log.h"
-#include "proto/timestamp.h"
 #include "base/sha256.h"
 #include "containerd/events/task.pb.h"
 #include "exec/exec_events.h"
 #include "oci/mounts.h"
+#include "proto/timestamp.h"
 #include "runhcs/stats.pb.h"
 #include "task/exec_set.h"
 #include "vmtask/vm_process.h"
@@ -61,7 +61,8 @@ StatusOr<Prepared> Prepare(const task::CreateRequest& req, const std::string& ns
     std::string path = j.at("root").at("path").get<std::string>();
     if (req.rootfs.empty()) p.rootfs = path.starts_with("/") ? path : req.bundle + "/" + path;
   } catch (const nlohmann::json::exception& e) {
-    return InvalidArgumentError("task '{}': config.json has no usable root.path: {}", req.id, e.what());
+    return InvalidArgumentError("task '{}': config.json has no usable root.path: {}", req.id,
+                                e.what());
   }
   if (!req.rootfs.empty()) {
     ::mkdir(p.rootfs.c_str(), 0711);
@@ -103,24 +104,25 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::Create(const task::CreateRequest& req,
     p.Undo();
     return vm.status();
   }
-  return CreateWith(req, cfg.ns, *vm, /*owns_vm=*/true, std::move(p.io), p.spec, p.rootfs, p.mounted,
-                    publisher);
+  return CreateWith(req, cfg.ns, *vm, /*owns_vm=*/true, std::move(p.io), p.spec, p.rootfs,
+                    p.mounted, publisher);
 }
 
-StatusOr<std::shared_ptr<VmTask>> VmTask::CreateIn(const task::CreateRequest& req, const std::string& ns,
+StatusOr<std::shared_ptr<VmTask>> VmTask::CreateIn(const task::CreateRequest& req,
+                                                   const std::string& ns,
                                                    std::shared_ptr<uvm::UtilityVm> vm,
                                                    events::Publisher* publisher) {
-  if (!vm || !vm->agent()) return FailedPreconditionError("task '{}': the pod's VM is not running", req.id);
+  if (!vm || !vm->agent())
+    return FailedPreconditionError("task '{}': the pod's VM is not running", req.id);
   ASSIGN_OR_RETURN(Prepared p, Prepare(req, ns));
   return CreateWith(req, ns, std::move(vm), /*owns_vm=*/false, std::move(p.io), p.spec, p.rootfs,
                     p.mounted, publisher);
 }
 
-StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& req, const std::string& ns,
-                                                     std::shared_ptr<uvm::UtilityVm> vm, bool owns_vm,
-                                                     std::unique_ptr<stdio::ProcessIo> io,
-                                                     const std::string& spec, const std::string& rootfs,
-                                                     bool mounted, events::Publisher* publisher) {
+StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(
+    const task::CreateRequest& req, const std::string& ns, std::shared_ptr<uvm::UtilityVm> vm,
+    bool owns_vm, std::unique_ptr<stdio::ProcessIo> io, const std::string& spec,
+    const std::string& rootfs, bool mounted, events::Publisher* publisher) {
   std::shared_ptr<uvm::AgentClient> agent = vm->agent();
   Status st = agent ? OkStatus() : FailedPreconditionError("task '{}': VM is not running", req.id);
   if (st.ok()) st = vm->Share(rootfs, kGuestRootfs + req.id, /*read_only=*/false);
@@ -140,10 +142,12 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& 
     if (mounted) (void)oci::UnmountAll(rootfs);
     return st;
   }
-  auto task = std::make_shared<VmTask>(req.id, req.bundle, ns, std::move(vm), owns_vm, publisher, mounted);
-  task->SetInit({req.id, "", req.bundle, req.stdio, 0},
-                std::make_unique<VmProcess>(agent, req.id, "", "", req.stdio,
-                                            stdio::IoContext{req.id, ns, req.bundle}, std::move(io)));
+  auto task =
+      std::make_shared<VmTask>(req.id, req.bundle, ns, std::move(vm), owns_vm, publisher, mounted);
+  task->SetInit(
+      {req.id, "", req.bundle, req.stdio, 0},
+      std::make_unique<VmProcess>(agent, req.id, "", "", req.stdio,
+                                  stdio::IoContext{req.id, ns, req.bundle}, std::move(io)));
   if (agent) {
     task->oom_ = std::make_unique<OomRelay>(agent, req.id, publisher);
     task->oom_->Start();
@@ -153,8 +157,9 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(const task::CreateRequest& 
   return task;
 }
 
-VmTask::VmTask(std::string id, std::string bundle, std::string ns, std::shared_ptr<uvm::UtilityVm> vm,
-               bool owns_vm, events::Publisher* publisher, bool mounted)
+VmTask::VmTask(std::string id, std::string bundle, std::string ns,
+               std::shared_ptr<uvm::UtilityVm> vm, bool owns_vm, events::Publisher* publisher,
+               bool mounted)
     : TaskBase(std::move(id), std::move(bundle), std::move(ns), publisher),
       vm_(std::move(vm)),
       owns_vm_(owns_vm),
@@ -175,7 +180,8 @@ void VmTask::WatchVm() {
     if (!t || st.ok()) return;  // closed by us, or the task is gone
     // The VM died: started processes learn it from the agent (exit 1);
     // the ones never started are force-exited here, execs before init.
-    for (auto& e : t->execs().InState(exec::State::kCreated)) e->ForceExit(VmProcess::kVmGoneStatus);
+    for (auto& e : t->execs().InState(exec::State::kCreated))
+      e->ForceExit(VmProcess::kVmGoneStatus);
     if (t->init()->state() == exec::State::kCreated) t->init()->ForceExit(VmProcess::kVmGoneStatus);
   }).detach();
 }
@@ -222,8 +228,9 @@ void VmTask::Teardown() {
 StatusOr<std::unique_ptr<exec::Process>> VmTask::NewExecProcess(const task::ExecRequest& req) {
   std::shared_ptr<uvm::AgentClient> agent = vm_->agent();
   if (!agent) return FailedPreconditionError("task '{}': its VM is gone", id());
-  return std::unique_ptr<exec::Process>(std::make_unique<VmProcess>(
-      agent, id(), req.exec_id, req.process_json, req.stdio, stdio::IoContext{id(), ns(), bundle()}, nullptr));
+  return std::unique_ptr<exec::Process>(
+      std::make_unique<VmProcess>(agent, id(), req.exec_id, req.process_json, req.stdio,
+                                  stdio::IoContext{id(), ns(), bundle()}, nullptr));
 }
 
 Status VmTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
@@ -250,7 +257,8 @@ Status VmTask::FreezeContainer(bool freeze) {
   auto agent = vm_->agent();
   if (!agent) return FailedPreconditionError("task '{}': its VM is not running", id());
   if (init()->state() != exec::State::kRunning) {
-    return FailedPreconditionError("cannot {} task '{}': it is not running", freeze ? "pause" : "resume", id());
+    return FailedPreconditionError("cannot {} task '{}': it is not running",
+                                   freeze ? "pause" : "resume", id());
   }
   apb::ContainerRequest req;
   req.set_container_id(id());
@@ -274,7 +282,8 @@ bool VmTask::Paused() {
 }
 
 Status VmTask::Update(const runhcs::wkt::Any&) {
-  return NotImplementedError("update of hypervisor-isolated task '{}' is not implemented yet", id());
+  return NotImplementedError("update of hypervisor-isolated task '{}' is not implemented yet",
+                             id());
 }
 
 StatusOr<runhcs::wkt::Any> VmTask::Stats() {

@@ -24,10 +24,10 @@
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
 #include "exec/process_exec.h"
-#include "task/task_base.h"
 #include "stdio/process_io.h"
-#include "vmtask/oom_relay.h"
+#include "task/task_base.h"
 #include "uvm/utility_vm.h"
+#include "vmtask/oom_relay.h"
 
 namespace runhcs::vmtask {
 
@@ -42,7 +42,8 @@ class VmTask : public task::TaskBase {
                                                   events::Publisher* publisher);
   // A pod workload in the pod's running VM, which it does not own: its init
   // exiting removes the container from the guest and leaves the VM alone.
-  static StatusOr<std::shared_ptr<VmTask>> CreateIn(const task::CreateRequest& req, const std::string& ns,
+  static StatusOr<std::shared_ptr<VmTask>> CreateIn(const task::CreateRequest& req,
+                                                    const std::string& ns,
                                                     std::shared_ptr<uvm::UtilityVm> vm,
                                                     events::Publisher* publisher);
   ~VmTask() override;
@@ -54,7 +55,8 @@ class VmTask : public task::TaskBase {
   bool Paused() override;
   Status Update(const runhcs::wkt::Any& resources) override;
   StatusOr<runhcs::wkt::Any> Stats() override;
-  StatusOr<int32_t> ExecInHost(const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
+  StatusOr<int32_t> ExecInHost(
+      const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
   std::string DumpGuestStacks() override;
   Status Share(const std::string& host_path, const std::string& vm_path, bool read_only) override;
 
@@ -65,7 +67,7 @@ class VmTask : public task::TaskBase {
   // and, unless given, its console into the shim's log). On failure nothing
   // of it is left.
   static StatusOr<std::shared_ptr<uvm::UtilityVm>> BootVm(uvm::VmConfig base, const std::string& ns,
-                                                        const std::string& id);
+                                                          const std::string& id);
 
   VmTask(std::string id, std::string bundle, std::string ns, std::shared_ptr<uvm::UtilityVm> vm,
          bool owns_vm, events::Publisher* publisher, bool mounted);
@@ -76,11 +78,10 @@ class VmTask : public task::TaskBase {
   // `signal` to every process of the container, through the agent.
   Status SignalAll(uint32_t signal);
   void Teardown() override;
-  static StatusOr<std::shared_ptr<VmTask>> CreateWith(const task::CreateRequest& req, const std::string& ns,
-                                                      std::shared_ptr<uvm::UtilityVm> vm, bool owns_vm,
-                                                      std::unique_ptr<stdio::ProcessIo> io,
-                                                      const std::string& spec, const std::string& rootfs,
-                                                      bool mounted, events::Publisher* publisher);
+  static StatusOr<std::shared_ptr<VmTask>> CreateWith(
+      const task::CreateRequest& req, const std::string& ns, std::shared_ptr<uvm::UtilityVm> vm,
+      bool owns_vm, std::unique_ptr<stdio::ProcessIo> io, const std::string& spec,
+      const std::string& rootfs, bool mounted, events::Publisher* publisher);
   void WatchVm();
   Status FreezeContainer(bool freeze);
 

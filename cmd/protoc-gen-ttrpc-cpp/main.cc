@@ -49,17 +49,30 @@ std::string Replace(std::string s, const std::string& from, const std::string& t
   return s;
 }
 
-std::string Namespace(const pb::FileDescriptor* file) { return Replace(file->package(), ".", "::"); }
+std::string Namespace(const pb::FileDescriptor* file) {
+  return Replace(file->package(), ".", "::");
+}
 
 // The C++ name protoc's C++ generator gives a message: nested types joined
 // by '_', qualified from the global namespace.
 std::string ClassName(const pb::Descriptor* d) {
   std::string name = d->name();
-  for (const pb::Descriptor* outer = d->containing_type(); outer; outer = outer->containing_type()) {
+  for (const pb::Descriptor* outer = d->containing_type(); outer;
+       outer = outer->containing_type()) {
     name = outer->name() + "_" + name;
   }
   std::string ns = Namespace(d->file());
   return ns.empty() ? "::" + name : "::" + ns + "::" + name;
+}
+
+// The printer variables of one RPC: its service, name, full name and the
+// C++ types of its request and response.
+std::map<std::string, std::string> MethodVars(const pb::MethodDescriptor* m) {
+  return {{"svc", m->service()->name()},
+          {"name", m->name()},
+          {"full", m->full_name()},
+          {"in", ClassName(m->input_type())},
+          {"out", ClassName(m->output_type())}};
 }
 
 class Generator : public pb::compiler::CodeGenerator {
@@ -114,7 +127,8 @@ class Generator : public pb::compiler::CodeGenerator {
                           const std::set<std::string>& async, pb::compiler::GeneratorContext* ctx) {
     std::unique_ptr<pb::io::ZeroCopyOutputStream> out(ctx->Open(base + ".ttrpc.h"));
     pb::io::Printer p(out.get(), '$');
-    p.Print("// Generated from $file$ by protoc-gen-ttrpc-cpp. Do not edit.\n", "file", file->name());
+    p.Print("// Generated from $file$ by protoc-gen-ttrpc-cpp. Do not edit.\n", "file",
+            file->name());
     p.Print("#pragma once\n\n#include <string_view>\n\n");
     std::set<std::string> includes = {base + ".pb.h"};
     for (int i = 0; i < file->service_count(); ++i) {
@@ -139,15 +153,14 @@ class Generator : public pb::compiler::CodeGenerator {
               "  virtual ~$svc$Server() = default;\n\n");
       for (int j = 0; j < s->method_count(); ++j) {
         const pb::MethodDescriptor* m = s->method(j);
-        std::map<std::string, std::string> mv = {{"name", m->name()},
-                                                 {"in", ClassName(m->input_type())},
-                                                 {"out", ClassName(m->output_type())}};
+        std::map<std::string, std::string> mv = MethodVars(m);
         if (async.count(m->full_name())) {
-          p.Print(mv,
-                  "  // Async: runs on the connection's reader, must return at once and\n"
-                  "  // answer through `responder` (from any thread).\n"
-                  "  virtual void $name$(const ::runhcs::ttrpc::CallContext& ctx, const $in$& req,\n"
-                  "                      ::runhcs::ttrpc::TypedResponder<$out$> responder);\n");
+          p.Print(
+              mv,
+              "  // Async: runs on the connection's reader, must return at once and\n"
+              "  // answer through `responder` (from any thread).\n"
+              "  virtual void $name$(const ::runhcs::ttrpc::CallContext& ctx, const $in$& req,\n"
+              "                      ::runhcs::ttrpc::TypedResponder<$out$> responder);\n");
         } else {
           p.Print(mv,
                   "  virtual ::runhcs::Status $name$(const ::runhcs::ttrpc::CallContext& ctx, "
@@ -169,9 +182,7 @@ class Generator : public pb::compiler::CodeGenerator {
               "      : channel_(channel), defaults_(std::move(defaults)) {}\n\n");
       for (int j = 0; j < s->method_count(); ++j) {
         const pb::MethodDescriptor* m = s->method(j);
-        std::map<std::string, std::string> mv = {{"name", m->name()},
-                                                 {"in", ClassName(m->input_type())},
-                                                 {"out", ClassName(m->output_type())}};
+        std::map<std::string, std::string> mv = MethodVars(m);
         p.Print(mv,
                 "  ::runhcs::Status $name$(const $in$& req, $out$* resp) const {\n"
                 "    return $name$(req, resp, defaults_);\n"
@@ -194,7 +205,8 @@ class Generator : public pb::compiler::CodeGenerator {
                           const std::set<std::string>& async, pb::compiler::GeneratorContext* ctx) {
     std::unique_ptr<pb::io::ZeroCopyOutputStream> out(ctx->Open(base + ".ttrpc.cc"));
     pb::io::Printer p(out.get(), '$');
-    p.Print("// Generated from $file$ by protoc-gen-ttrpc-cpp. Do not edit.\n", "file", file->name());
+    p.Print("// Generated from $file$ by protoc-gen-ttrpc-cpp. Do not edit.\n", "file",
+            file->name());
     p.Print("#include \"$base$.ttrpc.h\"\n\n", "base", base);
     p.Print("namespace $ns$ {\n\n", "ns", Namespace(file));
     for (int i = 0; i < file->service_count(); ++i) {
@@ -202,16 +214,13 @@ class Generator : public pb::compiler::CodeGenerator {
       std::map<std::string, std::string> vars = {{"svc", s->name()}, {"full", s->full_name()}};
       for (int j = 0; j < s->method_count(); ++j) {
         const pb::MethodDescriptor* m = s->method(j);
-        std::map<std::string, std::string> mv = {{"svc", s->name()},
-                                                 {"name", m->name()},
-                                                 {"full", m->full_name()},
-                                                 {"in", ClassName(m->input_type())},
-                                                 {"out", ClassName(m->output_type())}};
+        std::map<std::string, std::string> mv = MethodVars(m);
         if (async.count(m->full_name())) {
           p.Print(mv,
                   "void $svc$Server::$name$(const ::runhcs::ttrpc::CallContext&, const $in$&,\n"
                   "                         ::runhcs::ttrpc::TypedResponder<$out$> responder) {\n"
-                  "  responder.Fail(::runhcs::NotImplementedError(\"method $name$ not implemented\"));\n"
+                  "  responder.Fail(::runhcs::NotImplementedError(\"method $name$ not "
+                  "implemented\"));\n"
                   "}\n\n");
         } else {
           p.Print(mv,
@@ -232,9 +241,7 @@ class Generator : public pb::compiler::CodeGenerator {
               "  const std::string svc(\"$full$\");\n");
       for (int j = 0; j < s->method_count(); ++j) {
         const pb::MethodDescriptor* m = s->method(j);
-        std::map<std::string, std::string> mv = {{"name", m->name()},
-                                                 {"in", ClassName(m->input_type())},
-                                                 {"out", ClassName(m->output_type())}};
+        std::map<std::string, std::string> mv = MethodVars(m);
         if (async.count(m->full_name())) {
           p.Print(mv,
                   "  server->RegisterAsync<$in$, $out$>(\n"
@@ -247,7 +254,8 @@ class Generator : public pb::compiler::CodeGenerator {
           p.Print(mv,
                   "  server->Register<$in$, $out$>(\n"
                   "      svc, \"$name$\",\n"
-                  "      [impl](const ::runhcs::ttrpc::CallContext& ctx, const $in$& req, $out$* resp) {\n"
+                  "      [impl](const ::runhcs::ttrpc::CallContext& ctx, const $in$& req, $out$* "
+                  "resp) {\n"
                   "        return impl->$name$(ctx, req, resp);\n"
                   "      });\n");
         }

@@ -22,24 +22,24 @@
 
 #include "base/io.h"
 #include "base/log.h"
-#include "proto/timestamp.h"
-#include "containerd/task/v2/shim.ttrpc.h"
-#include "events/forwarder.h"
 #include "base/reaper.h"
 #include "base/sha256.h"
 #include "base/stacks.h"
+#include "containerd/task/v2/shim.ttrpc.h"
+#include "events/forwarder.h"
 #include "oci/mounts.h"
-#include "proctask/process_task.h"
-#include "vmtask/vm_task.h"
-#include "task/exec_set.h"
-#include "pod/sandbox_task.h"
-#include "pod/pod.h"
 #include "oci/spec.h"
+#include "pod/pod.h"
+#include "pod/sandbox_task.h"
+#include "proctask/process_task.h"
+#include "proto/timestamp.h"
 #include "service/options.h"
 #include "service/shim_registry.h"
 #include "service/task_service.h"
+#include "task/exec_set.h"
 #include "ttrpc/client.h"
 #include "ttrpc/server.h"
+#include "vmtask/vm_task.h"
 
 namespace runhcs::shim {
 
@@ -102,8 +102,10 @@ class ShimTaskFactory : public service::TaskFactory {
             return std::shared_ptr<task::Task>(std::move(t));
           }));
     }
-    ASSIGN_OR_RETURN(std::shared_ptr<uvm::UtilityVm> vm, vmtask::VmTask::BootVm(VmConfig(opts), ns_, req.id));
-    std::shared_ptr<pod::SandboxTask> sandbox = pod::SandboxTask::Create(pub, req.id, req.bundle, vm);
+    ASSIGN_OR_RETURN(std::shared_ptr<uvm::UtilityVm> vm,
+                     vmtask::VmTask::BootVm(VmConfig(opts), ns_, req.id));
+    std::shared_ptr<pod::SandboxTask> sandbox =
+        pod::SandboxTask::Create(pub, req.id, req.bundle, vm);
     pub->Publish(task::CreateEvent(req, 0));
     auto p = std::make_shared<pod::PodImpl>(
         req.id, sandbox, vm,
@@ -139,7 +141,8 @@ class ShimTaskFactory : public service::TaskFactory {
     } else if (iso == "process") {
       o->isolation = service::ShimOptions::Isolation::kProcess;
     } else if (!iso.empty()) {
-      return InvalidArgumentError("annotation {}={:?}: want process or hypervisor", kIsolationAnnotation, iso);
+      return InvalidArgumentError("annotation {}={:?}: want process or hypervisor",
+                                  kIsolationAnnotation, iso);
     }
     std::string acc = spec.Annotation(kAcceleratorAnnotation);
     if (acc == "auto") {
@@ -149,19 +152,27 @@ class ShimTaskFactory : public service::TaskFactory {
     } else if (acc == "tcg") {
       o->accelerator = service::ShimOptions::Accelerator::kTcg;
     } else if (!acc.empty()) {
-      return InvalidArgumentError("annotation {}={:?}: want auto, kvm or tcg", kAcceleratorAnnotation, acc);
+      return InvalidArgumentError("annotation {}={:?}: want auto, kvm or tcg",
+                                  kAcceleratorAnnotation, acc);
     }
     return OkStatus();
   }
   static uvm::VmConfig VmConfig(const service::ShimOptions& o) {
     uvm::VmConfig c;
     c.boot_dir = o.boot_files_path.empty() ? DefaultBootDir() : o.boot_files_path;
-    c.cpus = o.vm_processors > 0 ? o.vm_processors : (std::thread::hardware_concurrency() > 1 ? 2 : 1);
+    c.cpus =
+        o.vm_processors > 0 ? o.vm_processors : (std::thread::hardware_concurrency() > 1 ? 2 : 1);
     c.memory_mb = o.vm_memory_mb > 0 ? o.vm_memory_mb : 1024;
     switch (o.accelerator) {
-      case service::ShimOptions::Accelerator::kKvm: c.accel = uvm::VmConfig::Accel::kKvm; break;
-      case service::ShimOptions::Accelerator::kTcg: c.accel = uvm::VmConfig::Accel::kTcg; break;
-      default: c.accel = uvm::VmConfig::Accel::kAuto; break;
+      case service::ShimOptions::Accelerator::kKvm:
+        c.accel = uvm::VmConfig::Accel::kKvm;
+        break;
+      case service::ShimOptions::Accelerator::kTcg:
+        c.accel = uvm::VmConfig::Accel::kTcg;
+        break;
+      default:
+        c.accel = uvm::VmConfig::Accel::kAuto;
+        break;
     }
     return c;
   }
@@ -228,7 +239,8 @@ int Start(const Flags& f) {
   if (role->kind == oci::PodRole::kWorkload) {
     // The pod's shim serves this container too: connect, spawn nothing.
     auto client = ttrpc::Client::Dial(ua);
-    std::string what = fmt::format("failed to connect to hosting shim of pod '{}'", role->sandbox_id);
+    std::string what =
+        fmt::format("failed to connect to hosting shim of pod '{}'", role->sandbox_id);
     if (!client.ok()) return Fail(client.status().Wrap(what));
     containerd::task::v2::ConnectRequest req;
     req.set_id(role->sandbox_id);

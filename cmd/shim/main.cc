@@ -13,16 +13,14 @@ int main(int argc, char** argv) {
   runhcs::shim::Flags f;
   bool version = false;
   po::options_description desc("containerd-shim-runhcs-v1 [flags] start|delete");
-  desc.add_options()
-      ("namespace", po::value(&f.ns), "containerd namespace")
-      ("address", po::value(&f.address), "containerd gRPC socket")
-      ("publish-binary", po::value(&f.publish_binary), "containerd binary (unused)")
-      ("id", po::value(&f.id), "task id")
-      ("bundle", po::value(&f.bundle), "bundle path (delete)")
-      ("debug", po::bool_switch(&f.debug), "debug logging")
-      ("is-sandbox", po::bool_switch(&f.is_sandbox), "(internal) serve a pod")
-      ("version,v", po::bool_switch(&version), "print the version")
-      ("action", po::value(&f.action), "start | delete");
+  desc.add_options()("namespace", po::value(&f.ns), "containerd namespace")(
+      "address", po::value(&f.address), "containerd gRPC socket")(
+      "publish-binary", po::value(&f.publish_binary), "containerd binary (unused)")(
+      "id", po::value(&f.id), "task id")("bundle", po::value(&f.bundle), "bundle path (delete)")(
+      "debug", po::bool_switch(&f.debug), "debug logging")(
+      "is-sandbox", po::bool_switch(&f.is_sandbox), "(internal) serve a pod")(
+      "version,v", po::bool_switch(&version), "print the version")("action", po::value(&f.action),
+                                                                   "start | delete");
   po::positional_options_description pos;
   pos.add("action", 1);
   try {

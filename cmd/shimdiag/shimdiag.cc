@@ -50,8 +50,8 @@ constexpr char kUsage[] =
     "SHIM is a name from `list` or any prefix naming exactly one shim.\n";
 
 // Like ASSIGN_OR_RETURN, in a function returning an exit code.
-#define ASSIGN_OR_FAIL(var, expr)                   \
-  auto var##_or = (expr);                           \
+#define ASSIGN_OR_FAIL(var, expr)                     \
+  auto var##_or = (expr);                             \
   if (!var##_or.ok()) return Fail(var##_or.status()); \
   auto var = std::move(*var##_or)
 
@@ -86,7 +86,8 @@ class Cli {
   // One RPC of the shim's diag service, bounded by `timeout` (0: none).
   template <typename Req, typename Resp>
   Status Call(Shim& shim,
-              Status (diag::ShimDiagClient::*rpc)(const Req&, Resp*, const ttrpc::CallOptions&) const,
+              Status (diag::ShimDiagClient::*rpc)(const Req&, Resp*, const ttrpc::CallOptions&)
+                  const,
               const Req& req, Resp* resp, std::chrono::nanoseconds timeout) {
     ttrpc::CallOptions co;
     co.timeout = timeout;
@@ -103,7 +104,9 @@ class Cli {
       if (pids) {
         diag::PidResponse resp;
         auto shim = Connect(e.name);
-        Status st = shim.ok() ? Call(*shim, &diag::ShimDiagClient::DiagPid, diag::PidRequest(), &resp, kCallTimeout) : shim.status();
+        Status st = shim.ok() ? Call(*shim, &diag::ShimDiagClient::DiagPid, diag::PidRequest(),
+                                     &resp, kCallTimeout)
+                              : shim.status();
         if (st.ok()) {
           j["pid"] = resp.pid();
           pid_text = std::to_string(resp.pid());
@@ -133,7 +136,10 @@ class Cli {
   int Pid(const std::string& name) {
     ASSIGN_OR_FAIL(shim, Connect(name));
     diag::PidResponse resp;
-    if (Status st = Call(shim, &diag::ShimDiagClient::DiagPid, diag::PidRequest(), &resp, kCallTimeout); !st.ok()) return Fail(st);
+    if (Status st =
+            Call(shim, &diag::ShimDiagClient::DiagPid, diag::PidRequest(), &resp, kCallTimeout);
+        !st.ok())
+      return Fail(st);
     Print(fmt::format("{}\n", resp.pid()));
     return 0;
   }
@@ -143,14 +149,17 @@ class Cli {
     diag::TasksRequest req;
     req.set_execs(execs);
     diag::TasksResponse resp;
-    if (Status st = Call(shim, &diag::ShimDiagClient::DiagTasks, req, &resp, kCallTimeout); !st.ok()) return Fail(st);
+    if (Status st = Call(shim, &diag::ShimDiagClient::DiagTasks, req, &resp, kCallTimeout);
+        !st.ok())
+      return Fail(st);
     if (json) {
       nlohmann::json out = nlohmann::json::array();
       for (const auto& t : resp.tasks()) {
         nlohmann::json j = {{"id", t.id()}};
         if (execs) {
           j["execs"] = nlohmann::json::array();
-          for (const auto& e : t.execs()) j["execs"].push_back({{"id", e.id()}, {"state", e.state()}});
+          for (const auto& e : t.execs())
+            j["execs"].push_back({{"id", e.id()}, {"state", e.state()}});
         }
         out.push_back(std::move(j));
       }
@@ -167,7 +176,9 @@ class Cli {
   int Stacks(const std::string& name) {
     ASSIGN_OR_FAIL(shim, Connect(name));
     diag::StacksResponse resp;
-    if (Status st = Call(shim, &diag::ShimDiagClient::DiagStacks, diag::StacksRequest(), &resp, kStacksTimeout); !st.ok()) {
+    if (Status st = Call(shim, &diag::ShimDiagClient::DiagStacks, diag::StacksRequest(), &resp,
+                         kStacksTimeout);
+        !st.ok()) {
       return Fail(st);
     }
     Print("Stacks:\n" + resp.stacks());
@@ -175,15 +186,19 @@ class Cli {
     return 0;
   }
 
-  int Share(const std::string& name, const std::string& host_path, const std::string& vm_path, bool ro) {
+  int Share(const std::string& name, const std::string& host_path, const std::string& vm_path,
+            bool ro) {
     ASSIGN_OR_FAIL(shim, Connect(name));
     diag::ShareRequest req;
     req.set_host_path(host_path);
     req.set_uvm_path(vm_path);
     req.set_read_only(ro);
     diag::ShareResponse resp;
-    if (Status st = Call(shim, &diag::ShimDiagClient::DiagShare, req, &resp, kCallTimeout); !st.ok()) return Fail(st);
-    Print(fmt::format("Shared {} into {} at {}{}\n", host_path, shim.entry.name, vm_path, ro ? " (read-only)" : ""));
+    if (Status st = Call(shim, &diag::ShimDiagClient::DiagShare, req, &resp, kCallTimeout);
+        !st.ok())
+      return Fail(st);
+    Print(fmt::format("Shared {} into {} at {}{}\n", host_path, shim.entry.name, vm_path,
+                      ro ? " (read-only)" : ""));
     return 0;
   }
 
@@ -272,7 +287,8 @@ class FifoPump {
   }
   void Finish() {
     while (!done_) {
-      UniqueFd other(::open(path_.c_str(), (reading_ ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC));
+      UniqueFd other(
+          ::open(path_.c_str(), (reading_ ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC));
       if (done_) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -331,7 +347,8 @@ int Cli::Exec(const std::string& name, const std::vector<std::string>& cmd, bool
   if (!tty) pumps.push_back(std::make_unique<FifoPump>(req.stderr(), true, env_.err, -1));
 
   diag::ExecProcessResponse resp;
-  Status st = Call(shim, &diag::ShimDiagClient::DiagExecInHost, req, &resp, std::chrono::nanoseconds(0));
+  Status st =
+      Call(shim, &diag::ShimDiagClient::DiagExecInHost, req, &resp, std::chrono::nanoseconds(0));
   uint64_t one = 1;
   (void)!::write(stop.get(), &one, sizeof one);
   // Output first: it ends with the shim's side, and must be complete.

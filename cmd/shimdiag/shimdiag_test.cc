@@ -31,7 +31,8 @@ struct FakeShim : diag::ShimDiagServer {
     r->set_pid(pid);
     return OkStatus();
   }
-  Status DiagTasks(const CallContext&, const diag::TasksRequest& req, diag::TasksResponse* r) override {
+  Status DiagTasks(const CallContext&, const diag::TasksRequest& req,
+                   diag::TasksResponse* r) override {
     for (const char* id : {"sandbox", "web"}) {
       auto* t = r->add_tasks();
       t->set_id(id);
@@ -47,19 +48,23 @@ struct FakeShim : diag::ShimDiagServer {
     }
     return OkStatus();
   }
-  Status DiagStacks(const CallContext&, const diag::StacksRequest&, diag::StacksResponse* r) override {
+  Status DiagStacks(const CallContext&, const diag::StacksRequest&,
+                    diag::StacksResponse* r) override {
     r->set_stacks("thread 1 shim:\n  #0 Main\n");
     r->set_guest_stacks("thread 1 agent:\n");
     return OkStatus();
   }
-  Status DiagShare(const CallContext&, const diag::ShareRequest& req, diag::ShareResponse*) override {
+  Status DiagShare(const CallContext&, const diag::ShareRequest& req,
+                   diag::ShareResponse*) override {
     last_share = req;
-    if (req.host_path() == "/missing") return NotFoundError("share: host path /missing does not exist");
+    if (req.host_path() == "/missing")
+      return NotFoundError("share: host path /missing does not exist");
     return OkStatus();
   }
   // Echoes stdin to stdout upper-cased, writes "err" to stderr, exits 7;
   // "fail" as the command is refused.
-  Status DiagExecInHost(const CallContext&, const diag::ExecProcessRequest& req, diag::ExecProcessResponse* r) override {
+  Status DiagExecInHost(const CallContext&, const diag::ExecProcessRequest& req,
+                        diag::ExecProcessResponse* r) override {
     last_exec = req;
     if (req.args(0) == "fail") return FailedPreconditionError("task is not isolated");
     UniqueFd in(::open(req.stdin().c_str(), O_RDONLY | O_CLOEXEC));
@@ -208,7 +213,9 @@ TEST_F(ShimdiagTest, TasksListsTasksAndTheirExecs) {
   EXPECT_EQ(r.code, 0);
   EXPECT_EQ(r.out, "sandbox\nweb\n");
   r = RunCli({"tasks", "--execs", "default-pod"});
-  EXPECT_EQ(r.out, "sandbox\n|----> \trunning: sandbox\nweb\n|----> \trunning: web\n|----> \texited: debug1\n");
+  EXPECT_EQ(
+      r.out,
+      "sandbox\n|----> \trunning: sandbox\nweb\n|----> \trunning: web\n|----> \texited: debug1\n");
   r = RunCli({"tasks", "--execs", "--json", "default-pod"});
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j[1]["id"], "web");
