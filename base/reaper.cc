@@ -11,7 +11,9 @@
 #include <cstring>
 #include <thread>
 
+#include "base/event_loop.h"
 #include "base/log.h"
+#include "base/thread_group.h"
 
 extern char** environ;
 
@@ -58,7 +60,7 @@ void Reaper::DispatchLocked(pid_t pid, int status) {
   if (auto it = watched_.find(pid); it != watched_.end()) {
     auto cb = std::move(it->second);
     watched_.erase(it);
-    std::thread([cb = std::move(cb), status] { cb(status); }).detach();
+    if (cb) EventLoop::Get().Post([cb = std::move(cb), status] { cb(status); });
     return;
   }
   if (expecting_ == 0) return;
@@ -173,17 +175,20 @@ StatusOr<pid_t> Reaper::SpawnTied(SpawnOptions opts, std::function<void(StatusOr
     std::optional<StatusOr<pid_t>> pid GUARDED_BY(mu);
   };
   auto h = std::make_shared<Handoff>();
-  std::thread([this, h, opts = std::move(opts), on_exit = std::move(on_exit)] {
-    StatusOr<pid_t> pid = Spawn(opts);
-    {
-      MutexLock l(&h->mu);
-      h->pid = pid;
-      h->cv.SignalAll();
-    }
-    if (!pid.ok()) return;
-    StatusOr<int> st = Wait(*pid);
-    if (on_exit) on_exit(st);
-  }).detach();
+  Status started =
+      ThreadGroup::Get().Spawn("tied-" + opts.argv[0].substr(opts.argv[0].rfind('/') + 1),
+                               [this, h, opts = opts, on_exit = std::move(on_exit)] {
+                                 StatusOr<pid_t> pid = Spawn(opts);
+                                 {
+                                   MutexLock l(&h->mu);
+                                   h->pid = pid;
+                                   h->cv.SignalAll();
+                                 }
+                                 if (!pid.ok()) return;
+                                 StatusOr<int> st = Wait(*pid);
+                                 if (on_exit) on_exit(st);
+                               });
+  if (!started.ok()) return started;
   MutexLock l(&h->mu);
   while (!h->pid) h->cv.Wait(&h->mu);
   return *h->pid;
@@ -234,10 +239,34 @@ void Reaper::Watch(pid_t pid, std::function<void(int)> on_exit) {
   if (auto it = unclaimed_.find(pid); it != unclaimed_.end()) {
     int status = it->second.status;
     unclaimed_.erase(it);
-    std::thread([cb = std::move(on_exit), status] { cb(status); }).detach();
+    EventLoop::Get().Post([cb = std::move(on_exit), status] { cb(status); });
     return;
   }
   watched_[pid] = std::move(on_exit);
+}
+
+void Reaper::WhenExits(pid_t pid, std::function<void(int)> on_exit) {
+  {
+    MutexLock l(&mu_);
+    auto it = spawned_.find(pid);
+    if (it == spawned_.end()) return;
+    if (it->second.has_value()) {
+      int status = *it->second;
+      spawned_.erase(it);
+      if (on_exit) EventLoop::Get().Post([cb = std::move(on_exit), status] { cb(status); });
+      return;
+    }
+    if (enabled_) {
+      spawned_.erase(it);
+      watched_[pid] = std::move(on_exit);
+      return;
+    }
+  }
+  Status st = ThreadGroup::Get().Spawn("wait-" + std::to_string(pid), [this, pid, on_exit] {
+    StatusOr<int> st = Wait(pid);
+    if (on_exit) on_exit(st.ok() ? *st : 255);
+  });
+  if (!st.ok()) spdlog::error("reaper: {}; pid {} is not waited for", st.ToString(), pid);
 }
 
 void Reaper::Unwatch(pid_t pid) {

@@ -5,8 +5,8 @@
 // waitpid(-1) loop (ReapAll, run on SIGCHLD by the daemon's main loop) and is
 // dispatched by pid:
 //   - a process started with Spawn() wakes its Wait();
-//   - a pid given to Watch() gets its callback, on a thread of its own (the
-//     callback may block, e.g. draining stdio);
+//   - a pid given to Watch() gets its callback on the EventLoop (so the
+//     callback must not block);
 //   - an exit nobody claimed yet is kept while an Expectation is held (and
 //     at most kUnclaimedTtl), so a Watch() that comes after the exit (an exec
 //     that ended before its pid file was read) still sees it. With no
@@ -92,6 +92,12 @@ class Reaper {
   // Calls `on_exit(status)` on a new thread when `pid` exits (at once if it
   // already has). For processes we did not Spawn (reparented to us).
   void Watch(pid_t pid, std::function<void(int)> on_exit);
+  // For a child started by Spawn, instead of Wait: `on_exit(status)` runs
+  // on the EventLoop when it exits (at once if it has); nullptr: collected
+  // and forgotten (a binary logger at its end). Without the SIGCHLD loop
+  // (Enable) a thread of the ThreadGroup waits for it instead.
+  void WhenExits(pid_t pid, std::function<void(int)> on_exit);
+  void Disown(pid_t pid) { WhenExits(pid, nullptr); }
   // Forgets a Watch (e.g. the exec was force-exited and no longer cares).
   void Unwatch(pid_t pid);
 

@@ -20,9 +20,12 @@ class ExecTest : public ::testing::Test {
   std::shared_ptr<ProcessExec> Make(const std::string& exec_id, bool terminal = false) {
     ProcessExec::Config cfg{"task1", exec_id, "/bundle", Stdio{"in", "out", "", terminal}};
     return ProcessExec::Create(std::move(cfg), std::make_unique<FakeProcess>(fake_), &events_,
-                               [this](const ExecStatus& st) {
-                                 MutexLock l(&fake_->mu);
-                                 hooked_.push_back(st.exit_status);
+                               [this](const ExecStatus& st, std::function<void()> done) {
+                                 {
+                                   MutexLock l(&fake_->mu);
+                                   hooked_.push_back(st.exit_status);
+                                 }
+                                 done();
                                });
   }
   std::shared_ptr<ProcessExec> Running(const std::string& exec_id = "e1", bool terminal = false) {

@@ -4,10 +4,10 @@
 #include <atomic>
 #include <functional>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "base/thread_annotations.h"
+#include "base/thread_group.h"
 #include "exec/process.h"
 
 namespace runhcs::exec {
@@ -59,9 +59,8 @@ class FakeProcess : public Process {
         cb = s_->on_exit;
       }
     }
-    // Exits are reported from another thread, as real backends do. Detached:
-    // the exec may be released on that very thread.
-    if (cb) std::thread([cb, exit_status] { cb(*exit_status); }).detach();
+    // Exits are reported from another thread, as real backends do.
+    if (cb) (void)ThreadGroup::Get().Spawn("fake-exit", [cb, exit_status] { cb(*exit_status); });
     return OkStatus();
   }
   Status ResizePty(uint32_t w, uint32_t h) override {
@@ -78,9 +77,12 @@ class FakeProcess : public Process {
     ++s_->terminate_calls;
     s_->gone = true;
   }
-  void ReleaseIo() override {
-    MutexLock l(&s_->mu);
-    ++s_->release_io_calls;
+  void ReleaseIo(std::function<void()> done) override {
+    {
+      MutexLock l(&s_->mu);
+      ++s_->release_io_calls;
+    }
+    done();
   }
 
   // Test helper: the process exits on its own with `status`.

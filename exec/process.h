@@ -22,9 +22,9 @@ class Process {
  public:
   virtual ~Process() = default;
 
-  // Called once with the exit status (exit code, or 128+signal). It may block
-  // (IO drain), so implementations call it from a thread of their own, never
-  // from a shared reaper thread, and never from inside Start.
+  // Called once with the exit status (exit code, or 128+signal), from the
+  // event loop or any thread of the implementation's, never from inside
+  // Start. It does not block.
   using ExitCallback = std::function<void(uint32_t status)>;
 
   // Starts the process and returns its pid. `on_exit` must be reported
@@ -37,8 +37,9 @@ class Process {
   // Kills the process (SIGKILL or the equivalent); best effort.
   virtual void Terminate() = 0;
   // Flushes what is left of stdout/stderr (bounded in time) and closes every
-  // stdio stream, so a client waiting for EOF sees it.
-  virtual void ReleaseIo() = 0;
+  // stdio stream, so a client waiting for EOF sees it; then calls `done`,
+  // exactly once, on the event loop or on this thread. Never blocks.
+  virtual void ReleaseIo(std::function<void()> done) = 0;
 };
 
 }  // namespace runhcs::exec

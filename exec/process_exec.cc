@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "base/event_loop.h"
 #include "base/log.h"
 #include "containerd/events/task.pb.h"
 #include "exec/exec_events.h"
@@ -304,7 +305,20 @@ bool ProcessExec::ClaimExitLocked() {
 }
 
 void ProcessExec::FinishExit(uint32_t status) {
-  process_->ReleaseIo();
+  if (EventLoop::Get().InLoop()) {
+    // An exit reported on the loop: nothing here may block it.
+    auto self = shared_from_this();
+    process_->ReleaseIo([self, status] { self->AfterIoReleased(status); });
+    return;
+  }
+  // Off the loop the caller waits: ForceExit promises Exited on return.
+  Latch released;
+  process_->ReleaseIo([&released] { released.Open(); });
+  released.Wait();
+  if (AfterIoReleased(status)) exited_.Wait();
+}
+
+bool ProcessExec::AfterIoReleased(uint32_t status) {
   ExecStatus snapshot;
   bool publish;
   {
@@ -315,17 +329,19 @@ void ProcessExec::FinishExit(uint32_t status) {
     snapshot = StatusLocked();
     if (started_ && !start_published_) {
       exit_publish_pending_ = true;  // Start completes the exit after its start event
-      return;
+      return false;
     }
     publish = started_;  // no exit event for an exec that never started
   }
   CompleteExit(snapshot, publish);
+  return true;
 }
 
 void ProcessExec::CompleteExit(const ExecStatus& snapshot, bool publish) {
   if (publish) PublishExit(snapshot);
-  if (on_exited_) on_exited_(snapshot);
-  exited_.Open();
+  if (!on_exited_) return exited_.Open();
+  auto self = shared_from_this();
+  on_exited_(snapshot, [self] { self->exited_.Open(); });
 }
 
 void ProcessExec::PublishExit(const ExecStatus& st) {

@@ -15,7 +15,9 @@
 //
 // Exit order: ReleaseIo() (drain and close stdio), then the state becomes
 // Exited, then TaskExit, then the on_exited hook, then waiters wake. So when
-// Wait returns, everything about the exit has happened.
+// Wait returns, everything about the exit has happened. An exit reported on
+// the event loop (the Reaper's, the agent's) runs this sequence without
+// blocking the loop: each step continues from the one before's callback.
 #pragma once
 
 #include <functional>
@@ -40,9 +42,11 @@ class ProcessExec : public Exec, public std::enable_shared_from_this<ProcessExec
     Stdio stdio;
     uint32_t pid = 0;  // known before Start (an init the runtime created)
   };
-  // Runs (without locks) once the exec is Exited and its exit event is out,
-  // before waiters wake. It must not wait for this exec.
-  using ExitedHook = std::function<void(const ExecStatus&)>;
+  // Runs (without locks) once the exec is Exited and its exit event is out;
+  // waiters wake when it calls `done` (once, from any thread). It may run on
+  // the event loop, so it must not block: blocking work goes to a thread of
+  // its own, which calls `done` at its end. It must not wait for this exec.
+  using ExitedHook = std::function<void(const ExecStatus&, std::function<void()> done)>;
 
   static std::shared_ptr<ProcessExec> Create(Config cfg, std::unique_ptr<Process> process,
                                              events::Publisher* publisher,
@@ -76,8 +80,12 @@ class ProcessExec : public Exec, public std::enable_shared_from_this<ProcessExec
   void OnProcessExit(uint32_t status);
   // Claims the right to finish the exit; false if another path has it.
   bool ClaimExitLocked() REQUIRES(mu_);
-  // Runs the exit sequence for a claimed exit.
+  // Runs the exit sequence for a claimed exit. On the event loop it
+  // returns at once and the sequence continues when the stdio is released;
+  // elsewhere it returns when the exit is complete.
   void FinishExit(uint32_t status) EXCLUDES(mu_);
+  // The rest of it, once the stdio is released. False if Start completes it.
+  bool AfterIoReleased(uint32_t status) EXCLUDES(mu_);
   // Exit event, hook, then wakes waiters.
   void CompleteExit(const ExecStatus& snapshot, bool publish) EXCLUDES(mu_);
   void TransitionLocked(State to) REQUIRES(mu_);

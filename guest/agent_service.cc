@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/event_loop.h"
 #include "base/io.h"
 #include "base/log.h"
 #include "base/reaper.h"
@@ -186,10 +187,7 @@ void AgentService::Register(ttrpc::Server* server) { pb::RegisterAgentServer(ser
 Status AgentService::Shutdown(const ttrpc::CallContext&, const pb::Empty&, pb::Empty*) {
   if (cfg_.on_shutdown) {
     // After the answer has gone out.
-    std::thread([cb = cfg_.on_shutdown] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      cb();
-    }).detach();
+    EventLoop::Get().After(std::chrono::milliseconds(50), cfg_.on_shutdown);
   }
   return OkStatus();
 }
@@ -303,10 +301,7 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
     MutexLock l(&mu_);
     vm_processes_[req.id().exec_id()] = p;
   }
-  std::thread([p] {
-    auto st = Reaper::Get().Wait(p->pid);
-    p->SetExit(st.ok() ? *st : 255);
-  }).detach();
+  Reaper::Get().WhenExits(p->pid, [p](int status) { p->SetExit(status); });
   pb::StartResponse r;
   r.set_pid(static_cast<uint32_t>(p->pid));
   return r;

@@ -19,6 +19,7 @@
 #include "base/io.h"
 #include "base/log.h"
 #include "base/reaper.h"
+#include "base/thread_group.h"
 #include "guest/agent_service.h"
 #include "guest/guest_init.h"
 #include "ttrpc/server.h"
@@ -93,7 +94,8 @@ int main(int argc, char** argv) {
   svc.Register(&server);
   spdlog::info("agent serving on {}", port);
 
-  std::thread([&server, port] {
+  // Owned, and never joined: the agent ends with the VM.
+  Status acc = ThreadGroup::Get().Spawn("agent-port", [&server, port] {
     for (;;) {
       UniqueFd fd = OpenConnectedPort(port);
       server.ServeConnection(std::move(fd));
@@ -101,7 +103,11 @@ int main(int argc, char** argv) {
       while (server.connection_count() > 0)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-  }).detach();
+  });
+  if (!acc.ok()) {
+    spdlog::critical("{}", acc.ToString());
+    return 2;
+  }
 
   UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC));
   for (;;) {

@@ -29,7 +29,7 @@ class SandboxProcess : public exec::Process {
   }
   void CloseStdin() override {}
   void Terminate() override { signalled_ = true; }
-  void ReleaseIo() override {}
+  void ReleaseIo(std::function<void()> done) override { done(); }
 
  private:
   ExitCallback on_exit_;  // set by Start, before any Signal

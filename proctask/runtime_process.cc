@@ -9,6 +9,7 @@
 #include "base/io.h"
 #include "base/log.h"
 #include "base/reaper.h"
+#include "base/thread_group.h"
 
 namespace runhcs::proctask {
 
@@ -63,8 +64,17 @@ StatusOr<uint32_t> RuntimeProcess::Start(ExitCallback on_exit) {
   if (!init_) return StartExec(std::move(on_exit));
   Reaper::Get().Watch(pid_, [cb = std::move(on_exit), runtime = runtime_, id = id_,
                              kill_all = kill_all_on_exit_](int status) {
-    if (kill_all) (void)runtime->Kill(id, SIGKILL, /*all=*/true);
-    cb(static_cast<uint32_t>(status));
+    if (!kill_all) return cb(static_cast<uint32_t>(status));
+    // What is left of the container dies before its stdio drains (it may
+    // hold stdout open). The runtime call blocks: not on the loop.
+    auto kill = [cb, runtime, id, status] {
+      (void)runtime->Kill(id, SIGKILL, /*all=*/true);
+      cb(static_cast<uint32_t>(status));
+    };
+    if (Status st = ThreadGroup::Get().Spawn("killall-" + id, kill); !st.ok()) {
+      spdlog::error("{}; killing on the event loop", st.ToString());
+      kill();
+    }
   });
   init_expect_.Release();
   Status st = runtime_->Start(id_);
@@ -132,8 +142,10 @@ void RuntimeProcess::CloseStdin() { io_.CloseStdin(); }
 
 void RuntimeProcess::Terminate() { (void)Signal(SIGKILL); }
 
-void RuntimeProcess::ReleaseIo() {
-  if (auto io = io_.Get()) io->Close(kIoDrainTimeout);
+void RuntimeProcess::ReleaseIo(std::function<void()> done) {
+  auto io = io_.Get();
+  if (!io) return done();
+  io->CloseAsync(kIoDrainTimeout, std::move(done));
 }
 
 }  // namespace runhcs::proctask

@@ -45,7 +45,7 @@ class RuntimeProcess : public exec::Process {
   Status ResizePty(uint32_t width, uint32_t height) override;
   void CloseStdin() override;
   void Terminate() override;
-  void ReleaseIo() override;
+  void ReleaseIo(std::function<void()> done) override;
 
   RuntimeProcess() = default;
 

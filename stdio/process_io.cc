@@ -4,7 +4,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/eventfd.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -17,7 +17,9 @@
 #include <climits>
 #include <cstring>
 
+#include "base/event_loop.h"
 #include "base/io.h"
+#include "base/latch.h"
 #include "base/log.h"
 #include "base/reaper.h"
 #include "stdio/uri.h"
@@ -61,20 +63,6 @@ StatusOr<UniqueFd> OpenOutputFifo(const std::string& path, std::vector<UniqueFd>
   return w;
 }
 
-// Waits until fd is ready for `events` or cancel fires. False on cancel.
-bool WaitFd(int fd, short events, int cancel_fd) {
-  for (;;) {
-    pollfd p[2] = {{fd, events, 0}, {cancel_fd, POLLIN, 0}};
-    int n = ::poll(p, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (p[1].revents) return false;
-    if (p[0].revents) return true;
-  }
-}
-
 // What fd refers to, for messages.
 std::string FdTarget(int fd) {
   char buf[PATH_MAX];
@@ -87,9 +75,6 @@ std::string FdTarget(int fd) {
 StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const Paths& stdio, const IoContext& ctx) {
   auto io = std::make_unique<ProcessIo>();
   io->terminal_ = stdio.terminal;
-  io->cancel_out_.reset(::eventfd(0, EFD_CLOEXEC));
-  io->cancel_in_.reset(::eventfd(0, EFD_CLOEXEC));
-  if (!io->cancel_out_ || !io->cancel_in_) return ErrnoError(errno, "eventfd");
 
   ASSIGN_OR_RETURN(Target in, ParseTarget(stdio.stdin_path));
   ASSIGN_OR_RETURN(Target out, ParseTarget(stdio.stdout_path));
@@ -184,99 +169,179 @@ StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const Paths& stdio, const I
   return io;
 }
 
+// The copies of one ProcessIo. Copy state is confined to the event loop;
+// the counters are also read by Close's waiter.
+struct ProcessIo::Copies {
+  EventLoop* loop = &EventLoop::Get();
+  Mutex mu;
+  CondVar cv;
+  int outputs_running GUARDED_BY(mu) = 0;
+  int running GUARDED_BY(mu) = 0;
+  std::vector<std::shared_ptr<Copy>> all GUARDED_BY(mu);  // unfinished copies
+  // Loop-confined: CloseAsync's continuation and its deadline.
+  std::function<void()> drained;
+  EventLoop::Token drain_timer = 0;
+
+  // Runs fn on the loop and returns once it ran (inline when this is the
+  // loop, or when the loop is not running: then no handler can be).
+  void OnLoop(const std::function<void()>& fn) {
+    if (loop->InLoop() || !loop->running()) return fn();
+    Latch ran;
+    loop->Post([&] {
+      fn();
+      ran.Open();
+    });
+    ran.Wait();
+  }
+  // On the loop: every copy stops now.
+  void FinishAll();
+  // On the loop: a copy finished; wakes Close and, once the output is
+  // drained, CloseAsync's continuation.
+  void Finished(const Copy* c, bool output);
+};
+
+// One byte stream, src -> dst, on the loop. Reads while dst takes what it
+// reads; when dst is full (EAGAIN) it stops watching src and watches dst
+// until the rest is written, so nothing is dropped and nothing is buffered
+// beyond one read.
+struct ProcessIo::Copy : std::enable_shared_from_this<Copy> {
+  std::shared_ptr<Copies> owner;
+  int src = -1, dst = -1;
+  bool output = false, close_dst = false;
+  // Loop-confined.
+  EventLoop::Token src_tok = 0, dst_tok = 0;
+  std::string pending;  // read, not yet written (dst was full)
+  bool failing = false, finished = false;
+
+  Status Begin() {
+    auto self = shared_from_this();
+    ASSIGN_OR_RETURN(src_tok,
+                     owner->loop->Watch(src, EPOLLIN, [self](uint32_t) { self->OnSrc(); }));
+    return OkStatus();
+  }
+
+  void OnSrc() {
+    static thread_local char buf[65536];
+    ssize_t n = ::read(src, buf, sizeof buf);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n <= 0) return Finish();  // EOF, or EIO from a pty whose slave closed
+    Write(buf, static_cast<size_t>(n));
+  }
+
+  // Writes data[0, n) to dst; the part dst cannot take now goes to
+  // `pending` and src is paused until dst is writable.
+  void Write(const char* data, size_t n) {
+    size_t off = 0;
+    while (off < n) {
+      ssize_t w = ::write(dst, data + off, n - off);
+      if (w >= 0) {
+        off += static_cast<size_t>(w);
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        pending.assign(data + off, n - off);
+        return Pause();
+      }
+      if (!output) return Finish();  // the process closed its stdin
+      // An output destination that fails (a full disk under file://) is
+      // logged once and its data dropped while it fails: the process must
+      // never block on its own stdout.
+      if (!failing) {
+        spdlog::error("stdio: writing output to {}: {}; dropping output while this lasts",
+                      FdTarget(dst), std::strerror(errno));
+        failing = true;
+      }
+      return;
+    }
+    if (failing) spdlog::info("stdio: writing output to {} works again", FdTarget(dst));
+    failing = false;
+  }
+
+  void Pause() {
+    owner->loop->Unwatch(std::exchange(src_tok, 0));
+    auto self = shared_from_this();
+    auto t = owner->loop->Watch(dst, EPOLLOUT, [self](uint32_t) { self->OnDst(); });
+    if (!t.ok()) {
+      spdlog::error("stdio: {}; stopping the copy to {}", t.status().ToString(), FdTarget(dst));
+      return Finish();
+    }
+    dst_tok = *t;
+  }
+
+  void OnDst() {
+    std::string rest = std::move(pending);
+    pending.clear();
+    owner->loop->Unwatch(std::exchange(dst_tok, 0));
+    Write(rest.data(), rest.size());
+    if (finished || dst_tok != 0) return;  // still full, or gone
+    if (Status st = Begin(); !st.ok()) {
+      spdlog::error("stdio: {}; stopping the copy", st.ToString());
+      Finish();
+    }
+  }
+
+  void Finish() {
+    if (finished) return;
+    finished = true;
+    owner->loop->Unwatch(std::exchange(src_tok, 0));
+    owner->loop->Unwatch(std::exchange(dst_tok, 0));
+    if (close_dst) ::close(dst);
+    owner->Finished(this, output);
+  }
+};
+
+void ProcessIo::Copies::FinishAll() {
+  std::vector<std::shared_ptr<Copy>> copies;
+  {
+    MutexLock l(&mu);
+    copies = all;
+  }
+  for (auto& c : copies) c->Finish();
+}
+
+void ProcessIo::Copies::Finished(const Copy* c, bool output) {
+  bool drained_now = false;
+  {
+    MutexLock l(&mu);
+    std::erase_if(all, [c](const std::shared_ptr<Copy>& x) { return x.get() == c; });
+    --running;
+    if (output) drained_now = --outputs_running == 0;
+    cv.SignalAll();
+  }
+  if (drained_now && drained) {
+    loop->Cancel(std::exchange(drain_timer, 0));
+    std::exchange(drained, nullptr)();
+  }
+}
+
+ProcessIo::ProcessIo() : copies_(std::make_shared<Copies>()) {}
+
 ProcessIo::~ProcessIo() { Close(std::chrono::milliseconds(0)); }
 
-void ProcessIo::StartPump(int src, int dst, bool is_output, int cancel_fd, bool close_dst_at_end) {
-  if (is_output) {
-    MutexLock l(&mu_);
-    ++outputs_running_;
-  }
+void ProcessIo::StartCopy(int src, int dst, bool is_output, bool close_dst_at_end) {
   SetNonblock(src);
   SetNonblock(dst);
-  threads_.emplace_back([this, src, dst, is_output, cancel_fd, close_dst_at_end] {
-    if (is_output) {
-      CopyOutput(src, dst, cancel_fd);
-    } else {
-      CopyInput(src, dst, cancel_fd);
-    }
-    if (close_dst_at_end) ::close(dst);
-    if (is_output) {
-      MutexLock l(&mu_);
-      --outputs_running_;
-      cv_.SignalAll();
+  auto c = std::make_shared<Copy>();
+  c->owner = copies_;
+  c->src = src;
+  c->dst = dst;
+  c->output = is_output;
+  c->close_dst = close_dst_at_end;
+  {
+    MutexLock l(&copies_->mu);
+    copies_->all.push_back(c);
+    ++copies_->running;
+    if (is_output) ++copies_->outputs_running;
+  }
+  // Begin and a failed Begin's Finish on the loop: a Finish elsewhere could
+  // run beside a handler.
+  copies_->OnLoop([c] {
+    if (Status st = c->Begin(); !st.ok()) {
+      spdlog::error("stdio: {}", st.ToString());
+      c->Finish();
     }
   });
-}
-
-namespace {
-
-// Writes all of buf[0, n) to nonblocking `dst`, waiting while it is full.
-// 0 when done, -1 when `cancel_fd` fired, else the errno that failed it.
-int WriteChunk(int dst, const char* buf, size_t n, int cancel_fd) {
-  size_t off = 0;
-  while (off < n) {
-    ssize_t w = ::write(dst, buf + off, n - off);
-    if (w >= 0) {
-      off += static_cast<size_t>(w);
-    } else if (errno == EAGAIN) {
-      if (!WaitFd(dst, POLLOUT, cancel_fd)) return -1;
-    } else if (errno != EINTR) {
-      return errno;
-    }
-  }
-  return 0;
-}
-
-// Copies `src` to EOF (or EIO from a pty whose slave closed) into `dst`,
-// chunk by chunk; `on_error(errno)` decides whether a failed chunk ends the
-// copy (true) or is dropped (false). Cancel ends it at once.
-template <typename OnError, typename OnOk>
-void CopyLoop(int src, int dst, int cancel_fd, OnError on_error, OnOk on_ok) {
-  char buf[32768];
-  for (;;) {
-    if (!WaitFd(src, POLLIN, cancel_fd)) return;
-    ssize_t n = ::read(src, buf, sizeof buf);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-    if (n <= 0) return;
-    int err = WriteChunk(dst, buf, static_cast<size_t>(n), cancel_fd);
-    if (err < 0) return;
-    if (err > 0) {
-      if (on_error(err)) return;
-    } else {
-      on_ok();
-    }
-  }
-}
-
-}  // namespace
-
-// stdin: every byte, to EOF (every writer of the fifo gone), however slowly
-// the process reads. Stops early only when the process closed its end
-// (EPIPE/EIO) or Close() cancels.
-void ProcessIo::CopyInput(int src, int dst, int cancel_fd) {
-  CopyLoop(
-      src, dst, cancel_fd, [](int) { return true; }, [] {});
-}
-
-// stdout/stderr to EOF. A destination that fails (a full disk under a
-// file:// log) is logged once and its data dropped while it fails: the
-// process must never block on its own stdout.
-void ProcessIo::CopyOutput(int src, int dst, int cancel_fd) {
-  bool failing = false;
-  CopyLoop(
-      src, dst, cancel_fd,
-      [&](int err) {
-        if (!failing) {
-          spdlog::error("stdio: writing output to {}: {}; dropping output while this lasts",
-                        FdTarget(dst), std::strerror(err));
-          failing = true;
-        }
-        return false;
-      },
-      [&] {
-        if (failing) spdlog::info("stdio: writing output to {} works again", FdTarget(dst));
-        failing = false;
-      });
 }
 
 Status ProcessIo::Started() {
@@ -285,32 +350,36 @@ Status ProcessIo::Started() {
   child_err_.reset();
   if (terminal_) {
     // The runtime has connected and sent the master by now.
-    ASSIGN_OR_RETURN(master_, console_->ReceiveMaster());
+    ASSIGN_OR_RETURN(UniqueFd master, console_->ReceiveMaster());
     console_.reset();
-    int master_out = ::fcntl(master_.get(), F_DUPFD_CLOEXEC, 0);
-    int master_in = ::fcntl(master_.get(), F_DUPFD_CLOEXEC, 0);
+    int master_out = ::fcntl(master.get(), F_DUPFD_CLOEXEC, 0);
+    int master_in = ::fcntl(master.get(), F_DUPFD_CLOEXEC, 0);
+    {
+      MutexLock l(&master_mu_);
+      master_ = std::move(master);
+    }
     if (out_dst_) {
-      StartPump(master_out, out_dst_.release(), true, cancel_out_.get(), true);
       // master_out is closed with the process: keep it owned.
       keep_.emplace_back(master_out);
+      StartCopy(master_out, out_dst_.release(), true, true);
     } else {
       ::close(master_out);
     }
     if (stdin_src_) {
-      StartPump(stdin_src_.get(), master_in, false, cancel_in_.get(), true);
+      StartCopy(stdin_src_.get(), master_in, false, true);
     } else {
       ::close(master_in);
     }
     return OkStatus();
   }
-  if (out_r_) StartPump(out_r_.get(), out_dst_.release(), true, cancel_out_.get(), true);
-  if (err_r_) StartPump(err_r_.get(), err_dst_.release(), true, cancel_out_.get(), true);
-  if (stdin_src_)
-    StartPump(stdin_src_.get(), stdin_pipe_w_.release(), false, cancel_in_.get(), true);
+  if (out_r_) StartCopy(out_r_.get(), out_dst_.release(), true, true);
+  if (err_r_) StartCopy(err_r_.get(), err_dst_.release(), true, true);
+  if (stdin_src_) StartCopy(stdin_src_.get(), stdin_pipe_w_.release(), false, true);
   return OkStatus();
 }
 
 Status ProcessIo::Resize(uint32_t width, uint32_t height) {
+  MutexLock l(&master_mu_);
   if (!master_) return FailedPreconditionError("process has no terminal");
   winsize ws{};
   ws.ws_col = static_cast<unsigned short>(width);
@@ -329,22 +398,55 @@ void ProcessIo::CloseStdin() {
 
 void ProcessIo::Close(std::chrono::milliseconds timeout) {
   if (closed_.exchange(true)) return;
+  Copies* c = copies_.get();
+  if (timeout.count() > 0 && c->loop->InLoop()) {
+    spdlog::error("stdio: a blocking Close on the event loop; not draining");
+    timeout = std::chrono::milliseconds(0);
+  }
   {
     auto deadline = std::chrono::steady_clock::now() + timeout;
-    MutexLock l(&mu_);
-    while (outputs_running_ > 0) {
-      if (!cv_.WaitUntil(&mu_, deadline)) break;
+    MutexLock l(&c->mu);
+    while (c->outputs_running > 0) {
+      if (!c->cv.WaitUntil(&c->mu, deadline)) break;
     }
-    if (outputs_running_ > 0)
+    if (c->outputs_running > 0 && timeout.count() > 0)
       spdlog::warn("stdio: output still open after {}ms; closing", timeout.count());
   }
-  uint64_t one = 1;
-  (void)!::write(cancel_out_.get(), &one, sizeof one);
-  (void)!::write(cancel_in_.get(), &one, sizeof one);
-  for (auto& t : threads_) t.join();
-  threads_.clear();
+  c->OnLoop([c] { c->FinishAll(); });
+  CloseFds();
+}
+
+void ProcessIo::CloseAsync(std::chrono::milliseconds timeout, std::function<void()> done) {
+  if (closed_) return done();
+  auto self = shared_from_this();
+  auto finish = [self, done = std::move(done)] {
+    self->Close(std::chrono::milliseconds(0));  // on the loop: inline
+    done();
+  };
+  auto start = [self, timeout, finish = std::move(finish)]() mutable {
+    Copies* c = self->copies_.get();
+    bool drained;
+    {
+      MutexLock l(&c->mu);
+      drained = c->outputs_running == 0;
+    }
+    if (drained || c->drained) return finish();
+    c->drained = std::move(finish);
+    c->drain_timer = c->loop->After(timeout, [c, timeout] {
+      c->drain_timer = 0;
+      if (!c->drained) return;
+      spdlog::warn("stdio: output still open after {}ms; closing", timeout.count());
+      std::exchange(c->drained, nullptr)();
+    });
+  };
+  EventLoop* loop = copies_->loop;
+  if (loop->InLoop() || !loop->running()) return start();
+  loop->Post(std::move(start));
+}
+
+void ProcessIo::CloseFds() {
   // Every fd goes now, not with the object: a client waits for EOF on its
-  // fifos (a process that failed to start never had copiers to close them).
+  // fifos (a process that failed to start never had copies to close them).
   child_in_.reset();
   child_out_.reset();
   child_err_.reset();
@@ -355,11 +457,13 @@ void ProcessIo::Close(std::chrono::milliseconds timeout) {
   out_dst_.reset();
   err_dst_.reset();
   keep_.clear();
-  master_.reset();
+  {
+    MutexLock l(&master_mu_);
+    master_.reset();
+  }
   if (logger_pid_ > 0) {
-    // The logger exits at EOF on its pipes; reap it without blocking us.
-    pid_t pid = logger_pid_;
-    std::thread([pid] { (void)Reaper::Get().Wait(pid); }).detach();
+    // The logger exits at EOF on its pipes; the Reaper collects it.
+    Reaper::Get().Disown(logger_pid_);
     logger_pid_ = -1;
   }
   console_.reset();

@@ -22,15 +22,24 @@
 //  - terminal: the runtime is given console_socket(); Started() receives the
 //    pty master over SCM_RIGHTS; stdin fifo -> master -> stdout fifo.
 //
-// Thread-safety: Open/Started/Close from one thread (the exec's lifecycle);
-// Resize and CloseStdin from any thread, concurrently with those.
+// Every copy runs on the process-wide EventLoop: no thread per stream. A
+// copy whose destination is full stops reading its source until the
+// destination drains, so a slow client slows the process, as a pipe would,
+// and nothing is dropped (an output destination that fails, e.g. a full
+// disk under file://, drops what it cannot take while it fails).
+//
+// Thread-safety: Open/Started/Close/CloseAsync from one thread at a time
+// (the exec's lifecycle); Resize and CloseStdin from any thread,
+// concurrently with those. Close blocks, and so must not be called with a
+// timeout from the event loop (with a zero timeout it may be);
+// CloseAsync never blocks.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/fd.h"
@@ -47,7 +56,7 @@ struct IoContext {
   std::string bundle;  // cwd for binary loggers
 };
 
-class ProcessIo {
+class ProcessIo : public std::enable_shared_from_this<ProcessIo> {
  public:
   static StatusOr<std::unique_ptr<ProcessIo>> Open(const Paths& stdio, const IoContext& ctx);
   ~ProcessIo();
@@ -66,16 +75,20 @@ class ProcessIo {
   Status Resize(uint32_t width, uint32_t height);
   void CloseStdin();
   // Lets the output drain to EOF for up to `timeout`, then stops every
-  // copier and closes every fd. Idempotent.
+  // copy and closes every fd. Idempotent.
   void Close(std::chrono::milliseconds timeout);
+  // Close without blocking: `done` runs once every fd is closed, on the
+  // event loop (or at once, on this thread, when already closed). The
+  // caller holds the ProcessIo in a shared_ptr.
+  void CloseAsync(std::chrono::milliseconds timeout, std::function<void()> done);
 
-  ProcessIo() = default;
+  ProcessIo();
 
  private:
-  class Pump;
-  void StartPump(int src, int dst, bool is_output, int cancel_fd, bool close_dst_at_end);
-  static void CopyInput(int src, int dst, int cancel_fd);
-  static void CopyOutput(int src, int dst, int cancel_fd);
+  struct Copy;
+  struct Copies;
+  void StartCopy(int src, int dst, bool is_output, bool close_dst_at_end);
+  void CloseFds();
 
   bool terminal_ = false;
   UniqueFd child_in_, child_out_, child_err_;  // the process's ends
@@ -87,15 +100,11 @@ class ProcessIo {
   std::vector<UniqueFd> keep_;                 // extra fifo read handles
   static inline const std::string kNoConsole;
   std::unique_ptr<ConsoleSocket> console_;
-  UniqueFd master_;
+  Mutex master_mu_;  // Resize runs beside Close
+  UniqueFd master_ GUARDED_BY(master_mu_);
   pid_t logger_pid_ = -1;
 
-  UniqueFd cancel_out_;  // eventfd: stop output copiers
-  UniqueFd cancel_in_;   // eventfd: stop the stdin copier
-  Mutex mu_;
-  CondVar cv_;
-  int outputs_running_ GUARDED_BY(mu_) = 0;
-  std::vector<std::thread> threads_;
+  std::shared_ptr<Copies> copies_;  // shared with the loop's handlers
   std::atomic<bool> closed_{false};
 };
 

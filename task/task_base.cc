@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/log.h"
+#include "base/thread_group.h"
 #include "exec/exec_events.h"
 
 namespace runhcs::task {
@@ -11,10 +13,21 @@ TaskBase::TaskBase(std::string id, std::string bundle, std::string ns, events::P
 
 void TaskBase::SetInit(exec::ProcessExec::Config cfg, std::unique_ptr<exec::Process> process) {
   std::weak_ptr<TaskBase> weak = weak_from_this();
-  init_ = exec::ProcessExec::Create(std::move(cfg), std::move(process), publisher_,
-                                    [weak](const exec::ExecStatus&) {
-                                      if (auto t = weak.lock()) t->OnInitExit();
-                                    });
+  std::string name = "exit-" + id_;
+  auto hook = [weak, name](const exec::ExecStatus&, std::function<void()> done) {
+    // OnInitExit waits for the execs and runs the runtime's delete: never
+    // on the event loop.
+    auto run = [weak, done] {
+      if (auto t = weak.lock()) t->OnInitExit();
+      done();
+    };
+    if (Status st = ThreadGroup::Get().Spawn(name, run); !st.ok()) {
+      spdlog::error("{}; closing the task on this thread", st.ToString());
+      run();
+    }
+  };
+  init_ =
+      exec::ProcessExec::Create(std::move(cfg), std::move(process), publisher_, std::move(hook));
 }
 
 void TaskBase::OnInitExit() {

@@ -24,8 +24,12 @@ StatusOr<std::unique_ptr<Client>> Client::Dial(const UnixAddress& addr) {
 
 void Client::Close() {
   ::shutdown(fd_.get(), SHUT_RDWR);
-  MutexLock l(&mu_);
-  FailAllLocked(UnavailableError("ttrpc: closed"));
+  std::vector<Done> failed;
+  {
+    MutexLock l(&mu_);
+    failed = FailAllLocked(UnavailableError("ttrpc: closed"));
+  }
+  for (auto& d : failed) d(UnavailableError("ttrpc: closed"), "");
 }
 
 bool Client::closed() {
@@ -33,16 +37,20 @@ bool Client::closed() {
   return closed_;
 }
 
-void Client::FailAllLocked(const Status& st) {
+std::vector<Client::Done> Client::FailAllLocked(const Status& st) {
   closed_ = true;
+  std::vector<Done> failed;
   for (auto& [id, p] : pending_) {
-    if (!p->done) {
+    if (p->async) {
+      failed.push_back(std::exchange(p->async, nullptr));
+    } else if (!p->done) {
       p->done = true;
       p->status = st;
     }
   }
   pending_.clear();
   cv_.SignalAll();
+  return failed;
 }
 
 void Client::ReadLoop() {
@@ -54,8 +62,12 @@ void Client::ReadLoop() {
     if (st.code() == Code::kResourceExhausted) {
       result = st;
     } else if (!st.ok()) {
-      MutexLock l(&mu_);
-      FailAllLocked(UnavailableError("ttrpc: closed"));
+      std::vector<Done> failed;
+      {
+        MutexLock l(&mu_);
+        failed = FailAllLocked(UnavailableError("ttrpc: closed"));
+      }
+      for (auto& d : failed) d(UnavailableError("ttrpc: closed"), "");
       return;
     } else if (f.header.type != static_cast<uint8_t>(FrameType::kResponse)) {
       continue;
@@ -69,19 +81,28 @@ void Client::ReadLoop() {
         payload = std::move(*resp.mutable_payload());
       }
     }
-    MutexLock l(&mu_);
-    auto it = pending_.find(f.header.stream_id);
-    if (it == pending_.end()) continue;  // timed out locally, or unsolicited
-    it->second->done = true;
-    it->second->status = std::move(result);
-    it->second->payload = std::move(payload);
-    pending_.erase(it);
-    cv_.SignalAll();
+    Done async;
+    {
+      MutexLock l(&mu_);
+      auto it = pending_.find(f.header.stream_id);
+      if (it == pending_.end()) continue;  // timed out locally, or unsolicited
+      if (it->second->async) {
+        async = std::exchange(it->second->async, nullptr);
+      } else {
+        it->second->done = true;
+        it->second->status = std::move(result);
+        it->second->payload = std::move(payload);
+        cv_.SignalAll();
+      }
+      pending_.erase(it);
+    }
+    if (async) async(std::move(result), std::move(payload));
   }
 }
 
-StatusOr<std::string> Client::CallRaw(std::string_view service, std::string_view method,
-                                      const std::string& payload, const CallOptions& opts) {
+std::pair<uint32_t, Status> Client::Send(std::string_view service, std::string_view method,
+                                         const std::string& payload, const CallOptions& opts,
+                                         std::shared_ptr<Pending> pending) {
   ::ttrpc::Request req;
   req.set_service(std::string(service));
   req.set_method(std::string(method));
@@ -93,25 +114,50 @@ StatusOr<std::string> Client::CallRaw(std::string_view service, std::string_view
     kv->set_value(v);
   }
   std::string wire = req.SerializeAsString();
-  auto pending = std::make_shared<Pending>();
   uint32_t sid;
   {
     MutexLock l(&mu_);
-    if (closed_) return UnavailableError("ttrpc: closed");
+    if (closed_) return {0, UnavailableError("ttrpc: closed")};
     sid = next_stream_;
     next_stream_ += 2;
-    pending_[sid] = pending;
+    pending_[sid] = std::move(pending);
   }
   Status ws;
   {
     MutexLock l(&write_mu_);
     ws = WriteFrame(fd_.get(), sid, FrameType::kRequest, 0, wire);
   }
+  if (ws.ok()) return {sid, OkStatus()};
+  if (ws.code() != Code::kResourceExhausted) {
+    ws = UnavailableError("ttrpc: send {}/{}: {}", service, method, ws.message());
+  }
+  return {sid, ws};
+}
+
+void Client::CallAsync(std::string_view service, std::string_view method,
+                       const std::string& payload, Done done, const CallOptions& opts) {
+  auto pending = std::make_shared<Pending>();
+  pending->async = std::move(done);
+  auto [sid, st] = Send(service, method, payload, opts, pending);
+  if (st.ok()) return;
+  Done d;
+  {
+    MutexLock l(&mu_);
+    // Not sent: ours to fail, unless a close failed it already.
+    if (sid != 0) pending_.erase(sid);
+    d = std::exchange(pending->async, nullptr);
+  }
+  if (d) d(st, "");
+}
+
+StatusOr<std::string> Client::CallRaw(std::string_view service, std::string_view method,
+                                      const std::string& payload, const CallOptions& opts) {
+  auto pending = std::make_shared<Pending>();
+  auto [sid, ws] = Send(service, method, payload, opts, pending);
   MutexLock l(&mu_);
   if (!ws.ok()) {
-    pending_.erase(sid);
-    if (ws.code() == Code::kResourceExhausted) return ws;
-    return UnavailableError("ttrpc: send {}/{}: {}", service, method, ws.message());
+    if (sid != 0) pending_.erase(sid);
+    return ws;
   }
   auto deadline = std::chrono::steady_clock::now() + opts.timeout;
   while (!pending->done) {

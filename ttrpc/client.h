@@ -8,11 +8,18 @@
 //  - When the connection closes, every pending and later call fails with
 //    Unavailable ("ttrpc: closed"); closed() turns true.
 //  - Error statuses come back as Status::FromWire (errdefs class stripped).
+//  - CallAsync() holds no thread while it waits: `done` runs exactly once,
+//    on the client's reader thread when the answer (or the close) comes, or
+//    on the calling thread when the call cannot be sent. `done` must not
+//    block: the reader serves every call of this client. Its timeout is
+//    sent to the server (timeout_nano), which answers DeadlineExceeded; it
+//    is not enforced locally.
 #pragma once
 
 #include <google/protobuf/message_lite.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -45,6 +52,10 @@ class Client {
   StatusOr<std::string> CallRaw(std::string_view service, std::string_view method,
                                 const std::string& payload, const CallOptions& opts = {});
 
+  using Done = std::function<void(Status, std::string payload)>;
+  void CallAsync(std::string_view service, std::string_view method, const std::string& payload,
+                 Done done, const CallOptions& opts = {});
+
   Status Call(std::string_view service, std::string_view method,
               const google::protobuf::MessageLite& req, google::protobuf::MessageLite* resp,
               const CallOptions& opts = {});
@@ -58,9 +69,16 @@ class Client {
     bool done = false;
     Status status;
     std::string payload;
+    Done async;  // set for CallAsync: runs instead of waking a caller
   };
   void ReadLoop();
-  void FailAllLocked(const Status& st) REQUIRES(mu_);
+  // Fails every pending call; returns the async ones' callbacks, to be run
+  // with no lock held.
+  std::vector<Done> FailAllLocked(const Status& st) REQUIRES(mu_);
+  // Registers and sends one request; 0 and the error if it was not sent.
+  std::pair<uint32_t, Status> Send(std::string_view service, std::string_view method,
+                                   const std::string& payload, const CallOptions& opts,
+                                   std::shared_ptr<Pending> pending);
 
   UniqueFd fd_;
   Mutex write_mu_;  // serializes frames on fd_

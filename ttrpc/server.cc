@@ -12,6 +12,7 @@
 #include <functional>
 
 #include "base/log.h"
+#include "base/thread_group.h"
 #include "ttrpc/frame.h"
 #include "ttrpc/ttrpc.pb.h"
 
@@ -110,27 +111,41 @@ struct Server::Shared {
   }
 
   static void Dispatch(const std::shared_ptr<Shared>& self, std::function<void()> job) {
-    MutexLock l(&self->mu);
-    self->work.push_back(std::move(job));
-    if (self->idle_workers > 0) {
-      // Reserve one idle worker for this job, so two jobs never count on the
-      // same sleeper (one of them could be a Wait that blocks for ever).
-      --self->idle_workers;
-      ++self->wakeups;
-      self->work_cv.Signal();
-      return;
+    {
+      MutexLock l(&self->mu);
+      self->work.push_back(std::move(job));
+      if (self->idle_workers > 0) {
+        // Reserve one idle worker for this job, so two jobs never count on
+        // the same sleeper (one of them could be a Wait that blocks for ever).
+        --self->idle_workers;
+        ++self->wakeups;
+        self->work_cv.Signal();
+        return;
+      }
+      ++self->workers;
     }
-    ++self->workers;
-    std::thread([self] {
+    Status st = ThreadGroup::Get().Spawn("ttrpc-worker", [self] {
       if (self->WorkerLoop() && self->on_idle) self->on_idle();
-    }).detach();
+    });
+    if (!st.ok()) {
+      // No new thread: this (the connection's reader) works the queue until
+      // it is empty, which answers this request, late rather than never.
+      spdlog::warn("ttrpc: {}; serving on the reader", st.ToString());
+      (void)self->WorkerLoop(/*drain_only=*/true);
+    }
   }
 
   // True when this was the last worker and it left for want of work.
-  bool WorkerLoop() {
+  // `drain_only`: the caller counted as a worker that failed to start; it
+  // works until the queue is empty and then stops being one.
+  bool WorkerLoop(bool drain_only = false) {
     constexpr auto kWorkerIdle = std::chrono::seconds(2);
     MutexLock l(&mu);
     for (;;) {
+      if (drain_only && work.empty()) {
+        --workers;
+        return false;
+      }
       // A finishing worker may take a job reserved for a sleeper; the
       // sleeper then finds nothing and goes back to sleep.
       while (work.empty()) {
@@ -273,7 +288,7 @@ void Server::StartConnection(UniqueFd fd) {
   std::shared_ptr<const HandlerMap> handlers = handlers_;
   const size_t max_running = std::max<size_t>(opts_.max_running_per_connection, 1);
   const size_t max_pending = opts_.max_pending_per_connection;
-  std::thread([conn, shared, handlers, max_running, max_pending] {
+  auto serve = [conn, shared, handlers, max_running, max_pending] {
     int fd = conn->fd.get();
     for (;;) {
       Frame f;
@@ -408,7 +423,13 @@ void Server::StartConnection(UniqueFd fd) {
       }
     }
     shared->cv.SignalAll();
-  }).detach();
+  };
+  if (Status st = ThreadGroup::Get().Spawn("ttrpc-conn", std::move(serve)); !st.ok()) {
+    spdlog::error("ttrpc: {}; refusing the connection", st.ToString());
+    MutexLock l(&shared->mu);
+    std::erase(shared->conns, conn);
+    shared->cv.SignalAll();
+  }
 }
 
 size_t Server::connection_count() {

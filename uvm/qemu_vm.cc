@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/event_loop.h"
 #include "base/fd.h"
 #include "base/io.h"
 #include "base/log.h"
@@ -222,26 +224,44 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   }
   spdlog::info("vm {}: qemu pid {} ({}, {} vCPU, {} MiB)", id_, *pid, AccelName(accel), cfg_.cpus,
                cfg_.memory_mb);
-  // Console, line by line, until QEMU closes it.
-  std::thread([fd = std::move(out_r), cb = cfg_.console, id = id_]() mutable {
-    std::string buf;
-    char chunk[4096];
-    for (;;) {
-      ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      buf.append(chunk, static_cast<size_t>(n));
-      for (size_t nl; (nl = buf.find('\n')) != std::string::npos; buf.erase(0, nl + 1)) {
-        std::string line = buf.substr(0, nl);
+  // Console, line by line, until QEMU closes it; read on the event loop.
+  struct Console {
+    UniqueFd fd;
+    std::function<void(const std::string&)> cb;
+    std::string id, buf;
+    EventLoop::Token tok = 0;
+  };
+  auto con = std::make_shared<Console>(Console{std::move(out_r), cfg_.console, id_, "", 0});
+  ::fcntl(con->fd.get(), F_SETFL, ::fcntl(con->fd.get(), F_GETFL) | O_NONBLOCK);
+  // Watched from the loop itself, so the handler never runs before `tok`
+  // is set.
+  EventLoop::Get().Post([con] {
+    auto tok = EventLoop::Get().Watch(con->fd.get(), EPOLLIN, [con](uint32_t) {
+      char chunk[4096];
+      ssize_t n = ::read(con->fd.get(), chunk, sizeof chunk);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+      if (n <= 0) {
+        EventLoop::Get().Unwatch(con->tok);
+        con->fd.reset();
+        return;
+      }
+      con->buf.append(chunk, static_cast<size_t>(n));
+      for (size_t nl; (nl = con->buf.find('\n')) != std::string::npos; con->buf.erase(0, nl + 1)) {
+        std::string line = con->buf.substr(0, nl);
         if (!line.empty() && line.back() == '\r') line.pop_back();
-        if (cb) {
-          cb(line);
+        if (con->cb) {
+          con->cb(line);
         } else {
-          spdlog::debug("vm {} console: {}", id, line);
+          spdlog::debug("vm {} console: {}", con->id, line);
         }
       }
+    });
+    if (tok.ok()) {
+      con->tok = *tok;
+    } else {
+      spdlog::warn("vm {}: console not read: {}", con->id, tok.status().ToString());
     }
-  }).detach();
+  });
 
   auto deadline = std::chrono::steady_clock::now() + timeout;
   auto fail = [&](Status st) {

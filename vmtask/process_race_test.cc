@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "base/io.h"
+#include "base/latch.h"
 #include "proctask/runtime_process.h"
 #include "ttrpc/server.h"
 #include "vmtask/vm_process.h"
@@ -137,7 +138,9 @@ TEST(ProcessRace, VmProcessStartCloseStdinResizeSignalAndRelease) {
              [&] { (void)p.ResizePty(10, 10); });
     for (int k = 0; k < 500 && !exited; ++k) std::this_thread::sleep_for(10ms);
     EXPECT_TRUE(exited);
-    p.ReleaseIo();
+    Latch released;
+    p.ReleaseIo([&] { released.Open(); });
+    EXPECT_TRUE(released.Wait(std::chrono::steady_clock::now() + 10s));
     ::unlink(in.c_str());
   }
   ::rmdir(dir.c_str());
@@ -169,7 +172,10 @@ TEST(ProcessRace, RuntimeProcessStartCloseStdinResizeSignalAndRelease) {
     Together([&] { pid = p->Start([](uint32_t) {}); }, [&] { p->CloseStdin(); },
              [&] { (void)p->ResizePty(80, 24); });
     ASSERT_TRUE(pid.ok()) << pid.status().ToString();
-    Together([&] { (void)p->Signal(SIGKILL); }, [&] { p->ReleaseIo(); }, [&] { p->CloseStdin(); });
+    Latch released;
+    Together([&] { (void)p->Signal(SIGKILL); }, [&] { p->ReleaseIo([&] { released.Open(); }); },
+             [&] { p->CloseStdin(); });
+    EXPECT_TRUE(released.Wait(std::chrono::steady_clock::now() + 10s));
     p.reset();
     ::unlink(in.c_str());
   }

@@ -3,15 +3,16 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/eventfd.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <thread>
+#include <optional>
+#include <string_view>
 
+#include "base/event_loop.h"
 #include "base/io.h"
-#include "base/latch.h"
 #include "base/log.h"
 #include "stdio/console.h"
 
@@ -23,11 +24,166 @@ namespace {
 constexpr auto kIoDrainTimeout = std::chrono::seconds(2);
 }  // namespace
 
-struct VmProcess::Pumps {
+// The relays of one started process, between the agent's streams and
+// ProcessIo's pipes. No thread waits for them: each agent call is async, its
+// answer is taken over to the event loop (the client's reader must never
+// block on a write of its own), and every field below is touched only there.
+struct VmProcess::Pumps : std::enable_shared_from_this<Pumps> {
   std::shared_ptr<uvm::AgentClient> agent;
   apb::ProcessId id;
-  UniqueFd stop;  // eventfd: ends the stdin pump
-  Latch out_done, err_done;
+  ExitCallback on_exit;
+  int outputs_left = 0;
+  std::optional<uint32_t> exit_status;
+  bool exit_reported = false;
+  // stdin
+  UniqueFd in;
+  EventLoop::Token in_tok = 0;
+  bool in_stopped = false;
+
+  static void OnLoop(std::function<void()> fn) {
+    if (EventLoop::Get().InLoop()) return fn();
+    EventLoop::Get().Post(std::move(fn));
+  }
+
+  // Output: ReadStream until EOF (or the agent is gone), into `fd`; a
+  // reader of `fd` that went away does not stop the draining.
+  struct Out : std::enable_shared_from_this<Out> {
+    std::shared_ptr<Pumps> pumps;
+    apb::ReadStreamRequest req;
+    UniqueFd fd;
+    std::string rest;  // read, not yet written: fd was full
+    EventLoop::Token tok = 0;
+
+    void Next() {
+      auto self = shared_from_this();
+      pumps->agent->ReadStreamAsync(
+          req,
+          [self](Status st, apb::ReadStreamResponse r) {
+            OnLoop([self, st = std::move(st), r = std::move(r)] { self->OnData(st, r); });
+          },
+          uvm::AgentClient::Within(uvm::AgentClient::kRelayPoll));
+    }
+    void OnData(const Status& st, const apb::ReadStreamResponse& r) {
+      if (st.code() == Code::kDeadlineExceeded) return Next();  // a long poll ran out
+      if (!st.ok() || r.eof()) return Finish();
+      Write(r.data());
+    }
+    void Write(std::string_view data) {
+      while (fd && !data.empty()) {
+        ssize_t w = ::write(fd.get(), data.data(), data.size());
+        if (w >= 0) {
+          data.remove_prefix(static_cast<size_t>(w));
+        } else if (errno == EAGAIN) {
+          rest.assign(data);
+          auto self = shared_from_this();
+          auto t = EventLoop::Get().Watch(fd.get(), EPOLLOUT, [self](uint32_t) {
+            EventLoop::Get().Unwatch(std::exchange(self->tok, 0));
+            std::string r = std::move(self->rest);
+            self->rest.clear();
+            self->Write(r);
+          });
+          if (t.ok()) {
+            tok = *t;
+            return;
+          }
+          fd.reset();  // cannot wait for it: drain without it
+        } else if (errno != EINTR) {
+          fd.reset();  // the reader is gone: drain anyway
+        }
+      }
+      Next();
+    }
+    void Finish() {
+      if (fd) ::shutdown(fd.get(), SHUT_WR);  // a socket (terminal) has other fds open
+      fd.reset();                             // EOF for ProcessIo's copy
+      pumps->OutputDone();
+    }
+  };
+
+  void StartOutput(UniqueFd fd, apb::ReadStreamRequest::Stream which) {
+    auto o = std::make_shared<Out>();
+    o->pumps = shared_from_this();
+    *o->req.mutable_id() = id;
+    o->req.set_stream(which);
+    if (fd) ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
+    o->fd = std::move(fd);
+    ++outputs_left;
+    o->Next();
+  }
+  void OutputDone() {
+    --outputs_left;
+    MaybeExit();
+  }
+
+  // stdin: the pipe (or terminal socket) into WriteStdin until EOF, then
+  // CloseStdin. One write in flight at a time; stops, without closing the
+  // guest's stdin, when the process is gone or a write fails.
+  void StartStdin(UniqueFd fd) {
+    ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
+    in = std::move(fd);
+    WatchStdin();
+  }
+  void WatchStdin() {
+    if (in_stopped) return;
+    auto self = shared_from_this();
+    auto t = EventLoop::Get().Watch(in.get(), EPOLLIN, [self](uint32_t) { self->OnStdin(); });
+    if (!t.ok()) {
+      spdlog::error("{}/{}: stdin not relayed: {}", id.container_id(), id.exec_id(),
+                    t.status().ToString());
+      return StopStdin();
+    }
+    in_tok = *t;
+  }
+  void OnStdin() {
+    char buf[32768];
+    ssize_t n = ::read(in.get(), buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    StopWatchingStdin();
+    if (n <= 0) {
+      agent->CloseStdinAsync(id, [](Status, apb::Empty) {});
+      return StopStdin();
+    }
+    apb::WriteStdinRequest w;
+    *w.mutable_id() = id;
+    w.set_data(buf, static_cast<size_t>(n));
+    auto self = shared_from_this();
+    agent->WriteStdinAsync(w, [self](Status st, apb::WriteStdinResponse) {
+      OnLoop([self, ok = st.ok()] { ok ? self->WatchStdin() : self->StopStdin(); });
+    });
+  }
+  void StopWatchingStdin() { EventLoop::Get().Unwatch(std::exchange(in_tok, 0)); }
+  void StopStdin() {
+    in_stopped = true;
+    StopWatchingStdin();
+    in.reset();
+  }
+
+  void StartWait() {
+    apb::WaitProcessRequest wr;
+    *wr.mutable_id() = id;
+    auto self = shared_from_this();
+    agent->WaitProcessAsync(
+        wr,
+        [self](Status st, apb::WaitProcessResponse r) {
+          OnLoop([self, st = std::move(st), r = std::move(r)] { self->OnWait(st, r); });
+        },
+        uvm::AgentClient::Within(uvm::AgentClient::kRelayPoll));
+  }
+  void OnWait(const Status& st, const apb::WaitProcessResponse& r) {
+    if (st.code() == Code::kDeadlineExceeded) return StartWait();  // a long poll ran out
+    exit_status = st.ok() ? static_cast<uint32_t>(r.exit_status()) : kVmGoneStatus;
+    if (!st.ok())
+      spdlog::warn("{}/{}: {}; exit status {}", id.container_id(), id.exec_id(), st.ToString(),
+                   *exit_status);
+    MaybeExit();
+  }
+  // Output first: the exit is reported after everything the process wrote.
+  void MaybeExit() {
+    if (exit_reported || !exit_status || outputs_left > 0) return;
+    exit_reported = true;
+    StopStdin();
+    if (on_exit) std::exchange(on_exit, nullptr)(*exit_status);
+  }
 };
 
 VmProcess::VmProcess(std::shared_ptr<uvm::AgentClient> agent, std::string container_id,
@@ -47,10 +203,7 @@ VmProcess::~VmProcess() {
     MutexLock l(&pumps_mu_);
     pumps = pumps_;
   }
-  if (pumps) {
-    uint64_t one = 1;
-    (void)!::write(pumps->stop.get(), &one, sizeof one);
-  }
+  if (pumps) Pumps::OnLoop([pumps] { pumps->StopStdin(); });
   if (auto io = io_.Get()) io->Close(std::chrono::milliseconds(0));
 }
 
@@ -103,39 +256,21 @@ StatusOr<uint32_t> VmProcess::Start(ExitCallback on_exit) {
   auto p = std::make_shared<Pumps>();
   p->agent = agent_;
   p->id = id;
-  p->stop.reset(::eventfd(0, EFD_CLOEXEC));
+  p->on_exit = std::move(on_exit);
   {
     MutexLock l(&pumps_mu_);
     pumps_ = p;
   }
-  auto pump_out = [p](UniqueFd fd, apb::ReadStreamRequest::Stream which, Latch* done) {
-    p->agent->RelayOutput(p->id, which, fd.get());
-    if (fd) ::shutdown(fd.get(), SHUT_WR);  // a socket (terminal) has other fds open
-    fd.reset();                             // EOF for ProcessIo's copier
-    done->Open();
-  };
-  std::thread(pump_out, std::move(out_w), apb::ReadStreamRequest::STDOUT, &p->out_done).detach();
-  std::thread(pump_out, std::move(err_w), apb::ReadStreamRequest::STDERR, &p->err_done).detach();
-  if (in_r.get() >= 0) {
-    // Until EOF, which ProcessIo gives once CloseStdin came and the fifo is
-    // drained (whenever CloseStdin came).
-    std::thread([p, fd = std::move(in_r)] {
-      p->agent->RelayStdin(p->id, fd.get(), p->stop.get());
-    }).detach();
-  }
-  std::thread([p, cb = std::move(on_exit)] {
-    auto st = p->agent->WaitExit(p->id);
-    uint32_t status = st.ok() ? static_cast<uint32_t>(*st) : kVmGoneStatus;
-    if (!st.ok())
-      spdlog::warn("{}/{}: {}; exit status {}", p->id.container_id(), p->id.exec_id(),
-                   st.status().ToString(), status);
-    // Output first: the exit event follows everything the process wrote.
-    p->out_done.Wait();
-    p->err_done.Wait();
-    uint64_t one = 1;
-    (void)!::write(p->stop.get(), &one, sizeof one);
-    cb(status);
-  }).detach();
+  // Until EOF, which ProcessIo gives once CloseStdin came and the fifo is
+  // drained (whenever CloseStdin came).
+  Pumps::OnLoop([p, out_w = std::make_shared<UniqueFd>(std::move(out_w)),
+                 err_w = std::make_shared<UniqueFd>(std::move(err_w)),
+                 in_r = std::make_shared<UniqueFd>(std::move(in_r))] {
+    p->StartOutput(std::move(*out_w), apb::ReadStreamRequest::STDOUT);
+    p->StartOutput(std::move(*err_w), apb::ReadStreamRequest::STDERR);
+    if (*in_r) p->StartStdin(std::move(*in_r));
+    p->StartWait();
+  });
   return started.pid();
 }
 
@@ -168,8 +303,10 @@ void VmProcess::CloseStdin() {
 
 void VmProcess::Terminate() { (void)Signal(SIGKILL); }
 
-void VmProcess::ReleaseIo() {
-  if (auto io = io_.Get()) io->Close(kIoDrainTimeout);
+void VmProcess::ReleaseIo(std::function<void()> done) {
+  auto io = io_.Get();
+  if (!io) return done();
+  io->CloseAsync(kIoDrainTimeout, std::move(done));
 }
 
 }  // namespace runhcs::vmtask

@@ -41,10 +41,10 @@ class VmProcess : public exec::Process {
   Status ResizePty(uint32_t width, uint32_t height) override;
   void CloseStdin() override;
   void Terminate() override;
-  void ReleaseIo() override;
+  void ReleaseIo(std::function<void()> done) override;
 
  private:
-  struct Pumps;  // shared with the (detached) pump and wait threads
+  struct Pumps;  // the relays, driven by the event loop
 
   const std::shared_ptr<uvm::AgentClient> agent_;
   const std::string container_id_, exec_id_, process_json_;

@@ -10,6 +10,7 @@
 #include "base/io.h"
 #include "base/log.h"
 #include "base/sha256.h"
+#include "base/thread_group.h"
 #include "containerd/events/task.pb.h"
 #include "exec/exec_events.h"
 #include "oci/mounts.h"
@@ -172,9 +173,9 @@ VmTask::~VmTask() {
 void VmTask::WatchVm() {
   std::weak_ptr<VmTask> weak = std::static_pointer_cast<VmTask>(shared_from_this());
   std::shared_ptr<uvm::UtilityVm> vm = vm_;
-  // Detached: a pod workload's VM may outlive the task; the thread holds
-  // only what it needs.
-  std::thread([weak, vm] {
+  // A thread of the ThreadGroup: a pod workload's VM may outlive the task;
+  // the thread holds only what it needs.
+  Status st = ThreadGroup::Get().Spawn("vmwatch-" + id(), [weak, vm] {
     Status st = vm->Wait();
     auto t = weak.lock();
     if (!t || st.ok()) return;  // closed by us, or the task is gone
@@ -183,7 +184,8 @@ void VmTask::WatchVm() {
     for (auto& e : t->execs().InState(exec::State::kCreated))
       e->ForceExit(VmProcess::kVmGoneStatus);
     if (t->init()->state() == exec::State::kCreated) t->init()->ForceExit(VmProcess::kVmGoneStatus);
-  }).detach();
+  });
+  if (!st.ok()) spdlog::error("task {}: the VM is not watched: {}", id(), st.ToString());
 }
 
 Status VmTask::SignalAll(uint32_t signal) {

@@ -10,7 +10,9 @@
 //    any thread (it runs on the connection's reader and must return at once).
 //  - RegisterFooServer(server, impl): registers every RPC of `impl`.
 //  - FooClient: one method per RPC over a ttrpc::Client, with per-client
-//    default CallOptions and a per-call override.
+//    default CallOptions and a per-call override; and for each, an ...Async
+//    form that returns at once and calls `done(status, response)` when the
+//    answer comes (ttrpc::Client::CallAsync says on which thread).
 //
 // Parameters (comma-separated): async=<package>.<Service>.<Method>, any
 // number of times. An async name that matches no RPC is an error, so a typo
@@ -139,7 +141,9 @@ class Generator : public pb::compiler::CodeGenerator {
       }
     }
     for (const auto& inc : includes) p.Print("#include \"$inc$\"\n", "inc", inc);
-    p.Print("#include \"ttrpc/client.h\"\n#include \"ttrpc/server.h\"\n\n");
+    p.Print(
+        "#include <functional>\n#include <string>\n\n#include \"ttrpc/client.h\"\n#include "
+        "\"ttrpc/server.h\"\n\n");
     p.Print("namespace $ns$ {\n\n", "ns", Namespace(file));
     for (int i = 0; i < file->service_count(); ++i) {
       const pb::ServiceDescriptor* s = file->service(i);
@@ -188,7 +192,14 @@ class Generator : public pb::compiler::CodeGenerator {
                 "    return $name$(req, resp, defaults_);\n"
                 "  }\n"
                 "  ::runhcs::Status $name$(const $in$& req, $out$* resp,\n"
-                "                          const ::runhcs::ttrpc::CallOptions& opts) const;\n");
+                "                          const ::runhcs::ttrpc::CallOptions& opts) const;\n"
+                "  void $name$Async(const $in$& req,\n"
+                "                   std::function<void(::runhcs::Status, $out$)> done) const {\n"
+                "    $name$Async(req, std::move(done), defaults_);\n"
+                "  }\n"
+                "  void $name$Async(const $in$& req,\n"
+                "                   std::function<void(::runhcs::Status, $out$)> done,\n"
+                "                   const ::runhcs::ttrpc::CallOptions& opts) const;\n");
       }
       p.Print(
           "\n  ::runhcs::ttrpc::Client* channel() const { return channel_; }\n"
@@ -229,12 +240,27 @@ class Generator : public pb::compiler::CodeGenerator {
                   "  return ::runhcs::NotImplementedError(\"method $name$ not implemented\");\n"
                   "}\n\n");
         }
-        p.Print(mv,
-                "::runhcs::Status $svc$Client::$name$(const $in$& req, $out$* resp,\n"
-                "                                     const ::runhcs::ttrpc::CallOptions& opts) "
-                "const {\n"
-                "  return channel_->Call(kServiceName, \"$name$\", req, resp, opts);\n"
-                "}\n\n");
+        p.Print(
+            mv,
+            "::runhcs::Status $svc$Client::$name$(const $in$& req, $out$* resp,\n"
+            "                                     const ::runhcs::ttrpc::CallOptions& opts) "
+            "const {\n"
+            "  return channel_->Call(kServiceName, \"$name$\", req, resp, opts);\n"
+            "}\n\n"
+            "void $svc$Client::$name$Async(const $in$& req,\n"
+            "                              std::function<void(::runhcs::Status, $out$)> done,\n"
+            "                              const ::runhcs::ttrpc::CallOptions& opts) const {\n"
+            "  channel_->CallAsync(\n"
+            "      kServiceName, \"$name$\", req.SerializeAsString(),\n"
+            "      [done = std::move(done)](::runhcs::Status st, std::string payload) {\n"
+            "        $out$ resp;\n"
+            "        if (st.ok() && !resp.ParseFromString(payload)) {\n"
+            "          st = ::runhcs::InternalError(\"ttrpc: cannot decode $out$ from $name$\");\n"
+            "        }\n"
+            "        done(std::move(st), std::move(resp));\n"
+            "      },\n"
+            "      opts);\n"
+            "}\n\n");
       }
       p.Print(vars,
               "void Register$svc$Server(::runhcs::ttrpc::Server* server, $svc$Server* impl) {\n"

@@ -4,7 +4,7 @@
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/eventfd.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -20,11 +20,14 @@
 #include <thread>
 #include <vector>
 
+#include "base/event_loop.h"
 #include "base/io.h"
+#include "base/latch.h"
 #include "base/log.h"
 #include "base/reaper.h"
 #include "base/sha256.h"
 #include "base/stacks.h"
+#include "base/thread_group.h"
 #include "containerd/task/v2/shim.ttrpc.h"
 #include "events/forwarder.h"
 #include "oci/mounts.h"
@@ -413,60 +416,28 @@ int Serve(const Flags& f) {
   InitLogging(f.debug ? "debug" : (opts.ok() ? opts->log_level : "info"));
   if (!opts.ok()) spdlog::error("options: {}; using defaults", opts.status().ToString());
 
-  UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC));
-  UniqueFd efd(::eventfd(0, EFD_CLOEXEC));
+  UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) spdlog::warn("subreaper: {}", std::strerror(errno));
   Reaper::Get().Enable();
   if (Status hs = InstallStackHandler(); !hs.ok()) spdlog::warn("stack dumps: {}", hs.ToString());
   ::fcntl(kListenerFd, F_SETFD, FD_CLOEXEC);  // not for our children
 
-  const char* ttrpc_env = std::getenv("TTRPC_ADDRESS");
-  std::string ttrpc_address = ttrpc_env && *ttrpc_env ? ttrpc_env : f.address + ".ttrpc";
-  std::string socket_path = SocketPathOf(kListenerFd);
-  {
-    events::Forwarder forwarder({.address = ttrpc_address, .ns = f.ns});
-    ShimTaskFactory factory(opts.ok() ? *opts : service::ShimOptions{}, f.ns, &forwarder);
-    int efd_raw = efd.get();
-    service::TaskService svc({f.id, f.ns, f.is_sandbox, &factory, &forwarder,
-                              [efd_raw] {
-                                uint64_t one = 1;
-                                (void)!::write(efd_raw, &one, sizeof one);
-                              },
-                              SymbolizeWithHelper});
-    ttrpc::Server::Options server_opts;
-    // Quiet again after a burst: give the freed heap back, so a long-lived
-    // shim's RSS follows its live state, not its busiest moment; and say
-    // what is live (once per quiet period: a leak shows as a rising line).
-    server_opts.on_idle = [] {
-      ::malloc_trim(0);
-      struct mallinfo2 mi = ::mallinfo2();
-      spdlog::info("idle: heap {} B in use, {} B free", mi.uordblks, mi.fordblks);
-    };
-    ttrpc::Server server(server_opts);
-    svc.Register(&server);
-    server.ServeListener(UniqueFd(kListenerFd));
-    spdlog::info("serving {} for {}/{} (pid {})", socket_path, f.ns, f.id, ::getpid());
-    // For shimdiag, which finds shims without containerd.
-    service::ShimRegistry registry;
-    std::string shim_name = service::ShimRegistry::NameOf(f.ns, f.id);
-    if (!socket_path.empty()) {
-      Status rs = registry.Register(shim_name, socket_path);
-      if (!rs.ok()) spdlog::warn("{}", rs.ToString());
-    }
-
-    for (bool done = false; !done;) {
-      pollfd pfd[2] = {{sfd.get(), POLLIN, 0}, {efd.get(), POLLIN, 0}};
-      if (::poll(pfd, 2, -1) < 0) {
-        if (errno == EINTR) continue;
-        spdlog::error("poll: {}", std::strerror(errno));
-        break;
-      }
-      if (pfd[1].revents) {
-        spdlog::info("shutdown requested");
-        break;
-      }
-      signalfd_siginfo si;
-      if (::read(sfd.get(), &si, sizeof si) != sizeof si) continue;
+  // Threads of the daemon, each owned and joined at shutdown:
+  //  - this one: waits for the shutdown request, then shuts down;
+  //  - the event loop: signals (SIGCHLD -> the Reaper, SIGTERM/SIGINT ->
+  //    shutdown), exit dispatch, every stdio copy, timers;
+  //  - the TTRPC server: an acceptor, a reader per connection, workers;
+  //  - the event forwarder's sender;
+  //  - the ThreadGroup: blocking work that cannot wait on the loop (a task's
+  //    close: the runtime's delete; a VM's tied helpers; agent relays).
+  // Shutdown, in this order: stop serving (in-flight RPCs finish, bounded);
+  // leave the registry; destroy the tasks (their stdio closes on the loop);
+  // join the ThreadGroup (bounded); stop the loop; flush the forwarder
+  // (bounded).
+  Latch shutdown;
+  auto signals = EventLoop::Get().Watch(sfd.get(), EPOLLIN, [&sfd, &shutdown](uint32_t) {
+    signalfd_siginfo si;
+    while (::read(sfd.get(), &si, sizeof si) == sizeof si) {
       switch (si.ssi_signo) {
         case SIGCHLD:
           // Every exit, ours or reparented to us, goes through the Reaper.
@@ -475,15 +446,59 @@ int Serve(const Flags& f) {
         case SIGTERM:
         case SIGINT:
           spdlog::info("signal {}: shutting down", si.ssi_signo);
-          done = true;
+          shutdown.Open();
           break;
       }
     }
-    server.Shutdown(std::chrono::seconds(3));
-    if (!socket_path.empty()) {
-      registry.Unregister(shim_name, socket_path);
-      ::unlink(socket_path.c_str());
-    }
+  });
+  if (!signals.ok()) {
+    spdlog::error("event loop: {}", signals.status().ToString());
+    return 1;
+  }
+
+  const char* ttrpc_env = std::getenv("TTRPC_ADDRESS");
+  std::string ttrpc_address = ttrpc_env && *ttrpc_env ? ttrpc_env : f.address + ".ttrpc";
+  std::string socket_path = SocketPathOf(kListenerFd);
+  {
+    events::Forwarder forwarder({.address = ttrpc_address, .ns = f.ns});
+    {
+      ShimTaskFactory factory(opts.ok() ? *opts : service::ShimOptions{}, f.ns, &forwarder);
+      service::TaskService svc({f.id, f.ns, f.is_sandbox, &factory, &forwarder,
+                                [&shutdown] {
+                                  spdlog::info("shutdown requested");
+                                  shutdown.Open();
+                                },
+                                SymbolizeWithHelper});
+      ttrpc::Server::Options server_opts;
+      // Quiet again after a burst: give the freed heap back, so a long-lived
+      // shim's RSS follows its live state, not its busiest moment; and say
+      // what is live (once per quiet period: a leak shows as a rising line).
+      server_opts.on_idle = [] {
+        ::malloc_trim(0);
+        struct mallinfo2 mi = ::mallinfo2();
+        spdlog::info("idle: heap {} B in use, {} B free", mi.uordblks, mi.fordblks);
+      };
+      ttrpc::Server server(server_opts);
+      svc.Register(&server);
+      server.ServeListener(UniqueFd(kListenerFd));
+      spdlog::info("serving {} for {}/{} (pid {})", socket_path, f.ns, f.id, ::getpid());
+      // For shimdiag, which finds shims without containerd.
+      service::ShimRegistry registry;
+      std::string shim_name = service::ShimRegistry::NameOf(f.ns, f.id);
+      if (!socket_path.empty()) {
+        Status rs = registry.Register(shim_name, socket_path);
+        if (!rs.ok()) spdlog::warn("{}", rs.ToString());
+      }
+
+      shutdown.Wait();
+      server.Shutdown(std::chrono::seconds(3));
+      if (!socket_path.empty()) {
+        registry.Unregister(shim_name, socket_path);
+        ::unlink(socket_path.c_str());
+      }
+    }  // the tasks go here
+    ThreadGroup::Get().JoinAll(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    EventLoop::Get().Stop();
   }  // the forwarder flushes here (bounded)
   spdlog::info("exited");
   return 0;
