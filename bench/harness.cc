@@ -2,6 +2,7 @@
 // a private containerd driven over its own gRPC API (the orchestrator's side).
 // Every figure is reported with the ratio runhcs / runc-v2 measured in the
 // same run, interleaved, with the same OCI runtime under both shims.
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/fd.h"
 #include "base/io.h"
 #include "base/thread_annotations.h"
 #include "containerd/events/task.pb.h"
@@ -51,6 +53,7 @@ struct Config {
   int rpc_calls = 2000;
   int pods = 3;
   int burst = 500;
+  int streaming = 20;
   std::string out_dir = "bench/results";
   std::vector<std::string> oci_runtimes = {"runc", "crun"};
 };
@@ -236,6 +239,83 @@ class Bench {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   }
 
+  // `cfg_.streaming` execs of `cat` in one container, each with stdin,
+  // stdout and stderr fifos; once all run and data flows through every one,
+  // the shim's thread count. The streams end (stdin closed) before return.
+  int StreamingThreads(const Shim& shim) {
+    std::string id = "stream-" + shim.label;
+    uint32_t init = StartContainer(shim, "runc", id, {"/bin/sleep", "100000"});
+    pid_t shim_pid = ParentOf(static_cast<pid_t>(init));
+    std::string dir = ctrd_->dir() + "/fifos-" + id;
+    std::filesystem::create_directories(dir);
+    struct Stream {
+      std::string exec_id;
+      runhcs::UniqueFd in_w, out_r, err_r;
+    };
+    std::vector<Stream> streams;
+    for (int i = 0; i < cfg_.streaming; ++i) {
+      Stream st;
+      st.exec_id = fmt::format("s{}", i);
+      std::string in = fmt::format("{}/{}-in", dir, i), out = fmt::format("{}/{}-out", dir, i),
+                  err = fmt::format("{}/{}-err", dir, i);
+      for (const auto& f : {in, out, err}) ::mkfifo(f.c_str(), 0600);
+      // Our ends first, non-blocking, so neither side waits for the other.
+      st.out_r.reset(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+      st.err_r.reset(::open(err.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+      runhcs::UniqueFd in_r(::open(in.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+      st.in_w.reset(::open(in.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+      tasks::ExecProcessRequest ex;
+      ex.set_container_id(id);
+      ex.set_exec_id(st.exec_id);
+      ex.set_stdin(in);
+      ex.set_stdout(out);
+      ex.set_stderr(err);
+      nlohmann::json p = base_spec_["process"];
+      p["args"] = {"/bin/sh", "-c", "cat; echo done >&2"};
+      ex.mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Process");
+      ex.mutable_spec()->set_value(p.dump());
+      runhcs::wkt::Empty e;
+      Client::Check(client_.tasks().Exec(client_.Ctx().get(), ex, &e), "exec");
+      tasks::StartRequest sr;
+      sr.set_container_id(id);
+      sr.set_exec_id(st.exec_id);
+      tasks::StartResponse srr;
+      Client::Check(client_.tasks().Start(client_.Ctx().get(), sr, &srr), "start exec");
+      streams.push_back(std::move(st));
+    }
+    // Data through every stream: a line in, the same line out.
+    for (auto& st : streams) {
+      std::string line = "ping " + st.exec_id + "\n";
+      (void)!::write(st.in_w.get(), line.data(), line.size());
+      std::string got;
+      for (int k = 0; k < 500 && got.find('\n') == std::string::npos; ++k) {
+        char buf[256];
+        ssize_t n = ::read(st.out_r.get(), buf, sizeof buf);
+        if (n > 0) got.append(buf, static_cast<size_t>(n));
+        if (n <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      if (got != line) throw std::runtime_error("streaming exec " + st.exec_id + ": echoed " + got);
+    }
+    int threads = testing::ThreadsOf(shim_pid);
+    std::printf("   %s: %d threads with %d execs streaming\n", shim.label.c_str(), threads,
+                cfg_.streaming);
+    for (auto& st : streams) {
+      st.in_w.reset();  // cat ends
+      WaitTask(id, st.exec_id);
+      tasks::DeleteProcessRequest dp;
+      dp.set_container_id(id);
+      dp.set_exec_id(st.exec_id);
+      tasks::DeleteResponse dr;
+      Client::Check(client_.tasks().DeleteProcess(client_.Ctx().get(), dp, &dr), "delete exec");
+    }
+    streams.clear();
+    Kill(id);
+    WaitTask(id);
+    DeleteContainer(id);
+    std::filesystem::remove_all(dir);
+    return threads;
+  }
+
   std::string Bundle(const std::string& id) {
     return ctrd_->dir() + "/state/io.containerd.runtime.v2.task/" + kNs + "/" + id;
   }
@@ -344,6 +424,12 @@ class Bench {
     Add(bsec, "p99 of those", "ms", Percentile(burst["runhcs"].ms, .99),
         Percentile(burst["runc-v2"].ms, .99));
     Add(bsec, "peak shim threads", "", burst["runhcs"].peak_threads, burst["runc-v2"].peak_threads);
+
+    std::printf("== busy shim: %d execs streaming at once (runc)\n", cfg_.streaming);
+    std::map<std::string, int> busy;
+    for (const auto& shim : kShims) busy[shim.label] = StreamingThreads(shim);
+    Add(fmt::format("{} execs streaming stdin/stdout/stderr", cfg_.streaming), "shim threads", "",
+        busy["runhcs"], busy["runc-v2"]);
 
     std::printf("== idle shim memory and RPC overhead (runc)\n");
     std::map<std::string, ProcMem> idle;
@@ -640,6 +726,8 @@ int main(int argc, char** argv) {
       cfg.pods = std::stoi(next());
     else if (a == "--burst")
       cfg.burst = std::stoi(next());
+    else if (a == "--streaming")
+      cfg.streaming = std::stoi(next());
     else if (a == "--out")
       cfg.out_dir = next();
     else if (a == "--quick") {
@@ -651,10 +739,11 @@ int main(int argc, char** argv) {
       cfg.rpc_calls = 300;
       cfg.pods = 1;
       cfg.burst = 50;
+      cfg.streaming = 5;
     } else {
       std::fprintf(stderr,
                    "usage: runhcs-bench [--runs N] [--execs N] [--exec-growth N] [--containers N] "
-                   "[--pods N] [--burst N] [--out DIR] [--quick]\n");
+                   "[--pods N] [--burst N] [--streaming N] [--out DIR] [--quick]\n");
       return 2;
     }
   }

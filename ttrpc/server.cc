@@ -149,10 +149,14 @@ struct Server::Shared {
       // A finishing worker may take a job reserved for a sleeper; the
       // sleeper then finds nothing and goes back to sleep.
       while (work.empty()) {
+        if (shutting_down) {  // no more work will come: leave at once
+          --workers;
+          return false;
+        }
         ++idle_workers;
         auto deadline = std::chrono::steady_clock::now() + kWorkerIdle;
         while (wakeups == 0) {
-          if (!work_cv.WaitUntil(&mu, deadline) && wakeups == 0) {
+          if ((!work_cv.WaitUntil(&mu, deadline) || shutting_down) && wakeups == 0) {
             --idle_workers;
             return --workers == 0 && work.empty();
           }
@@ -459,6 +463,7 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
 void Server::DrainAndClose(Clock::time_point deadline) {
   MutexLock l(&shared_->mu);
   shared_->shutting_down = true;
+  shared_->work_cv.SignalAll();  // idle workers leave
   // Let handlers that are about to answer (the Shutdown call itself) send
   // their reply before the connections go; blocked ones (Wait) only delay
   // this a little.
