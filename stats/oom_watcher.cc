@@ -32,8 +32,11 @@ struct OomWatcher::Entry {
 
 namespace {
 
-uint64_t OomKills(const std::string& dir) {
-  auto t = ReadFile(dir + "/memory.events");
+// The cgroup's count of OOM kills: v2's memory.events, v1's
+// memory.oom_control (kernels since 4.13). A v1 eventfd fires per OOM
+// invocation, which may be several for one kill; the count is the truth.
+uint64_t OomKills(const std::string& dir, bool unified) {
+  auto t = ReadFile(dir + (unified ? "/memory.events" : "/memory.oom_control"));
   if (!t.ok()) return 0;
   std::istringstream in(*t);
   std::string k;
@@ -80,7 +83,7 @@ Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, boo
       return ErrnoError(errno, "watch " + events);
     }
     MutexLock l(&e->mu);
-    e->oom_kills = OomKills(memory_dir);
+    e->oom_kills = OomKills(memory_dir, true);
   } else {
     e->fd.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!e->fd) return ErrnoError(errno, "eventfd");
@@ -91,6 +94,8 @@ Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, boo
     UniqueFd f(::open(reg.c_str(), O_WRONLY | O_CLOEXEC));
     if (!f) return ErrnoError(errno, "open " + reg);
     RETURN_IF_ERROR(WriteAll(f.get(), fmt::format("{} {}", e->fd.get(), e->control.get())));
+    MutexLock l(&e->mu);
+    e->oom_kills = OomKills(memory_dir, false);
   }
   std::shared_ptr<Entry> replaced;
   {
@@ -117,17 +122,29 @@ Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, boo
 }
 
 bool OomWatcher::Consume(Entry& e) {
+  bool signalled = false;
   if (!e.unified) {
     uint64_t n = 0;
-    if (::read(e.fd.get(), &n, sizeof n) != sizeof n || n == 0) return false;
+    signalled = ::read(e.fd.get(), &n, sizeof n) == sizeof n && n > 0;  // resets it
     // The last signal of a cgroup is its removal, not an OOM.
-    return ::access((e.dir + "/memory.oom_control").c_str(), F_OK) == 0;
+    if (::access((e.dir + "/memory.oom_control").c_str(), F_OK) != 0) return false;
+  } else {
+    char buf[4096];
+    while (::read(e.fd.get(), buf, sizeof buf) > 0) {
+    }
   }
-  char buf[4096];
-  while (::read(e.fd.get(), buf, sizeof buf) > 0) {
-  }
-  uint64_t now = OomKills(e.dir);
+  uint64_t now = OomKills(e.dir, e.unified);
   MutexLock l(&e.mu);
+  if (signalled && now <= e.oom_kills) {
+    // v1 notifies when the OOM starts, before its kill is counted: give
+    // the kill a moment to land.
+    for (int i = 0; i < 10 && now <= e.oom_kills; ++i) {
+      e.mu.Unlock();
+      ::usleep(10'000);
+      now = OomKills(e.dir, false);
+      e.mu.Lock();
+    }
+  }
   if (now <= e.oom_kills) return false;
   e.oom_kills = now;
   return true;

@@ -7,9 +7,12 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <future>
 
+#include "base/event_loop.h"
 #include "base/io.h"
+#include "base/latch.h"
 
 namespace runhcs::stdio {
 namespace {
@@ -244,6 +247,92 @@ TEST_F(ProcessIoTest, MissingLoggerBinaryIsNotFound) {
   std::string uri = "binary://" + dir_ + "/no-such-logger";
   auto io = ProcessIo::Open({"", uri, uri, false}, {"c", "ns", dir_});
   EXPECT_EQ(io.status().code(), Code::kNotFound);
+}
+
+size_t ThreadCount() {
+  return static_cast<size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/task"),
+                                           std::filesystem::directory_iterator()));
+}
+
+std::string ReadToEof(int fd) {
+  ::fcntl(fd, F_SETFL, 0);
+  auto s = ReadAll(fd);
+  return s.ok() ? *s : "<error>";
+}
+
+TEST_F(ProcessIoTest, CopiesRunOnTheEventLoopWithoutAThreadEach) {
+  // 20 processes' stdin, stdout and stderr copied at once, byte-exact, and
+  // the thread count does not grow with them.
+  constexpr int kProcs = 20;
+  EventLoop::Get().Post([] {});  // the loop's own thread, started up front
+  std::this_thread::sleep_for(20ms);
+  size_t before = ThreadCount();
+  struct P {
+    std::shared_ptr<ProcessIo> io;
+    UniqueFd in_w, out_r, err_r;  // the client's ends
+    UniqueFd child_in, child_out, child_err;
+  };
+  std::vector<P> ps(kProcs);
+  for (int i = 0; i < kProcs; ++i) {
+    std::string in = Fifo("in" + std::to_string(i)), out = Fifo("out" + std::to_string(i)),
+                err = Fifo("err" + std::to_string(i));
+    ps[i].out_r.reset(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    ps[i].err_r.reset(::open(err.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    auto io = ProcessIo::Open({in, out, err, false}, {"c", "ns", dir_});
+    ASSERT_TRUE(io.ok()) << io.status().ToString();
+    ps[i].io = std::move(*io);
+    ps[i].in_w.reset(::open(in.c_str(), O_WRONLY | O_CLOEXEC));
+    ps[i].child_in.reset(::dup(ps[i].io->child_stdin()));
+    ps[i].child_out.reset(::dup(ps[i].io->child_stdout()));
+    ps[i].child_err.reset(::dup(ps[i].io->child_stderr()));
+    ASSERT_TRUE(ps[i].io->Started().ok());
+  }
+  const std::string payload(100000, 'p');
+  for (auto& p : ps) {
+    ASSERT_TRUE(WriteAll(p.in_w.get(), payload).ok());
+    p.in_w.reset();
+    ASSERT_TRUE(WriteAll(p.child_out.get(), "out").ok());
+    ASSERT_TRUE(WriteAll(p.child_err.get(), "err").ok());
+  }
+  EXPECT_LE(ThreadCount(), before) << "a copy took a thread";
+  for (auto& p : ps) {
+    // The "process" reads its stdin to EOF: every byte, then the end.
+    auto got = ReadAll(p.child_in.get());
+    ASSERT_TRUE(got.ok());
+    EXPECT_EQ(got->size(), payload.size());
+    p.child_out.reset();
+    p.child_err.reset();
+  }
+  for (auto& p : ps) {
+    Latch closed;
+    p.io->CloseAsync(2s, [&] { closed.Open(); });
+    ASSERT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 5s));
+    EXPECT_EQ(ReadToEof(p.out_r.get()), "out");
+    EXPECT_EQ(ReadToEof(p.err_r.get()), "err");
+  }
+}
+
+TEST_F(ProcessIoTest, CloseAsyncWaitsForTheOutputThenGivesUpAtItsTimeout) {
+  std::string out = Fifo("out");
+  UniqueFd out_r(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<ProcessIo> io = std::move(*opened);
+  // A grandchild that keeps stdout open: the drain never ends by itself.
+  UniqueFd held(::dup(io->child_stdout()));
+  ASSERT_TRUE(io->Started().ok());
+  ASSERT_TRUE(WriteAll(held.get(), "before").ok());
+  auto t0 = std::chrono::steady_clock::now();
+  Latch closed;
+  io->CloseAsync(300ms, [&] { closed.Open(); });
+  EXPECT_FALSE(closed.Wait(t0 + 150ms)) << "closed before its timeout with output still open";
+  ASSERT_TRUE(closed.Wait(t0 + 5s));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms);
+  // What was written before reached the client, and the fifo is at EOF.
+  EXPECT_EQ(ReadToEof(out_r.get()), "before");
+  Latch again;
+  io->CloseAsync(1s, [&] { again.Open(); });  // already closed: at once
+  EXPECT_TRUE(again.Wait(std::chrono::steady_clock::now() + 100ms));
 }
 
 }  // namespace

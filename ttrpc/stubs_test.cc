@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <thread>
 
@@ -149,6 +150,75 @@ TEST_F(StubsTest, AsyncMethodErrorsAndDeadlinesReachTheCaller) {
   releaser.join();
   w.set_id("never");
   EXPECT_EQ(task.Wait(w, &wr, CallOptions{.timeout = 100ms}).code(), Code::kDeadlineExceeded);
+}
+
+TEST_F(StubsTest, AsyncClientCallsHoldNoThreadAndEachCompletesOnce) {
+  v2::TaskClient task(channel_.get());
+  constexpr int kCalls = 64;
+  Mutex mu;
+  CondVar cv;
+  std::vector<int> completions(kCalls, 0);
+  std::vector<uint32_t> codes(kCalls, 999);
+  int done = 0;
+  auto threads_before = [] {
+    return std::distance(std::filesystem::directory_iterator("/proc/self/task"),
+                         std::filesystem::directory_iterator());
+  };
+  auto before = threads_before();
+  for (int i = 0; i < kCalls; ++i) {
+    v2::WaitRequest w;
+    w.set_id(std::string(static_cast<size_t>(i + 1), 'x'));
+    task.WaitAsync(w, [&, i](Status st, v2::WaitResponse wr) {
+      MutexLock l(&mu);
+      ++completions[i];
+      if (st.ok()) codes[i] = wr.exit_status();
+      ++done;
+      cv.SignalAll();
+    });
+  }
+  for (int i = 0; i < 500 && impl_.held() < kCalls; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(impl_.held(), static_cast<size_t>(kCalls));
+  // Waiting, the calls hold no thread of the caller's.
+  EXPECT_EQ(threads_before(), before);
+  impl_.Release();
+  {
+    MutexLock l(&mu);
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (done < kCalls && cv.WaitUntil(&mu, deadline)) {
+    }
+    ASSERT_EQ(done, kCalls);
+  }
+  std::this_thread::sleep_for(20ms);
+  MutexLock l(&mu);
+  for (int i = 0; i < kCalls; ++i) {
+    EXPECT_EQ(completions[i], 1) << i;
+    EXPECT_EQ(codes[i], static_cast<uint32_t>(i + 1)) << i;
+  }
+}
+
+TEST_F(StubsTest, AsyncClientCallsFailUnavailableWhenTheConnectionCloses) {
+  v2::TaskClient task(channel_.get());
+  Mutex mu;
+  std::vector<Code> results;
+  for (int i = 0; i < 3; ++i) {
+    v2::WaitRequest w;
+    w.set_id("held");
+    task.WaitAsync(w, [&](Status st, v2::WaitResponse) {
+      MutexLock l(&mu);
+      results.push_back(st.code());
+    });
+  }
+  for (int i = 0; i < 500 && impl_.held() < 3; ++i) std::this_thread::sleep_for(10ms);
+  channel_->Close();
+  // After the close, a new call fails at once, on this thread.
+  bool inline_failed = false;
+  task.StateAsync(v2::StateRequest(), [&](Status st, v2::StateResponse) {
+    inline_failed = st.code() == Code::kUnavailable;
+  });
+  EXPECT_TRUE(inline_failed);
+  MutexLock l(&mu);
+  ASSERT_EQ(results.size(), 3u);
+  for (Code c : results) EXPECT_EQ(c, Code::kUnavailable);
 }
 
 }  // namespace

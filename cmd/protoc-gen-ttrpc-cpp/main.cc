@@ -92,7 +92,6 @@ class Generator : public pb::compiler::CodeGenerator {
       }
       async.insert(v);
     }
-    std::set<std::string> seen;
     for (int i = 0; i < file->service_count(); ++i) {
       const pb::ServiceDescriptor* s = file->service(i);
       for (int j = 0; j < s->method_count(); ++j) {
@@ -101,13 +100,15 @@ class Generator : public pb::compiler::CodeGenerator {
           *error = m->full_name() + ": streaming RPCs are not supported";
           return false;
         }
-        if (async.count(m->full_name())) seen.insert(m->full_name());
       }
     }
-    // Async names for other files' services are theirs to match.
+    // "pkg.Service.Method": a name whose service is in this file must name
+    // one of its methods; other files' names are theirs to match.
     for (const auto& a : async) {
-      if (!seen.count(a) && a.rfind(file->package() + ".", 0) == 0 &&
-          file->FindServiceByName(ServiceOf(a, file->package()))) {
+      size_t dot = a.rfind('.');
+      const pb::ServiceDescriptor* s =
+          dot == std::string::npos ? nullptr : file->pool()->FindServiceByName(a.substr(0, dot));
+      if (s && s->file() == file && !s->FindMethodByName(a.substr(dot + 1))) {
         *error = "async=" + a + " names no RPC of " + file->name();
         return false;
       }
@@ -119,12 +120,6 @@ class Generator : public pb::compiler::CodeGenerator {
   }
 
  private:
-  // "pkg.Service.Method" -> "Service".
-  static std::string ServiceOf(const std::string& full, const std::string& pkg) {
-    std::string rest = full.substr(pkg.size() + 1);
-    return rest.substr(0, rest.find('.'));
-  }
-
   static void WriteHeader(const pb::FileDescriptor* file, const std::string& base,
                           const std::set<std::string>& async, pb::compiler::GeneratorContext* ctx) {
     std::unique_ptr<pb::io::ZeroCopyOutputStream> out(ctx->Open(base + ".ttrpc.h"));
