@@ -300,7 +300,13 @@ class Bench {
     std::printf("   %s: %d threads with %d execs streaming\n", shim.label.c_str(), threads,
                 cfg_.streaming);
     for (auto& st : streams) {
-      st.in_w.reset();  // cat ends
+      st.in_w.reset();  // cat ends: EOF, then CloseIO (as ctr; runc-v2 needs it)
+      tasks::CloseIORequest cr;
+      cr.set_container_id(id);
+      cr.set_exec_id(st.exec_id);
+      cr.set_stdin(true);
+      runhcs::wkt::Empty ce;
+      Client::Check(client_.tasks().CloseIO(client_.Ctx().get(), cr, &ce), "close io");
       WaitTask(id, st.exec_id);
       tasks::DeleteProcessRequest dp;
       dp.set_container_id(id);

@@ -1,5 +1,8 @@
 #include "service/options.h"
 
+#include <charconv>
+#include <initializer_list>
+
 #include <nlohmann/json.hpp>
 
 #include "base/io.h"
@@ -164,6 +167,67 @@ StatusOr<ShimOptions> DecodeOptionsBytes(std::string_view serialized) {
     return InvalidArgumentError("options are not a serialized google.protobuf.Any");
   }
   return DecodeOptions(any);
+}
+
+namespace {
+
+constexpr char kIsolation[] = "io.containerd.runhcs.v1.isolation";
+constexpr char kAccelerator[] = "io.containerd.runhcs.v1.vm-accelerator";
+constexpr char kCpus[] = "io.containerd.runhcs.v1.vm-cpus";
+constexpr char kMemory[] = "io.containerd.runhcs.v1.vm-memory-mb";
+constexpr char kHcsCpus[] = "io.microsoft.virtualmachine.computetopology.processor.count";
+constexpr char kHcsMemory[] = "io.microsoft.virtualmachine.computetopology.memory.sizeinmb";
+
+// The value of the first of `keys` present, as an integer in [lo, hi];
+// 0 when none is present.
+StatusOr<int> IntAnnotation(const std::map<std::string, std::string>& a,
+                            std::initializer_list<const char*> keys, int lo, int hi) {
+  for (const char* k : keys) {
+    auto it = a.find(k);
+    if (it == a.end()) continue;
+    const std::string& v = it->second;
+    int n = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || end != v.data() + v.size() || n < lo || n > hi) {
+      return InvalidArgumentError("annotation {}={:?}: want a whole number from {} to {}", k, v, lo,
+                                  hi);
+    }
+    return n;
+  }
+  return 0;
+}
+
+}  // namespace
+
+Status ApplyAnnotations(const std::map<std::string, std::string>& a, ShimOptions* o) {
+  if (auto it = a.find(kIsolation); it != a.end()) {
+    if (it->second == "hypervisor") {
+      o->isolation = ShimOptions::Isolation::kHypervisor;
+    } else if (it->second == "process") {
+      o->isolation = ShimOptions::Isolation::kProcess;
+    } else {
+      return InvalidArgumentError("annotation {}={:?}: want process or hypervisor", kIsolation,
+                                  it->second);
+    }
+  }
+  if (auto it = a.find(kAccelerator); it != a.end()) {
+    if (it->second == "auto") {
+      o->accelerator = ShimOptions::Accelerator::kAuto;
+    } else if (it->second == "kvm") {
+      o->accelerator = ShimOptions::Accelerator::kKvm;
+    } else if (it->second == "tcg") {
+      o->accelerator = ShimOptions::Accelerator::kTcg;
+    } else {
+      return InvalidArgumentError("annotation {}={:?}: want auto, kvm or tcg", kAccelerator,
+                                  it->second);
+    }
+  }
+  ASSIGN_OR_RETURN(int cpus, IntAnnotation(a, {kCpus, kHcsCpus}, 1, kMaxVmCpus));
+  ASSIGN_OR_RETURN(int mem,
+                   IntAnnotation(a, {kMemory, kHcsMemory}, kMinVmMemoryMb, kMaxVmMemoryMb));
+  if (cpus > 0) o->vm_processors = cpus;
+  if (mem > 0) o->vm_memory_mb = mem;
+  return OkStatus();
 }
 
 }  // namespace runhcs::service

@@ -46,4 +46,20 @@ StatusOr<containerd::runhcs::v1::Options> OptionsFromJson(std::string_view text)
 // `serialized` is a serialized Any (the start action's stdin); "" = defaults.
 StatusOr<ShimOptions> DecodeOptionsBytes(std::string_view serialized);
 
+// Annotations on a container's spec (for a pod: the sandbox's, which CRI
+// fills from the pod's annotations its `pod_annotations` allows) override
+// the options (docs/configuration.md):
+//   io.containerd.runhcs.v1.isolation        process | hypervisor
+//   io.containerd.runhcs.v1.vm-accelerator   auto | kvm | tcg
+//   io.containerd.runhcs.v1.vm-cpus          vCPUs, 1..kMaxVmCpus
+//   io.containerd.runhcs.v1.vm-memory-mb     MiB, kMinVmMemoryMb..kMaxVmMemoryMb
+//   io.microsoft.virtualmachine.computetopology.processor.count   (hcsshim's name)
+//   io.microsoft.virtualmachine.computetopology.memory.sizeinmb   (hcsshim's name)
+// The runhcs names win over hcsshim's. A value out of range or not a number
+// is InvalidArgument, naming the annotation.
+inline constexpr int kMaxVmCpus = 64;
+inline constexpr int kMinVmMemoryMb = 128;
+inline constexpr int kMaxVmMemoryMb = 1 << 20;
+Status ApplyAnnotations(const std::map<std::string, std::string>& annotations, ShimOptions* o);
+
 }  // namespace runhcs::service

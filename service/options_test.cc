@@ -1,5 +1,6 @@
 #include "service/options.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "base/io.h"
@@ -101,6 +102,54 @@ TEST(Options, UnknownTypeAndGarbageAreInvalidArgument) {
   EXPECT_EQ(o.status().code(), Code::kInvalidArgument);
   EXPECT_NE(o.status().message().find("containerd.unknown.Options"), std::string::npos);
   EXPECT_EQ(DecodeOptionsBytes("\xff\xff\xff").status().code(), Code::kInvalidArgument);
+}
+
+TEST(Options, AnnotationsSizeTheVmAndRunhcsNamesWinOverHcsshims) {
+  ShimOptions o;
+  o.vm_processors = 2;
+  o.vm_memory_mb = 1024;
+  ASSERT_TRUE(
+      ApplyAnnotations({{"io.microsoft.virtualmachine.computetopology.processor.count", "3"},
+                        {"io.microsoft.virtualmachine.computetopology.memory.sizeinmb", "768"}},
+                       &o)
+          .ok());
+  EXPECT_EQ(o.vm_processors, 3);
+  EXPECT_EQ(o.vm_memory_mb, 768);
+  ASSERT_TRUE(
+      ApplyAnnotations({{"io.containerd.runhcs.v1.vm-cpus", "1"},
+                        {"io.microsoft.virtualmachine.computetopology.processor.count", "4"},
+                        {"io.containerd.runhcs.v1.vm-memory-mb", "256"},
+                        {"io.containerd.runhcs.v1.isolation", "hypervisor"},
+                        {"io.containerd.runhcs.v1.vm-accelerator", "tcg"}},
+                       &o)
+          .ok());
+  EXPECT_EQ(o.vm_processors, 1);
+  EXPECT_EQ(o.vm_memory_mb, 256);
+  EXPECT_EQ(o.isolation, ShimOptions::Isolation::kHypervisor);
+  EXPECT_EQ(o.accelerator, ShimOptions::Accelerator::kTcg);
+  // None given: the options stand.
+  ASSERT_TRUE(ApplyAnnotations({{"unrelated", "x"}}, &o).ok());
+  EXPECT_EQ(o.vm_processors, 1);
+}
+
+TEST(Options, BadSizingAnnotationsAreInvalidArgumentNamingTheAnnotation) {
+  for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
+           {"io.containerd.runhcs.v1.vm-cpus", "0"},
+           {"io.containerd.runhcs.v1.vm-cpus", "two"},
+           {"io.containerd.runhcs.v1.vm-cpus", "2x"},
+           {"io.containerd.runhcs.v1.vm-cpus", "65"},
+           {"io.containerd.runhcs.v1.vm-memory-mb", "64"},
+           {"io.containerd.runhcs.v1.vm-memory-mb", ""},
+           {"io.microsoft.virtualmachine.computetopology.memory.sizeinmb", "-512"},
+           {"io.containerd.runhcs.v1.isolation", "vm"},
+           {"io.containerd.runhcs.v1.vm-accelerator", "hvf"}}) {
+    ShimOptions o;
+    Status st = ApplyAnnotations({{k, v}}, &o);
+    EXPECT_EQ(st.code(), Code::kInvalidArgument) << k << "=" << v;
+    EXPECT_THAT(st.message(), ::testing::HasSubstr(k)) << st.ToString();
+    EXPECT_EQ(o.vm_processors, 0);
+    EXPECT_EQ(o.vm_memory_mb, 0);
+  }
 }
 
 }  // namespace

@@ -62,10 +62,19 @@ OomWatcher::OomWatcher()
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
 }
 
-OomWatcher::~OomWatcher() {
+OomWatcher::~OomWatcher() { Stop(); }
+
+void OomWatcher::Stop() {
+  std::thread t;
+  {
+    MutexLock l(&mu_);
+    started_ = true;  // never (re)started after this
+    t = std::move(thread_);
+  }
+  if (!t.joinable()) return;
   uint64_t one = 1;
   (void)!::write(wake_.get(), &one, sizeof one);
-  if (thread_.joinable()) thread_.join();
+  t.join();
 }
 
 Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, bool unified,

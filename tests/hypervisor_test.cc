@@ -90,6 +90,33 @@ TEST_F(HypervisorTest, AnnotationSelectsTheVmAndUnameIsTheGuestKernel) {
   EXPECT_NE(TrimNewlines(r.out), host.release);
 }
 
+TEST_F(HypervisorTest, SizingAnnotationsGiveTheVmItsCpusAndMemory) {
+  // hcsshim's memory name, runhcs's cpu name (the default would be 2 and
+  // 1024 MiB on these hosts).
+  RunResult r = CtrRun(
+      With({"--rm"},
+           With(kHypervisor, {"--annotation", "io.containerd.runhcs.v1.vm-cpus=1", "--annotation",
+                              "io.microsoft.virtualmachine.computetopology.memory."
+                              "sizeinmb=384"})),
+      "sized1", {"/bin/sh", "-c", "grep -c ^processor /proc/cpuinfo; grep MemTotal /proc/meminfo"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+  std::istringstream out(r.out);
+  int cpus = 0;
+  std::string key;
+  long mem_kib = 0;
+  out >> cpus >> key >> mem_kib;
+  EXPECT_EQ(cpus, 1) << r.out;
+  // The guest sees a little less than it was given (the kernel's own).
+  EXPECT_GT(mem_kib, 300 * 1024) << r.out;
+  EXPECT_LE(mem_kib, 384 * 1024) << r.out;
+  // A bad value is refused with the annotation's name, and nothing starts.
+  RunResult bad = CtrRun(
+      With({"--rm"}, With(kHypervisor, {"--annotation", "io.containerd.runhcs.v1.vm-cpus=0"})),
+      "sized2", {"/bin/true"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("io.containerd.runhcs.v1.vm-cpus"), std::string::npos) << bad.err;
+}
+
 TEST_F(HypervisorTest, RuntimeConfigFileSelectsTheVm) {
   std::string cfg = ctrd_.dir() + "/hv.json";
   ASSERT_TRUE(

@@ -39,6 +39,7 @@
 #include "service/options.h"
 #include "service/shim_registry.h"
 #include "service/task_service.h"
+#include "stats/oom_watcher.h"
 #include "task/exec_set.h"
 #include "ttrpc/client.h"
 #include "ttrpc/server.h"
@@ -61,9 +62,6 @@ std::string Cwd() {
   char buf[PATH_MAX];
   return ::getcwd(buf, sizeof buf) ? std::string(buf) : std::string(".");
 }
-
-constexpr char kIsolationAnnotation[] = "io.containerd.runhcs.v1.isolation";
-constexpr char kAcceleratorAnnotation[] = "io.containerd.runhcs.v1.vm-accelerator";
 
 // Builds tasks and pods for Create: process isolation through the OCI
 // runtime, hypervisor isolation in a utility VM, chosen per container.
@@ -136,29 +134,9 @@ class ShimTaskFactory : public service::TaskFactory {
     if (req.options.type_url().empty()) return opts_;
     return service::DecodeOptions(req.options);
   }
-  // Per-container annotations override the options (docs/configuration.md).
+  // Per-container annotations override the options (service/options.h).
   static Status ApplyAnnotations(const oci::Spec& spec, service::ShimOptions* o) {
-    std::string iso = spec.Annotation(kIsolationAnnotation);
-    if (iso == "hypervisor") {
-      o->isolation = service::ShimOptions::Isolation::kHypervisor;
-    } else if (iso == "process") {
-      o->isolation = service::ShimOptions::Isolation::kProcess;
-    } else if (!iso.empty()) {
-      return InvalidArgumentError("annotation {}={:?}: want process or hypervisor",
-                                  kIsolationAnnotation, iso);
-    }
-    std::string acc = spec.Annotation(kAcceleratorAnnotation);
-    if (acc == "auto") {
-      o->accelerator = service::ShimOptions::Accelerator::kAuto;
-    } else if (acc == "kvm") {
-      o->accelerator = service::ShimOptions::Accelerator::kKvm;
-    } else if (acc == "tcg") {
-      o->accelerator = service::ShimOptions::Accelerator::kTcg;
-    } else if (!acc.empty()) {
-      return InvalidArgumentError("annotation {}={:?}: want auto, kvm or tcg",
-                                  kAcceleratorAnnotation, acc);
-    }
-    return OkStatus();
+    return service::ApplyAnnotations(spec.annotations(), o);
   }
   static uvm::VmConfig VmConfig(const service::ShimOptions& o) {
     uvm::VmConfig c;
@@ -432,8 +410,8 @@ int Serve(const Flags& f) {
   //    close: the runtime's delete; a VM's tied helpers; agent relays).
   // Shutdown, in this order: stop serving (in-flight RPCs finish, bounded);
   // leave the registry; destroy the tasks (their stdio closes on the loop);
-  // join the ThreadGroup (bounded); stop the loop; flush the forwarder
-  // (bounded).
+  // join the ThreadGroup (bounded); stop the OOM watcher; stop the loop;
+  // flush the forwarder (bounded).
   Latch shutdown;
   auto signals = EventLoop::Get().Watch(sfd.get(), EPOLLIN, [&sfd, &shutdown](uint32_t) {
     signalfd_siginfo si;
@@ -498,6 +476,7 @@ int Serve(const Flags& f) {
       }
     }  // the tasks go here
     ThreadGroup::Get().JoinAll(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    stats::OomWatcher::Get().Stop();
     EventLoop::Get().Stop();
   }  // the forwarder flushes here (bounded)
   spdlog::info("exited");
