@@ -117,6 +117,41 @@ TEST_F(HypervisorTest, SizingAnnotationsGiveTheVmItsCpusAndMemory) {
   EXPECT_NE(bad.err.find("io.containerd.runhcs.v1.vm-cpus"), std::string::npos) << bad.err;
 }
 
+TEST_F(HypervisorTest, BindMountsOfHostPathsReachTheGuest) {
+  // A directory (read-only), a file (read-write) and a symlink to a
+  // directory, as CRI's volumes and /etc/hosts come.
+  std::string dir = ctrd_.dir() + "/vol";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFileAtomic(dir + "/hello", "hello from the host\n", 0644).ok());
+  std::string file = ctrd_.dir() + "/hosts";
+  ASSERT_TRUE(WriteFileAtomic(file, "10.0.0.1 pod\n", 0644).ok());
+  std::string link = ctrd_.dir() + "/vol-link";
+  ASSERT_EQ(::symlink(dir.c_str(), link.c_str()), 0);
+  RunResult r = CtrRun(
+      With({"--rm"}, With(kHypervisor,
+                          {"--mount", "type=bind,src=" + dir + ",dst=/data,options=rbind:ro",
+                           "--mount", "type=bind,src=" + file + ",dst=/hosts,options=rbind:rw",
+                           "--mount", "type=bind,src=" + link + ",dst=/linked,options=rbind:ro"})),
+      "mounts1",
+      {"/bin/sh", "-c",
+       "cat /data/hello /hosts /linked/hello; echo '10.0.0.2 other' >> /hosts;"
+       " if touch /data/new 2>/dev/null; then echo WROTE; else echo READONLY; fi"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+  EXPECT_EQ(r.out, "hello from the host\n10.0.0.1 pod\nhello from the host\nREADONLY\n");
+  // The read-write file's change is the host's file.
+  EXPECT_EQ(ReadFileOr(file), "10.0.0.1 pod\n10.0.0.2 other\n");
+  EXPECT_NE(::access((dir + "/new").c_str(), F_OK), 0);
+  // Nothing of the shares is left mounted on the host.
+  EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find("/shares/"), std::string::npos);
+  // A source that does not exist fails the create, naming it.
+  RunResult bad = CtrRun(
+      With({"--rm"}, With(kHypervisor,
+                          {"--mount", "type=bind,src=" + dir + "-missing,dst=/x,options=rbind"})),
+      "mounts2", {"/bin/true"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find(dir + "-missing"), std::string::npos) << bad.err;
+}
+
 TEST_F(HypervisorTest, RuntimeConfigFileSelectsTheVm) {
   std::string cfg = ctrd_.dir() + "/hv.json";
   ASSERT_TRUE(

@@ -26,6 +26,7 @@ namespace apb = ::runhcs::agent::v1;
 namespace {
 
 constexpr char kGuestRootfs[] = "/run/runhcs/rootfs/";
+constexpr char kGuestMounts[] = "/run/runhcs/mounts/";
 
 }  // namespace
 
@@ -79,6 +80,65 @@ StatusOr<Prepared> Prepare(const task::CreateRequest& req, const std::string& ns
   return p;
 }
 
+bool HasOption(const nlohmann::json& m, std::string_view opt) {
+  if (!m.contains("options") || !m["options"].is_array()) return false;
+  for (const auto& o : m["options"]) {
+    if (o.is_string() && o.get<std::string>() == opt) return true;
+  }
+  return false;
+}
+
+// The spec's bind mounts of host paths reach the guest through the VM's
+// share (virtiofs): each source (a directory or a file; a symlink resolved
+// on the host) is shared at kGuestMounts/<id>/<n>, read-only when the mount
+// says "ro", and the mount's source becomes that guest path. /dev/shm (CRI
+// binds the sandbox's) becomes a tmpfs of the guest's. Nothing else of the
+// host is shared. On error what was shared is unshared. Returns the new
+// spec; `shared` gets the guest paths.
+StatusOr<std::string> MapBindMounts(const std::string& spec_json, const std::string& id,
+                                    uvm::UtilityVm* vm, std::vector<std::string>* shared) {
+  nlohmann::json spec;
+  try {
+    spec = nlohmann::json::parse(spec_json);
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgumentError("task '{}': config.json: {}", id, e.what());
+  }
+  if (!spec.contains("mounts") || !spec["mounts"].is_array()) return spec_json;
+  auto undo = [&] {
+    for (const auto& g : *shared) (void)vm->Unshare(g);
+    shared->clear();
+  };
+  int n = 0;
+  for (auto& m : spec["mounts"]) {
+    if (!m.is_object()) continue;
+    std::string type = m.value("type", "");
+    if (type != "bind" && !HasOption(m, "bind") && !HasOption(m, "rbind")) continue;
+    std::string dest = m.value("destination", "");
+    std::string src = m.value("source", "");
+    if (dest == "/dev/shm") {
+      m = nlohmann::json{{"destination", "/dev/shm"},
+                         {"type", "tmpfs"},
+                         {"source", "shm"},
+                         {"options", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}};
+      continue;
+    }
+    if (src.empty() || src.front() != '/') {
+      undo();
+      return InvalidArgumentError("task '{}': bind mount at {:?} has source {:?}, not a host path",
+                                  id, dest, src);
+    }
+    std::string guest = kGuestMounts + id + "/" + std::to_string(n++);
+    Status st = vm->Share(src, guest, HasOption(m, "ro"));
+    if (!st.ok()) {
+      undo();
+      return st.Wrap(fmt::format("task '{}': bind mount of {} at {}", id, src, dest));
+    }
+    shared->push_back(guest);
+    m["source"] = guest;
+  }
+  return spec.dump();
+}
+
 }  // namespace
 
 StatusOr<std::shared_ptr<uvm::UtilityVm>> VmTask::BootVm(uvm::VmConfig base, const std::string& ns,
@@ -127,10 +187,17 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(
   std::shared_ptr<uvm::AgentClient> agent = vm->agent();
   Status st = agent ? OkStatus() : FailedPreconditionError("task '{}': VM is not running", req.id);
   if (st.ok()) st = vm->Share(rootfs, kGuestRootfs + req.id, /*read_only=*/false);
+  std::vector<std::string> mount_shares;
+  std::string guest_spec;
+  if (st.ok()) {
+    auto mapped = MapBindMounts(spec, req.id, vm.get(), &mount_shares);
+    st = mapped.status();
+    if (mapped.ok()) guest_spec = std::move(*mapped);
+  }
   if (st.ok()) {
     apb::CreateContainerRequest cc;
     cc.set_container_id(req.id);
-    cc.set_spec_json(spec);
+    cc.set_spec_json(guest_spec);
     cc.set_rootfs_path(kGuestRootfs + req.id);
     cc.set_stdin(!req.stdio.stdin_path.empty());
     cc.set_terminal(req.stdio.terminal);
@@ -139,12 +206,18 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(
   }
   if (!st.ok()) {
     io->Close(std::chrono::milliseconds(0));
-    if (owns_vm) (void)vm->Close();
+    for (const auto& g : mount_shares) (void)vm->Unshare(g);
+    if (owns_vm) {
+      (void)vm->Close();
+    } else {
+      (void)vm->Unshare(kGuestRootfs + req.id);
+    }
     if (mounted) (void)oci::UnmountAll(rootfs);
     return st;
   }
   auto task =
       std::make_shared<VmTask>(req.id, req.bundle, ns, std::move(vm), owns_vm, publisher, mounted);
+  task->mount_shares_ = std::move(mount_shares);
   task->SetInit(
       {req.id, "", req.bundle, req.stdio, 0},
       std::make_unique<VmProcess>(agent, req.id, "", "", req.stdio,
@@ -216,6 +289,13 @@ void VmTask::Teardown() {
     if (!rs.ok()) spdlog::warn("task {}: remove from the VM: {}", id(), rs.ToString());
   }
   if (!owns_vm_) {
+    // The bind mounts' shares go with the container (a VM of its own takes
+    // them with it).
+    for (const auto& g : mount_shares_) {
+      Status us = vm_->Unshare(g);
+      if (!us.ok() && us.code() != Code::kNotFound)
+        spdlog::warn("task {}: {}", id(), us.ToString());
+    }
     // The rootfs share must go before the rootfs is unmounted below, or the
     // share's bind mount would keep it busy for the life of the pod.
     Status us = vm_->Unshare(kGuestRootfs + id());

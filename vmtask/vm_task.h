@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
@@ -89,7 +90,8 @@ class VmTask : public task::TaskBase {
   const bool owns_vm_;
   const bool mounted_;
 
-  std::unique_ptr<OomRelay> oom_;  // set once in Create; null without an agent (fakes)
+  std::unique_ptr<OomRelay> oom_;          // set once in Create; null without an agent (fakes)
+  std::vector<std::string> mount_shares_;  // guest paths of the spec's bind mounts; set in Create
   Mutex mu_;
   bool paused_ GUARDED_BY(mu_) = false;
 };
