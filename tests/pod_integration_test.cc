@@ -40,6 +40,32 @@ TEST_F(PodTest, HypervisorPodIsOneShimAndOneVmForAllItsContainers) {
       WaitFor([] { return CountProcesses("containerd-shim-runhcs-v1 .*-id pod1 ") == 0; }, 10s));
 }
 
+TEST_F(PodTest, AWorkloadsBindMountsAreSharedWhileItRunsAndGoWithIt) {
+  std::string dir = ctrd_.dir() + "/pod-vol";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFileAtomic(dir + "/hello", "volume\n", 0644).ok());
+  auto shares = [] {
+    std::stringstream ss(ReadFileOr("/proc/self/mountinfo"));
+    int n = 0;
+    for (std::string line; std::getline(ss, line);)
+      n += line.find(VmDir("pod5") + "/shares/") != std::string::npos;
+    return n;
+  };
+  StartPod("pod5", {}, /*hypervisor=*/true);
+  int before = shares();
+  std::vector<std::string> flags = Cri("container", "pod5", false);
+  flags.insert(flags.end(), {"--mount", "type=bind,src=" + dir + ",dst=/data,options=rbind:ro"});
+  RunDetached("pod5-a", flags);
+  EXPECT_EQ(shares(), before + 2);  // its rootfs and its volume
+  RunResult r = ctrd_.Ctr({"task", "exec", "--exec-id", "x1", "pod5-a", "/bin/cat", "/data/hello"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "volume\n");
+  Remove({"pod5-a"});
+  EXPECT_EQ(shares(), before);  // gone with the workload; the pod still runs
+  EXPECT_EQ(ctrd_.TaskStatus("pod5"), "RUNNING");
+  Remove({"pod5"});
+}
+
 TEST_F(PodTest, QemuKilledEndsEveryTaskWorkloadsFirst) {
   std::string events = ctrd_.dir() + "/events.txt";
   pid_t ev = ctrd_.CtrBackground({"events"}, events);
