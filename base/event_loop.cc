@@ -80,17 +80,18 @@ void EventLoop::Unwatch(Token t) {
   while (running_ == t) cv_.Wait(&mu_);
 }
 
-void EventLoop::Post(std::function<void()> fn) {
+bool EventLoop::Post(std::function<void()> fn) {
   {
     MutexLock l(&mu_);
-    if (stopped_) return;
+    if (stopped_) return false;
     if (Status st = StartLocked(); !st.ok()) {
       spdlog::error("event loop: {}; dropping posted work", st.ToString());
-      return;
+      return false;
     }
     posted_.push_back(std::move(fn));
   }
   Wake();
+  return true;
 }
 
 EventLoop::Token EventLoop::After(std::chrono::nanoseconds delay, std::function<void()> fn) {

@@ -50,7 +50,8 @@ class EventLoop {
 
   StatusOr<Token> Watch(int fd, uint32_t events, FdHandler fn) EXCLUDES(mu_);
   void Unwatch(Token t) EXCLUDES(mu_);
-  void Post(std::function<void()> fn) EXCLUDES(mu_);
+  // False when the loop is stopped (or cannot start): fn was dropped.
+  bool Post(std::function<void()> fn) EXCLUDES(mu_);
   Token After(std::chrono::nanoseconds delay, std::function<void()> fn) EXCLUDES(mu_);
   void Cancel(Token t) EXCLUDES(mu_);
 

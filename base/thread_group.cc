@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <cstdlib>
 #include <system_error>
 
 #include "base/log.h"
@@ -9,7 +10,14 @@
 namespace runhcs {
 
 ThreadGroup& ThreadGroup::Get() {
-  static ThreadGroup* g = new ThreadGroup();  // never destroyed: JoinAll at shutdown
+  // Never destroyed; its threads are joined at shutdown (the daemon's
+  // JoinAll), and at exit, briefly, whatever is left (finished threads not
+  // yet joined; any still running get a moment to finish).
+  static ThreadGroup* g = [] {
+    auto* group = new ThreadGroup();
+    std::atexit([] { Get().JoinAll(std::chrono::steady_clock::now() + std::chrono::seconds(2)); });
+    return group;
+  }();
   return *g;
 }
 

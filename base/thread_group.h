@@ -6,7 +6,8 @@
 //    (as `ps -L` shows it, first 15 bytes). It fails with ResourceExhausted
 //    when no thread can be made; fn is then not run.
 //  - A finished thread is joined by the group (on the next Spawn, or by
-//    JoinAll); nothing is detached.
+//    JoinAll; the process-wide group also joins at exit); nothing is
+//    detached.
 //  - JoinAll(deadline) joins every thread, waiting up to `deadline` for
 //    those still running; it returns how many were still running (they are
 //    named in the log). Threads spawned while it waits are joined too.

@@ -33,14 +33,14 @@ if [ -n "$left" ]; then
 fi
 echo "nothing left in /run/runhcs"
 
-UNIT_TESTS=(base_test stacks_test reaper_test shim_registry_test ttrpc_test ttrpc_stubs_test events_test exec_test
+UNIT_TESTS=(base_test stacks_test event_loop_test reaper_test shim_registry_test ttrpc_test ttrpc_stubs_test events_test exec_test
             pod_test service_test stdio_test shimdiag_test stats_test oom_relay_test agent_service_test
             oci_test qemu_vm_test task_test process_race_test)
 
 echo "== ThreadSanitizer + clang -Wthread-safety =="
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_COMPILER=clang++ -DRUNHCS_SANITIZE=thread -DRUNHCS_WERROR=ON >/dev/null
-ninja -C build-tsan reaper_test agent_service_test ttrpc_test ttrpc_stubs_test events_test exec_test pod_test service_test process_race_test task_test \
+ninja -C build-tsan event_loop_test reaper_test agent_service_test ttrpc_test ttrpc_stubs_test events_test exec_test pod_test service_test process_race_test task_test \
   stdio_test shimdiag_test stats_test oom_relay_test containerd-shim-runhcs-v1
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   ctest --test-dir build-tsan -L tsan --output-on-failure -j2 --timeout 300

@@ -183,15 +183,17 @@ struct ProcessIo::Copies {
   EventLoop::Token drain_timer = 0;
 
   // Runs fn on the loop and returns once it ran (inline when this is the
-  // loop, or when the loop is not running: then no handler can be).
+  // loop, or when the loop has stopped: then no handler runs any more).
   void OnLoop(const std::function<void()>& fn) {
-    if (loop->InLoop() || !loop->running()) return fn();
-    Latch ran;
-    loop->Post([&] {
-      fn();
-      ran.Open();
-    });
-    ran.Wait();
+    if (loop->InLoop()) return fn();
+    auto ran = std::make_shared<Latch>();
+    if (!loop->Post([&fn, ran] {
+          fn();
+          ran->Open();
+        })) {
+      return fn();
+    }
+    ran->Wait();
   }
   // On the loop: every copy stops now.
   void FinishAll();
@@ -440,8 +442,9 @@ void ProcessIo::CloseAsync(std::chrono::milliseconds timeout, std::function<void
     });
   };
   EventLoop* loop = copies_->loop;
-  if (loop->InLoop() || !loop->running()) return start();
-  loop->Post(std::move(start));
+  if (loop->InLoop()) return start();
+  auto shared_start = std::make_shared<decltype(start)>(std::move(start));
+  if (!loop->Post([shared_start] { (*shared_start)(); })) (*shared_start)();
 }
 
 void ProcessIo::CloseFds() {

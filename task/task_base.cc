@@ -15,10 +15,14 @@ void TaskBase::SetInit(exec::ProcessExec::Config cfg, std::unique_ptr<exec::Proc
   std::weak_ptr<TaskBase> weak = weak_from_this();
   std::string name = "exit-" + id_;
   auto hook = [weak, name](const exec::ExecStatus&, std::function<void()> done) {
+    // The task is held from here to the end of its close, so a caller that
+    // drops its reference meanwhile cannot cancel the close.
+    std::shared_ptr<TaskBase> t = weak.lock();
+    if (!t) return done();
     // OnInitExit waits for the execs and runs the runtime's delete: never
     // on the event loop.
-    auto run = [weak, done] {
-      if (auto t = weak.lock()) t->OnInitExit();
+    auto run = [t, done] {
+      t->OnInitExit();
       done();
     };
     if (Status st = ThreadGroup::Get().Spawn(name, run); !st.ok()) {
