@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "base/io.h"
+#include "base/latch.h"
 #include "base/log.h"
 
 namespace runhcs::stats {
@@ -24,10 +25,11 @@ struct OomWatcher::Entry {
   bool unified = false;
   UniqueFd fd;       // v1: the eventfd; v2: the inotify fd
   UniqueFd control;  // v1: memory.oom_control, held open while registered
-  uint64_t key = 0;
   Callback on_oom;
-  Mutex mu;  // serialises Consume for v2's counter
+  EventLoop::Token tok = 0;  // set on the loop, before its handler can run
+  Mutex mu;                  // the count, against a Drain beside the loop
   uint64_t oom_kills GUARDED_BY(mu) = 0;
+  bool removed GUARDED_BY(mu) = false;
 };
 
 namespace {
@@ -54,29 +56,6 @@ OomWatcher& OomWatcher::Get() {
   return *w;
 }
 
-OomWatcher::OomWatcher()
-    : epoll_(::epoll_create1(EPOLL_CLOEXEC)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = 0;  // key 0: the wake fd
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
-}
-
-OomWatcher::~OomWatcher() { Stop(); }
-
-void OomWatcher::Stop() {
-  std::thread t;
-  {
-    MutexLock l(&mu_);
-    started_ = true;  // never (re)started after this
-    t = std::move(thread_);
-  }
-  if (!t.joinable()) return;
-  uint64_t one = 1;
-  (void)!::write(wake_.get(), &one, sizeof one);
-  t.join();
-}
-
 Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, bool unified,
                        Callback on_oom) {
   auto e = std::make_shared<Entry>();
@@ -91,8 +70,6 @@ Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, boo
     if (::inotify_add_watch(e->fd.get(), events.c_str(), IN_MODIFY) < 0) {
       return ErrnoError(errno, "watch " + events);
     }
-    MutexLock l(&e->mu);
-    e->oom_kills = OomKills(memory_dir, true);
   } else {
     e->fd.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!e->fd) return ErrnoError(errno, "eventfd");
@@ -103,34 +80,42 @@ Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, boo
     UniqueFd f(::open(reg.c_str(), O_WRONLY | O_CLOEXEC));
     if (!f) return ErrnoError(errno, "open " + reg);
     RETURN_IF_ERROR(WriteAll(f.get(), fmt::format("{} {}", e->fd.get(), e->control.get())));
-    MutexLock l(&e->mu);
-    e->oom_kills = OomKills(memory_dir, false);
   }
+  {
+    MutexLock l(&e->mu);
+    e->oom_kills = OomKills(memory_dir, unified);
+  }
+  // Watched from the loop itself, so the handler never runs before `tok`
+  // is set; Add returns once it is.
+  Latch watched;
+  Status st = OkStatus();
+  auto watch = [&] {
+    auto t = loop_->Watch(e->fd.get(), EPOLLIN, [this, e](uint32_t) { OnReady(e); });
+    if (t.ok()) {
+      e->tok = *t;
+    } else {
+      st = t.status();
+    }
+    watched.Open();
+  };
+  if (loop_->InLoop()) {
+    watch();
+  } else if (!loop_->Post(watch)) {
+    return FailedPreconditionError("oom watcher: the event loop has stopped");
+  }
+  watched.Wait();
+  RETURN_IF_ERROR(st);
   std::shared_ptr<Entry> replaced;
   {
     MutexLock l(&mu_);
-    e->key = next_key_++;
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = e->key;
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, e->fd.get(), &ev) != 0)
-      return ErrnoError(errno, "epoll_ctl");
-    if (auto it = by_id_.find(id); it != by_id_.end()) {
-      replaced = it->second;
-      by_key_.erase(replaced->key);
-      ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, replaced->fd.get(), nullptr);
-    }
+    if (auto it = by_id_.find(id); it != by_id_.end()) replaced = it->second;
     by_id_[id] = e;
-    by_key_[e->key] = e;
-    if (!started_) {
-      started_ = true;
-      thread_ = std::thread([this] { Loop(); });
-    }
   }
+  if (replaced) Forget(replaced);
   return OkStatus();
 }
 
-bool OomWatcher::Consume(Entry& e) {
+bool OomWatcher::Consume(Entry& e, bool wait, bool* recheck) {
   bool signalled = false;
   if (!e.unified) {
     uint64_t n = 0;
@@ -144,9 +129,13 @@ bool OomWatcher::Consume(Entry& e) {
   }
   uint64_t now = OomKills(e.dir, e.unified);
   MutexLock l(&e.mu);
+  if (e.removed) return false;
   if (signalled && now <= e.oom_kills) {
-    // v1 notifies when the OOM starts, before its kill is counted: give
-    // the kill a moment to land.
+    // v1 signals when the OOM starts, before its kill is counted.
+    if (!wait) {
+      *recheck = true;
+      return false;
+    }
     for (int i = 0; i < 10 && now <= e.oom_kills; ++i) {
       e.mu.Unlock();
       ::usleep(10'000);
@@ -159,11 +148,30 @@ bool OomWatcher::Consume(Entry& e) {
   return true;
 }
 
-void OomWatcher::Handle(const std::shared_ptr<Entry>& e) {
-  if (Consume(*e) && e->on_oom) {
-    spdlog::info("oom: {} ({})", e->id, e->dir);
-    e->on_oom();
-  }
+bool OomWatcher::Recheck(Entry& e) {
+  uint64_t now = OomKills(e.dir, e.unified);
+  MutexLock l(&e.mu);
+  if (e.removed || now <= e.oom_kills) return false;
+  e.oom_kills = now;
+  return true;
+}
+
+void OomWatcher::Report(Entry& e) {
+  spdlog::info("oom: {} ({})", e.id, e.dir);
+  if (e.on_oom) e.on_oom();
+}
+
+void OomWatcher::OnReady(const std::shared_ptr<Entry>& e) {
+  bool recheck = false;
+  if (Consume(*e, /*wait=*/false, &recheck)) return Report(*e);
+  if (recheck) ScheduleRecheck(e, 10);
+}
+
+void OomWatcher::ScheduleRecheck(const std::shared_ptr<Entry>& e, int left) {
+  loop_->After(std::chrono::milliseconds(10), [this, e, left] {
+    if (Recheck(*e)) return Report(*e);
+    if (left > 1) ScheduleRecheck(e, left - 1);
+  });
 }
 
 void OomWatcher::Drain(const std::string& id) {
@@ -174,39 +182,42 @@ void OomWatcher::Drain(const std::string& id) {
     if (it == by_id_.end()) return;
     e = it->second;
   }
-  Handle(e);
+  bool recheck = false;
+  if (Consume(*e, /*wait=*/!loop_->InLoop(), &recheck)) Report(*e);
+}
+
+void OomWatcher::Forget(const std::shared_ptr<Entry>& e) {
+  {
+    MutexLock l(&e->mu);
+    e->removed = true;  // a recheck still queued reports nothing
+  }
+  loop_->Unwatch(e->tok);  // its handler is not running once this returns
+  if (loop_->InLoop()) return;
+  // A recheck already past its `removed` test finishes before this returns:
+  // after Remove, on_oom's captures may go.
+  auto barrier = std::make_shared<Latch>();
+  if (loop_->Post([barrier] { barrier->Open(); })) barrier->Wait();
 }
 
 void OomWatcher::Remove(const std::string& id) {
-  MutexLock l(&mu_);
-  auto it = by_id_.find(id);
-  if (it == by_id_.end()) return;
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second->fd.get(), nullptr);
-  by_key_.erase(it->second->key);
-  by_id_.erase(it);  // the fds close with the last reference
+  std::shared_ptr<Entry> e;
+  {
+    MutexLock l(&mu_);
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) return;
+    e = std::move(it->second);
+    by_id_.erase(it);
+  }
+  Forget(e);  // the fds close with the last reference
 }
 
-void OomWatcher::Loop() {
-  epoll_event events[16];
-  for (;;) {
-    int n = ::epoll_wait(epoll_.get(), events, 16, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      spdlog::error("oom watcher: epoll_wait: {}", std::strerror(errno));
-      return;
-    }
-    for (int i = 0; i < n; ++i) {
-      uint64_t key = events[i].data.u64;
-      if (key == 0) return;  // shutting down
-      std::shared_ptr<Entry> e;
-      {
-        MutexLock l(&mu_);
-        auto it = by_key_.find(key);
-        if (it != by_key_.end()) e = it->second;
-      }
-      if (e) Handle(e);
-    }
+void OomWatcher::Stop() {
+  std::map<std::string, std::shared_ptr<Entry>> all;
+  {
+    MutexLock l(&mu_);
+    all.swap(by_id_);
   }
+  for (auto& [id, e] : all) Forget(e);
 }
 
 }  // namespace runhcs::stats

@@ -410,8 +410,8 @@ int Serve(const Flags& f) {
   //    close: the runtime's delete; a VM's tied helpers; agent relays).
   // Shutdown, in this order: stop serving (in-flight RPCs finish, bounded);
   // leave the registry; destroy the tasks (their stdio closes on the loop);
-  // join the ThreadGroup (bounded); stop the OOM watcher; stop the loop;
-  // flush the forwarder (bounded).
+  // join the ThreadGroup (bounded); unwatch the OOM watcher's cgroups; stop
+  // the loop; flush the forwarder (bounded).
   Latch shutdown;
   auto signals = EventLoop::Get().Watch(sfd.get(), EPOLLIN, [&sfd, &shutdown](uint32_t) {
     signalfd_siginfo si;
