@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/event_loop.h"
 #include "base/log.h"
 #include "base/thread_group.h"
 #include "exec/exec_events.h"
@@ -15,18 +16,23 @@ void TaskBase::SetInit(exec::ProcessExec::Config cfg, std::unique_ptr<exec::Proc
   std::weak_ptr<TaskBase> weak = weak_from_this();
   std::string name = "exit-" + id_;
   auto hook = [weak, name](const exec::ExecStatus&, std::function<void()> done) {
-    // The task is held from here to the end of its close, so a caller that
-    // drops its reference meanwhile cannot cancel the close.
+    // OnInitExit waits for the execs and runs the runtime's delete. Off the
+    // event loop (an RPC, the VM watcher) it runs here, as the caller waits
+    // for it anyway; whoever drops the task last then finds it closed.
+    if (!EventLoop::Get().InLoop()) {
+      if (auto t = weak.lock()) t->OnInitExit();
+      return done();
+    }
+    // On the loop it gets a thread of its own, which holds the task until
+    // its TaskExit is out.
     std::shared_ptr<TaskBase> t = weak.lock();
     if (!t) return done();
-    // OnInitExit waits for the execs and runs the runtime's delete: never
-    // on the event loop.
     auto run = [t, done] {
       t->OnInitExit();
       done();
     };
     if (Status st = ThreadGroup::Get().Spawn(name, run); !st.ok()) {
-      spdlog::error("{}; closing the task on this thread", st.ToString());
+      spdlog::error("{}; closing the task on the event loop", st.ToString());
       run();
     }
   };

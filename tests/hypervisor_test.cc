@@ -141,8 +141,10 @@ TEST_F(HypervisorTest, BindMountsOfHostPathsReachTheGuest) {
   // The read-write file's change is the host's file.
   EXPECT_EQ(ReadFileOr(file), "10.0.0.1 pod\n10.0.0.2 other\n");
   EXPECT_NE(::access((dir + "/new").c_str(), F_OK), 0);
-  // Nothing of the shares is left mounted on the host.
-  EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find("/shares/"), std::string::npos);
+  // Nothing of its shares is left mounted on the host (other tests' VMs
+  // may have theirs).
+  EXPECT_EQ(ReadFileOr("/proc/self/mountinfo").find(VmDir("mounts1") + "/shares/"),
+            std::string::npos);
   // A source that does not exist fails the create, naming it.
   RunResult bad = CtrRun(
       With({"--rm"}, With(kHypervisor,
