@@ -1,5 +1,8 @@
 #include "guest/agent_service.h"
 
+#include "base/command.h"
+#include "guest/pod.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -307,6 +310,41 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
   return r;
 }
 
+Status AgentService::CreatePod(const ttrpc::CallContext&, const pb::CreatePodRequest& req,
+                               pb::CreatePodResponse* resp) {
+  {
+    MutexLock l(&mu_);
+    if (pod_holder_ != 0) return AlreadyExistsError("this VM already is a pod's");
+    pod_holder_ = -1;
+  }
+  auto fail = [this](Status st) {
+    MutexLock l(&mu_);
+    pod_holder_ = 0;
+    return st;
+  };
+  auto cmds = NetworkCommands(req, InterfacesByMac(cfg_.sys_class_net));
+  if (!cmds.ok()) return fail(cmds.status());
+  for (const auto& c : *cmds) {
+    auto r = RunCommand(c);
+    if (!r.ok()) return fail(r.status().Wrap("pod network"));
+  }
+  auto expect = Reaper::Get().Expect();
+  auto pid = StartNamespaceHolder(req.hostname());
+  if (!pid.ok()) return fail(pid.status());
+  Reaper::Get().Watch(*pid, [this, p = *pid](int status) {
+    spdlog::warn("pod namespace holder {} exited ({})", p, status);
+    MutexLock l(&mu_);
+    if (pod_holder_ == p) pod_holder_ = 0;
+  });
+  expect.Release();
+  MutexLock l(&mu_);
+  pod_holder_ = *pid;
+  resp->set_holder_pid(static_cast<uint32_t>(*pid));
+  spdlog::info("pod: holder {}, hostname {:?}, {} interface(s)", *pid, req.hostname(),
+               req.interfaces_size());
+  return OkStatus();
+}
+
 Status AgentService::CreateContainer(const ttrpc::CallContext&,
                                      const pb::CreateContainerRequest& req, pb::Empty*) {
   if (!ValidId(req.container_id()))
@@ -338,6 +376,19 @@ Status AgentService::CreateContainer(const ttrpc::CallContext&,
     spec["process"].erase("selinuxLabel");
   }
   if (spec.contains("linux")) spec["linux"].erase("mountLabel");
+  if (req.pod_namespaces_size() > 0) {
+    pid_t holder;
+    {
+      MutexLock l(&mu_);
+      holder = pod_holder_;
+    }
+    if (holder <= 0) {
+      return FailedPreconditionError("container {:?} joins pod namespaces, but this VM has no pod",
+                                     req.container_id());
+    }
+    std::vector<std::string> types(req.pod_namespaces().begin(), req.pod_namespaces().end());
+    RETURN_IF_ERROR(JoinPodNamespaces(&spec, types, holder));
+  }
   RETURN_IF_ERROR(WriteFileAtomic(c->bundle + "/config.json", spec.dump(), 0600));
   // The initramfs root cannot be pivoted away from.
   c->rt = std::make_unique<oci::Runtime>(

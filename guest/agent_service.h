@@ -44,6 +44,7 @@ struct AgentConfig {
   std::string state_dir = "/run/runhcs";
   std::string agent_version;
   std::string cgroup_root = "/sys/fs/cgroup";
+  std::string sys_class_net = "/sys/class/net";
   // Called after Shutdown has answered (PID 1 powers the VM off).
   std::function<void()> on_shutdown;
 };
@@ -89,6 +90,8 @@ class AgentService : public pb::AgentServer {
   Status WaitOom(const Ctx& ctx, const pb::WaitOomRequest& req, pb::WaitOomResponse* resp) override;
   // Answers, then calls AgentConfig::on_shutdown.
   Status Shutdown(const Ctx& ctx, const pb::Empty& req, pb::Empty* resp) override;
+  Status CreatePod(const Ctx& ctx, const pb::CreatePodRequest& req,
+                   pb::CreatePodResponse* resp) override;
 
  private:
   struct Process;
@@ -111,6 +114,9 @@ class AgentService : public pb::AgentServer {
   Mutex mu_;
   std::map<std::string, ProcessPtr> vm_processes_ GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Container>> containers_ GUARDED_BY(mu_);
+  // The pod's namespace holder (CreatePod), 0 before; -1 while CreatePod
+  // runs.
+  pid_t pod_holder_ GUARDED_BY(mu_) = 0;
   CondVar oom_cv_;  // a container's OOM count, init exit or removal changed
 };
 

@@ -12,12 +12,14 @@ namespace runhcs::pod {
 
 namespace {
 
-// The fake init process: pid 1, exits with 0 on any signal.
+// The fake init process: the VM's pid (1 without one), exits with 0 on any
+// signal.
 class SandboxProcess : public exec::Process {
  public:
+  explicit SandboxProcess(uint32_t pid) : pid_(pid) {}
   StatusOr<uint32_t> Start(ExitCallback on_exit) override {
     on_exit_ = std::move(on_exit);
-    return 1u;
+    return pid_;
   }
   Status Signal(uint32_t) override {
     if (signalled_.exchange(true)) return NotFoundError("sandbox init already exited");
@@ -32,6 +34,7 @@ class SandboxProcess : public exec::Process {
   void ReleaseIo(std::function<void()> done) override { done(); }
 
  private:
+  const uint32_t pid_;
   ExitCallback on_exit_;  // set by Start, before any Signal
   std::atomic<bool> signalled_{false};
 };
@@ -40,9 +43,16 @@ class SandboxProcess : public exec::Process {
 
 std::shared_ptr<SandboxTask> SandboxTask::Create(events::Publisher* publisher, std::string id,
                                                  std::string bundle,
-                                                 std::shared_ptr<uvm::UtilityVm> host) {
+                                                 std::shared_ptr<uvm::UtilityVm> host,
+                                                 std::shared_ptr<void> with_vm) {
   auto t = std::make_shared<SandboxTask>(publisher, id, bundle, std::move(host));
-  t->SetInit({id, "", std::move(bundle), {}}, std::make_unique<SandboxProcess>());
+  {
+    MutexLock l(&t->mu_);
+    t->with_vm_ = std::move(with_vm);
+  }
+  int vm_pid = t->host_ ? t->host_->pid() : 0;
+  t->SetInit({id, "", std::move(bundle), {}},
+             std::make_unique<SandboxProcess>(vm_pid > 0 ? static_cast<uint32_t>(vm_pid) : 1u));
   // A crashed VM must still end the task: watch it. (The normal way out:
   // containerd kills the fake init.)
   if (t->host_) t->host_waiter_ = std::thread([raw = t.get()] { raw->WaitParentExit(); });
@@ -77,11 +87,14 @@ void SandboxTask::Teardown() {
     if (!st.ok()) spdlog::error("sandbox {}: close utility VM: {}", id(), st.ToString());
   }
   std::function<void()> before;
+  std::shared_ptr<void> with_vm;
   {
     MutexLock l(&mu_);
     torn_down_ = true;
     before = before_exit_;
+    with_vm = std::move(with_vm_);
   }
+  with_vm.reset();  // after the VM, outside the lock
   if (before) before();
 }
 

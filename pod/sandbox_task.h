@@ -1,7 +1,10 @@
 // SandboxTask: the fake pod-sandbox task (hcsshim's wcowPodSandboxTask),
 // implemented to the letter of its Go source, on Linux.
 //
-// It holds no container. Its init exec is fake: Start gives pid 1 and
+// It holds no container. Its init exec is fake: Start gives the pid of the
+// process running the VM (QEMU, as Kata reports: a host tool that follows
+// it finds the pod's VM; CRI's /proc/<pid>/ns paths for workloads are
+// mapped to the pod's namespaces in the guest), 1 without a VM, and
 // publishes TaskStart; Kill while Running makes it exit with status 0,
 // whatever the signal; it has no terminal and no stdin. When the task has a
 // utility VM, it owns it:
@@ -41,11 +44,13 @@ namespace runhcs::pod {
 
 class SandboxTask : public task::TaskBase {
  public:
-  // `host` may be null (a process-isolated pod's fake sandbox). The caller
-  // publishes TaskCreate.
+  // `host` may be null (a process-isolated pod's fake sandbox). `with_vm`
+  // lives as long as the VM and is released right after it is closed (the
+  // pod's network). The caller publishes TaskCreate.
   static std::shared_ptr<SandboxTask> Create(events::Publisher* publisher, std::string id,
                                              std::string bundle,
-                                             std::shared_ptr<uvm::UtilityVm> host);
+                                             std::shared_ptr<uvm::UtilityVm> host,
+                                             std::shared_ptr<void> with_vm = nullptr);
   // Closes the VM if the task never closed, joins its thread.
   ~SandboxTask() override;
 
@@ -84,6 +89,7 @@ class SandboxTask : public task::TaskBase {
   Mutex mu_;
   std::function<void()> before_exit_ GUARDED_BY(mu_);
   bool torn_down_ GUARDED_BY(mu_) = false;
+  std::shared_ptr<void> with_vm_ GUARDED_BY(mu_);
   std::thread host_waiter_;
 };
 

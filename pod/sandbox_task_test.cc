@@ -63,6 +63,25 @@ TEST_F(SandboxTaskTest, Start_GivesPid1AndTaskStart) {
   EXPECT_EQ((*pids)[0].exec_id, "pod1");
 }
 
+TEST_F(SandboxTaskTest, Start_GivesTheVmsPidAndWhatLivesWithTheVmGoesAfterIt) {
+  vm_->set_pid(4242);
+  struct Probe {
+    std::shared_ptr<uvm::FakeUtilityVm> vm;
+    int* closes_seen;
+    ~Probe() { *closes_seen = vm->close_calls(); }
+  };
+  int closes_seen = -1;
+  auto t = SandboxTask::Create(&events_, "pod1", "/bundle", vm_,
+                               std::make_shared<Probe>(Probe{vm_, &closes_seen}));
+  ASSERT_TRUE((*t->GetExec(""))->Start().ok());
+  EXPECT_EQ(events_.At<containerd::events::TaskStart>(0).pid(), 4242u);
+  EXPECT_EQ((*t->Pids())[0].pid, 4242u);
+  ASSERT_TRUE(t->KillExec("", 9, false).ok());
+  ASSERT_TRUE(t->Wait(In(5s)).ok());
+  EXPECT_EQ(closes_seen, 1);  // released, and only after the VM was closed
+  EXPECT_EQ(events_.At<containerd::events::TaskExit>(1).pid(), 4242u);
+}
+
 TEST_F(SandboxTaskTest, Kill_Running_ExitsZeroClosesVmPublishesExitOnce) {
   auto t = Started();
   ASSERT_TRUE(t->KillExec("", 9, false).ok());

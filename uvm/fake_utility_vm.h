@@ -45,6 +45,8 @@ class FakeUtilityVm : public UtilityVm {
     return OkStatus();
   }
   StatusOr<std::string> DumpStacks() override { return std::string("guest stacks"); }
+  int pid() override { return pid_; }
+  void set_pid(int pid) { pid_ = pid; }  // before the VM is shared
   StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> Stats() override {
     containerd::runhcs::stats::v1::VirtualMachineStatistics s;
     s.mutable_processor()->set_total_runtime_ns(1234);
@@ -74,6 +76,7 @@ class FakeUtilityVm : public UtilityVm {
 
  private:
   const std::string id_;
+  int pid_ = 0;
   Mutex mu_;
   CondVar cv_;
   bool started_ GUARDED_BY(mu_) = false;

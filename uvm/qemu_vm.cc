@@ -94,6 +94,13 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
       fmt::format("{},chardev=fs,tag={}", micro ? "vhost-user-fs-device" : "vhost-user-fs-pci",
                   kShareTag),
       "-qmp", fmt::format("unix:{}/qmp.sock,server=on,wait=off", s)};
+  for (size_t i = 0; i < cfg.nics.size(); ++i) {
+    // The tap fd is the child's fd 3 + i (Boot maps it).
+    args.insert(args.end(),
+                {"-netdev", fmt::format("tap,id=net{},fd={},vhost=off", i, 3 + i), "-device",
+                 fmt::format("{},netdev=net{},mac={}",
+                             micro ? "virtio-net-device" : "virtio-net-pci", i, cfg.nics[i].mac)});
+  }
   // virtio-mmio defaults to the legacy interface, which vhost-user (virtiofsd)
   // refuses.
   if (micro) args.insert(args.begin() + 1, {"-global", "virtio-mmio.force-legacy=false"});
@@ -199,6 +206,9 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   UniqueFd out_r(out[0]), out_w(out[1]);
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   so.fds = {{0, devnull.get()}, {1, out_w.get()}, {2, out_w.get()}};
+  for (size_t i = 0; i < cfg_.nics.size(); ++i) {
+    so.fds.push_back({3 + static_cast<int>(i), cfg_.nics[i].tap_fd});
+  }
   so.new_session = true;
   // Tied to the thread that waits for it: QEMU dies with the shim. Its exit
   // goes to OnQemuExit unless this boot attempt failed (Boot handles that).

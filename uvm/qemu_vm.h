@@ -3,7 +3,7 @@
 //  - Machine: microvm (virtio-mmio, no PCI, no firmware) by default, with
 //    `tsc_early_khz` on the kernel command line (without it the kernel hangs
 //    about one boot in eight under TCG while calibrating the TSC); q35 on
-//    request. -nodefaults, no network.
+//    request. -nodefaults; a virtio-net card per VmConfig::nics (tap fds).
 //  - Accelerator: tcg, kvm, or auto: KVM first, and TCG when a KVM boot has
 //    not reached the agent within `kvm_probe_timeout` (KVM guests can hang at
 //    early boot on nested hosts).
@@ -77,6 +77,7 @@ class QemuUtilityVm : public UtilityVm {
 
   std::shared_ptr<AgentClient> agent() override;
   pid_t qemu_pid();
+  int pid() override { return qemu_pid(); }
   // Which accelerator the running VM got.
   QemuConfig::Accel accel();
 

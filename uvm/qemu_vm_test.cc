@@ -57,6 +57,21 @@ TEST(QemuArgs, KvmUsesHostCpuAndQ35UsesPciDevices) {
   EXPECT_THAT(a, Contains("vhost-user-fs-pci,chardev=fs,tag=runhcs"));
 }
 
+TEST(QemuArgs, EachNicIsAVirtioNetOnItsTapFdWithItsMac) {
+  QemuConfig c = Config();
+  EXPECT_THAT(QemuArgs(c, QemuConfig::Accel::kTcg, 0), ::testing::Not(Contains("-netdev")));
+  c.nics = {{40, "0e:ae:86:14:6b:1c"}, {41, "0e:00:00:00:00:02"}};
+  auto a = QemuArgs(c, QemuConfig::Accel::kTcg, 0);
+  // The fds are the child's 3 and 4, whatever they are in the shim.
+  EXPECT_EQ(After(a, "-netdev", 0), "tap,id=net0,fd=3,vhost=off");
+  EXPECT_EQ(After(a, "-netdev", 1), "tap,id=net1,fd=4,vhost=off");
+  EXPECT_THAT(a, Contains("virtio-net-device,netdev=net0,mac=0e:ae:86:14:6b:1c"));
+  EXPECT_THAT(a, Contains("virtio-net-device,netdev=net1,mac=0e:00:00:00:00:02"));
+  c.machine = QemuConfig::Machine::kQ35;
+  EXPECT_THAT(QemuArgs(c, QemuConfig::Accel::kTcg, 0),
+              Contains("virtio-net-pci,netdev=net0,mac=0e:ae:86:14:6b:1c"));
+}
+
 TEST(QemuVm, StartWithoutBootFilesIsNotFoundAndLeavesNothing) {
   QemuConfig c = Config();
   c.boot_dir = ::testing::TempDir() + "/no-such-boot-dir";

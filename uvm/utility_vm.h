@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "runhcs/diag.pb.h"
@@ -31,6 +32,14 @@ struct VmConfig {
   int memory_mb = 512;
   Accel accel = Accel::kAuto;
   std::string extra_cmdline;
+  // Network cards, each on a tap the caller opened (PodNetwork) and keeps
+  // open while the VM lives (a boot retried on another accelerator uses it
+  // again).
+  struct Nic {
+    int tap_fd = -1;
+    std::string mac;
+  };
+  std::vector<Nic> nics;
   std::function<void(const std::string&)> console;  // serial output lines
 };
 
@@ -62,6 +71,9 @@ class UtilityVm {
   virtual Status Unshare(const std::string& vm_path) {
     return NotImplementedError("unshare {} is not supported", vm_path);
   }
+  // The host process that runs the VM (QEMU's pid), 0 when none runs: what
+  // the pod sandbox reports to containerd, as Kata does.
+  virtual int pid() { return 0; }
   // The guest's stacks, or "" where the guest cannot tell.
   virtual StatusOr<std::string> DumpStacks() = 0;
   virtual StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> Stats() = 0;

@@ -141,6 +141,46 @@ StatusOr<std::string> MapBindMounts(const std::string& spec_json, const std::str
 
 }  // namespace
 
+StatusOr<std::string> MapNamespaces(const std::string& spec_json, const std::string& id,
+                                    bool in_pod, std::vector<std::string>* pod_namespaces) {
+  nlohmann::json spec;
+  try {
+    spec = nlohmann::json::parse(spec_json);
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgumentError("task '{}': config.json: {}", id, e.what());
+  }
+  if (!spec.contains("linux") || !spec["linux"].is_object() ||
+      !spec["linux"].contains("namespaces") || !spec["linux"]["namespaces"].is_array()) {
+    return spec_json;
+  }
+  nlohmann::json kept = nlohmann::json::array();
+  for (auto& n : spec["linux"]["namespaces"]) {
+    if (!n.is_object() || !n.contains("path")) {
+      kept.push_back(n);
+      continue;
+    }
+    std::string type = n.value("type", ""), path = n.value("path", "");
+    if (!in_pod) {
+      return InvalidArgumentError(
+          "task '{}': the {} namespace {} is the host's; a hypervisor-isolated container cannot "
+          "join it",
+          id, type, path);
+    }
+    if (type == "network") continue;  // the VM's network is the pod's
+    if (type != "pid" && type != "ipc" && type != "uts") {
+      return InvalidArgumentError(
+          "task '{}': the {} namespace {} cannot be joined in the pod's VM (only the pod's "
+          "network, pid, ipc and uts namespaces are shared)",
+          id, type, path);
+    }
+    n.erase("path");
+    kept.push_back(n);
+    pod_namespaces->push_back(type);
+  }
+  spec["linux"]["namespaces"] = std::move(kept);
+  return spec.dump();
+}
+
 StatusOr<std::shared_ptr<uvm::UtilityVm>> VmTask::BootVm(uvm::VmConfig base, const std::string& ns,
                                                          const std::string& id) {
   base.state_dir = VmStateDir(ns, id);
@@ -187,10 +227,12 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(
   std::shared_ptr<uvm::AgentClient> agent = vm->agent();
   Status st = agent ? OkStatus() : FailedPreconditionError("task '{}': VM is not running", req.id);
   if (st.ok()) st = vm->Share(rootfs, kGuestRootfs + req.id, /*read_only=*/false);
-  std::vector<std::string> mount_shares;
+  std::vector<std::string> mount_shares, pod_namespaces;
   std::string guest_spec;
   if (st.ok()) {
-    auto mapped = MapBindMounts(spec, req.id, vm.get(), &mount_shares);
+    auto ns_mapped = MapNamespaces(spec, req.id, !owns_vm, &pod_namespaces);
+    auto mapped = ns_mapped.ok() ? MapBindMounts(*ns_mapped, req.id, vm.get(), &mount_shares)
+                                 : ns_mapped;
     st = mapped.status();
     if (mapped.ok()) guest_spec = std::move(*mapped);
   }
@@ -201,6 +243,7 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(
     cc.set_rootfs_path(kGuestRootfs + req.id);
     cc.set_stdin(!req.stdio.stdin_path.empty());
     cc.set_terminal(req.stdio.terminal);
+    for (const auto& t : pod_namespaces) cc.add_pod_namespaces(t);
     apb::Empty e;
     st = agent->CreateContainer(cc, &e, uvm::AgentClient::Within(std::chrono::seconds(30)));
   }

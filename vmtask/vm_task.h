@@ -32,6 +32,14 @@
 
 namespace runhcs::vmtask {
 
+// The spec's namespaces as the guest sees them (exposed for unit tests). A
+// namespace with a path names the host's: in a pod (`in_pod`) the network
+// one is dropped (the VM's network is the pod's), pid, ipc and uts lose the
+// path and go to `pod_namespaces` (the agent joins the pod's holder), others
+// are InvalidArgument; outside a pod every path is InvalidArgument.
+StatusOr<std::string> MapNamespaces(const std::string& spec_json, const std::string& id,
+                                    bool in_pod, std::vector<std::string>* pod_namespaces);
+
 class VmTask : public task::TaskBase {
  public:
   struct Config {

@@ -43,6 +43,7 @@
 #include "task/exec_set.h"
 #include "ttrpc/client.h"
 #include "ttrpc/server.h"
+#include "vmtask/pod_vm.h"
 #include "vmtask/vm_task.h"
 
 namespace runhcs::shim {
@@ -103,10 +104,11 @@ class ShimTaskFactory : public service::TaskFactory {
             return std::shared_ptr<task::Task>(std::move(t));
           }));
     }
-    ASSIGN_OR_RETURN(std::shared_ptr<uvm::UtilityVm> vm,
-                     vmtask::VmTask::BootVm(VmConfig(opts), ns_, req.id));
-    std::shared_ptr<pod::SandboxTask> sandbox =
-        pod::SandboxTask::Create(pub, req.id, req.bundle, vm);
+    ASSIGN_OR_RETURN(vmtask::PodVm pod_vm,
+                     vmtask::BootPodVm(spec.text(), VmConfig(opts), ns_, req.id));
+    std::shared_ptr<uvm::UtilityVm> vm = pod_vm.vm;
+    std::shared_ptr<pod::SandboxTask> sandbox = pod::SandboxTask::Create(
+        pub, req.id, req.bundle, vm, std::shared_ptr<net::PodNetwork>(std::move(pod_vm.network)));
     pub->Publish(task::CreateEvent(req, 0));
     auto p = std::make_shared<pod::PodImpl>(
         req.id, sandbox, vm,

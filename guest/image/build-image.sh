@@ -11,8 +11,8 @@
 set -euo pipefail
 DEB=$1 AGENT=$2 OUT=$3
 # Virtio transports (microvm: mmio; q35: pci), the agent's channel, shares,
-# and container layers.
-WANT=(virtio_mmio virtio_pci virtio_console virtiofs overlay)
+# container layers, and pod networks.
+WANT=(virtio_mmio virtio_pci virtio_console virtiofs overlay virtio_net)
 
 T=$(mktemp -d /tmp/runhcs-image.XXXXXX)
 trap 'rm -rf "$T"' EXIT

@@ -1,0 +1,134 @@
+#include "guest/pod.h"
+
+#include <dirent.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <memory>
+
+#include "base/io.h"
+
+namespace runhcs::guest {
+
+namespace pb = ::runhcs::agent::v1;
+
+namespace {
+
+struct HolderArgs {
+  char hostname[65];
+};
+
+int HolderMain(void* arg) {
+  auto* a = static_cast<HolderArgs*>(arg);
+  if (a->hostname[0] != '\0' && ::sethostname(a->hostname, ::strlen(a->hostname)) != 0) _exit(2);
+  ::prctl(PR_SET_NAME, "pod-holder", 0, 0, 0);
+  sigset_t all;
+  ::sigfillset(&all);
+  ::sigprocmask(SIG_BLOCK, &all, nullptr);
+  for (;;) ::pause();
+}
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+}  // namespace
+
+StatusOr<pid_t> StartNamespaceHolder(const std::string& hostname) {
+  HolderArgs args{};
+  if (hostname.size() >= sizeof args.hostname) {
+    return InvalidArgumentError("hostname {:?} is longer than 64 bytes", hostname);
+  }
+  std::copy(hostname.begin(), hostname.end(), args.hostname);
+  // Without CLONE_VM the child runs on its own copy of this stack.
+  constexpr size_t kStack = 64 * 1024;
+  auto stack = std::make_unique<char[]>(kStack);
+  pid_t pid = ::clone(HolderMain, stack.get() + kStack,
+                      CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD, &args);
+  if (pid < 0) return ErrnoError(errno, "clone the pod's namespace holder");
+  return pid;
+}
+
+std::map<std::string, std::string> InterfacesByMac(const std::string& sys_class_net) {
+  std::map<std::string, std::string> out;
+  DIR* d = ::opendir(sys_class_net.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    auto mac = ReadFile(sys_class_net + "/" + name + "/address");
+    if (!mac.ok()) continue;
+    std::string m = Lower(*mac);
+    while (!m.empty() && std::isspace(static_cast<unsigned char>(m.back()))) m.pop_back();
+    out[m] = name;
+  }
+  ::closedir(d);
+  return out;
+}
+
+StatusOr<std::vector<std::vector<std::string>>> NetworkCommands(
+    const pb::CreatePodRequest& req, const std::map<std::string, std::string>& names) {
+  std::vector<std::vector<std::string>> cmds = {{"ip", "link", "set", "dev", "lo", "up"}};
+  auto dev_of = [&](const std::string& mac) -> StatusOr<std::string> {
+    auto it = names.find(Lower(mac));
+    if (it == names.end()) return NotFoundError("no network interface in the VM has MAC {}", mac);
+    return it->second;
+  };
+  for (const auto& i : req.interfaces()) {
+    ASSIGN_OR_RETURN(std::string dev, dev_of(i.mac()));
+    if (i.mtu() > 0) cmds.push_back({"ip", "link", "set", "dev", dev, "mtu", std::to_string(i.mtu())});
+    for (const auto& a : i.addresses()) {
+      bool v6 = a.find(':') != std::string::npos;
+      std::vector<std::string> c = {"ip"};
+      if (v6) c.push_back("-6");
+      c.insert(c.end(), {"addr", "add", a, "dev", dev});
+      cmds.push_back(std::move(c));
+    }
+    cmds.push_back({"ip", "link", "set", "dev", dev, "up"});
+  }
+  for (bool gateways : {false, true}) {
+    for (const auto& r : req.routes()) {
+      if (r.gateway().empty() == gateways) continue;
+      ASSIGN_OR_RETURN(std::string dev, dev_of(r.interface_mac()));
+      std::vector<std::string> c = {"ip"};
+      if (r.ipv6()) c.push_back("-6");
+      c.insert(c.end(), {"route", "add", r.destination()});
+      if (gateways) c.insert(c.end(), {"via", r.gateway()});
+      c.insert(c.end(), {"dev", dev});
+      cmds.push_back(std::move(c));
+    }
+  }
+  return cmds;
+}
+
+Status JoinPodNamespaces(nlohmann::json* spec, const std::vector<std::string>& types,
+                         pid_t holder) {
+  if (types.empty()) return OkStatus();
+  for (const auto& t : types) {
+    if (t != "pid" && t != "ipc" && t != "uts")
+      return InvalidArgumentError("pod namespace {:?}: only pid, ipc and uts are the pod's", t);
+  }
+  nlohmann::json& linux_ = (*spec)["linux"];
+  if (!linux_.is_object()) linux_ = nlohmann::json::object();
+  nlohmann::json& nss = linux_["namespaces"];
+  if (!nss.is_array()) nss = nlohmann::json::array();
+  for (const auto& t : types) {
+    std::string path = "/proc/" + std::to_string(holder) + "/ns/" + t;
+    bool found = false;
+    for (auto& n : nss) {
+      if (n.is_object() && n.value("type", "") == t) {
+        n["path"] = path;
+        found = true;
+      }
+    }
+    if (!found) nss.push_back({{"type", t}, {"path", path}});
+  }
+  return OkStatus();
+}
+
+}  // namespace runhcs::guest

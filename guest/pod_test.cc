@@ -1,0 +1,135 @@
+#include "guest/pod.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/command.h"
+#include "base/io.h"
+
+namespace runhcs::guest {
+namespace {
+
+namespace pb = ::runhcs::agent::v1;
+using Cmds = std::vector<std::vector<std::string>>;
+
+pb::CreatePodRequest Req() {
+  pb::CreatePodRequest r;
+  r.set_hostname("pod-a");
+  auto* i = r.add_interfaces();
+  i->set_mac("0E:AE:86:14:6B:1C");
+  i->set_mtu(1400);
+  i->add_addresses("10.88.0.2/24");
+  i->add_addresses("fd00::2/64");
+  auto* gw = r.add_routes();
+  gw->set_destination("default");
+  gw->set_gateway("10.88.0.1");
+  gw->set_interface_mac("0e:ae:86:14:6b:1c");
+  auto* link = r.add_routes();
+  link->set_destination("192.168.5.0/24");
+  link->set_interface_mac("0e:ae:86:14:6b:1c");
+  auto* gw6 = r.add_routes();
+  gw6->set_destination("default");
+  gw6->set_gateway("fd00::1");
+  gw6->set_interface_mac("0e:ae:86:14:6b:1c");
+  gw6->set_ipv6(true);
+  return r;
+}
+
+TEST(NetworkCommandsTest, ConfiguresTheInterfaceWithTheMacThenLinkThenGatewayRoutes) {
+  auto cmds = NetworkCommands(Req(), {{"0e:ae:86:14:6b:1c", "eth0"}, {"52:54:00:00:00:01", "eth1"}});
+  ASSERT_TRUE(cmds.ok()) << cmds.status().ToString();
+  EXPECT_EQ(*cmds, (Cmds{
+                       {"ip", "link", "set", "dev", "lo", "up"},
+                       {"ip", "link", "set", "dev", "eth0", "mtu", "1400"},
+                       {"ip", "addr", "add", "10.88.0.2/24", "dev", "eth0"},
+                       {"ip", "-6", "addr", "add", "fd00::2/64", "dev", "eth0"},
+                       {"ip", "link", "set", "dev", "eth0", "up"},
+                       {"ip", "route", "add", "192.168.5.0/24", "dev", "eth0"},
+                       {"ip", "route", "add", "default", "via", "10.88.0.1", "dev", "eth0"},
+                       {"ip", "-6", "route", "add", "default", "via", "fd00::1", "dev", "eth0"},
+                   }));
+}
+
+TEST(NetworkCommandsTest, AMacNoInterfaceHasIsNotFound) {
+  auto cmds = NetworkCommands(Req(), {{"52:54:00:00:00:01", "eth0"}});
+  ASSERT_FALSE(cmds.ok());
+  EXPECT_EQ(cmds.status().code(), Code::kNotFound);
+  EXPECT_NE(cmds.status().message().find("0E:AE:86:14:6B:1C"), std::string::npos);
+}
+
+TEST(NetworkCommandsTest, NoInterfacesStillBringsLoopbackUp) {
+  auto cmds = NetworkCommands(pb::CreatePodRequest(), {});
+  ASSERT_TRUE(cmds.ok());
+  EXPECT_EQ(*cmds, (Cmds{{"ip", "link", "set", "dev", "lo", "up"}}));
+}
+
+TEST(InterfacesByMacTest, ReadsEachInterfacesAddressInLowerCase) {
+  char tmpl[] = "/tmp/net-test.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  ::mkdir((dir + "/eth0").c_str(), 0755);
+  ::mkdir((dir + "/lo").c_str(), 0755);
+  ASSERT_TRUE(WriteFileAtomic(dir + "/eth0/address", "0E:AE:86:14:6B:1C\n", 0644).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/lo/address", "00:00:00:00:00:00\n", 0644).ok());
+  auto m = InterfacesByMac(dir);
+  EXPECT_EQ(m, (std::map<std::string, std::string>{{"0e:ae:86:14:6b:1c", "eth0"},
+                                                   {"00:00:00:00:00:00", "lo"}}));
+}
+
+TEST(JoinPodNamespacesTest, PointsTheTypesAtTheHolderAndLeavesOthers) {
+  auto spec = nlohmann::json::parse(R"({"linux":{"namespaces":[
+      {"type":"pid"},{"type":"ipc","path":"/proc/1/ns/ipc"},{"type":"mount"}]}})");
+  ASSERT_TRUE(JoinPodNamespaces(&spec, {"pid", "ipc", "uts"}, 77).ok());
+  auto nss = spec["linux"]["namespaces"];
+  ASSERT_EQ(nss.size(), 4u);
+  EXPECT_EQ(nss[0]["path"], "/proc/77/ns/pid");
+  EXPECT_EQ(nss[1]["path"], "/proc/77/ns/ipc");
+  EXPECT_FALSE(nss[2].contains("path"));
+  EXPECT_EQ(nss[3]["type"], "uts");
+  EXPECT_EQ(nss[3]["path"], "/proc/77/ns/uts");
+}
+
+TEST(JoinPodNamespacesTest, OnlyPidIpcAndUtsAreThePods) {
+  auto spec = nlohmann::json::parse(R"({"linux":{"namespaces":[]}})");
+  Status st = JoinPodNamespaces(&spec, {"network"}, 77);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  st = JoinPodNamespaces(&spec, {"mount"}, 77);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+}
+
+TEST(StartNamespaceHolderTest, HoldsNewNamespacesWithTheHostnameUntilKilled) {
+  auto pid = StartNamespaceHolder("pod-host-a");
+  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+  for (const char* ns : {"pid_for_children", "ipc", "uts"}) {
+    char mine[64] = {}, its[64] = {};
+    std::string self = std::string("/proc/self/ns/") + (std::string(ns) == "pid_for_children" ? "pid" : ns);
+    ASSERT_GT(::readlink(self.c_str(), mine, sizeof mine - 1), 0);
+    std::string other = "/proc/" + std::to_string(*pid) + "/ns/" +
+                        (std::string(ns) == "pid_for_children" ? "pid" : ns);
+    ASSERT_GT(::readlink(other.c_str(), its, sizeof its - 1), 0);
+    EXPECT_STRNE(mine, its) << ns;
+  }
+  auto host = RunCommand({"nsenter", "-t", std::to_string(*pid), "-u", "hostname"});
+  ASSERT_TRUE(host.ok()) << host.status().ToString();
+  EXPECT_EQ(*host, "pod-host-a\n");
+  // SIGTERM is blocked; only SIGKILL ends it.
+  ::kill(*pid, SIGTERM);
+  int status = 0;
+  ::usleep(100000);
+  EXPECT_EQ(::waitpid(*pid, &status, WNOHANG), 0);
+  ::kill(*pid, SIGKILL);
+  ASSERT_EQ(::waitpid(*pid, &status, 0), *pid);
+  EXPECT_TRUE(WIFSIGNALED(status));
+}
+
+TEST(StartNamespaceHolderTest, AnOverlongHostnameIsInvalidArgument) {
+  auto pid = StartNamespaceHolder(std::string(65, 'h'));
+  ASSERT_FALSE(pid.ok());
+  EXPECT_EQ(pid.status().code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace runhcs::guest

@@ -1,0 +1,80 @@
+// The host side of a hypervisor-isolated pod's network: what CNI put in the
+// pod's network namespace reaches the utility VM, the way Kata Containers
+// does it ("tcfilter"):
+//
+//   pod netns:  eth0 (veth, from CNI)  <-- tc redirect, both ways -->  tap
+//   VM:         virtio-net on that tap, with eth0's MAC, addresses, MTU
+//   guest:      the interface configured from NetworkConfig (agent)
+//
+// Only Ethernet interfaces are carried; loopback stays in each side. IPv4
+// addresses and global IPv6 addresses, and the main table's routes that the
+// kernel did not add by itself (those follow from the addresses).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/fd.h"
+#include "base/status.h"
+
+namespace runhcs::net {
+
+struct Interface {
+  std::string name;  // in the pod's namespace (eth0)
+  std::string mac;   // lower case, colon separated
+  int mtu = 1500;
+  std::vector<std::string> addresses;  // CIDR: "10.88.0.2/24", "fd00::2/64"
+};
+
+struct Route {
+  std::string destination;  // "default" or CIDR
+  std::string gateway;      // "" for a link route
+  std::string device;       // an Interface's name
+  bool ipv6 = false;
+};
+
+struct NetworkConfig {
+  std::vector<Interface> interfaces;
+  std::vector<Route> routes;
+};
+
+// Parses `ip -j addr show`, `ip -j route show` and `ip -j -6 route show`
+// (iproute2's JSON) into what the guest needs (exposed for unit tests).
+// InvalidArgument when the text is not iproute2's JSON.
+StatusOr<NetworkConfig> ParseIpJson(const std::string& addrs, const std::string& routes4,
+                                    const std::string& routes6);
+
+// One pod network namespace bridged to taps for a VM. Attach does the work;
+// destroying the object undoes the tc redirects (the taps go when the last
+// of their fds closes: this object's and the VM's).
+class PodNetwork {
+ public:
+  struct Tap {
+    UniqueFd fd;      // /dev/net/tun attached to the tap, for the VM
+    std::string mac;  // the VM's NIC takes the pod interface's MAC
+  };
+
+  // Reads the interfaces of the network namespace at `netns_path` (a
+  // bind-mounted nsfs file, as CNI and containerd make) and bridges each to
+  // a new tap there. NotFound if the path is not there; InvalidArgument if it
+  // is not a network namespace; the tool's error otherwise. On error nothing
+  // is left behind.
+  static StatusOr<std::unique_ptr<PodNetwork>> Attach(const std::string& netns_path);
+  ~PodNetwork();
+
+  const NetworkConfig& config() const { return config_; }
+  std::vector<Tap>& taps() { return taps_; }
+
+ private:
+  explicit PodNetwork(std::string netns_path) : netns_path_(std::move(netns_path)) {}
+  Status Redirect(const std::string& from, const std::string& to);
+  void Undo();
+
+  const std::string netns_path_;
+  NetworkConfig config_;
+  std::vector<Tap> taps_;
+  std::vector<std::string> redirected_;  // pod interfaces with our ingress qdisc
+};
+
+}  // namespace runhcs::net
