@@ -39,8 +39,9 @@ TEST(RunCommandTest, OverTimeIsKilledAndDeadlineExceeded) {
 }
 
 TEST(RunCommandTest, LargeOutputOnBothStreamsDoesNotDeadlock) {
-  auto out = RunCommand({"sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; "
-                                     "head -c 300000 /dev/zero | tr '\\0' y >&2"});
+  auto out = RunCommand({"sh", "-c",
+                         "head -c 300000 /dev/zero | tr '\\0' x; "
+                         "head -c 300000 /dev/zero | tr '\\0' y >&2"});
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_EQ(out->size(), 300000u);
 }

@@ -587,6 +587,19 @@ Status AgentService::ResumeContainer(const ttrpc::CallContext&, const pb::Contai
   return c->rt->Resume(c->id);
 }
 
+Status AgentService::UpdateContainer(const ttrpc::CallContext&,
+                                     const pb::UpdateContainerRequest& req, pb::Empty*) {
+  ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
+  if (!nlohmann::json::accept(req.resources_json())) {
+    return InvalidArgumentError("container {:?}: resources are not JSON", c->id);
+  }
+  std::string path = c->bundle + "/.resources.json";
+  RETURN_IF_ERROR(WriteFileAtomic(path, req.resources_json(), 0600));
+  Status st = c->rt->Update(c->id, path);
+  ::unlink(path.c_str());
+  return st;
+}
+
 Status AgentService::WaitOom(const ttrpc::CallContext&, const pb::WaitOomRequest& req,
                              pb::WaitOomResponse* out) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));

@@ -90,6 +90,8 @@ class AgentService : public pb::AgentServer {
   Status WaitOom(const Ctx& ctx, const pb::WaitOomRequest& req, pb::WaitOomResponse* resp) override;
   // Answers, then calls AgentConfig::on_shutdown.
   Status Shutdown(const Ctx& ctx, const pb::Empty& req, pb::Empty* resp) override;
+  Status UpdateContainer(const Ctx& ctx, const pb::UpdateContainerRequest& req,
+                         pb::Empty* resp) override;
   Status CreatePod(const Ctx& ctx, const pb::CreatePodRequest& req,
                    pb::CreatePodResponse* resp) override;
 

@@ -81,7 +81,8 @@ StatusOr<std::vector<std::vector<std::string>>> NetworkCommands(
   };
   for (const auto& i : req.interfaces()) {
     ASSIGN_OR_RETURN(std::string dev, dev_of(i.mac()));
-    if (i.mtu() > 0) cmds.push_back({"ip", "link", "set", "dev", dev, "mtu", std::to_string(i.mtu())});
+    if (i.mtu() > 0)
+      cmds.push_back({"ip", "link", "set", "dev", dev, "mtu", std::to_string(i.mtu())});
     for (const auto& a : i.addresses()) {
       bool v6 = a.find(':') != std::string::npos;
       std::vector<std::string> c = {"ip"};

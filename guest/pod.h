@@ -37,7 +37,6 @@ std::map<std::string, std::string> InterfacesByMac(const std::string& sys_class_
 // Points the spec's namespaces of `types` at the holder's
 // (/proc/<holder>/ns/<type>), adding an entry where there is none.
 // InvalidArgument for a type that is not pid, ipc or uts.
-Status JoinPodNamespaces(nlohmann::json* spec, const std::vector<std::string>& types,
-                         pid_t holder);
+Status JoinPodNamespaces(nlohmann::json* spec, const std::vector<std::string>& types, pid_t holder);
 
 }  // namespace runhcs::guest

@@ -39,7 +39,8 @@ pb::CreatePodRequest Req() {
 }
 
 TEST(NetworkCommandsTest, ConfiguresTheInterfaceWithTheMacThenLinkThenGatewayRoutes) {
-  auto cmds = NetworkCommands(Req(), {{"0e:ae:86:14:6b:1c", "eth0"}, {"52:54:00:00:00:01", "eth1"}});
+  auto cmds =
+      NetworkCommands(Req(), {{"0e:ae:86:14:6b:1c", "eth0"}, {"52:54:00:00:00:01", "eth1"}});
   ASSERT_TRUE(cmds.ok()) << cmds.status().ToString();
   EXPECT_EQ(*cmds, (Cmds{
                        {"ip", "link", "set", "dev", "lo", "up"},
@@ -105,7 +106,8 @@ TEST(StartNamespaceHolderTest, HoldsNewNamespacesWithTheHostnameUntilKilled) {
   ASSERT_TRUE(pid.ok()) << pid.status().ToString();
   for (const char* ns : {"pid_for_children", "ipc", "uts"}) {
     char mine[64] = {}, its[64] = {};
-    std::string self = std::string("/proc/self/ns/") + (std::string(ns) == "pid_for_children" ? "pid" : ns);
+    std::string self =
+        std::string("/proc/self/ns/") + (std::string(ns) == "pid_for_children" ? "pid" : ns);
     ASSERT_GT(::readlink(self.c_str(), mine, sizeof mine - 1), 0);
     std::string other = "/proc/" + std::to_string(*pid) + "/ns/" +
                         (std::string(ns) == "pid_for_children" ? "pid" : ns);

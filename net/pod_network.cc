@@ -147,8 +147,8 @@ StatusOr<std::unique_ptr<PodNetwork>> PodNetwork::Attach(const std::string& netn
   };
   auto addrs = in_ns({"ip", "-j", "addr", "show"});
   if (!addrs.ok()) {
-    return InvalidArgumentError("{} is not a network namespace this host can enter: {}",
-                                netns_path, addrs.status().message());
+    return InvalidArgumentError("{} is not a network namespace this host can enter: {}", netns_path,
+                                addrs.status().message());
   }
   ASSIGN_OR_RETURN(std::string r4, in_ns({"ip", "-j", "route", "show"}));
   ASSIGN_OR_RETURN(std::string r6, in_ns({"ip", "-j", "-6", "route", "show"}));

@@ -21,10 +21,9 @@ constexpr char kRoutes4[] =
     R"({"dst":"192.168.5.0/24","dev":"eth0","scope":"link"},)"
     R"({"dst":"10.1.0.0/16","dev":"ipip0"},)"
     R"({"type":"unreachable","dst":"10.200.0.0/16"}])";
-constexpr char kRoutes6[] =
-    R"([{"dst":"fd00::/64","dev":"eth0","protocol":"kernel","metric":256},)"
-    R"({"dst":"fe80::/64","dev":"eth0","protocol":"kernel"},)"
-    R"({"dst":"default","gateway":"fd00::1","dev":"eth0","metric":1024}])";
+constexpr char kRoutes6[] = R"([{"dst":"fd00::/64","dev":"eth0","protocol":"kernel","metric":256},)"
+                            R"({"dst":"fe80::/64","dev":"eth0","protocol":"kernel"},)"
+                            R"({"dst":"default","gateway":"fd00::1","dev":"eth0","metric":1024}])";
 
 TEST(ParseIpJsonTest, CarriesEthernetInterfacesWithTheirMacMtuAndAddresses) {
   auto cfg = ParseIpJson(kAddrs, kRoutes4, kRoutes6);

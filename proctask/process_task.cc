@@ -18,13 +18,6 @@
 
 namespace runhcs::proctask {
 
-namespace {
-
-constexpr char kLinuxResourcesUrl[] =
-    "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
-
-}  // namespace
-
 StatusOr<oci::Runtime::Config> ProcessTask::ReadRuntimeFile(const std::string& bundle) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(bundle + "/runtime"));
   try {
@@ -205,15 +198,9 @@ bool ProcessTask::Paused() {
 }
 
 Status ProcessTask::Update(const runhcs::wkt::Any& resources) {
-  if (resources.type_url() != kLinuxResourcesUrl) {
-    return InvalidArgumentError("update of task '{}': resources of type {:?}; want {}", id(),
-                                resources.type_url(), kLinuxResourcesUrl);
-  }
-  if (!nlohmann::json::accept(resources.value())) {
-    return InvalidArgumentError("update of task '{}': resources are not JSON", id());
-  }
+  ASSIGN_OR_RETURN(std::string json, task::LinuxResourcesJson(id(), resources));
   std::string path = bundle() + "/.resources.json";
-  RETURN_IF_ERROR(WriteFileAtomic(path, resources.value(), 0600));
+  RETURN_IF_ERROR(WriteFileAtomic(path, json, 0600));
   Status st = runtime_->Update(id(), path);
   ::unlink(path.c_str());
   return st;

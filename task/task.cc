@@ -1,9 +1,25 @@
 #include "task/task.h"
 
+#include <nlohmann/json.hpp>
+
 namespace runhcs::task {
 
 Status NotIsolatedError(std::string_view task_id) {
   return FailedPreconditionError("task '{}' is not isolated: it has no utility VM", task_id);
+}
+
+StatusOr<std::string> LinuxResourcesJson(std::string_view task_id,
+                                         const runhcs::wkt::Any& resources) {
+  constexpr std::string_view kUrl =
+      "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+  if (resources.type_url() != kUrl) {
+    return InvalidArgumentError("update of task '{}': resources of type {:?}; want {}", task_id,
+                                resources.type_url(), kUrl);
+  }
+  if (!nlohmann::json::accept(resources.value())) {
+    return InvalidArgumentError("update of task '{}': resources are not JSON", task_id);
+  }
+  return resources.value();
 }
 
 Status ValidateShareTarget(std::string_view path) {

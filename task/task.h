@@ -45,6 +45,12 @@ struct ProcessDetails {
 // The error for VM-only operations on a task without a utility VM.
 Status NotIsolatedError(std::string_view task_id);
 
+// Update's resources: an OCI LinuxResources in JSON under containerd's type
+// URL. Returns the JSON; InvalidArgument for another type or text that is
+// not JSON.
+StatusOr<std::string> LinuxResourcesJson(std::string_view task_id,
+                                         const runhcs::wkt::Any& resources);
+
 // Where a diagnostic share (shimdiag share) may land in the VM: an absolute,
 // clean path (no ".", "..", "//" or trailing "/") that is not "/" and not at
 // or under what the VM itself runs on: /proc, /sys, /dev, /run and the

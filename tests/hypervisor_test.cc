@@ -14,6 +14,7 @@
 #include "base/sha256.h"
 #include "containerd/task/v2/shim.ttrpc.h"
 #include "runhcs/stats.pb.h"
+#include "tests/ctrd_client.h"
 #include "tests/subprocess.h"
 #include "ttrpc/client.h"
 
@@ -360,6 +361,50 @@ TEST_F(HypervisorTest, PauseFreezesTheContainerInTheGuestAndResumeThawsIt) {
   EXPECT_LT(paused, resumed);
   ctrd_.Ctr({"task", "delete", "pause1"});
   ctrd_.Ctr({"container", "delete", "pause1"});
+}
+
+// The spec's limits are the container's guest cgroup's, and Update (CRI's
+// UpdateContainerResources, through containerd's API) changes them there.
+// Read back through Task.Stats: the guest cgroup's own files.
+TEST_F(HypervisorTest, LimitsAreTheGuestCgroupsAndUpdateChangesThem) {
+  RunResult r = CtrRun(With({"-d", "--memory-limit", "67108864"}, kHypervisor), "limits1",
+                       {"/bin/sleep", "1000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("limits1") == "RUNNING"; }, 30s));
+  std::string address =
+      ReadFileOr(ctrd_.dir() + "/state/io.containerd.runtime.v2.task/default/limits1/address");
+  auto shim = ttrpc::Client::Dial(UnixAddress::Parse(address));
+  ASSERT_TRUE(shim.ok()) << address;
+  auto stats = [&] {
+    containerd::task::v2::StatsRequest req;
+    req.set_id("limits1");
+    containerd::task::v2::StatsResponse resp;
+    Status st = containerd::task::v2::TaskClient(shim->get()).Stats(req, &resp);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    containerd::runhcs::stats::v1::Statistics s;
+    EXPECT_TRUE(s.ParseFromString(resp.stats().value()));
+    return s;
+  };
+  EXPECT_EQ(stats().linux_v2().memory().usage_limit(), 67108864u);
+
+  CtrdClient client(ctrd_.grpc_address(), "default");
+  tasks::UpdateTaskRequest up;
+  up.set_container_id("limits1");
+  up.mutable_resources()->set_type_url(
+      "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources");
+  up.mutable_resources()->set_value(R"({"memory":{"limit":134217728},"pids":{"limit":64}})");
+  runhcs::wkt::Empty e;
+  grpc::Status st = client.tasks().Update(client.Ctx().get(), up, &e);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  auto s = stats();
+  EXPECT_EQ(s.linux_v2().memory().usage_limit(), 134217728u);
+  EXPECT_EQ(s.linux_v2().pids().limit(), 64u);
+
+  up.mutable_resources()->set_value("not json");
+  st = client.tasks().Update(client.Ctx().get(), up, &e);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_EQ(stats().linux_v2().memory().usage_limit(), 134217728u);
+  EXPECT_TRUE(ctrd_.KillAndDelete("limits1"));
 }
 
 TEST_F(HypervisorTest, StatsHoldTheContainersGuestCgroupAndTheVmsOwnFigures) {

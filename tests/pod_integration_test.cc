@@ -9,6 +9,8 @@
 #include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "base/io.h"
 #include "base/sha256.h"
 #include "tests/pod_fixture.h"
@@ -164,6 +166,174 @@ TEST_F(PodTest, ProcessIsolatedPodSharesOneShim) {
   Remove({"pod5-a", "pod5-b", "pod5"});
   EXPECT_TRUE(
       WaitFor([] { return CountProcesses("containerd-shim-runhcs-v1 .*-id pod5 ") == 0; }, 10s));
+}
+
+// Two network namespaces of the test's own joined by a veth pair, as CNI
+// leaves a pod's: `pod` has eth0 10.213.7.2/24 (MTU 1400, default route via
+// the peer), `peer` has 10.213.7.1/24. Removed with the object.
+class TestNetwork {
+ public:
+  TestNetwork() {
+    std::string tag = std::to_string(::getpid());
+    pod_ = "rhcs-pod-" + tag;
+    peer_ = "rhcs-peer-" + tag;
+    ok_ = Run({"ip", "netns", "add", pod_}) && Run({"ip", "netns", "add", peer_}) &&
+          Run({"ip", "link", "add", "rhcs-v" + tag, "netns", pod_, "type", "veth", "peer", "name",
+               "rhcs-p" + tag, "netns", peer_}) &&
+          In(pod_, {"ip", "link", "set", "rhcs-v" + tag, "name", "eth0"}) &&
+          In(pod_, {"ip", "addr", "add", "10.213.7.2/24", "dev", "eth0"}) &&
+          In(pod_, {"ip", "link", "set", "eth0", "mtu", "1400", "up"}) &&
+          In(pod_, {"ip", "link", "set", "lo", "up"}) &&
+          In(pod_, {"ip", "route", "add", "default", "via", "10.213.7.1"}) &&
+          In(peer_, {"ip", "addr", "add", "10.213.7.1/24", "dev", "rhcs-p" + tag}) &&
+          In(peer_, {"ip", "link", "set", "rhcs-p" + tag, "mtu", "1400", "up"});
+  }
+  ~TestNetwork() {
+    Run({"ip", "netns", "del", pod_});
+    Run({"ip", "netns", "del", peer_});
+  }
+  bool ok() const { return ok_; }
+  std::string pod_path() const { return "/run/netns/" + pod_; }
+  std::string peer_path() const { return "/run/netns/" + peer_; }
+  // Runs argv inside namespace `path` (nsenter: `ip netns exec` would remount
+  // /sys).
+  static RunResult Exec(const std::string& path, std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"nsenter", "--net=" + path});
+    return RunCommand(argv);
+  }
+  std::string PodMac() const {
+    // (Not /sys/class/net: nsenter keeps the host's /sys.)
+    auto j = nlohmann::json::parse(Exec(pod_path(), {"ip", "-j", "link", "show", "eth0"}).out,
+                                   nullptr, false);
+    return j.is_array() && !j.empty() ? j[0].value("address", "?") : "?";
+  }
+
+ private:
+  static bool Run(const std::vector<std::string>& argv) { return RunCommand(argv).exit_code == 0; }
+  bool In(const std::string& ns, std::vector<std::string> argv) {
+    return Exec("/run/netns/" + ns, std::move(argv)).exit_code == 0;
+  }
+  std::string pod_, peer_;
+  bool ok_ = false;
+};
+
+// A VM pod shaped as CRI shapes one: the sandbox's spec names the pod's
+// network namespace and a hostname; the workload joins the sandbox's ipc and
+// uts namespaces through /proc/<sandbox pid>/ns and its network namespace.
+TEST_F(PodTest, AVmPodGetsThePodsNetworkNamespacesAndReportsTheVmsPid) {
+  TestNetwork net;
+  ASSERT_TRUE(net.ok());
+  const std::string pod = "pod7";
+  pods_.push_back(pod);
+  // The sandbox's spec: runc's default, CRI's annotations, the pod's netns.
+  std::string spec_dir = ctrd_.dir() + "/pod7-spec";
+  ASSERT_EQ(::mkdir(spec_dir.c_str(), 0755), 0);
+  ASSERT_EQ(RunCommand({"runc", "spec", "--bundle", spec_dir}).exit_code, 0);
+  auto spec = nlohmann::json::parse(ReadFileOr(spec_dir + "/config.json"));
+  spec["process"]["terminal"] = false;
+  spec["process"]["args"] = {"/bin/sleep", "1000"};
+  spec["root"] = {{"path", rootfs_}, {"readonly", false}};
+  spec["hostname"] = "pod7-host";
+  spec["annotations"] = {{"io.kubernetes.cri.container-type", "sandbox"},
+                         {"io.kubernetes.cri.sandbox-id", pod},
+                         {"io.containerd.runhcs.v1.isolation", "hypervisor"},
+                         {"io.containerd.runhcs.v1.vm-accelerator", "tcg"}};
+  for (auto& n : spec["linux"]["namespaces"]) {
+    if (n["type"] == "network") n["path"] = net.pod_path();
+  }
+  ASSERT_TRUE(WriteFileAtomic(spec_dir + "/config.json", spec.dump(), 0644).ok());
+  RunResult r = ctrd_.Ctr({"run", "-d", "--runtime", "io.containerd.runhcs.v1", "--config",
+                           spec_dir + "/config.json", pod});
+  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+  ASSERT_TRUE(WaitFor([&] { return ctrd_.TaskStatus(pod) == "RUNNING"; }, 15s));
+
+  // The sandbox's pid is its VM's QEMU, not 1.
+  std::string qemu = TrimNewlines(RunCommand({"pgrep", "-f", "qemu-system.*" + VmDir(pod)}).out);
+  ASSERT_FALSE(qemu.empty());
+  std::string ls = ctrd_.Ctr({"task", "ls"}).out;
+  EXPECT_NE(ls.find(pod + " "), std::string::npos);
+  std::stringstream rows(ls);
+  std::string pid_of_pod;
+  for (std::string line; std::getline(rows, line);) {
+    std::stringstream cols(line);
+    std::string id, pid;
+    cols >> id >> pid;
+    if (id == pod) pid_of_pod = pid;
+  }
+  EXPECT_EQ(pid_of_pod, qemu);
+
+  // A workload as CRI makes it: the sandbox's ipc, uts and network.
+  std::vector<std::string> flags = Cri("container", pod, false);
+  for (const char* t : {"ipc", "uts"}) {
+    flags.insert(flags.end(), {"--with-ns", std::string(t) + ":/proc/" + qemu + "/ns/" + t});
+  }
+  flags.insert(flags.end(), {"--with-ns", "network:" + net.pod_path()});
+  std::vector<std::string> args = {"run", "-d", "--runtime", "io.containerd.runhcs.v1"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  args.insert(args.end(), {"--rootfs", rootfs_, "pod7-web", "/bin/sh", "-c",
+                           "echo pod7-payload >/tmp/index.html; "
+                           "exec /bin/busybox httpd -f -p 8080 -h /tmp"});
+  r = ctrd_.Ctr(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+  ASSERT_TRUE(WaitFor([&] { return ctrd_.TaskStatus("pod7-web") == "RUNNING"; }, 15s));
+
+  auto exec = [&](const std::string& xid, std::vector<std::string> argv) {
+    std::vector<std::string> a = {"task", "exec", "--exec-id", xid, "pod7-web"};
+    a.insert(a.end(), argv.begin(), argv.end());
+    return ctrd_.Ctr(a);
+  };
+  // The pod's hostname: the workload is in the holder's uts namespace, not
+  // the agent's.
+  r = exec("h", {"/bin/busybox", "hostname"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(TrimNewlines(r.out), "pod7-host");
+  // The pod interface's MAC, address and MTU on the VM's NIC.
+  r = exec("ip", {"/bin/busybox", "ip", "addr", "show"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(net.PodMac()), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("inet 10.213.7.2/24"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("mtu 1400"), std::string::npos) << r.out;
+  r = exec("rt", {"/bin/busybox", "ip", "route", "show"});
+  EXPECT_NE(r.out.find("default via 10.213.7.1"), std::string::npos) << r.out;
+
+  // The server in the VM answers on the pod IP, from the peer namespace.
+  // (busybox-static's wget crashes resolving; nc speaks the HTTP itself.)
+  std::string got;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        RunOptions o;
+        o.stdin_data = "GET /index.html HTTP/1.0\r\n\r\n";
+        o.timeout = 5s;
+        got = RunCommand(
+                  {"nsenter", "--net=" + net.peer_path(), "busybox", "nc", "10.213.7.2", "8080"}, o)
+                  .out;
+        return got.find("200 OK") != std::string::npos &&
+               got.find("\r\n\r\npod7-payload\n") != std::string::npos;
+      },
+      20s))
+      << got;
+  // And the VM reaches the peer (its default route's gateway) back.
+  r = exec("ping", {"/bin/busybox", "ping", "-c", "1", "-W", "3", "10.213.7.1"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+
+  Remove({"pod7-web", pod});
+  // The redirects and the tap are gone; the pod's eth0 is as CNI left it.
+  auto links = TestNetwork::Exec(net.pod_path(), {"ip", "-o", "link", "show"}).out;
+  EXPECT_EQ(links.find("tap"), std::string::npos) << links;
+  auto qdiscs = TestNetwork::Exec(net.pod_path(), {"tc", "qdisc", "show", "dev", "eth0"}).out;
+  EXPECT_EQ(qdiscs.find("ingress"), std::string::npos) << qdiscs;
+}
+
+TEST_F(PodTest, AVmPodOnTheHostNetworkIsRefusedByName) {
+  std::vector<std::string> args = {"run", "-d", "--runtime", "io.containerd.runhcs.v1",
+                                   "--net-host"};
+  for (const auto& a : Cri("sandbox", "pod8", /*hypervisor=*/true)) args.push_back(a);
+  args.insert(args.end(), {"--rootfs", rootfs_, "pod8", "/bin/sleep", "1000"});
+  RunResult r = ctrd_.Ctr(args);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("HostNetwork"), std::string::npos) << r.err;
+  EXPECT_EQ(CountProcesses("qemu-system.*" + VmDir("pod8")), 0);
+  ctrd_.Ctr({"container", "delete", "pod8"});
 }
 
 TEST_F(PodTest, WorkloadWithoutItsSandboxIsRejected) {

@@ -39,16 +39,17 @@ StatusOr<SandboxShape> ReadSandboxShape(const std::string& spec_json, const std:
           id, o.type, o.cri);
     }
     if (!it->second.empty() && std::string(o.type) != "network") {
-      return InvalidArgumentError("pod '{}': the {} namespace {} is the host's; a VM pod has its own",
-                                  id, o.type, it->second);
+      return InvalidArgumentError(
+          "pod '{}': the {} namespace {} is the host's; a VM pod has its own", id, o.type,
+          it->second);
     }
   }
   shape.netns_path = nss["network"];
   return shape;
 }
 
-StatusOr<PodVm> BootPodVm(const std::string& spec_json, uvm::VmConfig base,
-                          const std::string& ns, const std::string& id) {
+StatusOr<PodVm> BootPodVm(const std::string& spec_json, uvm::VmConfig base, const std::string& ns,
+                          const std::string& id) {
   ASSIGN_OR_RETURN(SandboxShape shape, ReadSandboxShape(spec_json, id));
   PodVm pod;
   if (!shape.netns_path.empty()) {
@@ -80,8 +81,9 @@ StatusOr<PodVm> BootPodVm(const std::string& spec_json, uvm::VmConfig base,
   }
   auto agent = pod.vm->agent();
   apb::CreatePodResponse resp;
-  Status st = agent ? agent->CreatePod(req, &resp, uvm::AgentClient::Within(std::chrono::seconds(30)))
-                    : UnavailableError("the VM's agent is gone");
+  Status st = agent
+                  ? agent->CreatePod(req, &resp, uvm::AgentClient::Within(std::chrono::seconds(30)))
+                  : UnavailableError("the VM's agent is gone");
   if (!st.ok()) {
     (void)pod.vm->Close();
     return st.Wrap(fmt::format("pod '{}': set up in the VM", id));

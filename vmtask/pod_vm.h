@@ -33,7 +33,7 @@ struct PodVm {
 
 // Boots pod `id`'s VM (BootVm) from its sandbox spec. On failure nothing of
 // it is left (VM closed, redirects undone).
-StatusOr<PodVm> BootPodVm(const std::string& spec_json, uvm::VmConfig base,
-                          const std::string& ns, const std::string& id);
+StatusOr<PodVm> BootPodVm(const std::string& spec_json, uvm::VmConfig base, const std::string& ns,
+                          const std::string& id);
 
 }  // namespace runhcs::vmtask

@@ -15,16 +15,18 @@ std::string SandboxSpec(const std::string& namespaces) {
 }
 
 TEST(ReadSandboxShapeTest, TakesTheNetworkPathAndHostname) {
-  auto s = ReadSandboxShape(SandboxSpec(R"({"type":"pid"},{"type":"ipc"},{"type":"uts"},)"
-                                        R"({"type":"mount"},{"type":"network","path":"/run/netns/cni-1"})"),
-                            "p");
+  auto s = ReadSandboxShape(
+      SandboxSpec(R"({"type":"pid"},{"type":"ipc"},{"type":"uts"},)"
+                  R"({"type":"mount"},{"type":"network","path":"/run/netns/cni-1"})"),
+      "p");
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(s->netns_path, "/run/netns/cni-1");
   EXPECT_EQ(s->hostname, "web-0");
 }
 
 TEST(ReadSandboxShapeTest, ANetworkNamespaceOfItsOwnHasNoPath) {
-  auto s = ReadSandboxShape(SandboxSpec(R"({"type":"pid"},{"type":"ipc"},{"type":"network"})"), "p");
+  auto s =
+      ReadSandboxShape(SandboxSpec(R"({"type":"pid"},{"type":"ipc"},{"type":"network"})"), "p");
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->netns_path, "");
 }
@@ -67,8 +69,8 @@ TEST(MapNamespacesTest, InAPodTheHostPathsBecomeThePodsAndNetworkTheVms) {
 
 TEST(MapNamespacesTest, OtherJoinedNamespacesAndAnyOutsideAPodAreRefused) {
   std::vector<std::string> pod;
-  auto user = MapNamespaces(R"({"linux":{"namespaces":[{"type":"user","path":"/proc/9/ns/user"}]}})",
-                            "c", true, &pod);
+  auto user = MapNamespaces(
+      R"({"linux":{"namespaces":[{"type":"user","path":"/proc/9/ns/user"}]}})", "c", true, &pod);
   EXPECT_EQ(user.status().code(), Code::kInvalidArgument);
   auto alone = MapNamespaces(R"({"linux":{"namespaces":[{"type":"ipc","path":"/proc/9/ns/ipc"}]}})",
                              "c", false, &pod);

@@ -231,8 +231,8 @@ StatusOr<std::shared_ptr<VmTask>> VmTask::CreateWith(
   std::string guest_spec;
   if (st.ok()) {
     auto ns_mapped = MapNamespaces(spec, req.id, !owns_vm, &pod_namespaces);
-    auto mapped = ns_mapped.ok() ? MapBindMounts(*ns_mapped, req.id, vm.get(), &mount_shares)
-                                 : ns_mapped;
+    auto mapped =
+        ns_mapped.ok() ? MapBindMounts(*ns_mapped, req.id, vm.get(), &mount_shares) : ns_mapped;
     st = mapped.status();
     if (mapped.ok()) guest_spec = std::move(*mapped);
   }
@@ -406,9 +406,15 @@ bool VmTask::Paused() {
   return paused_;
 }
 
-Status VmTask::Update(const runhcs::wkt::Any&) {
-  return NotImplementedError("update of hypervisor-isolated task '{}' is not implemented yet",
-                             id());
+Status VmTask::Update(const runhcs::wkt::Any& resources) {
+  ASSIGN_OR_RETURN(std::string json, task::LinuxResourcesJson(id(), resources));
+  auto agent = vm_->agent();
+  if (!agent) return FailedPreconditionError("task '{}': its VM is not running", id());
+  apb::UpdateContainerRequest req;
+  req.set_container_id(id());
+  req.set_resources_json(std::move(json));
+  apb::Empty e;
+  return agent->UpdateContainer(req, &e);
 }
 
 StatusOr<runhcs::wkt::Any> VmTask::Stats() {
