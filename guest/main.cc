@@ -90,7 +90,11 @@ int main(int argc, char** argv) {
                              if (pid1) PowerOff();
                              ::kill(::getpid(), SIGTERM);
                            }});
-  ttrpc::Server server;
+  // One connection (the host) carries every long poll of every process in
+  // the VM (ReadStream x2 and WaitProcess per process, WaitOom per
+  // container), each holding a worker while it waits: a pod with dozens of
+  // containers and execs must not run out of them. Idle workers leave.
+  ttrpc::Server server(ttrpc::Server::Options{.max_running_per_connection = 1024});
   svc.Register(&server);
   spdlog::info("agent serving on {}", port);
 

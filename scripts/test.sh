@@ -35,7 +35,7 @@ echo "nothing left in /run/runhcs"
 
 UNIT_TESTS=(base_test stacks_test event_loop_test reaper_test shim_registry_test ttrpc_test ttrpc_stubs_test events_test exec_test
             pod_test service_test stdio_test shimdiag_test stats_test oom_relay_test agent_service_test
-            oci_test qemu_vm_test task_test process_race_test)
+            oci_test qemu_vm_test task_test process_race_test net_test guest_pod_test pod_vm_test)
 
 echo "== ThreadSanitizer + clang -Wthread-safety =="
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

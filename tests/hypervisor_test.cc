@@ -70,6 +70,23 @@ class HypervisorTest : public ::testing::Test {
     return a;
   }
   std::string TaskStatus(const std::string& id) { return ctrd_.TaskStatus(id); }
+  // Task.Stats of task `id`, straight from its shim, as containerd asks.
+  containerd::runhcs::stats::v1::Statistics ShimStats(const std::string& id) {
+    std::string address =
+        ReadFileOr(ctrd_.dir() + "/state/io.containerd.runtime.v2.task/default/" + id + "/address");
+    containerd::runhcs::stats::v1::Statistics s;
+    auto client = ttrpc::Client::Dial(UnixAddress::Parse(address));
+    EXPECT_TRUE(client.ok()) << address;
+    if (!client.ok()) return s;
+    containerd::task::v2::StatsRequest req;
+    req.set_id(id);
+    containerd::task::v2::StatsResponse resp;
+    Status st = containerd::task::v2::TaskClient(client->get()).Stats(req, &resp);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(resp.stats().type_url(), "containerd.runhcs.stats.v1.Statistics");
+    EXPECT_TRUE(s.ParseFromString(resp.stats().value()));
+    return s;
+  }
   // The QEMU of container `id`.
   pid_t QemuPid(const std::string& id) {
     auto r = RunCommand({"pgrep", "-f", "qemu-system.*" + VmDir(id)});
@@ -363,6 +380,28 @@ TEST_F(HypervisorTest, PauseFreezesTheContainerInTheGuestAndResumeThawsIt) {
   ctrd_.Ctr({"container", "delete", "pause1"});
 }
 
+// Every process in a VM keeps long polls open on the agent's one connection
+// (its output streams and its exit): fifteen running execs must not starve
+// a sixteenth call (it would wait for a poll to time out, 30 s).
+TEST_F(HypervisorTest, ManyRunningExecsInOneVmDoNotStarveNewCalls) {
+  RunResult r = CtrRun(With({"-d"}, kHypervisor), "many1", {"/bin/sleep", "1000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("many1") == "RUNNING"; }, 30s));
+  for (int i = 0; i < 15; ++i) {
+    r = ctrd_.Ctr(
+        {"task", "exec", "-d", "--exec-id", "bg" + std::to_string(i), "many1", "/bin/sleep", "60"});
+    ASSERT_EQ(r.exit_code, 0) << i << ": " << r.err;
+  }
+  RunOptions quick;
+  quick.timeout = 20s;
+  r = ctrd_.Ctr({"task", "exec", "--exec-id", "fg", "many1", "/bin/echo", "still answering"},
+                quick);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "still answering\n");
+  EXPECT_TRUE(ctrd_.KillAndDelete("many1"));
+}
+
 // The spec's limits are the container's guest cgroup's, and Update (CRI's
 // UpdateContainerResources, through containerd's API) changes them there.
 // Read back through Task.Stats: the guest cgroup's own files.
@@ -371,20 +410,7 @@ TEST_F(HypervisorTest, LimitsAreTheGuestCgroupsAndUpdateChangesThem) {
                        {"/bin/sleep", "1000"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_TRUE(WaitFor([&] { return TaskStatus("limits1") == "RUNNING"; }, 30s));
-  std::string address =
-      ReadFileOr(ctrd_.dir() + "/state/io.containerd.runtime.v2.task/default/limits1/address");
-  auto shim = ttrpc::Client::Dial(UnixAddress::Parse(address));
-  ASSERT_TRUE(shim.ok()) << address;
-  auto stats = [&] {
-    containerd::task::v2::StatsRequest req;
-    req.set_id("limits1");
-    containerd::task::v2::StatsResponse resp;
-    Status st = containerd::task::v2::TaskClient(shim->get()).Stats(req, &resp);
-    EXPECT_TRUE(st.ok()) << st.ToString();
-    containerd::runhcs::stats::v1::Statistics s;
-    EXPECT_TRUE(s.ParseFromString(resp.stats().value()));
-    return s;
-  };
+  auto stats = [&] { return ShimStats("limits1"); };
   EXPECT_EQ(stats().linux_v2().memory().usage_limit(), 67108864u);
 
   CtrdClient client(ctrd_.grpc_address(), "default");
@@ -412,21 +438,8 @@ TEST_F(HypervisorTest, StatsHoldTheContainersGuestCgroupAndTheVmsOwnFigures) {
                        {"/bin/sh", "-c", "sleep 1000 & sleep 1000"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   ASSERT_TRUE(WaitFor([&] { return TaskStatus("stats1") == "RUNNING"; }, 30s));
-  // Straight to the shim, as containerd would: Task.Stats on its socket.
-  std::string address =
-      ReadFileOr(ctrd_.dir() + "/state/io.containerd.runtime.v2.task/default/stats1/address");
-  auto client = ttrpc::Client::Dial(UnixAddress::Parse(address));
-  ASSERT_TRUE(client.ok()) << address;
   containerd::runhcs::stats::v1::Statistics s;
-  auto fetch = [&] {
-    containerd::task::v2::StatsRequest req;
-    req.set_id("stats1");
-    containerd::task::v2::StatsResponse resp;
-    Status st = containerd::task::v2::TaskClient(client->get()).Stats(req, &resp);
-    EXPECT_TRUE(st.ok()) << st.ToString();
-    EXPECT_EQ(resp.stats().type_url(), "containerd.runhcs.stats.v1.Statistics");
-    EXPECT_TRUE(s.ParseFromString(resp.stats().value()));
-  };
+  auto fetch = [&] { s = ShimStats("stats1"); };
   // The container's cgroup in the guest (v2): both sleeps, once the shell
   // has started the second.
   EXPECT_TRUE(WaitFor(
