@@ -358,6 +358,19 @@ Status AgentService::CreateContainer(const ttrpc::CallContext&,
   }
   if (!spec.is_object())
     return InvalidArgumentError("container {:?}: spec is not an object", req.container_id());
+  if (req.pod_namespaces_size() > 0) {
+    pid_t holder;
+    {
+      MutexLock l(&mu_);
+      holder = pod_holder_;
+    }
+    if (holder <= 0) {
+      return FailedPreconditionError("container {:?} joins pod namespaces, but this VM has no pod",
+                                     req.container_id());
+    }
+    std::vector<std::string> types(req.pod_namespaces().begin(), req.pod_namespaces().end());
+    RETURN_IF_ERROR(JoinPodNamespaces(&spec, types, holder));
+  }
   {
     MutexLock l(&mu_);
     if (containers_.count(req.container_id())) {
@@ -376,19 +389,6 @@ Status AgentService::CreateContainer(const ttrpc::CallContext&,
     spec["process"].erase("selinuxLabel");
   }
   if (spec.contains("linux")) spec["linux"].erase("mountLabel");
-  if (req.pod_namespaces_size() > 0) {
-    pid_t holder;
-    {
-      MutexLock l(&mu_);
-      holder = pod_holder_;
-    }
-    if (holder <= 0) {
-      return FailedPreconditionError("container {:?} joins pod namespaces, but this VM has no pod",
-                                     req.container_id());
-    }
-    std::vector<std::string> types(req.pod_namespaces().begin(), req.pod_namespaces().end());
-    RETURN_IF_ERROR(JoinPodNamespaces(&spec, types, holder));
-  }
   RETURN_IF_ERROR(WriteFileAtomic(c->bundle + "/config.json", spec.dump(), 0600));
   // The initramfs root cannot be pivoted away from.
   c->rt = std::make_unique<oci::Runtime>(

@@ -233,6 +233,22 @@ TEST_F(AgentServiceTest, ContainerCallsOnAnUnknownContainerAreNotFound) {
   w.set_container_id("nope");
   w.set_timeout_ms(10);
   EXPECT_EQ(Call(&AgentService::WaitOom, w).status().code(), Code::kNotFound);
+  pb::UpdateContainerRequest u;
+  u.set_container_id("nope");
+  u.set_resources_json("{}");
+  EXPECT_EQ(Call(&AgentService::UpdateContainer, u).status().code(), Code::kNotFound);
+}
+
+// (CreatePod itself configures the network and clones the namespace holder:
+// on this host that would act on the machine; the VM tests run it.)
+TEST_F(AgentServiceTest, PodNamespacesWithoutAPodAreFailedPrecondition) {
+  pb::CreateContainerRequest c;
+  c.set_container_id("w1");
+  c.set_spec_json(R"({"linux":{"namespaces":[{"type":"ipc"}]}})");
+  c.add_pod_namespaces("ipc");
+  auto r = Call(&AgentService::CreateContainer, c);
+  EXPECT_EQ(r.status().code(), Code::kFailedPrecondition) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("no pod"), std::string::npos);
 }
 
 }  // namespace
