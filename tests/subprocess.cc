@@ -97,16 +97,18 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
   return r;
 }
 
-Containerd::Containerd(const std::string& extra_path,
-                       std::vector<std::pair<std::string, std::string>> env)
-    : extra_path_(extra_path), env_(std::move(env)) {
+Containerd::Containerd(Options opts)
+    : extra_path_(std::move(opts.extra_path)),
+      env_(std::move(opts.env)),
+      netns_(std::move(opts.netns)) {
   dir_ = MakeTempDir("runhcs-ctrd");
   std::ofstream cfg(dir_ + "/config.toml");
   cfg << "version = 2\n"
       << "root = \"" << dir_ << "/root\"\n"
       << "state = \"" << dir_ << "/state\"\n"
       << "[grpc]\n  address = \"" << grpc_address() << "\"\n"
-      << "[ttrpc]\n  address = \"" << ttrpc_address() << "\"\n";
+      << "[ttrpc]\n  address = \"" << ttrpc_address() << "\"\n"
+      << opts.extra_toml;
   cfg.close();
   StartDaemon();
 }
@@ -126,6 +128,10 @@ bool Containerd::StartDaemon() {
       ::setenv("PATH", (extra_path + ":" + (path ? path : "/usr/bin:/bin")).c_str(), 1);
     }
     for (const auto& [k, v] : env_) ::setenv(k.c_str(), v.c_str(), 1);
+    if (!netns_.empty()) {
+      int ns = ::open(netns_.c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) ::_exit(126);
+    }
     ::execlp("containerd", "containerd", "--config", (dir_ + "/config.toml").c_str(), nullptr);
     ::_exit(127);
   }

@@ -34,10 +34,21 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
 // A private containerd 1.6 under a temp dir: own root, state and sockets.
 class Containerd {
  public:
-  // `extra_path` is prepended to containerd's PATH (where it finds shims);
-  // `env` is added to containerd's environment (and so its shims').
+  struct Options {
+    // Prepended to containerd's PATH (where it finds shims).
+    std::string extra_path;
+    // Added to containerd's environment (and so its shims').
+    std::vector<std::pair<std::string, std::string>> env;
+    // Appended to config.toml (CRI plugin settings, runtimes).
+    std::string extra_toml;
+    // A network namespace (a bind-mounted nsfs path) containerd runs in, so
+    // that what CNI sets up stays out of the host's.
+    std::string netns;
+  };
   explicit Containerd(const std::string& extra_path = "",
-                      std::vector<std::pair<std::string, std::string>> env = {});
+                      std::vector<std::pair<std::string, std::string>> env = {})
+      : Containerd(Options{extra_path, std::move(env), "", ""}) {}
+  explicit Containerd(Options opts);
   ~Containerd();
   bool ok() const { return pid_ > 0; }
   const std::string& dir() const { return dir_; }
@@ -67,6 +78,7 @@ class Containerd {
   std::string dir_;
   std::string extra_path_;
   std::vector<std::pair<std::string, std::string>> env_;
+  std::string netns_;
   pid_t pid_ = -1;
 };
 

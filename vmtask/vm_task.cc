@@ -16,6 +16,7 @@
 #include "oci/mounts.h"
 #include "proto/timestamp.h"
 #include "runhcs/stats.pb.h"
+#include "stats/cgroup.h"
 #include "task/exec_set.h"
 #include "vmtask/vm_process.h"
 
@@ -425,13 +426,18 @@ StatusOr<runhcs::wkt::Any> VmTask::Stats() {
   req.set_container_id(id());
   apb::ContainerStatsResponse cs;
   RETURN_IF_ERROR(agent->ContainerStats(req, &cs).Wrap(fmt::format("stats of task '{}'", id())));
-  *s.mutable_linux_v2() = std::move(*cs.mutable_metrics());
-  // As hcsshim: the VM's own figures only from the task that owns the VM.
-  if (owns_vm_) {
-    ASSIGN_OR_RETURN(*s.mutable_vm(), vm_->Stats());
-  }
-  *s.mutable_timestamp() = ToTimestamp(std::chrono::system_clock::now());
   runhcs::wkt::Any any;
+  if (!owns_vm_) {
+    // A pod workload: its guest cgroup as the v2 Metrics containerd's CRI
+    // plugin decodes (ContainerStats, ListContainerStats); the VM's own
+    // figures are the sandbox's.
+    any.set_type_url(stats::kV2MetricsType);
+    any.set_value(cs.metrics().SerializeAsString());
+    return any;
+  }
+  *s.mutable_linux_v2() = std::move(*cs.mutable_metrics());
+  ASSIGN_OR_RETURN(*s.mutable_vm(), vm_->Stats());
+  *s.mutable_timestamp() = ToTimestamp(std::chrono::system_clock::now());
   any.set_type_url("containerd.runhcs.stats.v1.Statistics");
   any.set_value(s.SerializeAsString());
   return any;

@@ -1,0 +1,330 @@
+// Kubernetes' way in: containerd's CRI plugin drives this shim, as kubelet
+// would through it, over the CRI v1 gRPC API (bench/proto/runtime/v1). The
+// private containerd runs in a network namespace of the test's own, with a
+// CNI bridge there (Debian's containernetworking-plugins), and a local image
+// built here from busybox-static and imported (no registry). Both runtime
+// handlers: `runhcs` (process isolation) and `runhcs-vm` (a utility VM per
+// pod), configured as docs/kubernetes.md says (ConfigPath).
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include "base/io.h"
+#include "base/sha256.h"
+#include "runtime/v1/api.grpc.pb.h"
+#include "tests/subprocess.h"
+
+namespace runhcs::testing {
+namespace {
+
+using namespace std::chrono_literals;
+namespace cri = ::runtime::v1;
+
+constexpr char kImage[] = "localhost/runhcs-test/busybox:1";
+constexpr char kSubnet[] = "10.214.0";
+
+// An OCI image layout archive of busybox-static (one uncompressed layer),
+// named kImage; its default command sleeps (it is also the sandbox image).
+bool BuildImage(const std::string& dir) {
+  const std::string script = R"SH(set -e
+cd "$DIR"
+mkdir -p layer/bin layer/etc layer/tmp layer/proc layer/sys layer/dev image/blobs/sha256
+cp /bin/busybox layer/bin/busybox
+for a in sh sleep cat echo httpd hostname ls nc touch grep; do ln -s busybox layer/bin/$a; done
+echo 'root:x:0:0:root:/root:/bin/sh' > layer/etc/passwd
+echo 'root:x:0:' > layer/etc/group
+tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C layer -cf layer.tar .
+blob() { d=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" image/blobs/sha256/$d; echo "$d $(stat -c %s "$1")"; }
+read ld ls < <(blob layer.tar)
+printf '%s' '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sleep","2147483647"]},"rootfs":{"type":"layers","diff_ids":["sha256:'$ld'"]}}' > config.json
+read cd cs < <(blob config.json)
+printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:'$cd'","size":'$cs'},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:'$ld'","size":'$ls'}]}' > manifest.json
+read md ms < <(blob manifest.json)
+printf '%s' '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:'$md'","size":'$ms',"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"'$NAME'","org.opencontainers.image.ref.name":"1"}}]}' > image/index.json
+echo '{"imageLayoutVersion":"1.0.0"}' > image/oci-layout
+tar -C image -cf image.tar oci-layout index.json blobs
+)SH";
+  RunOptions o;
+  o.env = {{"DIR", dir}, {"NAME", kImage}};
+  RunResult r = RunCommand({"bash", "-c", script}, o);
+  if (r.exit_code != 0) ADD_FAILURE() << r.err;
+  return r.exit_code == 0;
+}
+
+// What the suite shares: the network namespace, containerd with its CRI
+// plugin, the image.
+struct Env {
+  std::string netns, dir;
+  std::unique_ptr<Containerd> ctrd;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<cri::RuntimeService::Stub> rt;
+  std::unique_ptr<cri::ImageService::Stub> images;
+};
+Env* env = nullptr;
+
+std::string Toml(const std::string& dir) {
+  const std::string cri = "[plugins.\"io.containerd.grpc.v1.cri\"";
+  const std::string rts = cri + ".containerd.runtimes";
+  std::string t;
+  t += cri + "]\n  sandbox_image = \"" + kImage + "\"\n  restrict_oom_score_adj = true\n";
+  t += cri + ".cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"" + dir + "/cni\"\n";
+  t += rts + ".runc]\n  runtime_type = \"io.containerd.runc.v2\"\n";
+  t += rts + ".runhcs]\n  runtime_type = \"io.containerd.runhcs.v1\"\n";
+  t += rts + ".runhcs.options]\n  ConfigPath = \"" + dir + "/process.json\"\n";
+  t += rts + ".runhcs-vm]\n  runtime_type = \"io.containerd.runhcs.v1\"\n";
+  t += "  pod_annotations = [\"io.containerd.runhcs.v1.*\"]\n";
+  t += rts + ".runhcs-vm.options]\n  ConfigPath = \"" + dir + "/vm.json\"\n";
+  return t;
+}
+
+class CriTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    env = new Env;
+    env->netns = "rhcs-cri-" + std::to_string(::getpid());
+    env->dir = MakeTempDir("runhcs-cri");
+    const std::string& d = env->dir;
+    ASSERT_EQ(RunCommand({"ip", "netns", "add", env->netns}).exit_code, 0);
+    RunCommand({"nsenter", "--net=/run/netns/" + env->netns, "ip", "link", "set", "lo", "up"});
+    ::mkdir((d + "/cni").c_str(), 0755);
+    ASSERT_TRUE(
+        WriteFileAtomic(
+            d + "/cni/10-rhcs.conflist",
+            std::string(R"({"cniVersion":"0.4.0","name":"rhcs","plugins":[{"type":"bridge",)") +
+                R"("bridge":"rhcs0","isGateway":true,"ipMasq":false,"ipam":{"type":"host-local",)" +
+                R"("ranges":[[{"subnet":")" + kSubnet +
+                R"(.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}],)" + R"("dataDir":")" + d +
+                R"(/ipam"}}]})",
+            0644)
+            .ok());
+    ASSERT_TRUE(WriteFileAtomic(d + "/process.json", R"({"ociRuntime":"runc"})", 0644).ok());
+    ASSERT_TRUE(WriteFileAtomic(d + "/vm.json",
+                                R"({"sandboxIsolation":"HYPERVISOR","vmAccelerator":"TCG"})", 0644)
+                    .ok());
+    ASSERT_TRUE(BuildImage(d));
+    env->ctrd = std::make_unique<Containerd>(
+        Containerd::Options{DirName(RUNHCS_SHIM_BINARY), {}, Toml(d), "/run/netns/" + env->netns});
+    ASSERT_TRUE(env->ctrd->ok()) << env->ctrd->log();
+    RunResult imp = env->ctrd->Ctr({"images", "import", d + "/image.tar"}, {}, "k8s.io");
+    ASSERT_EQ(imp.exit_code, 0) << imp.err << imp.out;
+    env->channel = grpc::CreateChannel("unix://" + env->ctrd->grpc_address(),
+                                       grpc::InsecureChannelCredentials());
+    env->rt = cri::RuntimeService::NewStub(env->channel);
+    env->images = cri::ImageService::NewStub(env->channel);
+  }
+  static void TearDownTestSuite() {
+    if (!env) return;
+    env->rt.reset();
+    env->images.reset();
+    env->ctrd.reset();
+    RunCommand({"ip", "netns", "del", env->netns});
+    RunCommand({"rm", "-rf", env->dir});
+    delete env;
+    env = nullptr;
+  }
+
+  static std::unique_ptr<grpc::ClientContext> Ctx(std::chrono::seconds t = 60s) {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->set_deadline(std::chrono::system_clock::now() + t);
+    return c;
+  }
+  // Runs argv in containerd's network namespace (where the CNI bridge is).
+  static RunResult InNetns(std::vector<std::string> argv, const RunOptions& o = {}) {
+    argv.insert(argv.begin(), {"nsenter", "--net=/run/netns/" + env->netns});
+    return RunCommand(argv, o);
+  }
+  static cri::ExecSyncResponse ExecSync(const std::string& id, std::vector<std::string> cmd) {
+    cri::ExecSyncRequest req;
+    req.set_container_id(id);
+    for (auto& c : cmd) req.add_cmd(c);
+    req.set_timeout(30);
+    cri::ExecSyncResponse resp;
+    grpc::Status st = env->rt->ExecSync(Ctx().get(), req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp;
+  }
+
+  // The user's pod: an HTTP server with a read-only hostPath volume, its log
+  // and its files checked, reached on the pod IP, stopped, removed, gone.
+  void RunPod(const std::string& handler) {
+    ASSERT_NE(env, nullptr);
+    ASSERT_TRUE(env->ctrd && env->ctrd->ok());
+    const std::string logs = env->dir + "/logs-" + handler;
+    const std::string vol = env->dir + "/vol-" + handler;
+    ASSERT_EQ(::mkdir(logs.c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir(vol.c_str(), 0755), 0);
+    ASSERT_TRUE(WriteFileAtomic(vol + "/greeting", "from the host\n", 0644).ok());
+
+    cri::PodSandboxConfig pod;
+    pod.mutable_metadata()->set_name("web-" + handler);
+    pod.mutable_metadata()->set_uid("uid-" + handler);
+    pod.mutable_metadata()->set_namespace_("default");
+    pod.set_hostname("web-" + handler);
+    pod.set_log_directory(logs);
+    pod.mutable_dns_config()->add_servers(std::string(kSubnet) + ".53");
+    pod.mutable_dns_config()->add_searches("svc.test.local");
+    auto* ns = pod.mutable_linux()->mutable_security_context()->mutable_namespace_options();
+    ns->set_network(cri::POD);
+    ns->set_pid(cri::CONTAINER);
+    ns->set_ipc(cri::POD);
+    cri::RunPodSandboxRequest run;
+    *run.mutable_config() = pod;
+    run.set_runtime_handler(handler);
+    cri::RunPodSandboxResponse ran;
+    grpc::Status st = env->rt->RunPodSandbox(Ctx(120s).get(), run, &ran);
+    ASSERT_TRUE(st.ok()) << st.error_message() << env->ctrd->log();
+    const std::string pod_id = ran.pod_sandbox_id();
+
+    cri::PodSandboxStatusRequest psr;
+    psr.set_pod_sandbox_id(pod_id);
+    cri::PodSandboxStatusResponse ps;
+    ASSERT_TRUE(env->rt->PodSandboxStatus(Ctx().get(), psr, &ps).ok());
+    EXPECT_EQ(ps.status().state(), cri::SANDBOX_READY);
+    const std::string ip = ps.status().network().ip();
+    EXPECT_EQ(ip.rfind(std::string(kSubnet) + ".", 0), 0u) << ip;
+
+    cri::CreateContainerRequest cc;
+    cc.set_pod_sandbox_id(pod_id);
+    *cc.mutable_sandbox_config() = pod;
+    cri::ContainerConfig* c = cc.mutable_config();
+    c->mutable_metadata()->set_name("httpd");
+    c->mutable_image()->set_image(kImage);
+    c->add_command("/bin/sh");
+    c->add_args("-c");
+    c->add_args("echo cri-payload > /tmp/index.html; echo started; exec httpd -f -p 8080 -h /tmp");
+    c->set_log_path("httpd.log");
+    auto* m = c->add_mounts();
+    m->set_container_path("/data");
+    m->set_host_path(vol);
+    m->set_readonly(true);
+    c->mutable_linux()->mutable_resources()->set_memory_limit_in_bytes(128 << 20);
+    auto* cns = c->mutable_linux()->mutable_security_context()->mutable_namespace_options();
+    cns->set_network(cri::POD);
+    cns->set_pid(cri::CONTAINER);
+    cns->set_ipc(cri::POD);
+    cri::CreateContainerResponse created;
+    st = env->rt->CreateContainer(Ctx(120s).get(), cc, &created);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    const std::string cid = created.container_id();
+    cri::StartContainerRequest start;
+    start.set_container_id(cid);
+    cri::StartContainerResponse started;
+    st = env->rt->StartContainer(Ctx(120s).get(), start, &started);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+
+    // Where it runs: the host's kernel, or its pod's VM (the VM's QEMU is
+    // the sandbox's pid).
+    std::string boot_id = ExecSync(cid, {"cat", "/proc/sys/kernel/random/boot_id"}).stdout();
+    std::string vm_dir = "/run/runhcs/vm/" + Sha256Hex("k8s.io/" + pod_id).substr(0, 24);
+    if (handler == "runhcs-vm") {
+      EXPECT_NE(boot_id, ReadFileOr("/proc/sys/kernel/random/boot_id"));
+      EXPECT_EQ(CountProcesses("qemu-system.*" + vm_dir), 1);
+    } else {
+      EXPECT_EQ(boot_id, ReadFileOr("/proc/sys/kernel/random/boot_id"));
+      EXPECT_EQ(CountProcesses("qemu-system.*" + vm_dir), 0);
+    }
+
+    // The CRI files and the volume, as the container sees them.
+    EXPECT_EQ(ExecSync(cid, {"cat", "/etc/hostname"}).stdout(), "web-" + handler + "\n");
+    EXPECT_EQ(ExecSync(cid, {"hostname"}).stdout(), "web-" + handler + "\n");
+    EXPECT_EQ(ExecSync(cid, {"cat", "/etc/hosts"}).stdout(), ReadFileOr("/etc/hosts"));
+    std::string resolv = ExecSync(cid, {"cat", "/etc/resolv.conf"}).stdout();
+    EXPECT_NE(resolv.find(std::string("nameserver ") + kSubnet + ".53"), std::string::npos)
+        << resolv;
+    EXPECT_NE(resolv.find("svc.test.local"), std::string::npos) << resolv;
+    EXPECT_EQ(ExecSync(cid, {"cat", "/data/greeting"}).stdout(), "from the host\n");
+    cri::ExecSyncResponse denied = ExecSync(cid, {"touch", "/data/new"});
+    EXPECT_NE(denied.exit_code(), 0) << "a read-only volume took a write";
+    cri::ExecSyncResponse fails = ExecSync(cid, {"sh", "-c", "echo to-stderr >&2; exit 7"});
+    EXPECT_EQ(fails.exit_code(), 7);
+    EXPECT_EQ(fails.stderr(), "to-stderr\n");
+
+    // The server answers on the pod IP from the node's network.
+    std::string got;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          RunOptions o;
+          o.stdin_data = "GET /index.html HTTP/1.0\r\n\r\n";
+          o.timeout = 5s;
+          got = InNetns({"busybox", "nc", ip, "8080"}, o).out;
+          return got.find("\r\n\r\ncri-payload\n") != std::string::npos;
+        },
+        30s))
+        << got;
+
+    // Its log, in CRI's format.
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return ReadFileOr(logs + "/httpd.log").find(" stdout F started\n") != std::string::npos;
+        },
+        10s))
+        << ReadFileOr(logs + "/httpd.log");
+
+    cri::ContainerStatsRequest csr;
+    csr.set_container_id(cid);
+    cri::ContainerStatsResponse cs;
+    st = env->rt->ContainerStats(Ctx().get(), csr, &cs);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    EXPECT_GT(cs.stats().memory().working_set_bytes().value(), 0u);
+    EXPECT_GT(cs.stats().cpu().usage_core_nano_seconds().value(), 0u);
+
+    cri::UpdateContainerResourcesRequest up;
+    up.set_container_id(cid);
+    up.mutable_linux()->set_memory_limit_in_bytes(256 << 20);
+    cri::UpdateContainerResourcesResponse upr;
+    st = env->rt->UpdateContainerResources(Ctx().get(), up, &upr);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+
+    cri::StopContainerRequest stop;
+    stop.set_container_id(cid);
+    stop.set_timeout(2);
+    cri::StopContainerResponse stopped;
+    EXPECT_TRUE(env->rt->StopContainer(Ctx().get(), stop, &stopped).ok());
+    cri::ContainerStatusRequest csq;
+    csq.set_container_id(cid);
+    cri::ContainerStatusResponse cst;
+    EXPECT_TRUE(env->rt->ContainerStatus(Ctx().get(), csq, &cst).ok());
+    EXPECT_EQ(cst.status().state(), cri::CONTAINER_EXITED);
+    cri::RemoveContainerRequest rm;
+    rm.set_container_id(cid);
+    cri::RemoveContainerResponse rmd;
+    EXPECT_TRUE(env->rt->RemoveContainer(Ctx().get(), rm, &rmd).ok());
+    cri::StopPodSandboxRequest sps;
+    sps.set_pod_sandbox_id(pod_id);
+    cri::StopPodSandboxResponse spr;
+    st = env->rt->StopPodSandbox(Ctx(60s).get(), sps, &spr);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    cri::RemovePodSandboxRequest rps;
+    rps.set_pod_sandbox_id(pod_id);
+    cri::RemovePodSandboxResponse rpr;
+    st = env->rt->RemovePodSandbox(Ctx(60s).get(), rps, &rpr);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+
+    // Nothing of the pod is left: no shim, no VM.
+    EXPECT_TRUE(WaitFor(
+        [&] { return CountProcesses("containerd-shim-runhcs-v1 .*-id " + pod_id) == 0; }, 15s));
+    EXPECT_TRUE(WaitFor([&] { return ::access(vm_dir.c_str(), F_OK) != 0; }, 15s)) << vm_dir;
+    EXPECT_EQ(CountProcesses(vm_dir), 0);
+  }
+};
+
+TEST_F(CriTest, TheImageIsThere) {
+  ASSERT_NE(env, nullptr);
+  cri::ImageStatusRequest req;
+  req.mutable_image()->set_image(kImage);
+  cri::ImageStatusResponse resp;
+  grpc::Status st = env->images->ImageStatus(Ctx().get(), req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_FALSE(resp.image().id().empty());
+}
+
+TEST_F(CriTest, AProcessIsolatedPodRunsAndGoes) { RunPod("runhcs"); }
+
+TEST_F(CriTest, AHypervisorIsolatedPodRunsAndGoes) { RunPod("runhcs-vm"); }
+
+}  // namespace
+}  // namespace runhcs::testing
