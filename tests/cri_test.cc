@@ -132,11 +132,6 @@ class CriTest : public ::testing::Test {
     c->set_deadline(std::chrono::system_clock::now() + t);
     return c;
   }
-  // Runs argv in containerd's network namespace (where the CNI bridge is).
-  static RunResult InNetns(std::vector<std::string> argv, const RunOptions& o = {}) {
-    argv.insert(argv.begin(), {"nsenter", "--net=/run/netns/" + env->netns});
-    return RunCommand(argv, o);
-  }
   static cri::ExecSyncResponse ExecSync(const std::string& id, std::vector<std::string> cmd) {
     cri::ExecSyncRequest req;
     req.set_container_id(id);
@@ -247,10 +242,7 @@ class CriTest : public ::testing::Test {
     std::string got;
     EXPECT_TRUE(WaitFor(
         [&] {
-          RunOptions o;
-          o.stdin_data = "GET /index.html HTTP/1.0\r\n\r\n";
-          o.timeout = 5s;
-          got = InNetns({"busybox", "nc", ip, "8080"}, o).out;
+          got = HttpGetIn("/run/netns/" + env->netns, ip, 8080, "/index.html");
           return got.find("\r\n\r\ncri-payload\n") != std::string::npos;
         },
         30s))

@@ -297,16 +297,10 @@ TEST_F(PodTest, AVmPodGetsThePodsNetworkNamespacesAndReportsTheVmsPid) {
   EXPECT_NE(r.out.find("default via 10.213.7.1"), std::string::npos) << r.out;
 
   // The server in the VM answers on the pod IP, from the peer namespace.
-  // (busybox-static's wget crashes resolving; nc speaks the HTTP itself.)
   std::string got;
   EXPECT_TRUE(WaitFor(
       [&] {
-        RunOptions o;
-        o.stdin_data = "GET /index.html HTTP/1.0\r\n\r\n";
-        o.timeout = 5s;
-        got = RunCommand(
-                  {"nsenter", "--net=" + net.peer_path(), "busybox", "nc", "10.213.7.2", "8080"}, o)
-                  .out;
+        got = HttpGetIn(net.peer_path(), "10.213.7.2", 8080, "/index.html");
         return got.find("200 OK") != std::string::npos &&
                got.find("\r\n\r\npod7-payload\n") != std::string::npos;
       },

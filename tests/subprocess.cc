@@ -246,6 +246,16 @@ pid_t Containerd::CtrBackground(const std::vector<std::string>& args, const std:
 
 std::string Containerd::log() { return ReadFileOr(dir_ + "/containerd.log"); }
 
+std::string HttpGetIn(const std::string& netns_path, const std::string& ip, int port,
+                      const std::string& path) {
+  RunOptions o;
+  o.stdin_data = "GET " + path + " HTTP/1.0\r\n\r\n";
+  o.timeout = std::chrono::seconds(5);
+  return RunCommand({"nsenter", "--net=" + netns_path, "busybox", "nc", ip, std::to_string(port)},
+                    o)
+      .out;
+}
+
 bool MakeBusyboxRootfs(const std::string& dir) {
   for (const char* d : {"", "/bin", "/proc", "/sys", "/dev", "/tmp", "/etc"}) {
     ::mkdir((dir + d).c_str(), 0755);

@@ -82,6 +82,12 @@ class Containerd {
   pid_t pid_ = -1;
 };
 
+// GET http://ip:port/path from inside network namespace `netns_path`
+// (busybox nc speaking HTTP/1.0: busybox-static's wget crashes resolving);
+// the raw response, headers included, "" on failure.
+std::string HttpGetIn(const std::string& netns_path, const std::string& ip, int port,
+                      const std::string& path);
+
 // A busybox rootfs (busybox-static and its applets) under `dir`.
 bool MakeBusyboxRootfs(const std::string& dir);
 // Polls `pred` every 50 ms until true or `limit`.
