@@ -6,7 +6,6 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -133,26 +132,16 @@ StatusOr<NetworkConfig> ParseIpJson(const std::string& addrs, const std::string&
 }
 
 StatusOr<std::unique_ptr<PodNetwork>> PodNetwork::Attach(const std::string& netns_path) {
-  struct stat st;
-  if (::stat(netns_path.c_str(), &st) != 0) {
-    return ErrnoError(errno, fmt::format("pod network namespace {}", netns_path));
-  }
   UniqueFd ns(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!ns.valid()) return ErrnoError(errno, fmt::format("open {}", netns_path));
-  const std::vector<std::string> enter = {"nsenter", "--net=" + netns_path};
-  auto in_ns = [&](std::vector<std::string> cmd) {
-    std::vector<std::string> argv = enter;
-    argv.insert(argv.end(), cmd.begin(), cmd.end());
-    return RunCommand(argv);
-  };
-  auto addrs = in_ns({"ip", "-j", "addr", "show"});
+  if (!ns.valid()) return ErrnoError(errno, fmt::format("pod network namespace {}", netns_path));
+  std::unique_ptr<PodNetwork> pn(new PodNetwork(netns_path));
+  auto addrs = pn->InNamespace({"ip", "-j", "addr", "show"});
   if (!addrs.ok()) {
     return InvalidArgumentError("{} is not a network namespace this host can enter: {}", netns_path,
                                 addrs.status().message());
   }
-  ASSIGN_OR_RETURN(std::string r4, in_ns({"ip", "-j", "route", "show"}));
-  ASSIGN_OR_RETURN(std::string r6, in_ns({"ip", "-j", "-6", "route", "show"}));
-  std::unique_ptr<PodNetwork> pn(new PodNetwork(netns_path));
+  ASSIGN_OR_RETURN(std::string r4, pn->InNamespace({"ip", "-j", "route", "show"}));
+  ASSIGN_OR_RETURN(std::string r6, pn->InNamespace({"ip", "-j", "-6", "route", "show"}));
   ASSIGN_OR_RETURN(pn->config_, ParseIpJson(*addrs, r4, r6));
   for (size_t n = 0; n < pn->config_.interfaces.size(); ++n) {
     const Interface& i = pn->config_.interfaces[n];
@@ -169,23 +158,24 @@ StatusOr<std::unique_ptr<PodNetwork>> PodNetwork::Attach(const std::string& netn
   return pn;
 }
 
+StatusOr<std::string> PodNetwork::InNamespace(std::vector<std::string> argv) const {
+  argv.insert(argv.begin(), {"nsenter", "--net=" + netns_path_});
+  return RunCommand(argv);
+}
+
 Status PodNetwork::Redirect(const std::string& from, const std::string& to) {
-  const std::vector<std::string> tc = {"nsenter", "--net=" + netns_path_, "tc"};
-  auto run = [&](std::vector<std::string> args) {
-    std::vector<std::string> argv = tc;
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv).status();
-  };
-  RETURN_IF_ERROR(run({"qdisc", "add", "dev", from, "handle", "ffff:", "ingress"}));
+  RETURN_IF_ERROR(
+      InNamespace({"tc", "qdisc", "add", "dev", from, "handle", "ffff:", "ingress"}).status());
   if (!from.starts_with("tap")) redirected_.push_back(from);
-  return run({"filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match",
-              "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev", to});
+  return InNamespace({"tc",       "filter", "add",    "dev",      from,  "parent", "ffff:",
+                      "protocol", "all",    "u32",    "match",    "u8",  "0",      "0",
+                      "action",   "mirred", "egress", "redirect", "dev", to})
+      .status();
 }
 
 void PodNetwork::Undo() {
   for (const auto& dev : redirected_) {
-    auto r = RunCommand({"nsenter", "--net=" + netns_path_, "tc", "qdisc", "del", "dev", dev,
-                         "handle", "ffff:", "ingress"});
+    auto r = InNamespace({"tc", "qdisc", "del", "dev", dev, "handle", "ffff:", "ingress"});
     // The namespace may be gone already (CNI's teardown came first).
     if (!r.ok()) spdlog::debug("pod network {}: {}", netns_path_, r.status().ToString());
   }

@@ -68,6 +68,8 @@ class PodNetwork {
 
  private:
   explicit PodNetwork(std::string netns_path) : netns_path_(std::move(netns_path)) {}
+  // Runs argv inside the pod's network namespace (nsenter); its stdout.
+  StatusOr<std::string> InNamespace(std::vector<std::string> argv) const;
   Status Redirect(const std::string& from, const std::string& to);
   void Undo();
 

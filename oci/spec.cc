@@ -19,13 +19,13 @@ StatusOr<Spec> Spec::Parse(const std::string& json_text) {
         s.annotations_[k] = v.get<std::string>();
       }
     }
-    // A pid namespace of its own: type "pid" without a path to join.
+    if (auto h = doc.find("hostname"); h != doc.end() && h->is_string()) {
+      s.hostname_ = h->get<std::string>();
+    }
     if (auto l = doc.find("linux"); l != doc.end() && l->is_object()) {
       if (auto ns = l->find("namespaces"); ns != l->end() && ns->is_array()) {
         for (const auto& n : *ns) {
-          if (n.is_object() && n.value("type", "") == "pid" && n.value("path", "").empty()) {
-            s.own_pid_ns_ = true;
-          }
+          if (n.is_object()) s.namespaces_[n.value("type", "")] = n.value("path", "");
         }
       }
     }

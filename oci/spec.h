@@ -27,14 +27,23 @@ class Spec {
   std::string Annotation(const std::string& key) const;
   // The raw document (for the runtime driver), re-serialized.
   const std::string& text() const { return text_; }
+  // linux.namespaces: type -> path to join, "" for one of its own. A type
+  // not listed is the host's.
+  const std::map<std::string, std::string>& namespaces() const { return namespaces_; }
   // True when linux.namespaces creates a pid namespace (type "pid", no
   // path). Without one, init's exit does not end the container's other
   // processes: the shim has to (as runc-v2 does).
-  bool HasOwnPidNamespace() const { return own_pid_ns_; }
+  bool HasOwnPidNamespace() const {
+    auto it = namespaces_.find("pid");
+    return it != namespaces_.end() && it->second.empty();
+  }
+  // The spec's hostname, "" when unset.
+  const std::string& hostname() const { return hostname_; }
 
  private:
   std::string text_;
-  bool own_pid_ns_ = false;
+  std::string hostname_;
+  std::map<std::string, std::string> namespaces_;
   std::map<std::string, std::string> annotations_;
 };
 

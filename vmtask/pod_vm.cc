@@ -1,7 +1,5 @@
 #include "vmtask/pod_vm.h"
 
-#include <nlohmann/json.hpp>
-
 #include "base/log.h"
 #include "runhcs/agent.pb.h"
 #include "vmtask/vm_task.h"
@@ -10,22 +8,10 @@ namespace runhcs::vmtask {
 
 namespace apb = ::runhcs::agent::v1;
 
-StatusOr<SandboxShape> ReadSandboxShape(const std::string& spec_json, const std::string& id) {
-  nlohmann::json spec = nlohmann::json::parse(spec_json, nullptr, /*allow_exceptions=*/false);
-  if (spec.is_discarded() || !spec.is_object()) {
-    return InvalidArgumentError("pod '{}': config.json is not a JSON object", id);
-  }
+StatusOr<SandboxShape> ReadSandboxShape(const oci::Spec& spec, const std::string& id) {
   SandboxShape shape;
-  if (spec.contains("hostname") && spec["hostname"].is_string()) {
-    shape.hostname = spec["hostname"].get<std::string>();
-  }
-  std::map<std::string, std::string> nss;  // type -> path
-  if (spec.contains("linux") && spec["linux"].is_object() && spec["linux"].contains("namespaces") &&
-      spec["linux"]["namespaces"].is_array()) {
-    for (const auto& n : spec["linux"]["namespaces"]) {
-      if (n.is_object()) nss[n.value("type", "")] = n.value("path", "");
-    }
-  }
+  shape.hostname = spec.hostname();
+  const std::map<std::string, std::string>& nss = spec.namespaces();  // type -> path
   const struct {
     const char* type;
     const char* cri;
@@ -44,13 +30,13 @@ StatusOr<SandboxShape> ReadSandboxShape(const std::string& spec_json, const std:
           it->second);
     }
   }
-  shape.netns_path = nss["network"];
+  shape.netns_path = nss.at("network");
   return shape;
 }
 
-StatusOr<PodVm> BootPodVm(const std::string& spec_json, uvm::VmConfig base, const std::string& ns,
+StatusOr<PodVm> BootPodVm(const oci::Spec& spec, uvm::VmConfig base, const std::string& ns,
                           const std::string& id) {
-  ASSIGN_OR_RETURN(SandboxShape shape, ReadSandboxShape(spec_json, id));
+  ASSIGN_OR_RETURN(SandboxShape shape, ReadSandboxShape(spec, id));
   PodVm pod;
   if (!shape.netns_path.empty()) {
     auto net = net::PodNetwork::Attach(shape.netns_path);

@@ -8,6 +8,7 @@
 
 #include "base/status.h"
 #include "net/pod_network.h"
+#include "oci/spec.h"
 #include "uvm/utility_vm.h"
 
 namespace runhcs::vmtask {
@@ -18,11 +19,11 @@ struct SandboxShape {
   std::string hostname;
 };
 
-// Reads the sandbox's config.json (exposed for unit tests). A VM pod owns
+// Reads the sandbox's spec (exposed for unit tests). A VM pod owns
 // its pid, ipc and network namespaces: a spec without one of them (CRI's
 // HostPID, HostIPC, HostNetwork) is InvalidArgument naming it, as is a pid
 // or ipc namespace with a path (the host's).
-StatusOr<SandboxShape> ReadSandboxShape(const std::string& spec_json, const std::string& id);
+StatusOr<SandboxShape> ReadSandboxShape(const oci::Spec& spec, const std::string& id);
 
 struct PodVm {
   std::shared_ptr<uvm::UtilityVm> vm;
@@ -33,7 +34,7 @@ struct PodVm {
 
 // Boots pod `id`'s VM (BootVm) from its sandbox spec. On failure nothing of
 // it is left (VM closed, redirects undone).
-StatusOr<PodVm> BootPodVm(const std::string& spec_json, uvm::VmConfig base, const std::string& ns,
+StatusOr<PodVm> BootPodVm(const oci::Spec& spec, uvm::VmConfig base, const std::string& ns,
                           const std::string& id);
 
 }  // namespace runhcs::vmtask

@@ -10,8 +10,11 @@
 namespace runhcs::vmtask {
 namespace {
 
-std::string SandboxSpec(const std::string& namespaces) {
-  return R"({"hostname":"web-0","linux":{"namespaces":[)" + namespaces + "]}}";
+oci::Spec SandboxSpec(const std::string& namespaces) {
+  auto spec =
+      oci::Spec::Parse(R"({"hostname":"web-0","linux":{"namespaces":[)" + namespaces + "]}}");
+  EXPECT_TRUE(spec.ok()) << spec.status().ToString();
+  return spec.ok() ? *spec : oci::Spec();
 }
 
 TEST(ReadSandboxShapeTest, TakesTheNetworkPathAndHostname) {
@@ -47,7 +50,8 @@ TEST(ReadSandboxShapeTest, HostNamespacesAreRefusedByName) {
     EXPECT_EQ(s.status().code(), Code::kInvalidArgument);
     EXPECT_NE(s.status().message().find(c.named), std::string::npos) << s.status().message();
   }
-  EXPECT_EQ(ReadSandboxShape("[1]", "p").status().code(), Code::kInvalidArgument);
+  // (A spec that is not an object never gets here: oci::Spec::Parse refuses it.)
+  EXPECT_EQ(oci::Spec::Parse("[1]").status().code(), Code::kInvalidArgument);
 }
 
 TEST(MapNamespacesTest, InAPodTheHostPathsBecomeThePodsAndNetworkTheVms) {

@@ -104,8 +104,7 @@ class ShimTaskFactory : public service::TaskFactory {
             return std::shared_ptr<task::Task>(std::move(t));
           }));
     }
-    ASSIGN_OR_RETURN(vmtask::PodVm pod_vm,
-                     vmtask::BootPodVm(spec.text(), VmConfig(opts), ns_, req.id));
+    ASSIGN_OR_RETURN(vmtask::PodVm pod_vm, vmtask::BootPodVm(spec, VmConfig(opts), ns_, req.id));
     std::shared_ptr<uvm::UtilityVm> vm = pod_vm.vm;
     std::shared_ptr<pod::SandboxTask> sandbox = pod::SandboxTask::Create(
         pub, req.id, req.bundle, vm, std::shared_ptr<net::PodNetwork>(std::move(pod_vm.network)));
