@@ -7,7 +7,7 @@ PKGS=(
   protobuf-compiler libprotobuf-dev libprotoc-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libboost-dev libboost-program-options-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgrpc++-dev protobuf-compiler-grpc gnuplot-nox
-  containerd runc crun busybox-static procps util-linux iproute2 containernetworking-plugins
+  containerd runc crun busybox-static procps util-linux iproute2 iptables containernetworking-plugins
   qemu-system-x86 cpio libgcc-12-dev tmux
 )
 missing=()

@@ -16,6 +16,7 @@
 #include "base/io.h"
 #include "base/sha256.h"
 #include "runtime/v1/api.grpc.pb.h"
+#include "tests/cri_stream.h"
 #include "tests/subprocess.h"
 
 namespace runhcs::testing {
@@ -34,7 +35,7 @@ bool BuildImage(const std::string& dir) {
 cd "$DIR"
 mkdir -p layer/bin layer/etc layer/tmp layer/proc layer/sys layer/dev image/blobs/sha256
 cp /bin/busybox layer/bin/busybox
-for a in sh sleep cat echo httpd hostname ls nc touch grep; do ln -s busybox layer/bin/$a; done
+for a in sh sleep cat echo httpd hostname ls nc touch grep head wc stty tty id tr; do ln -s busybox layer/bin/$a; done
 echo 'root:x:0:0:root:/root:/bin/sh' > layer/etc/passwd
 echo 'root:x:0:' > layer/etc/group
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C layer -cf layer.tar .
@@ -98,7 +99,7 @@ class CriTest : public ::testing::Test {
                 R"("bridge":"rhcs0","isGateway":true,"ipMasq":false,"ipam":{"type":"host-local",)" +
                 R"("ranges":[[{"subnet":")" + kSubnet +
                 R"(.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}],)" + R"("dataDir":")" + d +
-                R"(/ipam"}}]})",
+                R"(/ipam"}},{"type":"portmap","capabilities":{"portMappings":true}}]})",
             0644)
             .ok());
     ASSERT_TRUE(WriteFileAtomic(d + "/process.json", R"({"ociRuntime":"runc"})", 0644).ok());
@@ -143,6 +144,125 @@ class CriTest : public ::testing::Test {
     return resp;
   }
 
+  static std::string NetnsPath() { return "/run/netns/" + env->netns; }
+
+  static std::unique_ptr<CriStream> OpenStream(const std::string& url) {
+    std::string error;
+    std::unique_ptr<CriStream> s = CriStream::Open(NetnsPath(), url, &error);
+    EXPECT_NE(s, nullptr) << error;
+    return s;
+  }
+
+  // `kubectl exec -it <pod> -- sh`: a shell on a terminal, resized, that
+  // exits with a code the caller sees.
+  static void TerminalExec(const std::string& cid) {
+    cri::ExecRequest req;
+    req.set_container_id(cid);
+    req.add_cmd("/bin/sh");
+    req.set_tty(true);
+    req.set_stdin(true);
+    req.set_stdout(true);
+    cri::ExecResponse resp;
+    grpc::Status st = env->rt->Exec(Ctx().get(), req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    std::unique_ptr<CriStream> s = OpenStream(resp.url());
+    ASSERT_NE(s, nullptr);
+    ASSERT_TRUE(s->Send("tty; echo ok-$((6*7))\n"));
+    EXPECT_TRUE(s->ReadUntil([&] { return s->out.find("ok-42") != std::string::npos; }, 30s))
+        << s->out;
+    EXPECT_NE(s->out.find("/dev/pts/"), std::string::npos) << s->out;
+    // A resize reaches the terminal apart from stdin (its own channel), so
+    // ask until the shell sees it.
+    ASSERT_TRUE(s->Resize(100, 30));
+    bool resized = false;
+    for (int i = 0; i < 50 && !resized; ++i) {
+      ASSERT_TRUE(s->Send("stty size\n"));
+      resized = s->ReadUntil([&] { return s->out.find("30 100") != std::string::npos; }, 200ms);
+    }
+    EXPECT_TRUE(resized) << s->out;
+    ASSERT_TRUE(s->Send("exit 3\n"));
+    EXPECT_TRUE(s->ReadUntil(nullptr, 30s)) << "the exec's stream did not end";
+    EXPECT_EQ(s->ExitCode(), 3) << s->status;
+  }
+
+  // `kubectl exec -i`: every byte sent on stdin arrives, stdout and stderr
+  // stay apart, the exit code comes back.
+  static void StdinExec(const std::string& cid) {
+    constexpr size_t kBytes = 300000;
+    cri::ExecRequest req;
+    req.set_container_id(cid);
+    for (const char* a : {"/bin/sh", "-c", "head -c 300000 | wc -c; echo to-err >&2; exit 5"}) {
+      req.add_cmd(a);
+    }
+    req.set_stdin(true);
+    req.set_stdout(true);
+    req.set_stderr(true);
+    cri::ExecResponse resp;
+    grpc::Status st = env->rt->Exec(Ctx().get(), req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    std::unique_ptr<CriStream> s = OpenStream(resp.url());
+    ASSERT_NE(s, nullptr);
+    std::string chunk(10000, 'x');
+    for (size_t sent = 0; sent < kBytes; sent += chunk.size()) ASSERT_TRUE(s->Send(chunk));
+    EXPECT_TRUE(s->ReadUntil(nullptr, 60s)) << "the exec's stream did not end";
+    EXPECT_EQ(s->out, std::to_string(kBytes) + "\n");
+    EXPECT_EQ(s->err, "to-err\n");
+    EXPECT_EQ(s->ExitCode(), 5) << s->status;
+  }
+
+  static std::string RunSandbox(const cri::PodSandboxConfig& pod, const std::string& handler) {
+    cri::RunPodSandboxRequest run;
+    *run.mutable_config() = pod;
+    run.set_runtime_handler(handler);
+    cri::RunPodSandboxResponse ran;
+    grpc::Status st = env->rt->RunPodSandbox(Ctx(120s).get(), run, &ran);
+    EXPECT_TRUE(st.ok()) << st.error_message() << env->ctrd->log();
+    return ran.pod_sandbox_id();
+  }
+
+  static std::string CreateAndStart(const std::string& pod_id, const cri::PodSandboxConfig& pod,
+                                    const cri::ContainerConfig& config) {
+    cri::CreateContainerRequest cc;
+    cc.set_pod_sandbox_id(pod_id);
+    *cc.mutable_sandbox_config() = pod;
+    *cc.mutable_config() = config;
+    cri::CreateContainerResponse created;
+    grpc::Status st = env->rt->CreateContainer(Ctx(120s).get(), cc, &created);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    if (!st.ok()) return "";
+    cri::StartContainerRequest start;
+    start.set_container_id(created.container_id());
+    cri::StartContainerResponse started;
+    st = env->rt->StartContainer(Ctx(120s).get(), start, &started);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return st.ok() ? created.container_id() : "";
+  }
+
+  static std::string VmDir(const std::string& pod_id) {
+    return "/run/runhcs/vm/" + Sha256Hex("k8s.io/" + pod_id).substr(0, 24);
+  }
+
+  // StopPodSandbox then RemovePodSandbox (which removes what containers
+  // are left, as kubelet relies on), then nothing of the pod is left: no
+  // shim, no VM.
+  static void StopAndRemovePod(const std::string& pod_id) {
+    cri::StopPodSandboxRequest sps;
+    sps.set_pod_sandbox_id(pod_id);
+    cri::StopPodSandboxResponse spr;
+    grpc::Status st = env->rt->StopPodSandbox(Ctx(60s).get(), sps, &spr);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    cri::RemovePodSandboxRequest rps;
+    rps.set_pod_sandbox_id(pod_id);
+    cri::RemovePodSandboxResponse rpr;
+    st = env->rt->RemovePodSandbox(Ctx(60s).get(), rps, &rpr);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    const std::string vm_dir = VmDir(pod_id);
+    EXPECT_TRUE(WaitFor(
+        [&] { return CountProcesses("containerd-shim-runhcs-v1 .*-id " + pod_id) == 0; }, 15s));
+    EXPECT_TRUE(WaitFor([&] { return ::access(vm_dir.c_str(), F_OK) != 0; }, 15s)) << vm_dir;
+    EXPECT_EQ(CountProcesses(vm_dir), 0);
+  }
+
   // The user's pod: an HTTP server with a read-only hostPath volume, its log
   // and its files checked, reached on the pod IP, stopped, removed, gone.
   void RunPod(const std::string& handler) {
@@ -166,13 +286,8 @@ class CriTest : public ::testing::Test {
     ns->set_network(cri::POD);
     ns->set_pid(cri::CONTAINER);
     ns->set_ipc(cri::POD);
-    cri::RunPodSandboxRequest run;
-    *run.mutable_config() = pod;
-    run.set_runtime_handler(handler);
-    cri::RunPodSandboxResponse ran;
-    grpc::Status st = env->rt->RunPodSandbox(Ctx(120s).get(), run, &ran);
-    ASSERT_TRUE(st.ok()) << st.error_message() << env->ctrd->log();
-    const std::string pod_id = ran.pod_sandbox_id();
+    const std::string pod_id = RunSandbox(pod, handler);
+    ASSERT_FALSE(pod_id.empty());
 
     cri::PodSandboxStatusRequest psr;
     psr.set_pod_sandbox_id(pod_id);
@@ -182,10 +297,8 @@ class CriTest : public ::testing::Test {
     const std::string ip = ps.status().network().ip();
     EXPECT_EQ(ip.rfind(std::string(kSubnet) + ".", 0), 0u) << ip;
 
-    cri::CreateContainerRequest cc;
-    cc.set_pod_sandbox_id(pod_id);
-    *cc.mutable_sandbox_config() = pod;
-    cri::ContainerConfig* c = cc.mutable_config();
+    cri::ContainerConfig config;
+    cri::ContainerConfig* c = &config;
     c->mutable_metadata()->set_name("httpd");
     c->mutable_image()->set_image(kImage);
     c->add_command("/bin/sh");
@@ -201,20 +314,13 @@ class CriTest : public ::testing::Test {
     cns->set_network(cri::POD);
     cns->set_pid(cri::CONTAINER);
     cns->set_ipc(cri::POD);
-    cri::CreateContainerResponse created;
-    st = env->rt->CreateContainer(Ctx(120s).get(), cc, &created);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-    const std::string cid = created.container_id();
-    cri::StartContainerRequest start;
-    start.set_container_id(cid);
-    cri::StartContainerResponse started;
-    st = env->rt->StartContainer(Ctx(120s).get(), start, &started);
-    ASSERT_TRUE(st.ok()) << st.error_message();
+    const std::string cid = CreateAndStart(pod_id, pod, config);
+    ASSERT_FALSE(cid.empty());
 
     // Where it runs: the host's kernel, or its pod's VM (the VM's QEMU is
     // the sandbox's pid).
     std::string boot_id = ExecSync(cid, {"cat", "/proc/sys/kernel/random/boot_id"}).stdout();
-    std::string vm_dir = "/run/runhcs/vm/" + Sha256Hex("k8s.io/" + pod_id).substr(0, 24);
+    const std::string vm_dir = VmDir(pod_id);
     if (handler == "runhcs-vm") {
       EXPECT_NE(boot_id, ReadFileOr("/proc/sys/kernel/random/boot_id"));
       EXPECT_EQ(CountProcesses("qemu-system.*" + vm_dir), 1);
@@ -237,6 +343,11 @@ class CriTest : public ::testing::Test {
     cri::ExecSyncResponse fails = ExecSync(cid, {"sh", "-c", "echo to-stderr >&2; exit 7"});
     EXPECT_EQ(fails.exit_code(), 7);
     EXPECT_EQ(fails.stderr(), "to-stderr\n");
+    // Its own pid namespace (the pod asked for CONTAINER): pid 1 is httpd.
+    EXPECT_EQ(ExecSync(cid, {"cat", "/proc/1/comm"}).stdout(), "httpd\n");
+
+    TerminalExec(cid);
+    StdinExec(cid);
 
     // The server answers on the pod IP from the node's network.
     std::string got;
@@ -259,7 +370,7 @@ class CriTest : public ::testing::Test {
     cri::ContainerStatsRequest csr;
     csr.set_container_id(cid);
     cri::ContainerStatsResponse cs;
-    st = env->rt->ContainerStats(Ctx().get(), csr, &cs);
+    grpc::Status st = env->rt->ContainerStats(Ctx().get(), csr, &cs);
     EXPECT_TRUE(st.ok()) << st.error_message();
     EXPECT_GT(cs.stats().memory().working_set_bytes().value(), 0u);
     EXPECT_GT(cs.stats().cpu().usage_core_nano_seconds().value(), 0u);
@@ -285,22 +396,98 @@ class CriTest : public ::testing::Test {
     rm.set_container_id(cid);
     cri::RemoveContainerResponse rmd;
     EXPECT_TRUE(env->rt->RemoveContainer(Ctx().get(), rm, &rmd).ok());
-    cri::StopPodSandboxRequest sps;
-    sps.set_pod_sandbox_id(pod_id);
-    cri::StopPodSandboxResponse spr;
-    st = env->rt->StopPodSandbox(Ctx(60s).get(), sps, &spr);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    cri::RemovePodSandboxRequest rps;
-    rps.set_pod_sandbox_id(pod_id);
-    cri::RemovePodSandboxResponse rpr;
-    st = env->rt->RemovePodSandbox(Ctx(60s).get(), rps, &rpr);
-    EXPECT_TRUE(st.ok()) << st.error_message();
+    StopAndRemovePod(pod_id);
+  }
 
-    // Nothing of the pod is left: no shim, no VM.
+  // A pod sharing one pid namespace (shareProcessNamespace), reached through
+  // a host port, whose containers run as another user on a read-only root
+  // and one of them on a terminal that `kubectl attach -it` reaches.
+  void RunSharedPidPod(const std::string& handler, int host_port) {
+    ASSERT_NE(env, nullptr);
+    ASSERT_TRUE(env->ctrd && env->ctrd->ok());
+    cri::PodSandboxConfig pod;
+    pod.mutable_metadata()->set_name("shared-" + handler);
+    pod.mutable_metadata()->set_uid("uid-shared-" + handler);
+    pod.mutable_metadata()->set_namespace_("default");
+    pod.set_hostname("shared-" + handler);
+    pod.set_log_directory(env->dir);
+    auto* pm = pod.add_port_mappings();
+    pm->set_container_port(8080);
+    pm->set_host_port(host_port);
+    auto* ns = pod.mutable_linux()->mutable_security_context()->mutable_namespace_options();
+    ns->set_pid(cri::POD);
+    const std::string pod_id = RunSandbox(pod, handler);
+    ASSERT_FALSE(pod_id.empty());
+
+    auto container = [&](const std::string& name, const std::string& script) {
+      cri::ContainerConfig c;
+      c.mutable_metadata()->set_name(name);
+      c.mutable_image()->set_image(kImage);
+      c.add_command("/bin/sh");
+      c.add_args("-c");
+      c.add_args(script);
+      c.mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_pid(cri::POD);
+      return c;
+    };
+    cri::ContainerConfig sleeper = container("sleeper", "exec sleep 1001");
+    auto* sc = sleeper.mutable_linux()->mutable_security_context();
+    sc->mutable_run_as_user()->set_value(1000);
+    sc->mutable_run_as_group()->set_value(1001);
+    sc->set_readonly_rootfs(true);
+    const std::string sleeper_id = CreateAndStart(pod_id, pod, sleeper);
+    ASSERT_FALSE(sleeper_id.empty());
+    const std::string web_id = CreateAndStart(
+        pod_id, pod,
+        container("web", "echo shared > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"));
+    ASSERT_FALSE(web_id.empty());
+    cri::ContainerConfig term = container("term", "exec sh");
+    term.set_stdin(true);
+    term.set_tty(true);
+    const std::string term_id = CreateAndStart(pod_id, pod, term);
+    ASSERT_FALSE(term_id.empty());
+
+    EXPECT_EQ(ExecSync(sleeper_id, {"id", "-u"}).stdout(), "1000\n");
+    EXPECT_EQ(ExecSync(sleeper_id, {"id", "-g"}).stdout(), "1001\n");
+    EXPECT_NE(ExecSync(sleeper_id, {"touch", "/new"}).exit_code(), 0)
+        << "a read-only root took a write";
+    // One pid namespace for the pod: its pid 1 is the sandbox's (the pause
+    // process on the host, the pod's holder in the VM), and each container
+    // sees the others' processes.
+    EXPECT_EQ(ExecSync(web_id, {"cat", "/proc/1/comm"}).stdout(),
+              handler == "runhcs-vm" ? "pod-holder\n" : "sleep\n");
+    std::string ps = ExecSync(web_id, {"sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"})
+                         .stdout();
+    EXPECT_NE(ps.find("sleep 1001"), std::string::npos) << ps;
+
+    // The pod's port on the node's address.
+    std::string got;
     EXPECT_TRUE(WaitFor(
-        [&] { return CountProcesses("containerd-shim-runhcs-v1 .*-id " + pod_id) == 0; }, 15s));
-    EXPECT_TRUE(WaitFor([&] { return ::access(vm_dir.c_str(), F_OK) != 0; }, 15s)) << vm_dir;
-    EXPECT_EQ(CountProcesses(vm_dir), 0);
+        [&] {
+          got = HttpGetIn(NetnsPath(), std::string(kSubnet) + ".1", host_port, "/index.html");
+          return got.find("\r\n\r\nshared\n") != std::string::npos;
+        },
+        30s))
+        << got;
+
+    // Attach to the terminal container's shell.
+    cri::AttachRequest at;
+    at.set_container_id(term_id);
+    at.set_stdin(true);
+    at.set_tty(true);
+    at.set_stdout(true);
+    cri::AttachResponse atr;
+    grpc::Status st = env->rt->Attach(Ctx().get(), at, &atr);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    std::unique_ptr<CriStream> s = OpenStream(atr.url());
+    ASSERT_NE(s, nullptr);
+    ASSERT_TRUE(s->Send("echo attached-$((40+2))\n"));
+    EXPECT_TRUE(s->ReadUntil([&] { return s->out.find("attached-42") != std::string::npos; }, 30s))
+        << s->out;
+    s.reset();
+
+    StopAndRemovePod(pod_id);
+    // CNI took the port back.
+    EXPECT_EQ(HttpGetIn(NetnsPath(), std::string(kSubnet) + ".1", host_port, "/index.html"), "");
   }
 };
 
@@ -314,9 +501,21 @@ TEST_F(CriTest, TheImageIsThere) {
   EXPECT_FALSE(resp.image().id().empty());
 }
 
+// The reference: the same checks against containerd's runc shim, so that a
+// failure below that also fails here is the test's, not this shim's.
+TEST_F(CriTest, ARuncV2PodRunsAndGoes) { RunPod("runc"); }
+
+TEST_F(CriTest, ARuncV2PodSharesItsPidNamespace) { RunSharedPidPod("runc", 18082); }
+
 TEST_F(CriTest, AProcessIsolatedPodRunsAndGoes) { RunPod("runhcs"); }
 
 TEST_F(CriTest, AHypervisorIsolatedPodRunsAndGoes) { RunPod("runhcs-vm"); }
+
+TEST_F(CriTest, AProcessIsolatedPodSharesItsPidNamespace) { RunSharedPidPod("runhcs", 18080); }
+
+TEST_F(CriTest, AHypervisorIsolatedPodSharesItsPidNamespace) {
+  RunSharedPidPod("runhcs-vm", 18081);
+}
 
 }  // namespace
 }  // namespace runhcs::testing
