@@ -118,10 +118,17 @@ class BeastStream : public CriStream {
       if (msg.empty()) continue;
       std::string data = msg.substr(1);
       switch (msg[0]) {
-        case 1: out += data; break;
-        case 2: err += data; break;
-        case 3: status += data; break;
-        default: break;
+        case 1:
+          out += data;
+          break;
+        case 2:
+          err += data;
+          break;
+        case 3:
+          status += data;
+          break;
+        default:
+          break;
       }
     }
     return true;

@@ -455,8 +455,8 @@ class CriTest : public ::testing::Test {
     // sees the others' processes.
     EXPECT_EQ(ExecSync(web_id, {"cat", "/proc/1/comm"}).stdout(),
               handler == "runhcs-vm" ? "pod-holder\n" : "sleep\n");
-    std::string ps = ExecSync(web_id, {"sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"})
-                         .stdout();
+    std::string ps =
+        ExecSync(web_id, {"sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"}).stdout();
     EXPECT_NE(ps.find("sleep 1001"), std::string::npos) << ps;
 
     // The pod's port on the node's address.
