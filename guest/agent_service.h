@@ -45,6 +45,7 @@ struct AgentConfig {
   std::string agent_version;
   std::string cgroup_root = "/sys/fs/cgroup";
   std::string sys_class_net = "/sys/class/net";
+  std::string proc_sys = "/proc/sys";
   // Called after Shutdown has answered (PID 1 powers the VM off).
   std::function<void()> on_shutdown;
 };

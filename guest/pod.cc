@@ -1,6 +1,7 @@
 #include "guest/pod.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cctype>
 #include <memory>
+#include <thread>
 
 #include "base/io.h"
 
@@ -69,6 +71,58 @@ std::map<std::string, std::string> InterfacesByMac(const std::string& sys_class_
   }
   ::closedir(d);
   return out;
+}
+
+StatusOr<std::string> SysctlPath(const std::string& key) {
+  std::string path;
+  size_t part = 0;
+  for (char c : key) {
+    if (c == '.') {
+      if (part == 0) break;
+      path += '/';
+      part = 0;
+      continue;
+    }
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') {
+      return InvalidArgumentError("{:?} is not a sysctl key", key);
+    }
+    path += c;
+    ++part;
+  }
+  if (part == 0) return InvalidArgumentError("{:?} is not a sysctl key", key);
+  return path;
+}
+
+Status ApplyPodSysctls(const std::map<std::string, std::string>& sysctls, pid_t holder,
+                       const std::string& proc_sys) {
+  if (sysctls.empty()) return OkStatus();
+  std::vector<std::pair<std::string, std::string>> writes;
+  for (const auto& [key, value] : sysctls) {
+    ASSIGN_OR_RETURN(std::string rel, SysctlPath(key));
+    writes.emplace_back(proc_sys + "/" + rel, value);
+  }
+  Status st;
+  // setns(2) of ipc and uts changes only the calling thread's namespaces.
+  std::thread([&] {
+    for (const char* type : {"ipc", "uts"}) {
+      std::string p = "/proc/" + std::to_string(holder) + "/ns/" + type;
+      UniqueFd ns(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!ns.valid() || ::setns(ns.get(), 0) != 0) {
+        st = ErrnoError(errno, fmt::format("join the pod's {} namespace ({})", type, p));
+        return;
+      }
+    }
+    for (const auto& [path, value] : writes) {
+      // No O_CREAT: a key the kernel does not have is ENOENT.
+      UniqueFd f(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+      Status w = f.valid() ? WriteAll(f.get(), value) : ErrnoError(errno, "open " + path);
+      if (!w.ok()) {
+        st = w.Wrap("pod sysctl");
+        return;
+      }
+    }
+  }).join();
+  return st;
 }
 
 StatusOr<std::vector<std::vector<std::string>>> NetworkCommands(

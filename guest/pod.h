@@ -34,6 +34,20 @@ StatusOr<std::vector<std::vector<std::string>>> NetworkCommands(
 // (/sys/class/net).
 std::map<std::string, std::string> InterfacesByMac(const std::string& sys_class_net);
 
+// The file under /proc/sys for a dotted sysctl key ("kernel.shm_rmid_forced"
+// -> "kernel/shm_rmid_forced"). InvalidArgument for anything else: an empty
+// part, or a character outside [A-Za-z0-9_-] (so no key leaves /proc/sys).
+StatusOr<std::string> SysctlPath(const std::string& key);
+
+// Writes the pod's sysctls under `proc_sys` (/proc/sys) from a thread that
+// joined the holder's ipc and uts namespaces, so that namespaced keys land
+// in the pod's namespaces; network keys land in the VM's network namespace
+// (the pod's), and the rest in the guest kernel, which serves this pod only.
+// Every key is checked before any is written; the first failure is returned
+// naming its key.
+Status ApplyPodSysctls(const std::map<std::string, std::string>& sysctls, pid_t holder,
+                       const std::string& proc_sys);
+
 // Points the spec's namespaces of `types` at the holder's
 // (/proc/<holder>/ns/<type>), adding an entry where there is none.
 // InvalidArgument for a type that is not pid, ipc or uts.

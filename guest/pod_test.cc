@@ -127,6 +127,44 @@ TEST(StartNamespaceHolderTest, HoldsNewNamespacesWithTheHostnameUntilKilled) {
   EXPECT_TRUE(WIFSIGNALED(status));
 }
 
+TEST(SysctlPathTest, DotsBecomeDirectoriesAndNothingLeavesProcSys) {
+  EXPECT_EQ(SysctlPath("kernel.shm_rmid_forced").value(), "kernel/shm_rmid_forced");
+  EXPECT_EQ(SysctlPath("net.ipv4.conf.eth-0.forwarding").value(), "net/ipv4/conf/eth-0/forwarding");
+  for (const char* bad : {"", ".", "kernel.", ".kernel", "kernel..x", "kernel/../../etc/passwd",
+                          "../x", "a b", "net.ipv4.conf.eth0/1"}) {
+    EXPECT_EQ(SysctlPath(bad).status().code(), Code::kInvalidArgument) << bad;
+  }
+}
+
+// The pod's sysctls are written in the holder's ipc namespace: the
+// agent's own keeps its value.
+TEST(ApplyPodSysctlsTest, NamespacedKeysLandInThePodsNamespaces) {
+  auto holder = StartNamespaceHolder("sysctl-pod");
+  ASSERT_TRUE(holder.ok()) << holder.status().ToString();
+  std::string before = ReadFile("/proc/sys/kernel/msgmnb").value();
+  Status st = ApplyPodSysctls({{"kernel.msgmnb", "12345"}}, *holder, "/proc/sys");
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  auto in_pod = RunCommand(
+      {"nsenter", "-t", std::to_string(*holder), "-i", "cat", "/proc/sys/kernel/msgmnb"});
+  ASSERT_TRUE(in_pod.ok()) << in_pod.status().ToString();
+  EXPECT_EQ(*in_pod, "12345\n");
+  EXPECT_EQ(ReadFile("/proc/sys/kernel/msgmnb").value(), before);
+
+  // A bad key anywhere: nothing is written.
+  st = ApplyPodSysctls({{"kernel.msgmnb", "999"}, {"../x", "1"}}, *holder, "/proc/sys");
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_EQ(*RunCommand(
+                {"nsenter", "-t", std::to_string(*holder), "-i", "cat", "/proc/sys/kernel/msgmnb"}),
+            "12345\n");
+  // A key the kernel does not have.
+  st = ApplyPodSysctls({{"kernel.no_such_sysctl", "1"}}, *holder, "/proc/sys");
+  EXPECT_EQ(st.code(), Code::kNotFound) << st.ToString();
+  EXPECT_NE(st.ToString().find("no_such_sysctl"), std::string::npos);
+  ::kill(*holder, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(*holder, &status, 0), *holder);
+}
+
 TEST(StartNamespaceHolderTest, AnOverlongHostnameIsInvalidArgument) {
   auto pid = StartNamespaceHolder(std::string(65, 'h'));
   ASSERT_FALSE(pid.ok());

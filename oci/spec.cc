@@ -28,6 +28,14 @@ StatusOr<Spec> Spec::Parse(const std::string& json_text) {
           if (n.is_object()) s.namespaces_[n.value("type", "")] = n.value("path", "");
         }
       }
+      if (auto sc = l->find("sysctl"); sc != l->end() && !sc->is_null()) {
+        if (!sc->is_object()) return InvalidArgumentError("OCI spec linux.sysctl is not an object");
+        for (auto& [k, v] : sc->items()) {
+          if (!v.is_string())
+            return InvalidArgumentError("OCI spec sysctl {:?} is not a string", k);
+          s.sysctls_[k] = v.get<std::string>();
+        }
+      }
     }
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgumentError("invalid OCI spec: {}", e.what());

@@ -39,11 +39,14 @@ class Spec {
   }
   // The spec's hostname, "" when unset.
   const std::string& hostname() const { return hostname_; }
+  // linux.sysctl: key (dotted) -> value.
+  const std::map<std::string, std::string>& sysctls() const { return sysctls_; }
 
  private:
   std::string text_;
   std::string hostname_;
   std::map<std::string, std::string> namespaces_;
+  std::map<std::string, std::string> sysctls_;
   std::map<std::string, std::string> annotations_;
 };
 

@@ -20,6 +20,17 @@ TEST(Spec, BadDocumentsAreInvalidArgument) {
   EXPECT_EQ(Spec::Load("/nonexistent-bundle").status().code(), Code::kNotFound);
 }
 
+TEST(Spec, ReadsSysctls) {
+  auto s = Spec::Parse(
+      R"({"linux":{"sysctl":{"kernel.shm_rmid_forced":"1","net.core.somaxconn":"64"}}})");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->sysctls(), (std::map<std::string, std::string>{{"kernel.shm_rmid_forced", "1"},
+                                                              {"net.core.somaxconn", "64"}}));
+  EXPECT_EQ(Spec::Parse(R"({"linux":{"sysctl":["a"]}})").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(Spec::Parse(R"({"linux":{"sysctl":{"a.b":1}}})").status().code(),
+            Code::kInvalidArgument);
+}
+
 Spec With(const std::string& annotations) {
   return Spec::Parse(R"({"annotations":)" + annotations + "}").value();
 }

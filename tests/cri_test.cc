@@ -33,9 +33,9 @@ constexpr char kSubnet[] = "10.214.0";
 bool BuildImage(const std::string& dir) {
   const std::string script = R"SH(set -e
 cd "$DIR"
-mkdir -p layer/bin layer/etc layer/tmp layer/proc layer/sys layer/dev image/blobs/sha256
+mkdir -p layer/bin layer/etc layer/tmp layer/mnt layer/proc layer/sys layer/dev image/blobs/sha256
 cp /bin/busybox layer/bin/busybox
-for a in sh sleep cat echo httpd hostname ls nc touch grep head wc stty tty id tr; do ln -s busybox layer/bin/$a; done
+for a in sh sleep cat echo httpd hostname ls nc touch grep head wc stty tty id tr mount tail; do ln -s busybox layer/bin/$a; done
 echo 'root:x:0:0:root:/root:/bin/sh' > layer/etc/passwd
 echo 'root:x:0:' > layer/etc/group
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C layer -cf layer.tar .
@@ -489,6 +489,98 @@ class CriTest : public ::testing::Test {
     // CNI took the port back.
     EXPECT_EQ(HttpGetIn(NetnsPath(), std::string(kSubnet) + ".1", host_port, "/index.html"), "");
   }
+
+  // The security context a pod spec can carry, container by container, as
+  // Kubernetes' CRI validation suite checks it: capabilities added and
+  // dropped, supplemental groups, no_new_privs, masked and read-only paths,
+  // a privileged container, pod sysctls, and a container killed for memory
+  // reported as OOMKilled.
+  void RunSecurityPod(const std::string& handler) {
+    ASSERT_NE(env, nullptr);
+    ASSERT_TRUE(env->ctrd && env->ctrd->ok());
+    cri::PodSandboxConfig pod;
+    pod.mutable_metadata()->set_name("sec-" + handler);
+    pod.mutable_metadata()->set_uid("uid-sec-" + handler);
+    pod.mutable_metadata()->set_namespace_("default");
+    pod.set_log_directory(env->dir);
+    pod.mutable_linux()->mutable_security_context()->set_privileged(true);
+    (*pod.mutable_linux()->mutable_sysctls())["kernel.shm_rmid_forced"] = "1";
+    (*pod.mutable_linux()->mutable_sysctls())["fs.mqueue.msg_max"] = "100";
+    const std::string pod_id = RunSandbox(pod, handler);
+    ASSERT_FALSE(pod_id.empty());
+    auto container = [&](const std::string& name, const std::string& script) {
+      cri::ContainerConfig c;
+      c.mutable_metadata()->set_name(name);
+      c.mutable_image()->set_image(kImage);
+      c.add_command("/bin/sh");
+      c.add_args("-c");
+      c.add_args(script);
+      return c;
+    };
+    auto cap_eff = [&](const std::string& cid) {
+      std::string s = ExecSync(cid, {"grep", "CapEff", "/proc/self/status"}).stdout();
+      size_t colon = s.find(':');
+      return colon == std::string::npos ? ~0ull : std::stoull(s.substr(colon + 1), nullptr, 16);
+    };
+    constexpr int kChown = 0, kNetAdmin = 12, kSysAdmin = 21;
+
+    cri::ContainerConfig confined = container("confined", "exec sleep 1002");
+    auto* sc = confined.mutable_linux()->mutable_security_context();
+    sc->mutable_capabilities()->add_add_capabilities("NET_ADMIN");
+    sc->mutable_capabilities()->add_drop_capabilities("CHOWN");
+    sc->add_supplemental_groups(1234);
+    sc->set_no_new_privs(true);
+    confined.mutable_linux()->mutable_security_context()->mutable_run_as_user()->set_value(0);
+    const std::string confined_id = CreateAndStart(pod_id, pod, confined);
+    ASSERT_FALSE(confined_id.empty());
+    uint64_t caps = cap_eff(confined_id);
+    EXPECT_TRUE(caps & (1ull << kNetAdmin)) << std::hex << caps;
+    EXPECT_FALSE(caps & (1ull << kChown)) << std::hex << caps;
+    EXPECT_FALSE(caps & (1ull << kSysAdmin)) << std::hex << caps;
+    EXPECT_NE(ExecSync(confined_id, {"id", "-G"}).stdout().find("1234"), std::string::npos);
+    EXPECT_NE(ExecSync(confined_id, {"grep", "NoNewPrivs", "/proc/self/status"}).stdout().find("1"),
+              std::string::npos);
+    EXPECT_NE(ExecSync(confined_id, {"mount", "-t", "tmpfs", "none", "/mnt"}).exit_code(), 0)
+        << "mounted without CAP_SYS_ADMIN";
+    EXPECT_EQ(ExecSync(confined_id, {"cat", "/proc/sys/kernel/shm_rmid_forced"}).stdout(), "1\n");
+    EXPECT_EQ(ExecSync(confined_id, {"cat", "/proc/sys/fs/mqueue/msg_max"}).stdout(), "100\n");
+
+    cri::ContainerConfig masked = container("masked", "exec sleep 1003");
+    masked.mutable_linux()->mutable_security_context()->add_masked_paths("/etc/passwd");
+    masked.mutable_linux()->mutable_security_context()->add_readonly_paths("/tmp");
+    const std::string masked_id = CreateAndStart(pod_id, pod, masked);
+    ASSERT_FALSE(masked_id.empty());
+    EXPECT_EQ(ExecSync(masked_id, {"cat", "/etc/passwd"}).stdout(), "");
+    EXPECT_NE(ExecSync(masked_id, {"touch", "/tmp/x"}).exit_code(), 0)
+        << "wrote to a read-only path";
+    EXPECT_EQ(ExecSync(masked_id, {"touch", "/x"}).exit_code(), 0);
+
+    cri::ContainerConfig priv = container("privileged", "exec sleep 1004");
+    priv.mutable_linux()->mutable_security_context()->set_privileged(true);
+    const std::string priv_id = CreateAndStart(pod_id, pod, priv);
+    ASSERT_FALSE(priv_id.empty());
+    EXPECT_TRUE(cap_eff(priv_id) & (1ull << kSysAdmin));
+    cri::ExecSyncResponse mounted = ExecSync(priv_id, {"mount", "-t", "tmpfs", "none", "/mnt"});
+    EXPECT_EQ(mounted.exit_code(), 0) << mounted.stderr();
+
+    cri::ContainerConfig hog = container("hog", "head -c 200000000 /dev/zero | tail");
+    hog.mutable_linux()->mutable_resources()->set_memory_limit_in_bytes(32 << 20);
+    const std::string hog_id = CreateAndStart(pod_id, pod, hog);
+    ASSERT_FALSE(hog_id.empty());
+    cri::ContainerStatusResponse hs;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          cri::ContainerStatusRequest q;
+          q.set_container_id(hog_id);
+          return env->rt->ContainerStatus(Ctx().get(), q, &hs).ok() &&
+                 hs.status().state() == cri::CONTAINER_EXITED;
+        },
+        60s));
+    EXPECT_EQ(hs.status().exit_code(), 137);
+    EXPECT_EQ(hs.status().reason(), "OOMKilled");
+
+    StopAndRemovePod(pod_id);
+  }
 };
 
 TEST_F(CriTest, TheImageIsThere) {
@@ -507,6 +599,8 @@ TEST_F(CriTest, ARuncV2PodRunsAndGoes) { RunPod("runc"); }
 
 TEST_F(CriTest, ARuncV2PodSharesItsPidNamespace) { RunSharedPidPod("runc", 18082); }
 
+TEST_F(CriTest, ARuncV2PodKeepsItsSecurityContext) { RunSecurityPod("runc"); }
+
 TEST_F(CriTest, AProcessIsolatedPodRunsAndGoes) { RunPod("runhcs"); }
 
 TEST_F(CriTest, AHypervisorIsolatedPodRunsAndGoes) { RunPod("runhcs-vm"); }
@@ -516,6 +610,10 @@ TEST_F(CriTest, AProcessIsolatedPodSharesItsPidNamespace) { RunSharedPidPod("run
 TEST_F(CriTest, AHypervisorIsolatedPodSharesItsPidNamespace) {
   RunSharedPidPod("runhcs-vm", 18081);
 }
+
+TEST_F(CriTest, AProcessIsolatedPodKeepsItsSecurityContext) { RunSecurityPod("runhcs"); }
+
+TEST_F(CriTest, AHypervisorIsolatedPodKeepsItsSecurityContext) { RunSecurityPod("runhcs-vm"); }
 
 }  // namespace
 }  // namespace runhcs::testing

@@ -11,6 +11,7 @@ namespace apb = ::runhcs::agent::v1;
 StatusOr<SandboxShape> ReadSandboxShape(const oci::Spec& spec, const std::string& id) {
   SandboxShape shape;
   shape.hostname = spec.hostname();
+  shape.sysctls = spec.sysctls();
   const std::map<std::string, std::string>& nss = spec.namespaces();  // type -> path
   const struct {
     const char* type;
@@ -47,6 +48,7 @@ StatusOr<PodVm> BootPodVm(const oci::Spec& spec, uvm::VmConfig base, const std::
   ASSIGN_OR_RETURN(pod.vm, VmTask::BootVm(std::move(base), ns, id));
   apb::CreatePodRequest req;
   req.set_hostname(shape.hostname);
+  for (const auto& [k, v] : shape.sysctls) (*req.mutable_sysctls())[k] = v;
   if (pod.network) {
     const net::NetworkConfig& cfg = pod.network->config();
     std::map<std::string, std::string> mac_of;

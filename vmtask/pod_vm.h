@@ -3,6 +3,7 @@
 // the guest (CreatePod: pod namespaces held, network configured).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -17,6 +18,7 @@ namespace runhcs::vmtask {
 struct SandboxShape {
   std::string netns_path;  // "" when the pod has a network namespace of its own
   std::string hostname;
+  std::map<std::string, std::string> sysctls;
 };
 
 // Reads the sandbox's spec (exposed for unit tests). A VM pod owns
