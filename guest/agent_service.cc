@@ -337,8 +337,8 @@ Status AgentService::CreatePod(const ttrpc::CallContext&, const pb::CreatePodReq
     if (pod_holder_ == p) pod_holder_ = 0;
   });
   expect.Release();
-  Status sysctls = ApplyPodSysctls({req.sysctls().begin(), req.sysctls().end()}, *pid,
-                                   cfg_.proc_sys);
+  Status sysctls =
+      ApplyPodSysctls({req.sysctls().begin(), req.sysctls().end()}, *pid, cfg_.proc_sys);
   if (!sysctls.ok()) {
     ::kill(*pid, SIGKILL);  // reaped by the Watch above
     return fail(sysctls);
