@@ -153,6 +153,12 @@ StatusOr<std::unique_ptr<PodNetwork>> PodNetwork::Attach(const std::string& netn
     if (st.ok()) st = pn->Redirect(tap_name, i.name);
     if (!st.ok()) return st.Wrap(fmt::format("pod interface {}: tc redirect", i.name));
   }
+  if (!pn->config_.interfaces.empty()) {
+    Status st = pn->ForwardLoopback("tap0_runhcs");
+    if (!st.ok()) {
+      spdlog::warn("pod network {}: no port forwarding into the VM: {}", netns_path, st.ToString());
+    }
+  }
   spdlog::info("pod network {}: {} interface(s) bridged to taps", netns_path,
                pn->config_.interfaces.size());
   return pn;
@@ -173,7 +179,49 @@ Status PodNetwork::Redirect(const std::string& from, const std::string& to) {
       .status();
 }
 
+Status PodNetwork::ForwardLoopback(const std::string& tap) {
+  const std::string host = kLocalHost, guest = kLocalGuest;
+  RETURN_IF_ERROR(
+      InNamespace({"ip", "addr", "add", host, "peer", guest + "/32", "dev", tap}).status());
+  // Ahead of the redirect (whose priority tc chose: 49152): the pair's
+  // packets and the ARP asking for the namespace's side (target address at
+  // byte 24) stay here. A match without an action ends classification and
+  // lets the packet up (kernels without the gact action have no "pass").
+  RETURN_IF_ERROR(
+      InNamespace({"tc", "filter", "add", "dev", tap, "parent", "ffff:", "prio", "1", "protocol",
+                   "ip", "u32", "match", "ip", "dst", host + "/32", "flowid", "ffff:1"})
+          .status());
+  RETURN_IF_ERROR(InNamespace({"tc",         "filter", "add",   "dev",    tap,
+                               "parent",     "ffff:",  "prio",  "2",      "protocol",
+                               "arp",        "u32",    "match", "u32",    "0xa9fe4901",
+                               "0xffffffff", "at",     "24",    "flowid", "ffff:1"})
+                      .status());
+  // 127.0.0.1 may leave by the tap (after NAT) and come back by it.
+  RETURN_IF_ERROR(
+      InNamespace({"sysctl", "-q", "-w", "net.ipv4.conf." + tap + ".route_localnet=1"}).status());
+  const std::vector<std::vector<std::string>> rules = {
+      {"OUTPUT", "-d", "127.0.0.1/32", "-p", "tcp", "-j", "DNAT", "--to-destination", guest},
+      {"POSTROUTING", "-o", tap, "-s", "127.0.0.1/32", "-j", "SNAT", "--to-source", host},
+  };
+  for (const auto& r : rules) {
+    std::vector<std::string> argv = {"iptables", "-w", "-t", "nat", "-A"};
+    argv.insert(argv.end(), r.begin(), r.end());
+    RETURN_IF_ERROR(InNamespace(argv).status());
+    nat_rules_.push_back(r);
+  }
+  config_.interfaces[0].addresses.push_back(guest + "/32");
+  config_.routes.push_back({host + "/32", "", config_.interfaces[0].name, false});
+  return OkStatus();
+}
+
 void PodNetwork::Undo() {
+  for (const auto& r : nat_rules_) {
+    std::vector<std::string> argv = {"iptables", "-w", "-t", "nat", "-D"};
+    argv.insert(argv.end(), r.begin(), r.end());
+    auto d = InNamespace(argv);
+    if (!d.ok()) spdlog::debug("pod network {}: {}", netns_path_, d.status().ToString());
+  }
+  nat_rules_.clear();
   for (const auto& dev : redirected_) {
     auto r = InNamespace({"tc", "qdisc", "del", "dev", dev, "handle", "ffff:", "ingress"});
     // The namespace may be gone already (CNI's teardown came first).

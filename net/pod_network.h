@@ -9,6 +9,14 @@
 // Only Ethernet interfaces are carried; loopback stays in each side. IPv4
 // addresses and global IPv6 addresses, and the main table's routes that the
 // kernel did not add by itself (those follow from the addresses).
+//
+// The namespace's own loopback reaches the VM too, for what dials
+// localhost:<port> there on the pod's behalf (CRI's PortForward, i.e.
+// `kubectl port-forward`): a link-local pair on the first tap
+// (kLocalHost in the namespace, kLocalGuest on the guest's first interface),
+// tc letting that pair's IPv4 and ARP through to the namespace's stack
+// ahead of the redirect, and iptables NAT there from 127.0.0.1 to the guest.
+// Without iptables the pod runs and port forwarding to it does not.
 #pragma once
 
 #include <memory>
@@ -33,6 +41,9 @@ struct Route {
   std::string device;       // an Interface's name
   bool ipv6 = false;
 };
+
+inline constexpr char kLocalHost[] = "169.254.73.1";
+inline constexpr char kLocalGuest[] = "169.254.73.2";
 
 struct NetworkConfig {
   std::vector<Interface> interfaces;
@@ -71,12 +82,15 @@ class PodNetwork {
   // Runs argv inside the pod's network namespace (nsenter); its stdout.
   StatusOr<std::string> InNamespace(std::vector<std::string> argv) const;
   Status Redirect(const std::string& from, const std::string& to);
+  // The loopback path above, on `tap`; adds the guest's side to config_.
+  Status ForwardLoopback(const std::string& tap);
   void Undo();
 
   const std::string netns_path_;
   NetworkConfig config_;
   std::vector<Tap> taps_;
-  std::vector<std::string> redirected_;  // pod interfaces with our ingress qdisc
+  std::vector<std::string> redirected_;              // pod interfaces with our ingress qdisc
+  std::vector<std::vector<std::string>> nat_rules_;  // iptables -t nat rules added (-A argv)
 };
 
 }  // namespace runhcs::net

@@ -81,7 +81,9 @@ class BeastStream : public CriStream {
     return true;
   }
 
-  bool Send(std::string_view data) override { return Write(0, data); }
+  bool SendOn(int channel, std::string_view data) override {
+    return Write(static_cast<uint8_t>(channel), data);
+  }
 
   bool Resize(int width, int height) override {
     return Write(4, nlohmann::json{{"Width", width}, {"Height", height}}.dump());
@@ -116,20 +118,8 @@ class BeastStream : public CriStream {
       }
       std::string msg = beast::buffers_to_string(buf.data());
       if (msg.empty()) continue;
-      std::string data = msg.substr(1);
-      switch (msg[0]) {
-        case 1:
-          out += data;
-          break;
-        case 2:
-          err += data;
-          break;
-        case 3:
-          status += data;
-          break;
-        default:
-          break;
-      }
+      std::string* to[] = {&data, &out, &err, &status};
+      if (msg[0] >= 0 && msg[0] < 4) to[static_cast<int>(msg[0])]->append(msg, 1);
     }
     return true;
   }
@@ -157,7 +147,7 @@ class BeastStream : public CriStream {
 std::unique_ptr<CriStream> CriStream::Open(const std::string& netns_path, const std::string& url,
                                            std::string* error) {
   std::smatch m;
-  static const std::regex kUrl(R"(^http://([0-9.]+):([0-9]+)(/.*)$)");
+  static const std::regex kUrl(R"(^http://([0-9.]+):([0-9]+)(/.*)$)");  // path and query
   if (!std::regex_match(url, m, kUrl)) {
     *error = "not a streaming URL: " + url;
     return nullptr;

@@ -2,7 +2,9 @@
 // answers with, spoken as kubelet's API server proxy does over WebSocket with
 // Kubernetes' `v4.channel.k8s.io` subprotocol. Every message is one channel
 // byte then data: 0 stdin, 1 stdout, 2 stderr, 3 the final status (a JSON
-// metav1.Status), 4 a terminal resize (JSON {"Width","Height"}).
+// metav1.Status), 4 a terminal resize (JSON {"Width","Height"}). Port
+// forwarding (URL + "?port=N") has channel 0 for data and 1 for errors, each
+// opened by the server with the port in 2 bytes.
 #pragma once
 
 #include <chrono>
@@ -22,7 +24,9 @@ class CriStream {
                                          std::string* error);
   virtual ~CriStream() = default;
 
-  virtual bool Send(std::string_view stdin_data) = 0;
+  virtual bool Send(std::string_view stdin_data) { return SendOn(0, stdin_data); }
+  // A message on `channel` (port forwarding writes data on channel 0).
+  virtual bool SendOn(int channel, std::string_view data) = 0;
   virtual bool Resize(int width, int height) = 0;
   // Reads messages until `done()` holds, the server closes, or `limit`
   // passes; true when `done()` held (or, with no `done`, the server closed).
@@ -30,6 +34,7 @@ class CriStream {
 
   // What arrived so far, per channel.
   std::string out, err, status;
+  std::string data;  // channel 0 (port forwarding's data)
   bool closed = false;
   // The exit code the final status carries: 0 for Success, the ExitCode
   // cause for NonZeroExitCode, -1 without a status or for another failure.
