@@ -9,11 +9,16 @@
 #  4. the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer, and
 #     the libFuzzer targets: their corpus as regression tests, then a bounded
 #     exploration each (FUZZ_SECONDS, default 30).
+#
+# The three builds are unity builds (16 sources per translation unit): on two
+# cores that cuts the builds, most of this script's time, by about a third.
+# A plain build (scripts/build.sh without it) still compiles each file alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+UNITY=(-DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=16)
 ./scripts/deps.sh
 ./scripts/check-format.sh
-./scripts/build.sh -DRUNHCS_WERROR=ON
+./scripts/build.sh -DRUNHCS_WERROR=ON "${UNITY[@]}"
 echo "== tests (gcc build) =="
 ctest --test-dir build --output-on-failure -j2 --timeout 300 -LE soak
 
@@ -39,7 +44,7 @@ UNIT_TESTS=(base_test stacks_test event_loop_test reaper_test shim_registry_test
 
 echo "== ThreadSanitizer + clang -Wthread-safety =="
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_COMPILER=clang++ -DRUNHCS_SANITIZE=thread -DRUNHCS_WERROR=ON >/dev/null
+  -DCMAKE_CXX_COMPILER=clang++ -DRUNHCS_SANITIZE=thread -DRUNHCS_WERROR=ON "${UNITY[@]}" >/dev/null
 ninja -C build-tsan event_loop_test reaper_test agent_service_test ttrpc_test ttrpc_stubs_test events_test exec_test pod_test service_test process_race_test task_test \
   stdio_test shimdiag_test stats_test oom_relay_test containerd-shim-runhcs-v1
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
@@ -47,7 +52,8 @@ TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer, libFuzzer =="
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_COMPILER=clang++ -DRUNHCS_SANITIZE=address -DRUNHCS_FUZZ=ON -DRUNHCS_WERROR=ON >/dev/null
+  -DCMAKE_CXX_COMPILER=clang++ -DRUNHCS_SANITIZE=address -DRUNHCS_FUZZ=ON -DRUNHCS_WERROR=ON \
+  "${UNITY[@]}" >/dev/null
 ninja -C build-asan "${UNIT_TESTS[@]}" fuzz_ttrpc fuzz_spec fuzz_options fuzz_agent
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 ctest --test-dir build-asan -L "unit|tsan|fuzz" --output-on-failure -j2 --timeout 300

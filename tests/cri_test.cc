@@ -35,7 +35,7 @@ bool BuildImage(const std::string& dir) {
 cd "$DIR"
 mkdir -p layer/bin layer/etc layer/tmp layer/mnt layer/proc layer/sys layer/dev image/blobs/sha256
 cp /bin/busybox layer/bin/busybox
-for a in sh sleep cat echo httpd hostname ls nc touch grep head wc stty tty id tr mount tail; do ln -s busybox layer/bin/$a; done
+for a in sh sleep cat echo httpd hostname ls nc touch grep head wc stty tty id tr mount tail mkdir; do ln -s busybox layer/bin/$a; done
 echo 'root:x:0:0:root:/root:/bin/sh' > layer/etc/passwd
 echo 'root:x:0:' > layer/etc/group
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C layer -cf layer.tar .
@@ -562,6 +562,32 @@ class CriTest : public ::testing::Test {
     EXPECT_TRUE(cap_eff(priv_id) & (1ull << kSysAdmin));
     cri::ExecSyncResponse mounted = ExecSync(priv_id, {"mount", "-t", "tmpfs", "none", "/mnt"});
     EXPECT_EQ(mounted.exit_code(), 0) << mounted.stderr();
+
+    // Seccomp: the runtime's default profile, and a profile file of the
+    // node's (containerd reads it on the host; in a VM crun applies it in the
+    // guest) that refuses mkdir.
+    cri::ContainerConfig def = container("seccomp-default", "exec sleep 1006");
+    def.mutable_linux()->mutable_security_context()->mutable_seccomp()->set_profile_type(
+        cri::SecurityProfile::RuntimeDefault);
+    const std::string def_id = CreateAndStart(pod_id, pod, def);
+    ASSERT_FALSE(def_id.empty());
+    EXPECT_NE(ExecSync(def_id, {"grep", "Seccomp:", "/proc/self/status"}).stdout().find("2"),
+              std::string::npos);
+    const std::string profile = env->dir + "/no-mkdir-" + handler + ".json";
+    ASSERT_TRUE(WriteFileAtomic(profile,
+                                R"({"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":)"
+                                R"(["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]})",
+                                0644)
+                    .ok());
+    cri::ContainerConfig local = container("seccomp-local", "exec sleep 1007");
+    auto* lp = local.mutable_linux()->mutable_security_context()->mutable_seccomp();
+    lp->set_profile_type(cri::SecurityProfile::Localhost);
+    lp->set_localhost_ref(profile);
+    const std::string local_id = CreateAndStart(pod_id, pod, local);
+    ASSERT_FALSE(local_id.empty());
+    EXPECT_NE(ExecSync(local_id, {"mkdir", "/tmp/refused"}).exit_code(), 0)
+        << "the profile did not refuse mkdir";
+    EXPECT_EQ(ExecSync(masked_id, {"mkdir", "/made"}).exit_code(), 0);
 
     cri::ContainerConfig hog = container("hog", "head -c 200000000 /dev/zero | tail");
     hog.mutable_linux()->mutable_resources()->set_memory_limit_in_bytes(32 << 20);
