@@ -392,7 +392,8 @@ int Serve(const Flags& f) {
     ::close(logfd);
   }
   auto opts = service::DecodeOptionsBytes(opts_bytes.ok() ? *opts_bytes : "");
-  InitLogging(f.debug ? "debug" : (opts.ok() ? opts->log_level : "info"));
+  InitLogging(f.debug ? "debug" : (opts.ok() ? opts->log_level : "info"),
+              {{"id", f.id}, {"namespace", f.ns}, {"runtime", "io.containerd.runhcs.v1"}});
   if (!opts.ok()) spdlog::error("options: {}; using defaults", opts.status().ToString());
 
   UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
