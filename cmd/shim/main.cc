@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "base/version.h"
 #include "cmd/shim/launch.h"
 
 namespace po = boost::program_options;
@@ -38,8 +39,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (version) {
-    std::printf("containerd-shim-runhcs-v1:\n  Version: %s\n  Runtime spec: 1.0.2\n",
-                RUNHCS_VERSION_STRING);
+    // The layout of runc-v2's -v.
+    std::printf("containerd-shim-runhcs-v1:\n  Version:  %.*s\n  Revision: %.*s\n",
+                static_cast<int>(runhcs::Version().size()), runhcs::Version().data(),
+                static_cast<int>(runhcs::GitCommit().size()), runhcs::GitCommit().data());
     return 0;
   }
   if (f.action == "start") return runhcs::shim::Start(f);

@@ -22,6 +22,7 @@
 #include "base/fd.h"
 #include "base/io.h"
 #include "base/status.h"
+#include "base/version.h"
 #include "runhcs/diag.ttrpc.h"
 #include "service/shim_registry.h"
 #include "ttrpc/client.h"
@@ -40,6 +41,7 @@ constexpr char kUsage[] =
     "\n"
     "commands:\n"
     "  list [--pids] [--json]                    running shims (<namespace>-<id>)\n"
+    "  version                                   this tool's version and git commit\n"
     "  exec [-t|--tty] SHIM CMD [ARGS...]        run a process in the shim's utility VM\n"
     "  share [--ro|--readonly] SHIM HOST_PATH VM_PATH\n"
     "                                            make a host path appear in the VM\n"
@@ -367,6 +369,10 @@ int Run(const std::vector<std::string>& args, const Env& env) {
   const std::string& command = args[0];
   if (command == "help" || command == "-h" || command == "--help") {
     cli.Print(kUsage);
+    return 0;
+  }
+  if (command == "version" || command == "-v" || command == "--version") {
+    cli.Print(fmt::format("shimdiag {} (commit {})\n", Version(), GitCommit()));
     return 0;
   }
   // Options come before the positional arguments; exec stops at its

@@ -14,6 +14,7 @@
 
 #include "base/fd.h"
 #include "base/io.h"
+#include "base/version.h"
 #include "runhcs/diag.ttrpc.h"
 #include "service/shim_registry.h"
 #include "ttrpc/server.h"
@@ -193,6 +194,16 @@ TEST_F(ShimdiagTest, AShimThatStoppedAnsweringIsReported) {
   auto r = RunCli({"pid", "default-web"});
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("not answering"));
+}
+
+TEST_F(ShimdiagTest, VersionNamesTheReleaseAndTheCommit) {
+  for (const char* flag : {"--version", "version"}) {
+    auto v = RunCli({flag});
+    EXPECT_EQ(v.code, 0);
+    EXPECT_EQ(v.out, fmt::format("shimdiag {} (commit {})\n", Version(), GitCommit()));
+  }
+  EXPECT_FALSE(GitCommit().empty());
+  EXPECT_FALSE(Version().empty());
 }
 
 TEST_F(ShimdiagTest, UsageErrorsExitTwo) {
