@@ -210,6 +210,26 @@ class CriTest : public ::testing::Test {
     EXPECT_EQ(s->ExitCode(), 5) << s->status;
   }
 
+  // A pod named `name` in namespace "default" (its uid derived from it).
+  static cri::PodSandboxConfig PodConfig(const std::string& name) {
+    cri::PodSandboxConfig pod;
+    pod.mutable_metadata()->set_name(name);
+    pod.mutable_metadata()->set_uid("uid-" + name);
+    pod.mutable_metadata()->set_namespace_("default");
+    return pod;
+  }
+
+  // A container of the test image running `sh -c script`.
+  static cri::ContainerConfig ShellContainer(const std::string& name, const std::string& script) {
+    cri::ContainerConfig c;
+    c.mutable_metadata()->set_name(name);
+    c.mutable_image()->set_image(kImage);
+    c.add_command("/bin/sh");
+    c.add_args("-c");
+    c.add_args(script);
+    return c;
+  }
+
   static std::string RunSandbox(const cri::PodSandboxConfig& pod, const std::string& handler) {
     cri::RunPodSandboxRequest run;
     *run.mutable_config() = pod;
@@ -274,10 +294,7 @@ class CriTest : public ::testing::Test {
     ASSERT_EQ(::mkdir(vol.c_str(), 0755), 0);
     ASSERT_TRUE(WriteFileAtomic(vol + "/greeting", "from the host\n", 0644).ok());
 
-    cri::PodSandboxConfig pod;
-    pod.mutable_metadata()->set_name("web-" + handler);
-    pod.mutable_metadata()->set_uid("uid-" + handler);
-    pod.mutable_metadata()->set_namespace_("default");
+    cri::PodSandboxConfig pod = PodConfig("web-" + handler);
     pod.set_hostname("web-" + handler);
     pod.set_log_directory(logs);
     pod.mutable_dns_config()->add_servers(std::string(kSubnet) + ".53");
@@ -297,13 +314,9 @@ class CriTest : public ::testing::Test {
     const std::string ip = ps.status().network().ip();
     EXPECT_EQ(ip.rfind(std::string(kSubnet) + ".", 0), 0u) << ip;
 
-    cri::ContainerConfig config;
+    cri::ContainerConfig config = ShellContainer(
+        "httpd", "echo cri-payload > /tmp/index.html; echo started; exec httpd -f -p 8080 -h /tmp");
     cri::ContainerConfig* c = &config;
-    c->mutable_metadata()->set_name("httpd");
-    c->mutable_image()->set_image(kImage);
-    c->add_command("/bin/sh");
-    c->add_args("-c");
-    c->add_args("echo cri-payload > /tmp/index.html; echo started; exec httpd -f -p 8080 -h /tmp");
     c->set_log_path("httpd.log");
     auto* m = c->add_mounts();
     m->set_container_path("/data");
@@ -405,10 +418,7 @@ class CriTest : public ::testing::Test {
   void RunSharedPidPod(const std::string& handler, int host_port) {
     ASSERT_NE(env, nullptr);
     ASSERT_TRUE(env->ctrd && env->ctrd->ok());
-    cri::PodSandboxConfig pod;
-    pod.mutable_metadata()->set_name("shared-" + handler);
-    pod.mutable_metadata()->set_uid("uid-shared-" + handler);
-    pod.mutable_metadata()->set_namespace_("default");
+    cri::PodSandboxConfig pod = PodConfig("shared-" + handler);
     pod.set_hostname("shared-" + handler);
     pod.set_log_directory(env->dir);
     auto* pm = pod.add_port_mappings();
@@ -419,13 +429,8 @@ class CriTest : public ::testing::Test {
     const std::string pod_id = RunSandbox(pod, handler);
     ASSERT_FALSE(pod_id.empty());
 
-    auto container = [&](const std::string& name, const std::string& script) {
-      cri::ContainerConfig c;
-      c.mutable_metadata()->set_name(name);
-      c.mutable_image()->set_image(kImage);
-      c.add_command("/bin/sh");
-      c.add_args("-c");
-      c.add_args(script);
+    auto container = [](const std::string& name, const std::string& script) {
+      cri::ContainerConfig c = ShellContainer(name, script);
       c.mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_pid(cri::POD);
       return c;
     };
@@ -498,25 +503,14 @@ class CriTest : public ::testing::Test {
   void RunSecurityPod(const std::string& handler) {
     ASSERT_NE(env, nullptr);
     ASSERT_TRUE(env->ctrd && env->ctrd->ok());
-    cri::PodSandboxConfig pod;
-    pod.mutable_metadata()->set_name("sec-" + handler);
-    pod.mutable_metadata()->set_uid("uid-sec-" + handler);
-    pod.mutable_metadata()->set_namespace_("default");
+    cri::PodSandboxConfig pod = PodConfig("sec-" + handler);
     pod.set_log_directory(env->dir);
     pod.mutable_linux()->mutable_security_context()->set_privileged(true);
     (*pod.mutable_linux()->mutable_sysctls())["kernel.shm_rmid_forced"] = "1";
     (*pod.mutable_linux()->mutable_sysctls())["fs.mqueue.msg_max"] = "100";
     const std::string pod_id = RunSandbox(pod, handler);
     ASSERT_FALSE(pod_id.empty());
-    auto container = [&](const std::string& name, const std::string& script) {
-      cri::ContainerConfig c;
-      c.mutable_metadata()->set_name(name);
-      c.mutable_image()->set_image(kImage);
-      c.add_command("/bin/sh");
-      c.add_args("-c");
-      c.add_args(script);
-      return c;
-    };
+    auto container = ShellContainer;
     auto cap_eff = [&](const std::string& cid) {
       std::string s = ExecSync(cid, {"grep", "CapEff", "/proc/self/status"}).stdout();
       size_t colon = s.find(':');
@@ -619,22 +613,11 @@ class CriTest : public ::testing::Test {
     ASSERT_EQ(::mkdir(vol.c_str(), 0755), 0);
     ASSERT_TRUE(WriteFileAtomic(vol + "/file", "through a symlink\n", 0644).ok());
     ASSERT_EQ(::symlink(vol.c_str(), (vol + "-link").c_str()), 0);
-    cri::PodSandboxConfig pod;
-    pod.mutable_metadata()->set_name("contracts-" + handler);
-    pod.mutable_metadata()->set_uid("uid-contracts-" + handler);
-    pod.mutable_metadata()->set_namespace_("default");
+    cri::PodSandboxConfig pod = PodConfig("contracts-" + handler);
     pod.set_log_directory(env->dir);
     const std::string pod_id = RunSandbox(pod, handler);
     ASSERT_FALSE(pod_id.empty());
-    auto container = [&](const std::string& name, const std::string& script) {
-      cri::ContainerConfig c;
-      c.mutable_metadata()->set_name(name);
-      c.mutable_image()->set_image(kImage);
-      c.add_command("/bin/sh");
-      c.add_args("-c");
-      c.add_args(script);
-      return c;
-    };
+    auto container = ShellContainer;
     cri::ContainerConfig client = container("client", "exec sleep 1005");
     auto* m = client.add_mounts();
     m->set_container_path("/linked");
@@ -786,10 +769,7 @@ TEST_F(CriTest, AHypervisorIsolatedPodOnTheHostsNamespacesIsRefused) {
       {"HostIPC", [](cri::NamespaceOption* n) { n->set_ipc(cri::NODE); }},
   };
   for (const auto& c : cases) {
-    cri::PodSandboxConfig pod;
-    pod.mutable_metadata()->set_name(std::string("host-") + c.cri_field);
-    pod.mutable_metadata()->set_uid(std::string("uid-host-") + c.cri_field);
-    pod.mutable_metadata()->set_namespace_("default");
+    cri::PodSandboxConfig pod = CriTest::PodConfig(std::string("host-") + c.cri_field);
     c.set(pod.mutable_linux()->mutable_security_context()->mutable_namespace_options());
     cri::RunPodSandboxRequest run;
     *run.mutable_config() = pod;
