@@ -47,5 +47,14 @@ TEST(Containerd, ForwardedEventIsDecodedByCtrEvents) {
   EXPECT_EQ(text.find("cannot unmarshal"), std::string::npos) << text;
 }
 
+// The helper itself: a containerd that exits at start (here, a config it
+// cannot parse) is reported as not ok at once, with its log, instead of
+// being asked for its version for minutes.
+TEST(Containerd, OneThatExitsAtStartIsNotOkWithItsLog) {
+  Containerd ctrd(Containerd::Options{{}, {}, "this is not = = toml\n", {}});
+  EXPECT_FALSE(ctrd.ok());
+  EXPECT_NE(ctrd.log().find("toml"), std::string::npos) << ctrd.log();
+}
+
 }  // namespace
 }  // namespace runhcs::testing

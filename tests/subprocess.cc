@@ -140,6 +140,11 @@ bool Containerd::StartDaemon() {
     RunOptions ro;
     ro.timeout = std::chrono::milliseconds(2000);
     if (Ctr({"version"}, ro).exit_code == 0) return true;
+    // A containerd that exited (a bad config) will not answer: say so now.
+    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      pid_ = -1;
+      return false;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ::kill(pid_, SIGKILL);
