@@ -56,5 +56,13 @@ TEST(Containerd, OneThatExitsAtStartIsNotOkWithItsLog) {
   EXPECT_NE(ctrd.log().find("toml"), std::string::npos) << ctrd.log();
 }
 
+// A child that exits without reading its stdin: the test goes on (no
+// SIGPIPE), and the child's exit code comes back.
+TEST(RunCommandHelper, AChildThatReadsNoStdinDoesNotEndTheTest) {
+  RunOptions o;
+  o.stdin_data = std::string(1 << 20, 'x');  // more than a pipe holds
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(RunCommand({"sh", "-c", "exit 3"}, o).exit_code, 3);
+}
+
 }  // namespace
 }  // namespace runhcs::testing

@@ -716,6 +716,74 @@ class CriTest : public ::testing::Test {
 
     StopAndRemovePod(pod_id);
   }
+
+  // Mount propagation: a mount made on the host under a shared hostPath after
+  // the container started shows inside it (host-to-container); a mount the
+  // container makes shows on the host (bidirectional), except in a VM pod,
+  // where that cannot cross virtiofs and StartContainer says so.
+  void RunPropagation(const std::string& handler) {
+    ASSERT_NE(env, nullptr);
+    const std::string d = env->dir + "/prop-" + handler;
+    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0);
+    ASSERT_EQ(RunCommand({"mount", "--bind", d, d}).exit_code, 0);
+    ASSERT_EQ(RunCommand({"mount", "--make-rshared", d}).exit_code, 0);
+    cri::PodSandboxConfig pod = PodConfig("prop-" + handler);
+    pod.set_log_directory(env->dir);
+    pod.mutable_linux()->mutable_security_context()->set_privileged(true);
+    const std::string pod_id = RunSandbox(pod, handler);
+    ASSERT_FALSE(pod_id.empty());
+    auto with_mount = [&](const std::string& name, cri::MountPropagation p) {
+      cri::ContainerConfig c = ShellContainer(name, "exec sleep 1008");
+      c.mutable_linux()->mutable_security_context()->set_privileged(true);
+      auto* m = c.add_mounts();
+      m->set_container_path("/prop");
+      m->set_host_path(d);
+      m->set_propagation(p);
+      return c;
+    };
+    const std::string slave_id =
+        CreateAndStart(pod_id, pod, with_mount("slave", cri::PROPAGATION_HOST_TO_CONTAINER));
+    ASSERT_FALSE(slave_id.empty());
+    ASSERT_EQ(::mkdir((d + "/sub").c_str(), 0755), 0);
+    ASSERT_EQ(RunCommand({"mount", "-t", "tmpfs", "none", d + "/sub"}).exit_code, 0);
+    ASSERT_TRUE(WriteFileAtomic(d + "/sub/f", "host-side\n", 0644).ok());
+    std::string seen;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          seen = ExecSync(slave_id, {"cat", "/prop/sub/f"}).stdout();
+          return seen == "host-side\n";
+        },
+        10s))
+        << seen;
+
+    cri::CreateContainerRequest cc;
+    cc.set_pod_sandbox_id(pod_id);
+    *cc.mutable_sandbox_config() = pod;
+    *cc.mutable_config() = with_mount("shared", cri::PROPAGATION_BIDIRECTIONAL);
+    cri::CreateContainerResponse created;
+    grpc::Status st = env->rt->CreateContainer(Ctx(120s).get(), cc, &created);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    // CRI creates the task (the shim's Create) at StartContainer.
+    cri::StartContainerRequest start;
+    start.set_container_id(created.container_id());
+    cri::StartContainerResponse started;
+    st = env->rt->StartContainer(Ctx(120s).get(), start, &started);
+    if (handler == "runhcs-vm") {
+      EXPECT_FALSE(st.ok()) << "bidirectional propagation accepted in a VM";
+      EXPECT_NE(st.error_message().find("bidirectional propagation"), std::string::npos)
+          << st.error_message();
+    } else {
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      const std::string shared_id = created.container_id();
+      ExecSync(shared_id, {"mkdir", "-p", "/prop/csub"});
+      cri::ExecSyncResponse r = ExecSync(shared_id, {"mount", "-t", "tmpfs", "none", "/prop/csub"});
+      EXPECT_EQ(r.exit_code(), 0) << r.stderr();
+      ExecSync(shared_id, {"sh", "-c", "echo container-side > /prop/csub/g"});
+      EXPECT_EQ(ReadFileOr(d + "/csub/g"), "container-side\n");
+    }
+    StopAndRemovePod(pod_id);
+    RunCommand({"umount", "-R", d});
+  }
 };
 
 TEST_F(CriTest, TheImageIsThere) {
@@ -738,6 +806,8 @@ TEST_F(CriTest, ARuncV2PodKeepsItsSecurityContext) { RunSecurityPod("runc"); }
 
 TEST_F(CriTest, ARuncV2PodKeepsKubeletsContracts) { RunContractsPod("runc"); }
 
+TEST_F(CriTest, ARuncV2PodPropagatesMounts) { RunPropagation("runc"); }
+
 TEST_F(CriTest, AProcessIsolatedPodRunsAndGoes) { RunPod("runhcs"); }
 
 TEST_F(CriTest, AHypervisorIsolatedPodRunsAndGoes) { RunPod("runhcs-vm"); }
@@ -755,6 +825,12 @@ TEST_F(CriTest, AHypervisorIsolatedPodKeepsItsSecurityContext) { RunSecurityPod(
 TEST_F(CriTest, AProcessIsolatedPodKeepsKubeletsContracts) { RunContractsPod("runhcs"); }
 
 TEST_F(CriTest, AHypervisorIsolatedPodKeepsKubeletsContracts) { RunContractsPod("runhcs-vm"); }
+
+TEST_F(CriTest, AProcessIsolatedPodPropagatesMounts) { RunPropagation("runhcs"); }
+
+TEST_F(CriTest, AHypervisorIsolatedPodPropagatesHostMountsAndRefusesBidirectional) {
+  RunPropagation("runhcs-vm");
+}
 
 // HostNetwork, HostPID and HostIPC in a VM pod: refused by name, before a
 // VM is booted, and nothing is left.

@@ -55,10 +55,21 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
   ::close(out[1]);
   ::close(err[1]);
   std::thread writer([fd = in[1], data = opts.stdin_data] {
+    // A child that exits before reading all of its stdin (nc refused a
+    // connection) must not SIGPIPE the test: the signal a write raises is
+    // the writing thread's, so blocked here it stays here and is taken.
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
     size_t off = 0;
     while (off < data.size()) {
       ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-      if (n <= 0) break;
+      if (n <= 0) {
+        timespec now{};
+        if (errno == EPIPE) ::sigtimedwait(&pipe, nullptr, &now);
+        break;
+      }
       off += static_cast<size_t>(n);
     }
     ::close(fd);

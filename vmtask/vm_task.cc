@@ -94,7 +94,8 @@ bool HasOption(const nlohmann::json& m, std::string_view opt) {
 // on the host) is shared at kGuestMounts/<id>/<n>, read-only when the mount
 // says "ro", and the mount's source becomes that guest path. /dev/shm (CRI
 // binds the sandbox's) becomes a tmpfs of the guest's. Nothing else of the
-// host is shared. On error what was shared is unshared. Returns the new
+// host is shared. A mount asking for bidirectional propagation ("rshared")
+// is InvalidArgument. On error what was shared is unshared. Returns the new
 // spec; `shared` gets the guest paths.
 StatusOr<std::string> MapBindMounts(const std::string& spec_json, const std::string& id,
                                     uvm::UtilityVm* vm, std::vector<std::string>* shared) {
@@ -127,6 +128,17 @@ StatusOr<std::string> MapBindMounts(const std::string& spec_json, const std::str
       undo();
       return InvalidArgumentError("task '{}': bind mount at {:?} has source {:?}, not a host path",
                                   id, dest, src);
+    }
+    // Mounts made in the guest cannot come back to the host through
+    // virtiofs: bidirectional propagation (CRI's PROPAGATION_BIDIRECTIONAL)
+    // would silently be one-way. Host-to-container ("rslave") works.
+    if (HasOption(m, "rshared") || HasOption(m, "shared")) {
+      undo();
+      return InvalidArgumentError(
+          "task '{}': mount at {:?} asks for bidirectional propagation (rshared); mounts made in "
+          "a VM cannot propagate to the host: use host-to-container propagation or process "
+          "isolation",
+          id, dest);
     }
     std::string guest = kGuestMounts + id + "/" + std::to_string(n++);
     Status st = vm->Share(src, guest, HasOption(m, "ro"));
