@@ -1,5 +1,6 @@
 #include "net/pod_network.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -191,9 +192,12 @@ Status PodNetwork::ForwardLoopback(const std::string& tap) {
       InNamespace({"tc", "filter", "add", "dev", tap, "parent", "ffff:", "prio", "1", "protocol",
                    "ip", "u32", "match", "ip", "dst", host + "/32", "flowid", "ffff:1"})
           .status());
+  in_addr host_addr{};
+  ::inet_pton(AF_INET, kLocalHost, &host_addr);
+  const std::string host_hex = fmt::format("0x{:08x}", ntohl(host_addr.s_addr));
   RETURN_IF_ERROR(InNamespace({"tc",         "filter", "add",   "dev",    tap,
                                "parent",     "ffff:",  "prio",  "2",      "protocol",
-                               "arp",        "u32",    "match", "u32",    "0xa9fe4901",
+                               "arp",        "u32",    "match", "u32",    host_hex,
                                "0xffffffff", "at",     "24",    "flowid", "ffff:1"})
                       .status());
   // 127.0.0.1 may leave by the tap (after NAT) and come back by it.
