@@ -136,7 +136,8 @@ TEST_F(SoakTest, AThousandLifecyclesAndExecsLeaveTheShimAsTheyFoundIt) {
   std::vector<std::string> a = {"run", "-d", "--runtime", "io.containerd.runhcs.v1"};
   for (auto& x : Cri("sandbox")) a.push_back(x);
   a.insert(a.end(), {"--rootfs", rootfs_, "soak", "/bin/sleep", "100000"});
-  ASSERT_EQ(ctrd_.Ctr(a).exit_code, 0);
+  RunResult started = ctrd_.Ctr(a);
+  ASSERT_EQ(started.exit_code, 0) << started.err << ctrd_.log();
   ASSERT_TRUE(WaitFor([&] { return ctrd_.TaskStatus("soak") == "RUNNING"; }, 15s));
   pid_t shim =
       std::atoi(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id soak "}).out.c_str());
