@@ -25,6 +25,7 @@
 #include "base/io.h"
 #include "base/log.h"
 #include "base/reaper.h"
+#include "base/thread_group.h"
 #include "stats/cgroup.h"
 #include "stats/oom_watcher.h"
 #include "stdio/console.h"
@@ -174,6 +175,10 @@ struct AgentService::Container {
   bool started = false;
   std::map<std::string, ProcessPtr> execs;
   std::string cgroup_dir;  // "" when unknown
+  // No pid namespace of its own (the pod's, or the VM's): init's exit does
+  // not end its other processes, which may hold its stdio open, so the
+  // agent kills them before reporting the exit (runc-v2's rule).
+  bool kill_all_on_exit = false;
   // OOM kills: guarded by the agent's mu_.
   uint64_t oom_total = 0;
   uint32_t oom_pending = 0;
@@ -385,6 +390,7 @@ Status AgentService::CreateContainer(const ttrpc::CallContext&,
   }
   auto c = std::make_shared<Container>();
   c->id = req.container_id();
+  c->kill_all_on_exit = !HasOwnPidNamespace(spec);
   c->bundle = cfg_.state_dir + "/c/" + c->id;
   RETURN_IF_ERROR(MkdirAll(c->bundle, 0700));
   spec["root"]["path"] = req.rootfs_path();
@@ -452,12 +458,24 @@ Status AgentService::StartContainer(const ttrpc::CallContext&, const pb::StartCo
   }
   ProcessPtr init = c->init;
   std::weak_ptr<Container> weak = c;
-  Reaper::Get().Watch(init->pid, [this, init, weak](int status) {
+  auto exited = [this, init, weak](int status, bool may_block) {
+    if (auto c = weak.lock(); c && c->kill_all_on_exit && may_block) {
+      (void)c->rt->Kill(c->id, SIGKILL, /*all=*/true);
+    }
     init->SetExit(status);
     if (auto c = weak.lock()) {
       MutexLock l(&mu_);
       c->init_exited = true;
       oom_cv_.SignalAll();
+    }
+  };
+  Reaper::Get().Watch(init->pid, [exited, id = c->id](int status) {
+    // The runtime call waits for a child of its own: not on the reaper's
+    // thread.
+    Status st = ThreadGroup::Get().Spawn("exit-" + id, [exited, status] { exited(status, true); });
+    if (!st.ok()) {
+      spdlog::error("{}; container {}: exit reported without killing the rest", st.ToString(), id);
+      exited(status, false);
     }
   });
   c->init_expect.Release();

@@ -186,4 +186,17 @@ Status JoinPodNamespaces(nlohmann::json* spec, const std::vector<std::string>& t
   return OkStatus();
 }
 
+bool HasOwnPidNamespace(const nlohmann::json& spec) {
+  if (!spec.is_object() || !spec.contains("linux") || !spec["linux"].is_object()) return false;
+  const nlohmann::json& linux_ = spec["linux"];
+  if (!linux_.contains("namespaces") || !linux_["namespaces"].is_array()) return false;
+  const nlohmann::json& nss = linux_["namespaces"];
+  for (const auto& n : nss) {
+    if (!n.is_object() || !n.contains("type") || !n["type"].is_string()) continue;
+    if (n["type"].get<std::string>() != "pid") continue;
+    return !n.contains("path") || (n["path"].is_string() && n["path"].get<std::string>().empty());
+  }
+  return false;
+}
+
 }  // namespace runhcs::guest

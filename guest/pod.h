@@ -53,4 +53,8 @@ Status ApplyPodSysctls(const std::map<std::string, std::string>& sysctls, pid_t 
 // InvalidArgument for a type that is not pid, ipc or uts.
 Status JoinPodNamespaces(nlohmann::json* spec, const std::vector<std::string>& types, pid_t holder);
 
+// True when the spec's linux.namespaces creates a pid namespace (type "pid"
+// without a path): then the container's processes end with its init.
+bool HasOwnPidNamespace(const nlohmann::json& spec);
+
 }  // namespace runhcs::guest

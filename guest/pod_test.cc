@@ -101,6 +101,19 @@ TEST(JoinPodNamespacesTest, OnlyPidIpcAndUtsAreThePods) {
   EXPECT_EQ(st.code(), Code::kInvalidArgument);
 }
 
+TEST(HasOwnPidNamespaceTest, OnlyAPidEntryWithoutAPathCreatesOne) {
+  auto own = nlohmann::json::parse(R"({"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}})");
+  EXPECT_TRUE(HasOwnPidNamespace(own));
+  // Joined: the pod's (JoinPodNamespaces' result) or any other path.
+  ASSERT_TRUE(JoinPodNamespaces(&own, {"pid"}, 77).ok());
+  EXPECT_FALSE(HasOwnPidNamespace(own));
+  // None listed: the VM's own pid namespace, shared with the agent.
+  EXPECT_FALSE(HasOwnPidNamespace(nlohmann::json::parse(R"({"linux":{"namespaces":[]}})")));
+  EXPECT_FALSE(HasOwnPidNamespace(nlohmann::json::parse(R"({"process":{}})")));
+  EXPECT_FALSE(HasOwnPidNamespace(nlohmann::json::parse(R"({"linux":[]})")));
+  EXPECT_FALSE(HasOwnPidNamespace(nlohmann::json::parse(R"({"linux":{"namespaces":{}}})")));
+}
+
 TEST(StartNamespaceHolderTest, HoldsNewNamespacesWithTheHostnameUntilKilled) {
   auto pid = StartNamespaceHolder("pod-host-a");
   ASSERT_TRUE(pid.ok()) << pid.status().ToString();

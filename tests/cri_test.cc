@@ -490,6 +490,27 @@ class CriTest : public ::testing::Test {
         << s->out;
     s.reset();
 
+    // A container whose init exits leaving a child behind in the pod's pid
+    // namespace (holding its stdout): the child dies with it (no pid
+    // namespace of its own dies for it) and the container is reported
+    // exited, as runc-v2 does. Kubernetes sees it exit, not hang running.
+    const std::string leaver_id =
+        CreateAndStart(pod_id, pod, container("leaver", "sleep 1005 & exit 3"));
+    ASSERT_FALSE(leaver_id.empty());
+    cri::ContainerStatusResponse ls;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          cri::ContainerStatusRequest q;
+          q.set_container_id(leaver_id);
+          return env->rt->ContainerStatus(Ctx().get(), q, &ls).ok() &&
+                 ls.status().state() == cri::CONTAINER_EXITED;
+        },
+        30s))
+        << cri::ContainerState_Name(ls.status().state());
+    EXPECT_EQ(ls.status().exit_code(), 3);
+    ps = ExecSync(web_id, {"sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"}).stdout();
+    EXPECT_EQ(ps.find("sleep 1005"), std::string::npos) << ps;
+
     StopAndRemovePod(pod_id);
     // CNI took the port back.
     EXPECT_EQ(HttpGetIn(NetnsPath(), std::string(kSubnet) + ".1", host_port, "/index.html"), "");
