@@ -35,7 +35,7 @@ bool BuildImage(const std::string& dir) {
 cd "$DIR"
 mkdir -p layer/bin layer/etc layer/tmp layer/mnt layer/proc layer/sys layer/dev image/blobs/sha256
 cp /bin/busybox layer/bin/busybox
-for a in sh sleep cat echo httpd hostname ls nc touch grep head wc stty tty id tr mount tail mkdir; do ln -s busybox layer/bin/$a; done
+for a in sh sleep cat echo httpd hostname ls nc touch grep head wc stty tty id tr mount tail mkdir brctl; do ln -s busybox layer/bin/$a; done
 echo 'root:x:0:0:root:/root:/bin/sh' > layer/etc/passwd
 echo 'root:x:0:' > layer/etc/group
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C layer -cf layer.tar .
@@ -577,6 +577,12 @@ class CriTest : public ::testing::Test {
     EXPECT_TRUE(cap_eff(priv_id) & (1ull << kSysAdmin));
     cri::ExecSyncResponse mounted = ExecSync(priv_id, {"mount", "-t", "tmpfs", "none", "/mnt"});
     EXPECT_EQ(mounted.exit_code(), 0) << mounted.stderr();
+    // A bridge in the pod's network: the kernel loads its module on demand
+    // (in a VM, the guest's modprobe with the image's modules.dep).
+    cri::ExecSyncResponse bridge = ExecSync(priv_id, {"brctl", "addbr", "rhcs-br0"});
+    EXPECT_EQ(bridge.exit_code(), 0) << bridge.stderr();
+    EXPECT_NE(ExecSync(masked_id, {"brctl", "addbr", "rhcs-br1"}).exit_code(), 0)
+        << "a bridge made without CAP_NET_ADMIN";
 
     // Seccomp: the runtime's default profile, and a profile file of the
     // node's (containerd reads it on the host; in a VM crun applies it in the

@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# Builds the utility VM's boot files from a Debian cloud kernel package and
-# the guest agent, without installing anything on the host:
+# Builds the utility VM's boot files from a Debian cloud kernel and the guest
+# agent, without installing anything on the host. KERNEL is the kernel's
+# package (.deb, unpacked here) or an installed kernel's /boot/vmlinuz-<release>
+# (its modules in /lib/modules/<release>; the Debian package build's way):
 #   OUT/vmlinuz         the kernel, as packaged
 #   OUT/initrd.img      gzip cpio: /init = the agent, busybox-static and its
 #                       applets, crun and its libraries, the kernel modules
 #                       the VM needs (load order in /lib/modules/load.list)
 #   OUT/kernel.release  `uname -r` of that kernel
 # Reproducible: sorted entries, every mtime 0, owner root, gzip without name
-# or time. Usage: build-image.sh KERNEL_DEB AGENT OUT
+# or time. Usage: build-image.sh KERNEL AGENT OUT
 set -euo pipefail
-DEB=$1 AGENT=$2 OUT=$3
+KERNEL=$1 AGENT=$2 OUT=$3
 # Virtio transports (microvm: mmio; q35: pci), the agent's channel, shares,
 # container layers, and pod networks.
 WANT=(virtio_mmio virtio_pci virtio_console virtiofs overlay virtio_net)
+# Not loaded at boot, but there for the kernel to load on demand (its
+# request_module runs /sbin/modprobe, busybox's, with modules.dep): what
+# privileged containers ask for (a bridge, veth pairs).
+ON_DEMAND=(bridge veth)
 
 T=$(mktemp -d /tmp/runhcs-image.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-dpkg-deb -x "$DEB" "$T/k"
-KVER=$(ls "$T/k/lib/modules")
-MODS=$T/k/lib/modules/$KVER
+if [[ $KERNEL == *.deb ]]; then
+  dpkg-deb -x "$KERNEL" "$T/k"
+  KVER=$(ls "$T/k/lib/modules")
+  K=$T/k
+else
+  KVER=${KERNEL##*/vmlinuz-}
+  K=${KERNEL%/boot/vmlinuz-*}
+  [ -f "$K/lib/modules/$KVER/modules.builtin" ] || { echo "build-image: no modules for $KVER in $K/lib/modules" >&2; exit 1; }
+fi
+MODS=$K/lib/modules/$KVER
 R=$T/root
 mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,lib,proc,sys,dev,run,tmp,etc,root,mnt}
 
@@ -42,7 +55,7 @@ done
 
 # Modules, dependencies first. A module's dependencies are its .modinfo
 # "depends=" entry; file names may use '-' where module names use '_'.
-declare -A done_mod
+declare -A done_mod deps_of
 ORDER=()
 find_ko() {
   local n=$1
@@ -60,17 +73,39 @@ add_mod() {
   done_mod[$n]=1
   deps=$(tr '\0' '\n' <"$ko" | sed -n 's/^depends=//p' | tr ',' ' ')
   for d in $deps; do add_mod "$d"; done
-  ORDER+=("${ko#"$T/k"}")
+  deps_of[$n]=$deps
+  done_mod[$n]=${ko#"$K"}
+  ORDER+=("${ko#"$K"}")
+}
+copy_mods() {
+  for ko in "${ORDER[@]}"; do
+    mkdir -p "$R$(dirname "$ko")"
+    cp "$K$ko" "$R$ko"
+  done
 }
 for m in "${WANT[@]}"; do add_mod "$m"; done
-: >"$R/lib/modules.list.tmp"
-for ko in "${ORDER[@]}"; do
-  mkdir -p "$R$(dirname "$ko")"
-  cp "$T/k$ko" "$R$ko"
-  echo "$ko" >>"$R/lib/modules.list.tmp"
-done
+copy_mods
 mkdir -p "$R/lib/modules"
-mv "$R/lib/modules.list.tmp" "$R/lib/modules/load.list"
+printf '%s\n' "${ORDER[@]}" >"$R/lib/modules/load.list"
+BOOT_ORDER=("${ORDER[@]}")
+ORDER=()
+for m in "${ON_DEMAND[@]}"; do add_mod "$m"; done
+copy_mods
+# modules.dep as depmod writes it: path relative to the release's directory,
+# then every module it needs, each before the ones it needs (modprobe loads
+# from the end).
+post_order() {  # the module's dependencies, each after the ones it needs
+  local d
+  for d in ${deps_of[$1]:-}; do
+    [ "${done_mod[$d]}" = builtin ] && continue
+    post_order "$d"
+    echo "${done_mod[$d]#/lib/modules/"$KVER"/}"
+  done
+}
+for n in "${!deps_of[@]}"; do
+  echo "${done_mod[$n]#/lib/modules/"$KVER"/}: $(post_order "$n" | awk '!seen[$0]++' | tac | paste -sd' ')"
+done | LC_ALL=C sort >"$R/lib/modules/$KVER/modules.dep"
+ln -s ../bin/busybox "$R/sbin/modprobe"
 
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$R/etc/passwd"
 printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' >"$R/etc/group"
@@ -81,6 +116,6 @@ find "$R" -exec touch -h -d @0 {} +
 (cd "$R" && find . -print0 | LC_ALL=C sort -z |
   cpio --null -o -H newc --reproducible --owner=0:0 --quiet) | gzip -n -6 >"$OUT/initrd.img.tmp"
 mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
-cp "$T/k/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
+cp "$K/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 echo "$KVER" >"$OUT/kernel.release"
-echo "build-image: $KVER, $(du -k "$OUT/initrd.img" | cut -f1) KiB initrd, modules: ${ORDER[*]##*/}"
+echo "build-image: $KVER, $(du -k "$OUT/initrd.img" | cut -f1) KiB initrd, modules: ${BOOT_ORDER[*]##*/}; on demand: ${ORDER[*]##*/}"
