@@ -3,7 +3,9 @@
 #  0. the format (clang-format, .clang-format) of every .cc/.h;
 #  1. unit and integration tests (gcc build with -Werror, real containerd,
 #     real QEMU VMs);
-#  2. the soak (one shim through 1000 lifecycles and 1000 execs);
+#  2. the soak (one shim through 1000 lifecycles and 1000 execs), then the
+#     Debian package: built from a clean clone of HEAD, installed, used by a
+#     containerd without the build tree, purged (tests/package_test.sh);
 #  3. the concurrency-heavy unit tests under ThreadSanitizer, built with clang
 #     so its -Wthread-safety lock analysis gates the build too;
 #  4. the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer, and
@@ -37,6 +39,9 @@ if [ -n "$left" ]; then
   exit 1
 fi
 echo "nothing left in /run/runhcs"
+
+echo "== Debian package =="
+tests/package_test.sh
 
 UNIT_TESTS=(base_test stacks_test event_loop_test reaper_test shim_registry_test ttrpc_test ttrpc_stubs_test events_test exec_test
             pod_test service_test stdio_test shimdiag_test stats_test oom_relay_test agent_service_test
