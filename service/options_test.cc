@@ -1,5 +1,7 @@
 #include "service/options.h"
 
+#include <unistd.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -73,6 +75,7 @@ TEST(Options, RuntimeConfigFileIsProtobufJson) {
   rt.set_config_path("/nonexistent.json");
   EXPECT_EQ(DecodeOptions(Pack(rt)).status().code(), Code::kNotFound);
   EXPECT_TRUE(DecodeOptions(Pack(runtimeoptions::v1::Options())).ok());
+  ::unlink(path.c_str());
 }
 
 TEST(Options, JsonAcceptsBothNameFormsAndEnumNumbers) {

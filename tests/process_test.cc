@@ -415,9 +415,13 @@ TEST_F(ProcessTest, CrunOnHybridCgroupHost_FailsWithTheReason) {
 class CrunTest : public ProcessTest {
  protected:
   static void SetUpTestSuite() {
-    std::string scratch = MakeTempDir("runhcs-crun");
-    ASSERT_TRUE(MaskUnifiedControllersForCrun(scratch));
+    scratch_ = MakeTempDir("runhcs-crun");
+    ASSERT_TRUE(MaskUnifiedControllersForCrun(scratch_));
   }
+  // The empty file stays mounted in this process's namespace; unlinking it
+  // here leaves nothing in /tmp.
+  static void TearDownTestSuite() { RunCommand({"rm", "-rf", scratch_}); }
+  static inline std::string scratch_;
 };
 
 TEST_F(CrunTest, RunPauseResumeWithCrun) {
