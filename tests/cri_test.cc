@@ -133,6 +133,20 @@ class CriTest : public ::testing::Test {
     c->set_deadline(std::chrono::system_clock::now() + t);
     return c;
   }
+  // The container's status once it has exited, or its last status at the
+  // deadline.
+  static cri::ContainerStatus WaitExited(const std::string& id, std::chrono::seconds timeout) {
+    cri::ContainerStatusResponse r;
+    WaitFor(
+        [&] {
+          cri::ContainerStatusRequest q;
+          q.set_container_id(id);
+          return env->rt->ContainerStatus(Ctx().get(), q, &r).ok() &&
+                 r.status().state() == cri::CONTAINER_EXITED;
+        },
+        timeout);
+    return r.status();
+  }
   static cri::ExecSyncResponse ExecSync(const std::string& id, std::vector<std::string> cmd) {
     cri::ExecSyncRequest req;
     req.set_container_id(id);
@@ -497,17 +511,9 @@ class CriTest : public ::testing::Test {
     const std::string leaver_id =
         CreateAndStart(pod_id, pod, container("leaver", "sleep 1005 & exit 3"));
     ASSERT_FALSE(leaver_id.empty());
-    cri::ContainerStatusResponse ls;
-    EXPECT_TRUE(WaitFor(
-        [&] {
-          cri::ContainerStatusRequest q;
-          q.set_container_id(leaver_id);
-          return env->rt->ContainerStatus(Ctx().get(), q, &ls).ok() &&
-                 ls.status().state() == cri::CONTAINER_EXITED;
-        },
-        30s))
-        << cri::ContainerState_Name(ls.status().state());
-    EXPECT_EQ(ls.status().exit_code(), 3);
+    cri::ContainerStatus ls = WaitExited(leaver_id, 30s);
+    EXPECT_EQ(ls.state(), cri::CONTAINER_EXITED) << cri::ContainerState_Name(ls.state());
+    EXPECT_EQ(ls.exit_code(), 3);
     ps = ExecSync(web_id, {"sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"}).stdout();
     EXPECT_EQ(ps.find("sleep 1005"), std::string::npos) << ps;
 
@@ -614,17 +620,10 @@ class CriTest : public ::testing::Test {
     hog.mutable_linux()->mutable_resources()->set_memory_limit_in_bytes(32 << 20);
     const std::string hog_id = CreateAndStart(pod_id, pod, hog);
     ASSERT_FALSE(hog_id.empty());
-    cri::ContainerStatusResponse hs;
-    EXPECT_TRUE(WaitFor(
-        [&] {
-          cri::ContainerStatusRequest q;
-          q.set_container_id(hog_id);
-          return env->rt->ContainerStatus(Ctx().get(), q, &hs).ok() &&
-                 hs.status().state() == cri::CONTAINER_EXITED;
-        },
-        60s));
-    EXPECT_EQ(hs.status().exit_code(), 137);
-    EXPECT_EQ(hs.status().reason(), "OOMKilled");
+    cri::ContainerStatus hs = WaitExited(hog_id, 60s);
+    EXPECT_EQ(hs.state(), cri::CONTAINER_EXITED) << cri::ContainerState_Name(hs.state());
+    EXPECT_EQ(hs.exit_code(), 137);
+    EXPECT_EQ(hs.reason(), "OOMKilled");
 
     StopAndRemovePod(pod_id);
   }
