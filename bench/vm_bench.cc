@@ -5,8 +5,12 @@
 //      machine, memory and command line: the limit for this kernel;
 //   2. a container's lifecycle (create, start, wait, delete of /bin/true)
 //      inside a running VM through the agent, against the same container
-//      run by the same OCI runtime (crun) on the host.
-// TCG always; KVM where it reaches the agent. Writes OUT/vm.md.
+//      run by the same OCI runtime (crun) on the host;
+//   3. memory: the PSS of an idle VM (QEMU + its virtiofsd), split into the
+//      guest's RAM, QEMU's own and mapped files, and what a second VM adds.
+// The default VM shape (what a user gets) first, then a small one. TCG
+// always; KVM where it reaches the agent. Writes OUT/vm.md.
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -30,6 +34,7 @@
 #include "base/reaper.h"
 #include "tests/subprocess.h"
 #include "uvm/qemu_vm.h"
+#include "uvm/utility_vm.h"
 
 namespace runhcs::bench {
 namespace {
@@ -166,6 +171,57 @@ double HostLifecycle(const std::string& bundle, const std::string& id) {
   return Ms(Clock::now() - t0);
 }
 
+// A process's proportional set size (KiB), by kind: the guest's RAM is
+// QEMU's shared memfd (Pss_Shmem).
+struct Pss {
+  long total = 0, shmem = 0, anon = 0, file = 0;
+  Pss& operator+=(const Pss& o) {
+    total += o.total;
+    shmem += o.shmem;
+    anon += o.anon;
+    file += o.file;
+    return *this;
+  }
+};
+
+Pss ReadPss(pid_t pid) {
+  Pss p;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  while (std::getline(in, line)) {  // "Pss_Anon:   123 kB"; the first line is a range
+    char key[64];
+    long kb;
+    if (std::sscanf(line.c_str(), "%63s %ld", key, &kb) != 2) continue;
+    std::string k = key;
+    if (k == "Pss:") p.total = kb;
+    if (k == "Pss_Shmem:") p.shmem = kb;
+    if (k == "Pss_Anon:") p.anon = kb;
+    if (k == "Pss_File:") p.file = kb;
+  }
+  return p;
+}
+
+// Processes whose command line contains `needle` (a VM's state directory
+// names its QEMU and its virtiofsd).
+std::vector<pid_t> PidsWithArg(const std::string& needle) {
+  std::vector<pid_t> out;
+  auto dir = std::unique_ptr<DIR, int (*)(DIR*)>(::opendir("/proc"), ::closedir);
+  if (!dir) return out;
+  while (dirent* e = ::readdir(dir.get())) {
+    pid_t pid = std::atoi(e->d_name);
+    if (pid <= 0 || pid == ::getpid()) continue;
+    std::string cmd = testing::ReadFileOr("/proc/" + std::string(e->d_name) + "/cmdline", "");
+    if (cmd.find(needle) != std::string::npos) out.push_back(pid);
+  }
+  return out;
+}
+
+Pss VmPss(const std::string& state_dir) {
+  Pss sum;
+  for (pid_t pid : PidsWithArg(state_dir)) sum += ReadPss(pid);
+  return sum;
+}
+
 // Per phase (create, start, wait, remove), summed over the measured runs.
 std::map<std::string, std::vector<double>> vm_phases;
 
@@ -235,9 +291,16 @@ int main(int argc, char** argv) {
   }
   uvm::QemuConfig cfg;
   cfg.boot_dir = RUNHCS_BOOT_DIR;
-  cfg.cpus = 1;
-  cfg.memory_mb = 512;
+  cfg.cpus = uvm::DefaultVmCpus();
+  cfg.memory_mb = uvm::kDefaultVmMemoryMb;
   cfg.console = [](const std::string&) {};
+  struct Shape {
+    std::string name;
+    int cpus, memory_mb;
+  };
+  const std::vector<Shape> shapes = {
+      {fmt::format("default, {} vCPU {} MiB", cfg.cpus, cfg.memory_mb), cfg.cpus, cfg.memory_mb},
+      {"1 vCPU 512 MiB", 1, 512}};
   if (!MakeBareInitrd(scratch)) {
     std::fprintf(stderr, "cannot build the bare initramfs\n");
     return 1;
@@ -268,33 +331,76 @@ int main(int argc, char** argv) {
       notes.push_back("KVM: no /dev/kvm.");
       continue;
     }
-    std::vector<double> bare, agent;
     bool kvm_failed = false;
-    for (int i = 0; i < runs + 1; ++i) {  // first run: warm-up
-      double b = BareBoot(cfg, scratch + "/bare.img", accel);
-      VmBoot v = AgentBoot(cfg, scratch + "/vm", accel);
-      std::printf("  %s boot %d: bare %.0f ms, agent-ready %.0f ms\n", name.c_str(), i, b, v.ms);
-      std::fflush(stdout);
-      if (b < 0 || v.ms < 0) {
-        if (accel == uvm::QemuConfig::Accel::kKvm) {
-          kvm_failed = true;
-          break;
+    for (const Shape& shape : shapes) {
+      uvm::QemuConfig c = cfg;
+      c.cpus = shape.cpus;
+      c.memory_mb = shape.memory_mb;
+      std::vector<double> bare, agent;
+      for (int i = 0; i < runs + 1; ++i) {  // first run: warm-up
+        double b = BareBoot(c, scratch + "/bare.img", accel);
+        VmBoot v = AgentBoot(c, scratch + "/vm", accel);
+        std::printf("  %s %s boot %d: bare %.0f ms, agent-ready %.0f ms\n", name.c_str(),
+                    shape.name.c_str(), i, b, v.ms);
+        std::fflush(stdout);
+        if (b < 0 || v.ms < 0) {
+          if (accel == uvm::QemuConfig::Accel::kKvm) {
+            kvm_failed = true;
+            break;
+          }
+          continue;
         }
-        continue;
+        if (i > 0) {
+          bare.push_back(b);
+          agent.push_back(v.ms);
+        }
       }
-      if (i > 0) {
-        bare.push_back(b);
-        agent.push_back(v.ms);
-      }
+      if (kvm_failed) break;
+      rows.push_back(
+          {fmt::format("{} boot to agent-ready vs bare kernel to init, {} (ms)", name, shape.name),
+           Median(agent), Median(bare), 1.1});
     }
     if (kvm_failed) {
       notes.push_back(
           "KVM: the guest did not reach init/the agent within 20 s on this host "
           "(nested KVM hangs or QEMU fails at early boot); no KVM figures.");
-      continue;
     }
-    rows.push_back({name + " boot to agent-ready vs bare kernel to init (ms)", Median(agent),
-                    Median(bare), 1.2});
+  }
+
+  // Memory: idle VMs of the default shape, each with its virtiofsd sharing
+  // a directory (as every pod's VM has), after the guest settled.
+  struct MemRow {
+    std::string what;
+    Pss pss;
+    double target_mib;
+  };
+  std::vector<MemRow> mem;
+  {
+    uvm::QemuConfig a = cfg, b = cfg;
+    a.state_dir = scratch + "/vm-mem-a";
+    b.state_dir = scratch + "/vm-mem-b";
+    a.accel = b.accel = uvm::QemuConfig::Accel::kTcg;
+    uvm::QemuUtilityVm vm_a("bench-mem-a", a), vm_b("bench-mem-b", b);
+    Status st = vm_a.Start();
+    if (st.ok()) st = vm_a.Share(rootfs, "/run/bench-rootfs", true);
+    if (st.ok()) {
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+      Pss one = VmPss(a.state_dir);
+      mem.push_back({"an idle VM: QEMU + virtiofsd", one, 64});
+      st = vm_b.Start();
+      if (st.ok()) st = vm_b.Share(rootfs, "/run/bench-rootfs", true);
+      if (st.ok()) {
+        std::this_thread::sleep_for(std::chrono::seconds(5));
+        Pss two = VmPss(a.state_dir);
+        two += VmPss(b.state_dir);
+        Pss more{two.total - one.total, two.shmem - one.shmem, two.anon - one.anon,
+                 two.file - one.file};
+        mem.push_back({"a second idle VM adds", more, 32});
+      }
+    }
+    if (!st.ok()) std::fprintf(stderr, "memory: %s\n", st.ToString().c_str());
+    (void)vm_b.Close();
+    (void)vm_a.Close();
   }
 
   // Container lifecycle: in a running VM vs on the host, same crun, same spec.
@@ -319,7 +425,8 @@ int main(int argc, char** argv) {
         }
       }
       rows.push_back(
-          {"container lifecycle, VM (TCG) vs host, crun (ms)", Median(guest), Median(host), 2.0});
+          {fmt::format("container lifecycle, VM (TCG, {}) vs host, crun (ms)", shapes[0].name),
+           Median(guest), Median(host), 3.0});
     }
     (void)vm.Close();
   }
@@ -330,7 +437,7 @@ int main(int argc, char** argv) {
   std::ofstream md(out_dir + "/vm.md");
   md << "# Utility VM costs\n\nGenerated by `runhcs-vm-bench` (bench/README.md). Medians of "
      << runs << " boots and " << lifecycles
-     << " lifecycles, after warm-up; 1 vCPU, 512 MiB, microvm.\n\n"
+     << " lifecycles, after warm-up; microvm; the default shape first.\n\n"
      << "| what | runhcs | reference | ratio | target | verdict |\n|---|---:|---:|---:|---:|---|\n";
   for (const auto& r : rows) {
     double ratio = r.reference > 0 ? r.runhcs / r.reference : 0;
@@ -345,6 +452,23 @@ int main(int argc, char** argv) {
         "and answers Ping); the host lifecycle is `crun create/start/delete` of the same spec on "
         "the host (the VM one is the agent's CreateContainer, StartContainer, WaitProcess, "
         "RemoveContainer: crun in the guest plus the channel round trips).\n";
+  md << "\n| memory (TCG, " << shapes[0].name
+     << ") | PSS MiB | guest RAM | QEMU's own | files | target | verdict |\n"
+     << "|---|---:|---:|---:|---:|---:|---|\n";
+  for (const auto& m : mem) {
+    double mib = m.pss.total / 1024.0;
+    md << fmt::format(
+        "| {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | <= {:.0f} | {} |\n", m.what, mib,
+        m.pss.shmem / 1024.0, m.pss.anon / 1024.0, m.pss.file / 1024.0, m.target_mib,
+        mib <= m.target_mib ? "met" : fmt::format("missed by {:.1f}", mib - m.target_mib));
+    std::printf("%-60s %8.1f MiB (guest RAM %.1f, QEMU %.1f, files %.1f)\n", m.what.c_str(), mib,
+                m.pss.shmem / 1024.0, m.pss.anon / 1024.0, m.pss.file / 1024.0);
+  }
+  md << "\nMemory is the proportional set size (smaps_rollup) of the VM's QEMU and virtiofsd, 5 s "
+        "after boot and a share: guest RAM is QEMU's memfd (what the guest touched), QEMU's own "
+        "its "
+        "anonymous memory (TCG's translation cache, heap), files the mapped binaries, libraries "
+        "and boot files (shared between VMs, so split in PSS).\n";
   md << "\nIn-VM lifecycle by phase (median ms): ";
   for (const char* ph : {"create", "start", "wait", "remove"}) {
     md << fmt::format("{} {:.0f}; ", ph, Median(vm_phases[ph]));
@@ -353,5 +477,5 @@ int main(int argc, char** argv) {
   md << "\n";
   for (const auto& n : notes) md << "\n" << n << "\n";
   std::printf("results: %s/vm.md\n", out_dir.c_str());
-  return rows.empty() ? 1 : 0;
+  return rows.empty() || mem.empty() ? 1 : 0;
 }

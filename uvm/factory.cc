@@ -1,8 +1,12 @@
 // The one place that maps a VmConfig to a hypervisor backend.
+#include <thread>
+
 #include "uvm/qemu_vm.h"
 #include "uvm/utility_vm.h"
 
 namespace runhcs::uvm {
+
+int DefaultVmCpus() { return std::thread::hardware_concurrency() > 1 ? 2 : 1; }
 
 std::unique_ptr<UtilityVm> NewUtilityVm(std::string id, const VmConfig& cfg) {
   switch (cfg.hypervisor) {

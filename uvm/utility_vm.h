@@ -19,6 +19,12 @@
 
 namespace runhcs::uvm {
 
+// The size a VM gets when its options leave it unset (what a user gets,
+// and what benchmarks measure first): 2 vCPUs (1 on a one-core host),
+// 1024 MiB.
+int DefaultVmCpus();
+inline constexpr int kDefaultVmMemoryMb = 1024;
+
 // A utility VM's shape, whatever runs it.
 struct VmConfig {
   enum class Hypervisor { kQemu };

@@ -142,9 +142,8 @@ class ShimTaskFactory : public service::TaskFactory {
   static uvm::VmConfig VmConfig(const service::ShimOptions& o) {
     uvm::VmConfig c;
     c.boot_dir = o.boot_files_path.empty() ? DefaultBootDir() : o.boot_files_path;
-    c.cpus =
-        o.vm_processors > 0 ? o.vm_processors : (std::thread::hardware_concurrency() > 1 ? 2 : 1);
-    c.memory_mb = o.vm_memory_mb > 0 ? o.vm_memory_mb : 1024;
+    c.cpus = o.vm_processors > 0 ? o.vm_processors : uvm::DefaultVmCpus();
+    c.memory_mb = o.vm_memory_mb > 0 ? o.vm_memory_mb : uvm::kDefaultVmMemoryMb;
     switch (o.accelerator) {
       case service::ShimOptions::Accelerator::kKvm:
         c.accel = uvm::VmConfig::Accel::kKvm;
