@@ -254,8 +254,14 @@ class CriTest : public ::testing::Test {
     return ran.pod_sandbox_id();
   }
 
-  static std::string CreateAndStart(const std::string& pod_id, const cri::PodSandboxConfig& pod,
-                                    const cri::ContainerConfig& config) {
+  // Creates a container (a failure is the test's) and starts it: its id
+  // ("" when Create failed) and StartContainer's status, for the caller.
+  struct Started {
+    std::string id;
+    grpc::Status start;
+  };
+  static Started CreateThenStart(const std::string& pod_id, const cri::PodSandboxConfig& pod,
+                                 const cri::ContainerConfig& config) {
     cri::CreateContainerRequest cc;
     cc.set_pod_sandbox_id(pod_id);
     *cc.mutable_sandbox_config() = pod;
@@ -263,13 +269,18 @@ class CriTest : public ::testing::Test {
     cri::CreateContainerResponse created;
     grpc::Status st = env->rt->CreateContainer(Ctx(120s).get(), cc, &created);
     EXPECT_TRUE(st.ok()) << st.error_message();
-    if (!st.ok()) return "";
+    if (!st.ok()) return {"", st};
     cri::StartContainerRequest start;
     start.set_container_id(created.container_id());
     cri::StartContainerResponse started;
-    st = env->rt->StartContainer(Ctx(120s).get(), start, &started);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return st.ok() ? created.container_id() : "";
+    return {created.container_id(), env->rt->StartContainer(Ctx(120s).get(), start, &started)};
+  }
+  static std::string CreateAndStart(const std::string& pod_id, const cri::PodSandboxConfig& pod,
+                                    const cri::ContainerConfig& config) {
+    Started s = CreateThenStart(pod_id, pod, config);
+    if (s.id.empty()) return "";
+    EXPECT_TRUE(s.start.ok()) << s.start.error_message();
+    return s.start.ok() ? s.id : "";
   }
 
   static std::string VmDir(const std::string& pod_id) {
@@ -782,25 +793,18 @@ class CriTest : public ::testing::Test {
         10s))
         << seen;
 
-    cri::CreateContainerRequest cc;
-    cc.set_pod_sandbox_id(pod_id);
-    *cc.mutable_sandbox_config() = pod;
-    *cc.mutable_config() = with_mount("shared", cri::PROPAGATION_BIDIRECTIONAL);
-    cri::CreateContainerResponse created;
-    grpc::Status st = env->rt->CreateContainer(Ctx(120s).get(), cc, &created);
-    ASSERT_TRUE(st.ok()) << st.error_message();
     // CRI creates the task (the shim's Create) at StartContainer.
-    cri::StartContainerRequest start;
-    start.set_container_id(created.container_id());
-    cri::StartContainerResponse started;
-    st = env->rt->StartContainer(Ctx(120s).get(), start, &started);
+    Started shared =
+        CreateThenStart(pod_id, pod, with_mount("shared", cri::PROPAGATION_BIDIRECTIONAL));
+    ASSERT_FALSE(shared.id.empty());
+    const grpc::Status& st = shared.start;
     if (handler == "runhcs-vm") {
       EXPECT_FALSE(st.ok()) << "bidirectional propagation accepted in a VM";
       EXPECT_NE(st.error_message().find("bidirectional propagation"), std::string::npos)
           << st.error_message();
     } else {
       ASSERT_TRUE(st.ok()) << st.error_message();
-      const std::string shared_id = created.container_id();
+      const std::string& shared_id = shared.id;
       ExecSync(shared_id, {"mkdir", "-p", "/prop/csub"});
       cri::ExecSyncResponse r = ExecSync(shared_id, {"mount", "-t", "tmpfs", "none", "/prop/csub"});
       EXPECT_EQ(r.exit_code(), 0) << r.stderr();
