@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "base/log.h"
+#include "base/thread_group.h"
 #include "containerd/events/task.pb.h"
 #include "events/publisher.h"
 #include "exec/exec_events.h"
@@ -54,8 +55,15 @@ std::shared_ptr<SandboxTask> SandboxTask::Create(events::Publisher* publisher, s
   t->SetInit({id, "", std::move(bundle), {}},
              std::make_unique<SandboxProcess>(vm_pid > 0 ? static_cast<uint32_t>(vm_pid) : 1u));
   // A crashed VM must still end the task: watch it. (The normal way out:
-  // containerd kills the fake init.)
-  if (t->host_) t->host_waiter_ = std::thread([raw = t.get()] { raw->WaitParentExit(); });
+  // containerd kills the fake init.) The watcher holds the VM, not the
+  // task: the task may be dropped for the last time on it (by init's exit
+  // path), so it is no member the destructor would have to join.
+  if (t->host_) {
+    std::weak_ptr<SandboxTask> weak = t;
+    Status st = ThreadGroup::Get().Spawn(
+        "vm-" + id, [weak, host = t->host_, id] { WatchVm(weak, host.get(), id); });
+    if (!st.ok()) spdlog::error("sandbox {}: no watcher for its utility VM: {}", id, st.ToString());
+  }
   return t;
 }
 
@@ -64,21 +72,23 @@ SandboxTask::SandboxTask(events::Publisher* publisher, std::string id, std::stri
     : TaskBase(std::move(id), std::move(bundle), "", publisher), host_(std::move(host)) {}
 
 SandboxTask::~SandboxTask() {
-  // Never closed (no init exit): the VM still goes, and the waiter with it.
+  // Never closed (no init exit): the VM still goes, and its watcher wakes.
   bool torn;
   {
     MutexLock l(&mu_);
     torn = torn_down_;
   }
   if (host_ && !torn) (void)host_->Close();
-  if (host_waiter_.joinable()) host_waiter_.join();
 }
 
-void SandboxTask::WaitParentExit() {
-  Status st = host_->Wait();
-  if (!st.ok()) spdlog::error("sandbox {}: utility VM exited: {}", id(), st.ToString());
+void SandboxTask::WatchVm(const std::weak_ptr<SandboxTask>& weak, uvm::UtilityVm* host,
+                          const std::string& id) {
+  Status st = host->Wait();
+  auto t = weak.lock();
+  if (!t) return;  // the task went first and closed the VM
+  if (!st.ok()) spdlog::error("sandbox {}: utility VM exited: {}", id, st.ToString());
   // The VM came down; nothing else will end the fake init.
-  init()->ForceExit(1);
+  t->init()->ForceExit(1);
 }
 
 void SandboxTask::Teardown() {

@@ -32,7 +32,6 @@
 #include <functional>
 
 #include <memory>
-#include <thread>
 
 #include "base/thread_annotations.h"
 #include "events/publisher.h"
@@ -51,7 +50,8 @@ class SandboxTask : public task::TaskBase {
                                              std::string bundle,
                                              std::shared_ptr<uvm::UtilityVm> host,
                                              std::shared_ptr<void> with_vm = nullptr);
-  // Closes the VM if the task never closed, joins its thread.
+  // Closes the VM if the task never closed. May run on any thread,
+  // the VM watcher's included.
   ~SandboxTask() override;
 
   // Runs in close(), after the VM is closed and before init's TaskExit: the
@@ -83,14 +83,16 @@ class SandboxTask : public task::TaskBase {
   StatusOr<std::unique_ptr<exec::Process>> NewExecProcess(const task::ExecRequest& req) override;
   void KillAll() override {}
   void Teardown() override;
-  void WaitParentExit();
+  // The VM watcher: waits for the VM to exit, then force-exits init with 1
+  // if the task is still there.
+  static void WatchVm(const std::weak_ptr<SandboxTask>& weak, uvm::UtilityVm* host,
+                      const std::string& id);
 
   const std::shared_ptr<uvm::UtilityVm> host_;  // owned; may be null
   Mutex mu_;
   std::function<void()> before_exit_ GUARDED_BY(mu_);
   bool torn_down_ GUARDED_BY(mu_) = false;
   std::shared_ptr<void> with_vm_ GUARDED_BY(mu_);
-  std::thread host_waiter_;
 };
 
 }  // namespace runhcs::pod

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <thread>
 
 #include "containerd/events/task.pb.h"
 #include "events/recording_publisher.h"
@@ -148,6 +149,32 @@ TEST_F(SandboxTaskTest, VmDies_InitForceExitsWithOneThenCloses) {
   EXPECT_EQ(events_.Topics(), (Topics{"/tasks/start", "/tasks/exit"}));
   EXPECT_EQ(events_.At<containerd::events::TaskExit>(1).exit_status(), 1u);
   EXPECT_EQ(vm_->close_calls(), 1);  // close() still closes the (dead) VM once
+}
+
+// The VM watcher may drop the task for the last time (init's exit path holds
+// it while the caller has let go): the task is then destroyed on the
+// watcher's thread, which must not try to join itself.
+TEST_F(SandboxTaskTest, VmDies_TaskDroppedDuringItsExit_DestroyedOnTheWatcher) {
+  auto t = Started();
+  std::promise<void> in_exit, dropped;
+  auto dropped_f = dropped.get_future().share();
+  t->SetBeforeExit([&in_exit, dropped_f] {
+    in_exit.set_value();
+    dropped_f.wait();
+  });
+  std::weak_ptr<SandboxTask> weak = t;
+  vm_->Crash();
+  in_exit.get_future().wait();
+  t.reset();
+  EXPECT_FALSE(weak.expired());  // the exit path holds it
+  dropped.set_value();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!weak.expired() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_TRUE(weak.expired());
+  EXPECT_EQ(events_.Topics(), (Topics{"/tasks/start", "/tasks/exit"}));
+  EXPECT_EQ(vm_->close_calls(), 1);
 }
 
 TEST_F(SandboxTaskTest, Wait_BlocksUntilClosed) {
