@@ -1,5 +1,6 @@
 #include "base/reaper.h"
 
+#include <sys/personality.h>
 #include <sys/prctl.h>
 
 #include <fcntl.h>
@@ -127,6 +128,10 @@ StatusOr<pid_t> Reaper::Spawn(const SpawnOptions& opts) {
       if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
     }
     if (opts.new_session) ::setsid();
+    if (opts.fixed_address_layout) {
+      int persona = ::personality(0xffffffff);
+      if (persona != -1) ::personality(static_cast<unsigned long>(persona) | ADDR_NO_RANDOMIZE);
+    }
     // Move sources out of the way of targets first, then place them.
     for (size_t i = 0; i < opts.fds.size(); ++i) {
       tmp[i] = ::fcntl(opts.fds[i].second, F_DUPFD_CLOEXEC, 64);

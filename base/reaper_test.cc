@@ -4,7 +4,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <fstream>
 #include <future>
+#include <string>
+#include <thread>
 
 namespace runhcs {
 namespace {
@@ -87,6 +91,35 @@ TEST_F(ReaperTest, SpawnedChildIsWaitedAndMissingBinaryIsNotFound) {
   EXPECT_EQ(*st, 5);
   EXPECT_EQ(Reaper::Get().Spawn({.argv = {"/nonexistent/binary"}}).status().code(),
             Code::kNotFound);
+  reaper.join();
+}
+
+// What a child reports in /proc/self/personality (hex), spawned with or
+// without a fixed address layout; inherited by what it execs.
+std::string PersonalityOfChild(bool fixed) {
+  std::string out = ::testing::TempDir() + "/personality-" + std::to_string(::getpid());
+  auto pid = Reaper::Get().Spawn({.argv = {"/bin/sh", "-c", "cat /proc/self/personality > " + out},
+                                  .fixed_address_layout = fixed});
+  EXPECT_TRUE(pid.ok()) << pid.status().ToString();
+  if (!pid.ok()) return "";
+  auto st = Reaper::Get().Wait(*pid);
+  EXPECT_TRUE(st.ok() && *st == 0);
+  std::ifstream in(out);
+  std::string text;
+  std::getline(in, text);
+  std::remove(out.c_str());
+  return text;
+}
+
+TEST_F(ReaperTest, FixedAddressLayoutTurnsRandomizationOffForTheChildOnly) {
+  std::thread reaper([] {
+    for (int i = 0; i < 200; ++i) {
+      Reaper::Get().ReapAll();
+      ::usleep(5000);
+    }
+  });
+  EXPECT_EQ(PersonalityOfChild(true), "00040000");  // ADDR_NO_RANDOMIZE
+  EXPECT_EQ(PersonalityOfChild(false), "00000000");
   reaper.join();
 }
 

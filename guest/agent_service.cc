@@ -369,6 +369,9 @@ Status AgentService::CreateContainer(const ttrpc::CallContext&,
   }
   if (!spec.is_object())
     return InvalidArgumentError("container {:?}: spec is not an object", req.container_id());
+  if (spec.contains("linux") && !spec["linux"].is_object())
+    return InvalidArgumentError("container {:?}: spec's linux is not an object",
+                                req.container_id());
   if (req.pod_namespaces_size() > 0) {
     pid_t holder;
     {
@@ -400,11 +403,22 @@ Status AgentService::CreateContainer(const ttrpc::CallContext&,
     spec["process"].erase("apparmorProfile");
     spec["process"].erase("selinuxLabel");
   }
-  if (spec.contains("linux")) spec["linux"].erase("mountLabel");
+  if (!spec.contains("linux")) spec["linux"] = nlohmann::json::object();
+  spec["linux"].erase("mountLabel");
+  // The runtime runs with a fixed address layout (cheap under TCG), which
+  // its children inherit; a personality resets the flags at the container's
+  // exec, so its processes (and its execs') are randomized again. A
+  // personality the spec names does that too, and is kept.
+  if (!spec["linux"].contains("personality")) {
+    spec["linux"]["personality"] = {{"domain", "LINUX"}};
+  }
   RETURN_IF_ERROR(WriteFileAtomic(c->bundle + "/config.json", spec.dump(), 0600));
   // The initramfs root cannot be pivoted away from.
-  c->rt = std::make_unique<oci::Runtime>(
-      oci::Runtime::Config{cfg_.oci_runtime, cfg_.oci_root, /*no_pivot=*/true}, c->bundle);
+  c->rt = std::make_unique<oci::Runtime>(oci::Runtime::Config{.binary = cfg_.oci_runtime,
+                                                              .root = cfg_.oci_root,
+                                                              .no_pivot = true,
+                                                              .fixed_address_layout = true},
+                                         c->bundle);
   RuntimeIo io;
   ASSIGN_OR_RETURN(io, RuntimeIo::Make(req.terminal(), req.stdin()));
   c->init_expect = Reaper::Get().Expect();

@@ -7,8 +7,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <thread>
 
+#include "base/io.h"
 #include "base/polled_reaper.h"
 #include "base/reaper.h"
 
@@ -249,6 +252,89 @@ TEST_F(AgentServiceTest, PodNamespacesWithoutAPodAreFailedPrecondition) {
   auto r = Call(&AgentService::CreateContainer, c);
   EXPECT_EQ(r.status().code(), Code::kFailedPrecondition) << r.status().ToString();
   EXPECT_NE(r.status().message().find("no pod"), std::string::npos);
+}
+
+// CreateContainer against a stand-in runtime (a script recording how it was
+// run and the config it was given; its "init" a sleep it backgrounds): the
+// runtime runs without address-space randomization, and the config gives
+// the container's processes theirs back through linux.personality.
+class AgentRuntimeTest : public AgentServiceTest {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/agent-runtime-" + std::to_string(::getpid());
+    ASSERT_TRUE(MkdirAll(dir_ + "/cg", 0700).ok());
+    ASSERT_TRUE(WriteFileAtomic(dir_ + "/runtime", R"sh(#!/bin/sh
+dir=$(dirname "$0")
+cat /proc/self/personality > "$dir/personality"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root|--log|--log-format|--bundle) shift ;;
+    --pid-file) pidfile=$2; shift ;;
+    create|delete) verb=$1 ;;
+  esac
+  shift
+done
+case "$verb" in
+  create) cp config.json "$dir/config.json"; sleep 1000 </dev/null >/dev/null 2>&1 &
+          echo $! > "$pidfile" ;;
+  delete) kill -9 "$(cat init.pid)" ;;
+esac
+)sh",
+                                0700)
+                    .ok());
+    agent_ = std::make_unique<AgentService>(AgentConfig{.oci_runtime = dir_ + "/runtime",
+                                                        .oci_root = dir_ + "/root",
+                                                        .state_dir = dir_ + "/state",
+                                                        .cgroup_root = dir_ + "/cg"});
+  }
+  void TearDown() override {
+    agent_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  // Creates and removes container `id` with `spec`; the config the runtime
+  // was given.
+  nlohmann::json CreateAndRemove(const std::string& id, const std::string& spec) {
+    pb::CreateContainerRequest c;
+    c.set_container_id(id);
+    c.set_spec_json(spec);
+    c.set_rootfs_path(dir_);
+    auto r = ttrpc::CallDirect(agent_.get(), &AgentService::CreateContainer, c, std::nullopt);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    pb::RemoveContainerRequest rm;
+    rm.set_container_id(id);
+    auto d = ttrpc::CallDirect(agent_.get(), &AgentService::RemoveContainer, rm, std::nullopt);
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    auto text = ReadFile(dir_ + "/config.json");
+    return text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+  }
+  std::string RuntimePersonality() {
+    auto text = ReadFile(dir_ + "/personality");
+    return text.ok() ? *text : "";
+  }
+
+  std::string dir_;
+  std::unique_ptr<AgentService> agent_;
+};
+
+TEST_F(AgentRuntimeTest, RuntimeRunsUnrandomizedAndTheContainerGetsItBack) {
+  auto cfg = CreateAndRemove("c1", R"({"process":{"args":["/bin/true"]}})");
+  EXPECT_EQ(RuntimePersonality(), "00040000\n");  // ADDR_NO_RANDOMIZE
+  EXPECT_EQ(cfg["linux"]["personality"], nlohmann::json({{"domain", "LINUX"}}));
+  EXPECT_EQ(cfg["process"]["args"], nlohmann::json({"/bin/true"}));
+}
+
+TEST_F(AgentRuntimeTest, APersonalityTheSpecNamesIsKept) {
+  auto cfg = CreateAndRemove("c2", R"({"linux":{"personality":{"domain":"LINUX32"}}})");
+  EXPECT_EQ(cfg["linux"]["personality"], nlohmann::json({{"domain", "LINUX32"}}));
+}
+
+TEST_F(AgentRuntimeTest, ALinuxThatIsNoObjectIsInvalidArgument) {
+  pb::CreateContainerRequest c;
+  c.set_container_id("c3");
+  c.set_spec_json(R"({"linux":5})");
+  auto r = ttrpc::CallDirect(agent_.get(), &AgentService::CreateContainer, c, std::nullopt);
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << r.status().ToString();
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/personality"));  // the runtime never ran
 }
 
 }  // namespace

@@ -52,6 +52,7 @@ Status Runtime::Run(const std::string& verb, std::vector<std::string> args, cons
   so.argv.insert(so.argv.end(), {"--log", log_path_, "--log-format", "json", verb});
   so.argv.insert(so.argv.end(), args.begin(), args.end());
   so.cwd = bundle_;
+  so.fixed_address_layout = cfg_.fixed_address_layout;
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   int out_pipe[2] = {-1, -1};
   if (out && ::pipe2(out_pipe, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");

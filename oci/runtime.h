@@ -32,6 +32,11 @@ class Runtime {
     // Every command is SIGKILLed past this and fails with DeadlineExceeded:
     // a hung runtime never hangs the call (or the shim) with it.
     std::chrono::milliseconds timeout = kDefaultTimeout;
+    // Run the runtime binary without address-space randomization
+    // (SpawnOptions::fixed_address_layout): what makes each call cheap in a
+    // TCG guest. The runtime's children inherit it: the caller gives the
+    // container's processes their randomization back (linux.personality).
+    bool fixed_address_layout = false;
   };
 
   // The process's stdio for create/exec (-1 = /dev/null).

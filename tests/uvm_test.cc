@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <fstream>
 #include <thread>
 
 #include "base/io.h"
@@ -115,11 +117,29 @@ TEST_F(UvmTest, SharesAreVisibleAndReadOnlyWhenAsked) {
   EXPECT_NE(::access((dir_ + "/vm/shares/0").c_str(), F_OK), 0);
   EXPECT_EQ(vm.Unshare("/mnt/ro").code(), Code::kNotFound);
   EXPECT_EQ(Run(vm, {"cat", "/etc/hello.txt"}).second, "from the host\n");
+  // Shares cache with close-to-open consistency (attributes for up to a
+  // second): a change the host makes in place reaches the guest's next
+  // opens once that second is out; what the guest writes is on the host
+  // when the write returns.
+  {
+    std::ofstream f(host + "/hello.txt", std::ios::trunc);
+    f << "changed on the host\n";
+  }
+  std::string seen;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+       std::chrono::steady_clock::now() < until;) {
+    seen = Run(vm, {"cat", "/etc/hello.txt"}).second;
+    if (seen == "changed on the host\n") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(seen, "changed on the host\n");
+  EXPECT_EQ(Run(vm, {"/bin/sh", "-c", "echo from the guest > /etc/hello.txt"}).first, 0);
+  EXPECT_EQ(ReadFileOr(host + "/hello.txt"), "from the guest\n");
   pid_t qemu = vm.qemu_pid();
   ASSERT_TRUE(vm.Close().ok());
   ExpectNothingLeft(qemu);
   // The host files survive the share's removal.
-  EXPECT_EQ(ReadFileOr(host + "/hello.txt"), "from the host\n");
+  EXPECT_EQ(ReadFileOr(host + "/hello.txt"), "from the guest\n");
 }
 
 TEST_F(UvmTest, QemuKilledEndsWaitWithAnErrorAndLeavesNothing) {

@@ -155,10 +155,14 @@ Status QemuUtilityVm::StartVirtiofsd() {
   std::string sock = cfg_.state_dir + "/fs.sock";
   SpawnOptions so;
   // chroot, not a mount namespace: share bind mounts made later under the
-  // source must be visible to it without propagation games.
+  // source must be visible to it without propagation games. cache=auto:
+  // close-to-open consistency with attributes cached for a second, so a
+  // binary or library the guest runs again comes from its page cache (with
+  // cache=none every exec read it anew through the device: 15% of a
+  // container lifecycle under TCG); writes go through at once.
   so.argv = {cfg_.virtiofsd, "--socket-path=" + sock,
              "-o",           "source=" + cfg_.state_dir + "/shares",
-             "-o",           "cache=none",
+             "-o",           "cache=auto",
              "-o",           "sandbox=chroot"};
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   so.fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}};
