@@ -62,7 +62,7 @@ bool MakeBareInitrd(const std::string& dir) {
     return false;
   }
   return RunCommand({"sh", "-c",
-                     "cd " + root + " && find . | cpio -o -H newc --quiet | gzip -1 > " + dir +
+                     "cd " + root + " && find . | cpio -o -H newc --quiet | lz4 -l -9 -q > " + dir +
                          "/bare.img"})
              .exit_code == 0;
 }

@@ -315,8 +315,19 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
   return r;
 }
 
-Status AgentService::CreatePod(const ttrpc::CallContext&, const pb::CreatePodRequest& req,
+Status AgentService::WaitForModules(const ttrpc::CallContext& ctx) {
+  constexpr auto kModulesWait = std::chrono::seconds(30);
+  if (!cfg_.modules_ready) return OkStatus();
+  auto deadline = ctx.deadline.value_or(ttrpc::Clock::now() + kModulesWait);
+  if (!cfg_.modules_ready->Wait(deadline)) {
+    return UnavailableError("the VM's kernel modules are still loading");
+  }
+  return OkStatus();
+}
+
+Status AgentService::CreatePod(const ttrpc::CallContext& ctx, const pb::CreatePodRequest& req,
                                pb::CreatePodResponse* resp) {
+  RETURN_IF_ERROR(WaitForModules(ctx));
   {
     MutexLock l(&mu_);
     if (pod_holder_ != 0) return AlreadyExistsError("this VM already is a pod's");
@@ -356,10 +367,11 @@ Status AgentService::CreatePod(const ttrpc::CallContext&, const pb::CreatePodReq
   return OkStatus();
 }
 
-Status AgentService::CreateContainer(const ttrpc::CallContext&,
+Status AgentService::CreateContainer(const ttrpc::CallContext& ctx,
                                      const pb::CreateContainerRequest& req, pb::Empty*) {
   if (!ValidId(req.container_id()))
     return InvalidArgumentError("invalid container id {:?}", req.container_id());
+  RETURN_IF_ERROR(WaitForModules(ctx));
   nlohmann::json spec;
   try {
     spec = nlohmann::json::parse(req.spec_json());
@@ -749,8 +761,9 @@ Status AgentService::ResizeTty(const ttrpc::CallContext&, const pb::ResizeTtyReq
   return OkStatus();
 }
 
-Status AgentService::MountShare(const ttrpc::CallContext&, const pb::MountShareRequest& req,
+Status AgentService::MountShare(const ttrpc::CallContext& ctx, const pb::MountShareRequest& req,
                                 pb::Empty*) {
+  RETURN_IF_ERROR(WaitForModules(ctx));
   if (req.tag().empty() || req.tag().find('/') != std::string::npos) {
     return InvalidArgumentError("invalid share tag {:?}", req.tag());
   }

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "base/fd.h"
+#include "base/latch.h"
 #include "base/status.h"
 #include "base/thread_annotations.h"
 #include "oci/runtime.h"
@@ -48,6 +49,11 @@ struct AgentConfig {
   std::string proc_sys = "/proc/sys";
   // Called after Shutdown has answered (PID 1 powers the VM off).
   std::function<void()> on_shutdown;
+  // Opens once the kernel modules for shares, container layers and pod
+  // networks are loaded (PID 1 loads them after it starts serving). Until
+  // then MountShare, CreatePod and CreateContainer wait (up to their
+  // deadline, else kModulesWait) and fail Unavailable past it. Null: ready.
+  std::shared_ptr<Latch> modules_ready;
 };
 
 class AgentService : public pb::AgentServer {
@@ -111,6 +117,9 @@ class AgentService : public pb::AgentServer {
   // Watches the container's memory cgroup for OOM kills (best effort: a
   // container without a memory controller has none to report).
   void WatchOom(const std::shared_ptr<Container>& c);
+
+  // Waits for cfg_.modules_ready (see AgentConfig).
+  Status WaitForModules(const ttrpc::CallContext& ctx);
 
   const AgentConfig cfg_;
   const int64_t started_boot_ns_;

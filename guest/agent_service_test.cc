@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -335,6 +336,40 @@ TEST_F(AgentRuntimeTest, ALinuxThatIsNoObjectIsInvalidArgument) {
   auto r = ttrpc::CallDirect(agent_.get(), &AgentService::CreateContainer, c, std::nullopt);
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << r.status().ToString();
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/personality"));  // the runtime never ran
+}
+
+// While PID 1 still loads the modules for shares, layers and networks, the
+// calls that need them wait up to their deadline and then fail Unavailable;
+// once loaded they run.
+TEST_F(AgentServiceTest, CallsNeedingModulesWaitForThem) {
+  auto ready = std::make_shared<Latch>();
+  AgentService agent(
+      AgentConfig{.state_dir = ::testing::TempDir() + "/agent-modules", .modules_ready = ready});
+  pb::CreateContainerRequest c;
+  c.set_container_id("m1");
+  c.set_spec_json("not json");
+  pb::MountShareRequest m;
+  m.set_tag("runhcs");
+  m.set_sub_path("../escape");
+  m.set_guest_path("/mnt/x");
+  auto soon = [] { return Clock::now() + std::chrono::milliseconds(50); };
+  auto r = ttrpc::CallDirect(&agent, &AgentService::CreateContainer, c, soon());
+  EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("modules"), std::string::npos);
+  EXPECT_EQ(ttrpc::CallDirect(&agent, &AgentService::MountShare, m, soon()).status().code(),
+            Code::kUnavailable);
+  // Calls that need no module do not wait.
+  EXPECT_TRUE(ttrpc::CallDirect(&agent, &AgentService::Ping, pb::PingRequest(), soon()).ok());
+  // A waiting call goes on when the modules are in.
+  auto later = std::async(std::launch::async, [&] {
+    return ttrpc::CallDirect(&agent, &AgentService::CreateContainer, c,
+                             Clock::now() + std::chrono::seconds(10));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ready->Open();
+  EXPECT_EQ(later.get().status().code(), Code::kInvalidArgument);  // the spec, checked now
+  EXPECT_EQ(ttrpc::CallDirect(&agent, &AgentService::MountShare, m, soon()).status().code(),
+            Code::kInvalidArgument);
 }
 
 }  // namespace

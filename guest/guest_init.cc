@@ -73,6 +73,20 @@ Status LoadModules(const std::string& list) {
   return first;
 }
 
+bool HasPciDevices(const std::string& devices) {
+  DIR* d = ::opendir(devices.c_str());
+  if (!d) return false;
+  bool any = false;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') {
+      any = true;
+      break;
+    }
+  }
+  ::closedir(d);
+  return any;
+}
+
 StatusOr<std::string> FindVirtioPort(const std::string& name, int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   do {

@@ -18,6 +18,10 @@ Status MountBasics();
 // as the image build ordered them). A module already loaded is fine.
 Status LoadModules(const std::string& list);
 
+// Whether the VM has a PCI device (q35), `devices` being sysfs's PCI device
+// directory; false on microvm (pci=off) or when it is missing.
+bool HasPciDevices(const std::string& devices = "/sys/bus/pci/devices");
+
 // The /dev node of the virtio-serial port named `name`, waiting up to
 // `timeout_ms` for it to appear. NotFound if it never does.
 StatusOr<std::string> FindVirtioPort(const std::string& name, int timeout_ms);

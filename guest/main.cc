@@ -28,6 +28,8 @@ namespace {
 
 constexpr char kPortName[] = "runhcs.agent";
 constexpr char kModuleList[] = "/lib/modules/load.list";
+constexpr char kPciModuleList[] = "/lib/modules/load-pci.list";
+constexpr char kLaterModuleList[] = "/lib/modules/load-later.list";
 
 // Waits until the host end of the virtio-serial port is connected: while it
 // is not, poll reports POLLHUP (and a read would return EOF at once).
@@ -72,8 +74,13 @@ int main(int argc, char** argv) {
   if (pid1) {
     Status st = guest::MountBasics();
     if (!st.ok()) spdlog::warn("{}", st.ToString());
+    // Only what reaching the host needs before serving; the rest follows.
     st = guest::LoadModules(kModuleList);
     if (!st.ok()) spdlog::warn("{}", st.ToString());
+    if (guest::HasPciDevices()) {
+      st = guest::LoadModules(kPciModuleList);
+      if (!st.ok()) spdlog::warn("{}", st.ToString());
+    }
     auto found = guest::FindVirtioPort(kPortName, 10000);
     if (!found.ok()) {
       spdlog::error("{}", found.status().ToString());
@@ -86,10 +93,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   Reaper::Get().Enable();
-  guest::AgentService svc({.agent_version = RUNHCS_VERSION_STRING, .on_shutdown = [pid1] {
-                             if (pid1) PowerOff();
-                             ::kill(::getpid(), SIGTERM);
-                           }});
+  std::shared_ptr<Latch> modules_ready;
+  if (pid1) modules_ready = std::make_shared<Latch>();
+  guest::AgentService svc({.agent_version = RUNHCS_VERSION_STRING,
+                           .on_shutdown =
+                               [pid1] {
+                                 if (pid1) PowerOff();
+                                 ::kill(::getpid(), SIGTERM);
+                               },
+                           .modules_ready = modules_ready});
   // One connection (the host) carries every long poll of every process in
   // the VM (ReadStream x2 and WaitProcess per process, WaitOom per
   // container), each holding a worker while it waits: a pod with dozens of
@@ -111,6 +123,14 @@ int main(int argc, char** argv) {
   if (!acc.ok()) {
     spdlog::critical("{}", acc.ToString());
     return 2;
+  }
+  if (modules_ready) {
+    auto load_later = [modules_ready] {
+      Status st = guest::LoadModules(kLaterModuleList);
+      if (!st.ok()) spdlog::warn("{}", st.ToString());
+      modules_ready->Open();
+    };
+    if (!ThreadGroup::Get().Spawn("modules", load_later).ok()) load_later();
   }
 
   UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC));

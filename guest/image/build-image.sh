@@ -4,17 +4,24 @@
 # package (.deb, unpacked here) or an installed kernel's /boot/vmlinuz-<release>
 # (its modules in /lib/modules/<release>; the Debian package build's way):
 #   OUT/vmlinuz         the kernel, as packaged
-#   OUT/initrd.img      gzip cpio: /init = the agent, busybox-static and its
+#   OUT/initrd.img      lz4 cpio: /init = the agent, busybox-static and its
 #                       applets, crun and its libraries, the kernel modules
-#                       the VM needs (load order in /lib/modules/load.list)
+#                       the VM needs (load order in /lib/modules/load*.list)
 #   OUT/kernel.release  `uname -r` of that kernel
-# Reproducible: sorted entries, every mtime 0, owner root, gzip without name
-# or time. Usage: build-image.sh KERNEL AGENT OUT
+# Reproducible: sorted entries, every mtime 0, owner root. LZ4 (the legacy
+# frame the kernel reads), not gzip: under TCG the kernel unpacks it in
+# 0.38 s instead of 0.63 s, and init waits for that.
+# Usage: build-image.sh KERNEL AGENT OUT
 set -euo pipefail
 KERNEL=$1 AGENT=$2 OUT=$3
-# Virtio transports (microvm: mmio; q35: pci), the agent's channel, shares,
-# container layers, and pod networks.
-WANT=(virtio_mmio virtio_pci virtio_console virtiofs overlay virtio_net)
+# Loaded at boot, in three lists the agent reads: what it needs to reach
+# the host (the mmio transport of microvm, the console: load.list), the PCI
+# transport (q35: load-pci.list, loaded only when the VM has PCI devices),
+# and, once it serves, shares, container layers and pod networks
+# (load-later.list; calls that need them wait).
+WANT_CHANNEL=(virtio_mmio virtio_console)
+WANT_PCI=(virtio_pci)
+WANT_LATER=(virtiofs overlay virtio_net)
 # Not loaded at boot, but there for the kernel to load on demand (its
 # request_module runs /sbin/modprobe, busybox's, with modules.dep): what
 # privileged containers ask for (a bridge, veth pairs).
@@ -83,11 +90,20 @@ copy_mods() {
     cp "$K$ko" "$R$ko"
   done
 }
-for m in "${WANT[@]}"; do add_mod "$m"; done
-copy_mods
 mkdir -p "$R/lib/modules"
-printf '%s\n' "${ORDER[@]}" >"$R/lib/modules/load.list"
-BOOT_ORDER=("${ORDER[@]}")
+BOOT_ORDER=()
+boot_list() {  # LIST MODULE...: those (and what they need, not yet listed)
+  local list=$1 m
+  shift
+  ORDER=()
+  for m in "$@"; do add_mod "$m"; done
+  copy_mods
+  printf '%s\n' "${ORDER[@]}" >"$R/lib/modules/$list"
+  BOOT_ORDER+=("${ORDER[@]}")
+}
+boot_list load.list "${WANT_CHANNEL[@]}"
+boot_list load-pci.list "${WANT_PCI[@]}"
+boot_list load-later.list "${WANT_LATER[@]}"
 ORDER=()
 for m in "${ON_DEMAND[@]}"; do add_mod "$m"; done
 copy_mods
@@ -114,7 +130,7 @@ echo runhcs-uvm >"$R/etc/hostname"
 mkdir -p "$OUT"
 find "$R" -exec touch -h -d @0 {} +
 (cd "$R" && find . -print0 | LC_ALL=C sort -z |
-  cpio --null -o -H newc --reproducible --owner=0:0 --quiet) | gzip -n -6 >"$OUT/initrd.img.tmp"
+  cpio --null -o -H newc --reproducible --owner=0:0 --quiet) | lz4 -l -9 -q >"$OUT/initrd.img.tmp"
 mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
 cp "$K/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 echo "$KVER" >"$OUT/kernel.release"
