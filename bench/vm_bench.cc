@@ -419,6 +419,7 @@ int main(int argc, char** argv) {
         double h = HostLifecycle(bundle, "bench-host-" + std::to_string(i));
         double g = VmLifecycle(vm.agent().get(), spec.dump(), "/run/bench-rootfs",
                                "bench-vm-" + std::to_string(i));
+        std::printf("  lifecycle %d: host %.0f ms, VM %.0f ms\n", i, h, g);
         if (i >= 2 && h > 0 && g > 0) {
           host.push_back(h);
           guest.push_back(g);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -315,6 +316,26 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
   return r;
 }
 
+namespace {
+
+// Removes a container's bundle: the files the agent and the runtime put
+// there (config, log, pid files), then the directory. Never recursive: a
+// directory or mount found there stays, with a warning.
+void RemoveBundle(const std::string& dir) {
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_type == DT_DIR) continue;
+      ::unlinkat(::dirfd(d), e->d_name, 0);
+    }
+    ::closedir(d);
+  }
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
+    spdlog::warn("bundle {} left: {}", dir, std::strerror(errno));
+  }
+}
+
+}  // namespace
+
 Status AgentService::WaitForModules(const ttrpc::CallContext& ctx) {
   constexpr auto kModulesWait = std::chrono::seconds(30);
   if (!cfg_.modules_ready) return OkStatus();
@@ -408,6 +429,14 @@ Status AgentService::CreateContainer(const ttrpc::CallContext& ctx,
   c->kill_all_on_exit = !HasOwnPidNamespace(spec);
   c->bundle = cfg_.state_dir + "/c/" + c->id;
   RETURN_IF_ERROR(MkdirAll(c->bundle, 0700));
+  // The bundle goes with a container that is not created.
+  struct BundleGuard {
+    std::string dir;
+    bool keep = false;
+    ~BundleGuard() {
+      if (!keep) RemoveBundle(dir);
+    }
+  } bundle_guard{c->bundle};
   spec["root"]["path"] = req.rootfs_path();
   if (spec.contains("process")) {
     spec["process"]["terminal"] = req.terminal();
@@ -456,6 +485,7 @@ Status AgentService::CreateContainer(const ttrpc::CallContext& ctx,
     MutexLock l(&mu_);
     containers_[c->id] = c;
   }
+  bundle_guard.keep = true;
   WatchOom(c);
   return OkStatus();
 }
@@ -516,9 +546,14 @@ StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessR
   ASSIGN_OR_RETURN(auto c, FindContainer(req.id().container_id()));
   {
     MutexLock l(&mu_);
-    if (c->execs.count(req.id().exec_id())) {
-      return AlreadyExistsError("exec {:?} in container {:?} already exists", req.id().exec_id(),
-                                c->id);
+    // An exited exec's id may be taken again (its output may still be
+    // held open by a process it left behind).
+    if (auto old = c->execs.find(req.id().exec_id()); old != c->execs.end()) {
+      MutexLock pl(&old->second->mu);
+      if (!old->second->status) {
+        return AlreadyExistsError("exec {:?} in container {:?} already exists", req.id().exec_id(),
+                                  c->id);
+      }
     }
   }
   std::string spec_path = c->bundle + "/.exec-" + req.id().exec_id() + ".json";
@@ -585,28 +620,36 @@ Status AgentService::WaitProcess(const ttrpc::CallContext& ctx, const pb::WaitPr
     r.set_exit_status(*p->status);
     p->waited = true;
   }
-  if (req.id().container_id().empty()) MaybeForgetVmProcess(req.id().exec_id());
+  MaybeForget(req.id());
   *out = std::move(r);
   return OkStatus();
 }
 
-void AgentService::MaybeForgetVmProcess(const std::string& exec_id) {
+void AgentService::MaybeForget(const pb::ProcessId& id) {
+  if (!id.container_id().empty() && id.exec_id().empty()) return;  // init: with its container
   MutexLock l(&mu_);
-  auto it = vm_processes_.find(exec_id);
-  if (it == vm_processes_.end()) return;
+  std::map<std::string, ProcessPtr>* table = &vm_processes_;
+  if (!id.container_id().empty()) {
+    auto c = containers_.find(id.container_id());
+    if (c == containers_.end()) return;
+    table = &c->second->execs;
+  }
+  auto it = table->find(id.exec_id());
+  if (it == table->end()) return;
   ProcessPtr p = it->second;
   bool done;
   {
     MutexLock pl(&p->mu);
     done = p->DoneLocked();
   }
-  if (done) vm_processes_.erase(it);
+  if (done) table->erase(it);
 }
 
 Status AgentService::RemoveContainer(const ttrpc::CallContext&,
                                      const pb::RemoveContainerRequest& req, pb::Empty*) {
   ASSIGN_OR_RETURN(auto c, FindContainer(req.container_id()));
   RETURN_IF_ERROR(c->rt->Delete(c->id, /*force=*/true));
+  RemoveBundle(c->bundle);
   stats::OomWatcher::Get().Remove(c->id);
   MutexLock l(&mu_);
   c->removed = true;
@@ -733,7 +776,7 @@ Status AgentService::ReadStream(const ttrpc::CallContext& ctx, const pb::ReadStr
     (is_err ? p->err : p->out).reset();
   }
   r.set_eof(true);
-  if (req.id().container_id().empty()) MaybeForgetVmProcess(req.id().exec_id());
+  MaybeForget(req.id());
   *out = std::move(r);
   return OkStatus();
 }

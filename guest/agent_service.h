@@ -112,8 +112,11 @@ class AgentService : public pb::AgentServer {
   StatusOr<std::shared_ptr<Container>> FindContainer(const std::string& id);
   StatusOr<pb::StartResponse> ExecInVm(const pb::ExecProcessRequest& req);
   StatusOr<pb::StartResponse> ExecInContainer(const pb::ExecProcessRequest& req);
-  // Drops a finished VM-level process once its status and output are taken.
-  void MaybeForgetVmProcess(const std::string& exec_id);
+  // Drops a finished exec (of a container, or VM-level) once its status and
+  // output are taken, so its id may be used again (as containerd allows
+  // after deleting an exec) and nothing piles up. A container's init goes
+  // with its container.
+  void MaybeForget(const pb::ProcessId& id);
   // Watches the container's memory cgroup for OOM kills (best effort: a
   // container without a memory controller has none to report).
   void WatchOom(const std::shared_ptr<Container>& c);

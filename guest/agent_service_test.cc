@@ -272,6 +272,7 @@ while [ $# -gt 0 ]; do
     --root|--log|--log-format|--bundle) shift ;;
     --pid-file) pidfile=$2; shift ;;
     create|delete) verb=$1 ;;
+    bad) exit 1 ;;
   esac
   shift
 done
@@ -322,6 +323,20 @@ TEST_F(AgentRuntimeTest, RuntimeRunsUnrandomizedAndTheContainerGetsItBack) {
   EXPECT_EQ(RuntimePersonality(), "00040000\n");  // ADDR_NO_RANDOMIZE
   EXPECT_EQ(cfg["linux"]["personality"], nlohmann::json({{"domain", "LINUX"}}));
   EXPECT_EQ(cfg["process"]["args"], nlohmann::json({"/bin/true"}));
+}
+
+TEST_F(AgentRuntimeTest, TheBundleGoesWithTheContainerOrWithAFailedCreate) {
+  CreateAndRemove("c4", "{}");
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/config.json"));  // it was created
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/state/c/c4"));
+  pb::CreateContainerRequest c;
+  c.set_container_id("bad");  // the stand-in runtime fails it
+  c.set_spec_json("{}");
+  c.set_rootfs_path(dir_);
+  auto r = ttrpc::CallDirect(agent_.get(), &AgentService::CreateContainer, c, std::nullopt);
+  EXPECT_FALSE(r.ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/state/c/bad"));
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/state/c"));
 }
 
 TEST_F(AgentRuntimeTest, APersonalityTheSpecNamesIsKept) {

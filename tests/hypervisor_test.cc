@@ -248,6 +248,10 @@ TEST_F(HypervisorTest, ExecKillDeleteAndEventOrder) {
   // The guest's runtime runs unrandomized; the container's init and execs
   // are randomized (personality 0, no ADDR_NO_RANDOMIZE).
   EXPECT_EQ(TrimNewlines(ex.out), guest_kernel_ + "\n00000000\n00000000");
+  // ctr deleted exec x1 once it exited: its id may be used again.
+  RunResult again = ctrd_.Ctr({"task", "exec", "--exec-id", "x1", "det1", "/bin/echo", "again"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(TrimNewlines(again.out), "again");
   EXPECT_EQ(ctrd_.Ctr({"task", "kill", "det1"}).exit_code, 0);
   ASSERT_TRUE(WaitFor([&] { return TaskStatus("det1") == "STOPPED"; }, 15s));
   RunResult del = ctrd_.Ctr({"task", "delete", "det1"});
@@ -256,7 +260,8 @@ TEST_F(HypervisorTest, ExecKillDeleteAndEventOrder) {
   std::this_thread::sleep_for(500ms);
   ::kill(ev, SIGTERM);
   // Topics in order for det1: create, start, exec-added, exec-started,
-  // exit (x1), delete (x1: ctr deletes the exec), exit (init 42), delete.
+  // exit (x1), delete (x1: ctr deletes the exec), the same for x1 again,
+  // exit (init 42), delete.
   std::string text = ReadFileOr(events);
   std::vector<std::string> order;
   std::stringstream ss(text);
