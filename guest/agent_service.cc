@@ -525,7 +525,8 @@ Status AgentService::StartContainer(const ttrpc::CallContext&, const pb::StartCo
       oom_cv_.SignalAll();
     }
   };
-  Reaper::Get().Watch(init->pid, [exited, id = c->id](int status) {
+  Reaper::Get().Watch(init->pid, [exited, id = c->id, kill_all = c->kill_all_on_exit](int status) {
+    if (!kill_all) return exited(status, false);  // nothing to wait for: inline
     // The runtime call waits for a child of its own: not on the reaper's
     // thread.
     Status st = ThreadGroup::Get().Spawn("exit-" + id, [exited, status] { exited(status, true); });
