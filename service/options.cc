@@ -30,6 +30,7 @@ ShimOptions FromRunhcs(const containerd::runhcs::v1::Options& o) {
   s.boot_files_path = o.boot_files_root_path();
   s.vm_processors = o.vm_processor_count();
   s.vm_memory_mb = o.vm_memory_size_in_mb();
+  s.vm_tcg_cache_mb = o.vm_tcg_cache_size_in_mb();
   switch (o.vm_accelerator()) {
     case containerd::runhcs::v1::Options::KVM:
       s.accelerator = ShimOptions::Accelerator::kKvm;
@@ -112,6 +113,8 @@ StatusOr<containerd::runhcs::v1::Options> OptionsFromJson(std::string_view text)
         o.set_oci_runtime(v.get<std::string>());
       } else if (is("ociRuntimeRoot", "oci_runtime_root")) {
         o.set_oci_runtime_root(v.get<std::string>());
+      } else if (is("vmTcgCacheSizeInMb", "vm_tcg_cache_size_in_mb")) {
+        o.set_vm_tcg_cache_size_in_mb(v.get<int32_t>());
       } else {
         return InvalidArgumentError("unknown field {:?}", key);
       }
@@ -128,7 +131,8 @@ StatusOr<ShimOptions> DecodeOptions(const runhcs::wkt::Any& any) {
   if (name == "containerd.runhcs.v1.Options") {
     containerd::runhcs::v1::Options o;
     if (!o.ParseFromString(any.value())) return InvalidArgumentError("cannot decode {}", name);
-    if (o.vm_processor_count() < 0 || o.vm_memory_size_in_mb() < 0) {
+    if (o.vm_processor_count() < 0 || o.vm_memory_size_in_mb() < 0 ||
+        o.vm_tcg_cache_size_in_mb() < 0) {
       return InvalidArgumentError("{}: negative VM size", name);
     }
     return FromRunhcs(o);
@@ -152,7 +156,8 @@ StatusOr<ShimOptions> DecodeOptions(const runhcs::wkt::Any& any) {
       return InvalidArgumentError("runtime config {}: not containerd.runhcs.v1.Options JSON: {}",
                                   o.config_path(), ro.status().message());
     }
-    if (ro->vm_processor_count() < 0 || ro->vm_memory_size_in_mb() < 0) {
+    if (ro->vm_processor_count() < 0 || ro->vm_memory_size_in_mb() < 0 ||
+        ro->vm_tcg_cache_size_in_mb() < 0) {
       return InvalidArgumentError("runtime config {}: negative VM size", o.config_path());
     }
     return FromRunhcs(*ro);

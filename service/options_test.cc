@@ -35,6 +35,7 @@ TEST(Options, RunhcsOptions) {
   ro.set_vm_accelerator(containerd::runhcs::v1::Options::TCG);
   ro.set_debug(true);
   ro.set_oci_runtime("crun");
+  ro.set_vm_tcg_cache_size_in_mb(32);
   auto o = DecodeOptionsBytes(Pack(ro).SerializeAsString());
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->isolation, ShimOptions::Isolation::kHypervisor);
@@ -43,9 +44,13 @@ TEST(Options, RunhcsOptions) {
   EXPECT_EQ(o->accelerator, ShimOptions::Accelerator::kTcg);
   EXPECT_EQ(o->log_level, "debug");
   EXPECT_EQ(o->oci_runtime, "crun");
+  EXPECT_EQ(o->vm_tcg_cache_mb, 32);
   // A googleapis-prefixed URL names the same type.
   EXPECT_TRUE(DecodeOptions(Pack(ro, "type.googleapis.com/containerd.runhcs.v1.Options")).ok());
   ro.set_vm_memory_size_in_mb(-1);
+  EXPECT_EQ(DecodeOptions(Pack(ro)).status().code(), Code::kInvalidArgument);
+  ro.set_vm_memory_size_in_mb(512);
+  ro.set_vm_tcg_cache_size_in_mb(-1);
   EXPECT_EQ(DecodeOptions(Pack(ro)).status().code(), Code::kInvalidArgument);
 }
 
@@ -80,7 +85,8 @@ TEST(Options, RuntimeConfigFileIsProtobufJson) {
 
 TEST(Options, JsonAcceptsBothNameFormsAndEnumNumbers) {
   auto o = OptionsFromJson(R"({"oci_runtime":"crun","vmAccelerator":2,"vm_processor_count":3,
-      "logLevel":"debug","defaultContainerAnnotations":{"a":"b"},"debug":true})");
+      "logLevel":"debug","defaultContainerAnnotations":{"a":"b"},"debug":true,
+      "vm_tcg_cache_size_in_mb":16})");
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->oci_runtime(), "crun");
   EXPECT_EQ(o->vm_accelerator(), containerd::runhcs::v1::Options::TCG);
@@ -88,6 +94,7 @@ TEST(Options, JsonAcceptsBothNameFormsAndEnumNumbers) {
   EXPECT_EQ(o->log_level(), "debug");
   EXPECT_EQ(o->default_container_annotations().at("a"), "b");
   EXPECT_TRUE(o->debug());
+  EXPECT_EQ(o->vm_tcg_cache_size_in_mb(), 16);
 }
 
 TEST(Options, JsonRejectsUnknownFieldsBadEnumsAndWrongTypes) {

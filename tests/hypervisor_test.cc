@@ -174,14 +174,17 @@ TEST_F(HypervisorTest, BindMountsOfHostPathsReachTheGuest) {
 
 TEST_F(HypervisorTest, RuntimeConfigFileSelectsTheVm) {
   std::string cfg = ctrd_.dir() + "/hv.json";
-  ASSERT_TRUE(
-      WriteFileAtomic(
-          cfg, R"({"sandboxIsolation":"HYPERVISOR","vmAccelerator":"TCG","vmMemorySizeInMb":384})",
-          0644)
-          .ok());
+  ASSERT_TRUE(WriteFileAtomic(
+                  cfg,
+                  R"({"sandboxIsolation":"HYPERVISOR","vmAccelerator":"TCG","vmMemorySizeInMb":384,
+              "vmTcgCacheSizeInMb":32})",
+                  0644)
+                  .ok());
   RunResult r = CtrRun({"--rm", "--runtime-config-path", cfg}, "uname2", {"/bin/uname", "-r"});
   ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
   EXPECT_EQ(TrimNewlines(r.out), guest_kernel_);
+  // The file's VM settings reached QEMU (a smaller translation cache boots).
+  EXPECT_NE(ctrd_.log().find("384 MiB, TCG cache 32 MiB"), std::string::npos) << ctrd_.log();
 }
 
 TEST_F(HypervisorTest, ExitCodesStdinAndStderrBehaveAsInProcessIsolation) {

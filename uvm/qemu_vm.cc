@@ -69,9 +69,12 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
   const bool micro = cfg.machine == QemuConfig::Machine::kMicrovm;
   const std::string acc = accel == QemuConfig::Accel::kKvm ? "kvm" : "tcg";
   const std::string& s = cfg.state_dir;
-  std::string machine =
-      micro ? "microvm,accel=" + acc + ",isa-serial=on,rtc=on" : "q35,accel=" + acc;
+  std::string machine = micro ? "microvm,isa-serial=on,rtc=on" : "q35";
   machine += ",memory-backend=mem";
+  std::string accel_opts = acc;
+  if (accel != QemuConfig::Accel::kKvm && cfg.tcg_cache_mb > 0) {
+    accel_opts += ",tb-size=" + std::to_string(cfg.tcg_cache_mb);
+  }
   std::string cmdline = "console=ttyS0 quiet panic=-1 reboot=t";
   if (micro) cmdline += " pci=off";
   // microvm has neither HPET nor ACPI PM timer: without the TSC frequency
@@ -79,7 +82,7 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
   if (tsc_khz > 0) cmdline += " tsc_early_khz=" + std::to_string(tsc_khz);
   if (!cfg.extra_cmdline.empty()) cmdline += " " + cfg.extra_cmdline;
   std::vector<std::string> args = {
-      cfg.qemu, "-name", "runhcs-uvm", "-M", machine, "-cpu",
+      cfg.qemu, "-name", "runhcs-uvm", "-M", machine, "-accel", accel_opts, "-cpu",
       accel == QemuConfig::Accel::kKvm ? "host" : "max", "-smp", std::to_string(cfg.cpus), "-m",
       std::to_string(cfg.memory_mb),
       // vhost-user (virtiofsd) needs guest memory it can map.
@@ -236,8 +239,11 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     MutexLock l(&mu_);
     qemu_pid_ = *pid;
   }
-  spdlog::info("vm {}: qemu pid {} ({}, {} vCPU, {} MiB)", id_, *pid, AccelName(accel), cfg_.cpus,
-               cfg_.memory_mb);
+  std::string tb = accel != QemuConfig::Accel::kKvm && cfg_.tcg_cache_mb > 0
+                       ? fmt::format(", TCG cache {} MiB", cfg_.tcg_cache_mb)
+                       : "";
+  spdlog::info("vm {}: qemu pid {} ({}, {} vCPU, {} MiB{})", id_, *pid, AccelName(accel), cfg_.cpus,
+               cfg_.memory_mb, tb);
   // Console, line by line, until QEMU closes it; read on the event loop.
   struct Console {
     UniqueFd fd;

@@ -28,7 +28,8 @@ QemuConfig Config() {
 
 TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   auto a = QemuArgs(Config(), QemuConfig::Accel::kTcg, 2596098);
-  EXPECT_EQ(After(a, "-M"), "microvm,accel=tcg,isa-serial=on,rtc=on,memory-backend=mem");
+  EXPECT_EQ(After(a, "-M"), "microvm,isa-serial=on,rtc=on,memory-backend=mem");
+  EXPECT_EQ(After(a, "-accel"), "tcg");
   EXPECT_EQ(After(a, "-cpu"), "max");
   EXPECT_EQ(After(a, "-smp"), "2");
   EXPECT_EQ(After(a, "-m"), "768");
@@ -48,13 +49,21 @@ TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
 TEST(QemuArgs, KvmUsesHostCpuAndQ35UsesPciDevices) {
   QemuConfig c = Config();
   c.machine = QemuConfig::Machine::kQ35;
+  c.tcg_cache_mb = 32;  // a TCG setting: not for KVM
   auto a = QemuArgs(c, QemuConfig::Accel::kKvm, 0);
-  EXPECT_EQ(After(a, "-M"), "q35,accel=kvm,memory-backend=mem");
+  EXPECT_EQ(After(a, "-M"), "q35,memory-backend=mem");
+  EXPECT_EQ(After(a, "-accel"), "kvm");
   EXPECT_EQ(After(a, "-cpu"), "host");
   EXPECT_THAT(After(a, "-append"), ::testing::Not(HasSubstr("tsc_early_khz")));
   EXPECT_THAT(After(a, "-append"), ::testing::Not(HasSubstr("pci=off")));
   EXPECT_THAT(a, Contains("virtio-serial-pci"));
   EXPECT_THAT(a, Contains("vhost-user-fs-pci,chardev=fs,tag=runhcs"));
+}
+
+TEST(QemuArgs, TcgCacheSizeIsTheAcceleratorsTbSize) {
+  QemuConfig c = Config();
+  c.tcg_cache_mb = 32;
+  EXPECT_EQ(After(QemuArgs(c, QemuConfig::Accel::kTcg, 0), "-accel"), "tcg,tb-size=32");
 }
 
 TEST(QemuArgs, EachNicIsAVirtioNetOnItsTapFdWithItsMac) {

@@ -37,6 +37,8 @@ struct VmConfig {
   int cpus = 1;
   int memory_mb = 512;
   Accel accel = Accel::kAuto;
+  // TCG's translation cache in MiB (QEMU tb-size); 0 = QEMU's default.
+  int tcg_cache_mb = 0;
   std::string extra_cmdline;
   // Network cards, each on a tap the caller opened (PodNetwork) and keeps
   // open while the VM lives (a boot retried on another accelerator uses it
