@@ -84,6 +84,22 @@ std::vector<int> NumericEntries(const std::string& dir) {
   return out;
 }
 
+// Removes a container's bundle: the files the agent and the runtime put
+// there (config, log, pid files), then the directory. Never recursive: a
+// directory or mount found there stays, with a warning.
+void RemoveBundle(const std::string& dir) {
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_type == DT_DIR) continue;
+      ::unlinkat(::dirfd(d), e->d_name, 0);
+    }
+    ::closedir(d);
+  }
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
+    spdlog::warn("bundle {} left: {}", dir, std::strerror(errno));
+  }
+}
+
 using SharedFd = std::shared_ptr<UniqueFd>;
 SharedFd Share(UniqueFd fd) { return fd ? std::make_shared<UniqueFd>(std::move(fd)) : nullptr; }
 
@@ -315,26 +331,6 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
   r.set_pid(static_cast<uint32_t>(p->pid));
   return r;
 }
-
-namespace {
-
-// Removes a container's bundle: the files the agent and the runtime put
-// there (config, log, pid files), then the directory. Never recursive: a
-// directory or mount found there stays, with a warning.
-void RemoveBundle(const std::string& dir) {
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      if (e->d_type == DT_DIR) continue;
-      ::unlinkat(::dirfd(d), e->d_name, 0);
-    }
-    ::closedir(d);
-  }
-  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
-    spdlog::warn("bundle {} left: {}", dir, std::strerror(errno));
-  }
-}
-
-}  // namespace
 
 Status AgentService::WaitForModules(const ttrpc::CallContext& ctx) {
   constexpr auto kModulesWait = std::chrono::seconds(30);

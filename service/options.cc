@@ -14,6 +14,12 @@ namespace runhcs::service {
 
 namespace {
 
+// A VM size or cache size below 0 (0 means the default).
+bool HasNegativeSize(const containerd::runhcs::v1::Options& o) {
+  return o.vm_processor_count() < 0 || o.vm_memory_size_in_mb() < 0 ||
+         o.vm_tcg_cache_size_in_mb() < 0;
+}
+
 // Type URLs may carry a host prefix ("type.googleapis.com/x"); compare names.
 std::string_view TypeName(std::string_view url) {
   size_t slash = url.rfind('/');
@@ -131,10 +137,7 @@ StatusOr<ShimOptions> DecodeOptions(const runhcs::wkt::Any& any) {
   if (name == "containerd.runhcs.v1.Options") {
     containerd::runhcs::v1::Options o;
     if (!o.ParseFromString(any.value())) return InvalidArgumentError("cannot decode {}", name);
-    if (o.vm_processor_count() < 0 || o.vm_memory_size_in_mb() < 0 ||
-        o.vm_tcg_cache_size_in_mb() < 0) {
-      return InvalidArgumentError("{}: negative VM size", name);
-    }
+    if (HasNegativeSize(o)) return InvalidArgumentError("{}: negative VM size", name);
     return FromRunhcs(o);
   }
   if (name == "containerd.runc.v1.Options") {
@@ -156,8 +159,7 @@ StatusOr<ShimOptions> DecodeOptions(const runhcs::wkt::Any& any) {
       return InvalidArgumentError("runtime config {}: not containerd.runhcs.v1.Options JSON: {}",
                                   o.config_path(), ro.status().message());
     }
-    if (ro->vm_processor_count() < 0 || ro->vm_memory_size_in_mb() < 0 ||
-        ro->vm_tcg_cache_size_in_mb() < 0) {
+    if (HasNegativeSize(*ro)) {
       return InvalidArgumentError("runtime config {}: negative VM size", o.config_path());
     }
     return FromRunhcs(*ro);

@@ -33,6 +33,12 @@ constexpr char kShareTag[] = "runhcs";
 constexpr auto kShutdownWait = std::chrono::seconds(5);
 constexpr auto kQuitWait = std::chrono::seconds(3);
 
+// The TCG translation cache QEMU gets, in MiB; 0 or less = its default
+// (always under KVM, which has none).
+int TcgCacheMb(const QemuConfig& cfg, QemuConfig::Accel a) {
+  return a == QemuConfig::Accel::kKvm ? 0 : cfg.tcg_cache_mb;
+}
+
 std::string AccelName(QemuConfig::Accel a) {
   switch (a) {
     case QemuConfig::Accel::kKvm:
@@ -72,9 +78,7 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
   std::string machine = micro ? "microvm,isa-serial=on,rtc=on" : "q35";
   machine += ",memory-backend=mem";
   std::string accel_opts = acc;
-  if (accel != QemuConfig::Accel::kKvm && cfg.tcg_cache_mb > 0) {
-    accel_opts += ",tb-size=" + std::to_string(cfg.tcg_cache_mb);
-  }
+  if (int tb = TcgCacheMb(cfg, accel); tb > 0) accel_opts += ",tb-size=" + std::to_string(tb);
   std::string cmdline = "console=ttyS0 quiet panic=-1 reboot=t";
   if (micro) cmdline += " pci=off";
   // microvm has neither HPET nor ACPI PM timer: without the TSC frequency
@@ -239,9 +243,8 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     MutexLock l(&mu_);
     qemu_pid_ = *pid;
   }
-  std::string tb = accel != QemuConfig::Accel::kKvm && cfg_.tcg_cache_mb > 0
-                       ? fmt::format(", TCG cache {} MiB", cfg_.tcg_cache_mb)
-                       : "";
+  int tb_mb = TcgCacheMb(cfg_, accel);
+  std::string tb = tb_mb > 0 ? fmt::format(", TCG cache {} MiB", tb_mb) : "";
   spdlog::info("vm {}: qemu pid {} ({}, {} vCPU, {} MiB{})", id_, *pid, AccelName(accel), cfg_.cpus,
                cfg_.memory_mb, tb);
   // Console, line by line, until QEMU closes it; read on the event loop.
