@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -140,6 +141,42 @@ TEST_F(UvmTest, SharesAreVisibleAndReadOnlyWhenAsked) {
   ExpectNothingLeft(qemu);
   // The host files survive the share's removal.
   EXPECT_EQ(ReadFileOr(host + "/hello.txt"), "from the guest\n");
+}
+
+// Guest RAM QEMU holds on the host, in MiB: the allocated size of its
+// memory-backend memfd (what the guest touched, less what went back).
+int64_t GuestRamOnHostMb(pid_t qemu) {
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(qemu) + "/fd", ec)) {
+    auto target = std::filesystem::read_symlink(e.path(), ec);
+    if (ec || target.string().find("memfd:memory-backend") == std::string::npos) continue;
+    struct stat st;
+    if (::stat(e.path().c_str(), &st) == 0) return st.st_blocks * 512 / (1 << 20);
+  }
+  return -1;
+}
+
+TEST_F(UvmTest, MemoryTheGuestFreesGoesBackToTheHost) {
+  QemuUtilityVm vm("balloon", Config());
+  ASSERT_TRUE(vm.Start().ok()) << console_;
+  pid_t qemu = vm.qemu_pid();
+  int64_t idle = GuestRamOnHostMb(qemu);
+  ASSERT_GT(idle, 0);
+  ASSERT_EQ(Run(vm, {"dd", "if=/dev/zero", "of=/run/fill", "bs=1M", "count=128"}).first, 0);
+  int64_t full = GuestRamOnHostMb(qemu);
+  EXPECT_GE(full, idle + 100) << "idle " << idle;
+  ASSERT_EQ(Run(vm, {"rm", "/run/fill"}).first, 0);
+  // Free page reporting hands freed 2 MiB blocks back within seconds.
+  int64_t after = full;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+       std::chrono::steady_clock::now() < until && after > full - 96;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    after = GuestRamOnHostMb(qemu);
+  }
+  EXPECT_LE(after, full - 96) << "idle " << idle << " MiB, filled " << full << " MiB";
+  ASSERT_TRUE(vm.Close().ok());
+  ExpectNothingLeft(qemu);
 }
 
 TEST_F(UvmTest, QemuKilledEndsWaitWithAnErrorAndLeavesNothing) {

@@ -100,6 +100,11 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
       fmt::format("socket,id=fs,path={}/fs.sock", s), "-device",
       fmt::format("{},chardev=fs,tag={}", micro ? "vhost-user-fs-device" : "vhost-user-fs-pci",
                   kShareTag),
+      // Free page reporting: the guest hands pages it freed (2 MiB blocks)
+      // back, and QEMU drops them from its memory.
+      "-device",
+      fmt::format("{},free-page-reporting=on",
+                  micro ? "virtio-balloon-device" : "virtio-balloon-pci"),
       "-qmp", fmt::format("unix:{}/qmp.sock,server=on,wait=off", s)};
   for (size_t i = 0; i < cfg.nics.size(); ++i) {
     // The tap fd is the child's fd 3 + i (Boot maps it).

@@ -13,6 +13,9 @@
 //  - Shares: one virtiofsd per VM exports `<state>/shares` with tag
 //    "runhcs"; each Share bind-mounts a host path under it and asks the agent
 //    to mount it at the guest path.
+//  - Memory: a virtio-balloon with free page reporting and no target: the
+//    guest hands back the 2 MiB blocks it frees, and QEMU drops them from its
+//    memfd (a workload's peak does not stay on the host for the VM's life).
 //  - The serial console goes to `console` line by line (the shim's log).
 //  - Close: agent Shutdown (the guest powers off), then QMP quit, then
 //    SIGKILL; then virtiofsd, the share mounts and the state directory go.

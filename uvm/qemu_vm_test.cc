@@ -43,6 +43,7 @@ TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   EXPECT_THAT(a, Contains("socket,id=agent,path=/run/vm1/agent.sock,server=on,wait=off"));
   EXPECT_THAT(a, Contains("vhost-user-fs-device,chardev=fs,tag=runhcs"));
   EXPECT_THAT(a, Contains("memory-backend-memfd,id=mem,size=768M,share=on"));
+  EXPECT_THAT(a, Contains("virtio-balloon-device,free-page-reporting=on"));
   EXPECT_EQ(After(a, "-qmp"), "unix:/run/vm1/qmp.sock,server=on,wait=off");
 }
 
@@ -58,6 +59,7 @@ TEST(QemuArgs, KvmUsesHostCpuAndQ35UsesPciDevices) {
   EXPECT_THAT(After(a, "-append"), ::testing::Not(HasSubstr("pci=off")));
   EXPECT_THAT(a, Contains("virtio-serial-pci"));
   EXPECT_THAT(a, Contains("vhost-user-fs-pci,chardev=fs,tag=runhcs"));
+  EXPECT_THAT(a, Contains("virtio-balloon-pci,free-page-reporting=on"));
 }
 
 TEST(QemuArgs, TcgCacheSizeIsTheAcceleratorsTbSize) {

@@ -21,7 +21,7 @@ KERNEL=$1 AGENT=$2 OUT=$3
 # (load-later.list; calls that need them wait).
 WANT_CHANNEL=(virtio_mmio virtio_console)
 WANT_PCI=(virtio_pci)
-WANT_LATER=(virtiofs overlay virtio_net)
+WANT_LATER=(virtiofs overlay virtio_net virtio_balloon)
 # Not loaded at boot, but there for the kernel to load on demand (its
 # request_module runs /sbin/modprobe, busybox's, with modules.dep): what
 # privileged containers ask for (a bridge, veth pairs).
