@@ -12,6 +12,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <linux/random.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -226,6 +227,83 @@ Status AgentService::Ping(const ttrpc::CallContext&, const pb::PingRequest&,
   r.set_boot_ns(started_boot_ns_);
   *out = std::move(r);
   return OkStatus();
+}
+
+Status AgentService::PrepareTemplate(const ttrpc::CallContext& ctx, const pb::Empty&,
+                                     pb::Empty*) {
+  RETURN_IF_ERROR(WaitForModules(ctx));
+  ::sync();
+  // Clean page cache, dentries and inodes: what every restored VM would
+  // otherwise carry from the template's boot.
+  std::string path = cfg_.proc_sys + "/vm/drop_caches";
+  UniqueFd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!f.valid()) return ErrnoError(errno, "open " + path);
+  return WriteAll(f.get(), "3");
+}
+
+namespace {
+
+Status AddEntropy(const std::string& bytes) {
+  UniqueFd fd(::open("/dev/urandom", O_WRONLY | O_CLOEXEC));
+  if (!fd) return ErrnoError(errno, "open /dev/urandom");
+  std::string buf(sizeof(rand_pool_info) + bytes.size(), '\0');
+  auto* info = reinterpret_cast<rand_pool_info*>(buf.data());
+  info->entropy_count = static_cast<int>(bytes.size() * 8);
+  info->buf_size = static_cast<int>(bytes.size());
+  std::memcpy(info->buf, bytes.data(), bytes.size());
+  if (::ioctl(fd.get(), RNDADDENTROPY, info) != 0) return ErrnoError(errno, "RNDADDENTROPY");
+  if (::ioctl(fd.get(), RNDRESEEDCRNG) != 0) return ErrnoError(errno, "RNDRESEEDCRNG");
+  return OkStatus();
+}
+
+Status SetRealtime(int64_t ns) {
+  timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+  if (::clock_settime(CLOCK_REALTIME, &ts) != 0) return ErrnoError(errno, "clock_settime");
+  return OkStatus();
+}
+
+// Devices bound to the virtiofs driver ("virtioN" links in its directory).
+int BoundVirtiofsDevices(const std::string& sys_bus_virtio) {
+  int n = 0;
+  DIR* d = ::opendir((sys_bus_virtio + "/drivers/virtiofs").c_str());
+  if (!d) return 0;
+  while (dirent* e = ::readdir(d)) {
+    if (std::strncmp(e->d_name, "virtio", 6) == 0) ++n;
+  }
+  ::closedir(d);
+  return n;
+}
+
+}  // namespace
+
+Status AgentService::Restored(const ttrpc::CallContext& ctx, const pb::RestoredRequest& req,
+                              pb::Empty*) {
+  constexpr auto kDevicesWait = std::chrono::seconds(10);
+  if (req.entropy().size() < 32) {
+    return InvalidArgumentError("restored: {} bytes of entropy, need at least 32",
+                                req.entropy().size());
+  }
+  RETURN_IF_ERROR((cfg_.add_entropy ? cfg_.add_entropy : AddEntropy)(req.entropy()));
+  if (req.realtime_ns() > 0) {
+    RETURN_IF_ERROR((cfg_.set_realtime ? cfg_.set_realtime : SetRealtime)(req.realtime_ns()));
+  }
+  auto deadline = ctx.deadline.value_or(ttrpc::Clock::now() + kDevicesWait);
+  for (;;) {
+    int fs = BoundVirtiofsDevices(cfg_.sys_bus_virtio);
+    auto nics = InterfacesByMac(cfg_.sys_class_net);
+    std::string missing;
+    if (fs < static_cast<int>(req.virtiofs_devices()))
+      missing = fmt::format("{} of {} virtiofs devices", fs, req.virtiofs_devices());
+    for (std::string mac : req.macs()) {
+      for (char& c : mac) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (!nics.count(mac)) missing += (missing.empty() ? "" : ", ") + ("no NIC " + mac);
+    }
+    if (missing.empty()) return OkStatus();
+    if (ttrpc::Clock::now() >= deadline) {
+      return DeadlineExceededError("restored: the plugged devices did not appear: {}", missing);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 StatusOr<AgentService::ProcessPtr> AgentService::Find(const pb::ProcessId& id) {

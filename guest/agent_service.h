@@ -54,6 +54,14 @@ struct AgentConfig {
   // then MountShare, CreatePod and CreateContainer wait (up to their
   // deadline, else kModulesWait) and fail Unavailable past it. Null: ready.
   std::shared_ptr<Latch> modules_ready;
+  // Where Restored looks for virtiofs devices bound to their driver.
+  std::string sys_bus_virtio = "/sys/bus/virtio";
+  // Restored's two writes to the kernel (seams for unit tests; null: the
+  // real ones): entropy into the random pool, credited, then a reseed
+  // (RNDADDENTROPY, RNDRESEEDCRNG on /dev/urandom); the wall clock
+  // (clock_settime CLOCK_REALTIME).
+  std::function<Status(const std::string& entropy)> add_entropy;
+  std::function<Status(int64_t realtime_ns)> set_realtime;
 };
 
 class AgentService : public pb::AgentServer {
@@ -68,6 +76,8 @@ class AgentService : public pb::AgentServer {
   // ReadStream); without one they wait as long as it takes.
   using Ctx = ttrpc::CallContext;
   Status Ping(const Ctx& ctx, const pb::PingRequest& req, pb::PingResponse* resp) override;
+  Status PrepareTemplate(const Ctx& ctx, const pb::Empty& req, pb::Empty* resp) override;
+  Status Restored(const Ctx& ctx, const pb::RestoredRequest& req, pb::Empty* resp) override;
   Status CreateContainer(const Ctx& ctx, const pb::CreateContainerRequest& req,
                          pb::Empty* resp) override;
   Status StartContainer(const Ctx& ctx, const pb::StartContainerRequest& req,
