@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/random.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -12,7 +13,6 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
-#include <linux/random.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -229,8 +229,7 @@ Status AgentService::Ping(const ttrpc::CallContext&, const pb::PingRequest&,
   return OkStatus();
 }
 
-Status AgentService::PrepareTemplate(const ttrpc::CallContext& ctx, const pb::Empty&,
-                                     pb::Empty*) {
+Status AgentService::PrepareTemplate(const ttrpc::CallContext& ctx, const pb::Empty&, pb::Empty*) {
   RETURN_IF_ERROR(WaitForModules(ctx));
   ::sync();
   // Clean page cache, dentries and inodes: what every restored VM would

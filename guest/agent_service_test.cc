@@ -387,5 +387,83 @@ TEST_F(AgentServiceTest, CallsNeedingModulesWaitForThem) {
             Code::kInvalidArgument);
 }
 
+// A VM restored from a template: the entropy and the clock reach the kernel
+// (through the seams), then the call waits until the plugged devices are
+// bound: the virtiofs devices and a NIC for each MAC.
+TEST_F(AgentServiceTest, RestoredReseedsSetsTheClockAndWaitsForPluggedDevices) {
+  namespace fs = std::filesystem;
+  std::string root = ::testing::TempDir() + "/agent-restored";
+  fs::remove_all(root);
+  fs::create_directories(root + "/virtio/drivers/virtiofs");
+  fs::create_directories(root + "/net/lo");
+  ASSERT_TRUE(WriteFileAtomic(root + "/net/lo/address", "00:00:00:00:00:00\n", 0644).ok());
+  std::string entropy;
+  int64_t clock = 0;
+  AgentService agent(AgentConfig{.state_dir = root + "/state",
+                                 .sys_class_net = root + "/net",
+                                 .sys_bus_virtio = root + "/virtio",
+                                 .add_entropy =
+                                     [&](const std::string& e) {
+                                       entropy = e;
+                                       return OkStatus();
+                                     },
+                                 .set_realtime =
+                                     [&](int64_t ns) {
+                                       clock = ns;
+                                       return OkStatus();
+                                     }});
+  pb::RestoredRequest r;
+  r.set_entropy(std::string(16, 'x'));
+  EXPECT_EQ(ttrpc::CallDirect(&agent, &AgentService::Restored, r).status().code(),
+            Code::kInvalidArgument);  // too little entropy
+  EXPECT_EQ(entropy, "");
+  r.set_entropy(std::string(32, 'e'));
+  r.set_realtime_ns(1234567890123456789);
+  r.set_virtiofs_devices(1);
+  r.add_macs("0E:AA:00:00:00:01");
+  auto soon = [] { return Clock::now() + std::chrono::milliseconds(100); };
+  auto st = ttrpc::CallDirect(&agent, &AgentService::Restored, r, soon()).status();
+  EXPECT_EQ(st.code(), Code::kDeadlineExceeded) << st.ToString();
+  EXPECT_NE(st.message().find("0 of 1 virtiofs"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("no NIC 0e:aa:00:00:00:01"), std::string::npos) << st.message();
+  EXPECT_EQ(entropy, std::string(32, 'e'));
+  EXPECT_EQ(clock, 1234567890123456789);
+  // The devices appear while it waits (the kernel binding them).
+  auto call = std::async(std::launch::async, [&] {
+    return ttrpc::CallDirect(&agent, &AgentService::Restored, r,
+                             Clock::now() + std::chrono::seconds(10));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  fs::create_directory_symlink("../../devices/virtio3", root + "/virtio/drivers/virtiofs/virtio3");
+  fs::create_directories(root + "/net/eth0");
+  ASSERT_TRUE(WriteFileAtomic(root + "/net/eth0/address", "0e:aa:00:00:00:01\n", 0644).ok());
+  EXPECT_TRUE(call.get().ok());
+}
+
+std::string DropCaches(const std::string& root) {
+  auto s = ReadFile(root + "/sys/vm/drop_caches");
+  return s.ok() ? *s : "?";
+}
+
+// Before the host saves a template: modules in, clean caches dropped.
+TEST_F(AgentServiceTest, PrepareTemplateWaitsForModulesThenDropsCaches) {
+  std::string root = ::testing::TempDir() + "/agent-template";
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(root + "/sys/vm");
+  ASSERT_TRUE(WriteFileAtomic(root + "/sys/vm/drop_caches", "", 0644).ok());
+  auto ready = std::make_shared<Latch>();
+  AgentService agent(
+      AgentConfig{.state_dir = root + "/state", .proc_sys = root + "/sys", .modules_ready = ready});
+  auto soon = [] { return Clock::now() + std::chrono::milliseconds(50); };
+  EXPECT_EQ(ttrpc::CallDirect(&agent, &AgentService::PrepareTemplate, pb::Empty(), soon())
+                .status()
+                .code(),
+            Code::kUnavailable);
+  EXPECT_EQ(DropCaches(root), "");
+  ready->Open();
+  EXPECT_TRUE(ttrpc::CallDirect(&agent, &AgentService::PrepareTemplate, pb::Empty(), soon()).ok());
+  EXPECT_EQ(DropCaches(root), "3");
+}
+
 }  // namespace
 }  // namespace runhcs::guest

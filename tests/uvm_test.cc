@@ -7,6 +7,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -177,6 +178,90 @@ TEST_F(UvmTest, MemoryTheGuestFreesGoesBackToTheHost) {
   EXPECT_LE(after, full - 96) << "idle " << idle << " MiB, filled " << full << " MiB";
   ASSERT_TRUE(vm.Close().ok());
   ExpectNothingLeft(qemu);
+}
+
+// VM templating: the first VM of a shape boots once into a template and is
+// restored from it; later ones only restore. Each gets its own identity and
+// its share device; a template that no longer restores is discarded and the
+// VM boots instead.
+TEST_F(UvmTest, VmsFromATemplateHaveTheirOwnIdentityAndShares) {
+  std::string host = dir_ + "/share";
+  ::mkdir(host.c_str(), 0755);
+  ASSERT_TRUE(WriteFileAtomic(host + "/hello.txt", "from the host\n", 0644).ok());
+  auto config = [&](const std::string& name) {
+    QemuConfig c = Config();
+    c.state_dir = dir_ + "/" + name;
+    c.template_dir = dir_ + "/templates";
+    return c;
+  };
+  auto cmdline = [](pid_t pid) {
+    std::string c = ReadFileOr("/proc/" + std::to_string(pid) + "/cmdline");
+    std::replace(c.begin(), c.end(), '\0', ' ');
+    return c;
+  };
+  auto now_s = [] {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  struct Seen {
+    std::string boot_id, random;
+    int64_t clock_skew;
+  };
+  auto look = [&](QemuUtilityVm& vm) {
+    Seen s;
+    s.random = Run(vm, {"sh", "-c", "head -c 16 /dev/urandom | od -An -tx1"}).second;
+    s.boot_id = Run(vm, {"cat", "/proc/sys/kernel/random/boot_id"}).second;
+    s.clock_skew = std::atoll(Run(vm, {"date", "+%s"}).second.c_str()) - now_s();
+    return s;
+  };
+
+  QemuUtilityVm a("tpl-a", config("a"));
+  ASSERT_TRUE(a.Start().ok()) << console_;
+  EXPECT_NE(cmdline(a.qemu_pid()).find("-incoming defer"), std::string::npos);
+  Seen sa = look(a);
+  // Long enough after the template was saved for a clock left alone to show.
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  QemuUtilityVm b("tpl-b", config("b"));
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(b.Start().ok()) << console_;
+  std::printf("restored from the template in %lld ms\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::steady_clock::now() - t0)
+                                         .count()));
+  EXPECT_NE(cmdline(b.qemu_pid()).find("-incoming defer"), std::string::npos);
+  Seen sb = look(b);
+  EXPECT_NE(sa.random, sb.random);
+  EXPECT_EQ(sa.random.size(), sb.random.size());
+  EXPECT_EQ(TrimNewlines(sa.boot_id).size(), 36u) << sa.boot_id;
+  EXPECT_NE(sa.boot_id, sb.boot_id);
+  EXPECT_LE(std::abs(sa.clock_skew), 2) << "guest clock off by " << sa.clock_skew << " s";
+  EXPECT_LE(std::abs(sb.clock_skew), 2) << "guest clock off by " << sb.clock_skew << " s";
+  // The share device was plugged after the restore.
+  ASSERT_TRUE(b.Share(host, "/mnt/h", /*read_only=*/false).ok()) << console_;
+  EXPECT_EQ(Run(b, {"cat", "/mnt/h/hello.txt"}).second, "from the host\n");
+  EXPECT_EQ(Run(b, {"sh", "-c", "echo from b > /mnt/h/b.txt"}).first, 0);
+  EXPECT_EQ(ReadFileOr(host + "/b.txt"), "from b\n");
+  // Neither VM's memory file is left by name while they run.
+  EXPECT_NE(::access((dir_ + "/b/memory").c_str(), F_OK), 0);
+  pid_t qa = a.qemu_pid(), qb = b.qemu_pid();
+  ASSERT_TRUE(a.Close().ok());
+  ASSERT_TRUE(b.Close().ok());
+  EXPECT_FALSE(testing::Alive(qa));
+  EXPECT_FALSE(testing::Alive(qb));
+  for (const char* d : {"/a", "/b"}) EXPECT_NE(::access((dir_ + d).c_str(), F_OK), 0) << d;
+
+  // A template this QEMU does not take: the VM boots, the template goes.
+  std::string state = testing::RunCommand({"sh", "-c", "ls " + dir_ + "/templates/*/state"}).out;
+  state = TrimNewlines(state);
+  ASSERT_FALSE(state.empty());
+  ASSERT_TRUE(WriteFileAtomic(state, "not a QEMU state stream", 0600).ok());
+  QemuUtilityVm c("tpl-c", config("c"));
+  ASSERT_TRUE(c.Start().ok()) << console_;
+  EXPECT_EQ(cmdline(c.qemu_pid()).find("-incoming"), std::string::npos);
+  EXPECT_EQ(Run(c, {"sh", "-c", "echo ok"}).second, "ok\n");
+  EXPECT_NE(::access(state.c_str(), F_OK), 0) << "the broken template is still there";
+  ASSERT_TRUE(c.Close().ok());
 }
 
 TEST_F(UvmTest, QemuKilledEndsWaitWithAnErrorAndLeavesNothing) {

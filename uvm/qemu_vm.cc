@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +25,8 @@
 #include "base/io.h"
 #include "base/log.h"
 #include "base/reaper.h"
+#include "base/sha256.h"
+#include "uvm/qmp.h"
 
 namespace runhcs::uvm {
 
@@ -52,6 +56,77 @@ std::string AccelName(QemuConfig::Accel a) {
 
 bool Exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
 
+// What a VM's state directory may hold besides share mount points.
+constexpr const char* kStateFiles[] = {"/agent.sock", "/qmp.sock", "/fs.sock", "/fs.sock.pid",
+                                       "/memory"};
+
+// `program` as exec would find it.
+std::string OnPath(const std::string& program) {
+  if (program.find('/') != std::string::npos) return program;
+  const char* path = ::getenv("PATH");
+  std::string_view rest = path ? path : "/usr/bin:/bin";
+  while (!rest.empty()) {
+    size_t colon = rest.find(':');
+    std::string cand = std::string(rest.substr(0, colon)) + "/" + program;
+    if (::access(cand.c_str(), X_OK) == 0) return cand;
+    if (colon == std::string_view::npos) break;
+    rest.remove_prefix(colon + 1);
+  }
+  return program;
+}
+
+// The template directory's name for `cfg`'s shape: everything a restore
+// must match (QEMU and the boot files by identity, size, accelerator).
+std::string TemplateKey(const QemuConfig& cfg) {
+  std::string k = fmt::format("v1|{}|{}|{}|{}|{}|{}", cfg.cpus, cfg.memory_mb, cfg.tcg_cache_mb,
+                              AccelName(cfg.accel), cfg.extra_cmdline, cfg.tsc_khz);
+  for (const std::string& f :
+       {OnPath(cfg.qemu), cfg.boot_dir + "/vmlinuz", cfg.boot_dir + "/initrd.img"}) {
+    struct stat st {};
+    ::stat(f.c_str(), &st);
+    k += fmt::format("|{}:{}:{}:{}.{}", f, st.st_ino, st.st_size, st.st_mtim.tv_sec,
+                     st.st_mtim.tv_nsec);
+  }
+  return Sha256Hex(k).substr(0, 16);
+}
+
+// Copies the data of `src` (a sparse file) into a new `dst`; holes stay holes.
+Status CopySparse(const std::string& src, const std::string& dst) {
+  UniqueFd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return ErrnoError(errno, "open " + src);
+  UniqueFd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out) return ErrnoError(errno, "create " + dst);
+  struct stat st;
+  if (::fstat(in.get(), &st) != 0) return ErrnoError(errno, "stat " + src);
+  if (::ftruncate(out.get(), st.st_size) != 0) return ErrnoError(errno, "truncate " + dst);
+  for (off_t pos = 0; pos < st.st_size;) {
+    off_t data = ::lseek(in.get(), pos, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;
+    if (data < 0) return ErrnoError(errno, "seek " + src);
+    off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
+    if (hole < 0) hole = st.st_size;
+    loff_t o_in = data, o_out = data;
+    while (o_in < hole) {
+      ssize_t n = ::copy_file_range(in.get(), &o_in, out.get(), &o_out,
+                                    static_cast<size_t>(hole - o_in), 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoError(errno, "copy " + src);
+      if (n == 0) break;
+    }
+    pos = hole;
+  }
+  return OkStatus();
+}
+
+// Whether `p` can go inside single quotes of a shell word (QEMU's exec:
+// migration URIs run under /bin/sh).
+bool ShellQuotable(const std::string& p) {
+  for (char c : p) {
+    if (c == '\'' || static_cast<unsigned char>(c) < 0x20) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int64_t HostTscKhz() {
@@ -72,7 +147,9 @@ int64_t HostTscKhz() {
 }
 
 std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel, int64_t tsc_khz) {
-  const bool micro = cfg.machine == QemuConfig::Machine::kMicrovm;
+  using Mode = QemuConfig::Mode;
+  const bool templated = cfg.mode != Mode::kCold;
+  const bool micro = !templated && cfg.machine == QemuConfig::Machine::kMicrovm;
   const std::string acc = accel == QemuConfig::Accel::kKvm ? "kvm" : "tcg";
   const std::string& s = cfg.state_dir;
   std::string machine = micro ? "microvm,isa-serial=on,rtc=on" : "q35";
@@ -85,34 +162,52 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
   // the kernel may fail to calibrate under TCG and stop.
   if (tsc_khz > 0) cmdline += " tsc_early_khz=" + std::to_string(tsc_khz);
   if (!cfg.extra_cmdline.empty()) cmdline += " " + cfg.extra_cmdline;
+  // vhost-user (virtiofsd) needs guest memory it can map: a memfd, or the
+  // (template's) file, shared.
+  std::string memory =
+      templated ? fmt::format("memory-backend-file,id=mem,size={}M,mem-path={},share=on",
+                              cfg.memory_mb, cfg.memory_file)
+                : fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", cfg.memory_mb);
   std::vector<std::string> args = {
       cfg.qemu, "-name", "runhcs-uvm", "-M", machine, "-accel", accel_opts, "-cpu",
       accel == QemuConfig::Accel::kKvm ? "host" : "max", "-smp", std::to_string(cfg.cpus), "-m",
-      std::to_string(cfg.memory_mb),
-      // vhost-user (virtiofsd) needs guest memory it can map.
-      "-object", fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", cfg.memory_mb),
-      "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-kernel",
-      cfg.boot_dir + "/vmlinuz", "-initrd", cfg.boot_dir + "/initrd.img", "-append", cmdline,
-      "-serial", "stdio", "-chardev",
+      std::to_string(cfg.memory_mb), "-object", memory, "-nodefaults", "-no-user-config",
+      "-display", "none", "-no-reboot", "-kernel", cfg.boot_dir + "/vmlinuz", "-initrd",
+      cfg.boot_dir + "/initrd.img", "-append", cmdline, "-serial", "stdio", "-chardev",
       fmt::format("socket,id=agent,path={}/agent.sock,server=on,wait=off", s), "-device",
       micro ? "virtio-serial-device" : "virtio-serial-pci", "-device",
-      fmt::format("virtserialport,chardev=agent,name={}", kPortName), "-chardev",
-      fmt::format("socket,id=fs,path={}/fs.sock", s), "-device",
-      fmt::format("{},chardev=fs,tag={}", micro ? "vhost-user-fs-device" : "vhost-user-fs-pci",
-                  kShareTag),
+      fmt::format("virtserialport,chardev=agent,name={}", kPortName),
       // Free page reporting: the guest hands pages it freed (2 MiB blocks)
       // back, and QEMU drops them from its memory.
       "-device",
       fmt::format("{},free-page-reporting=on",
                   micro ? "virtio-balloon-device" : "virtio-balloon-pci"),
       "-qmp", fmt::format("unix:{}/qmp.sock,server=on,wait=off", s)};
-  for (size_t i = 0; i < cfg.nics.size(); ++i) {
-    // The tap fd is the child's fd 3 + i (Boot maps it).
-    args.insert(args.end(),
-                {"-netdev", fmt::format("tap,id=net{},fd={},vhost=off", i, 3 + i), "-device",
-                 fmt::format("{},netdev=net{},mac={}",
-                             micro ? "virtio-net-device" : "virtio-net-pci", i, cfg.nics[i].mac)});
+  if (cfg.mode != Mode::kTemplate) {
+    args.insert(args.end(), {"-chardev", fmt::format("socket,id=fs,path={}/fs.sock", s)});
   }
+  if (cfg.mode == Mode::kCold) {
+    args.insert(
+        args.end(),
+        {"-device", fmt::format("{},chardev=fs,tag={}",
+                                micro ? "vhost-user-fs-device" : "vhost-user-fs-pci", kShareTag)});
+  }
+  for (size_t i = 0; cfg.mode != Mode::kTemplate && i < cfg.nics.size(); ++i) {
+    // The tap fd is the child's fd 3 + i (Boot maps it).
+    args.insert(args.end(), {"-netdev", fmt::format("tap,id=net{},fd={},vhost=off", i, 3 + i)});
+    if (cfg.mode == Mode::kCold) {
+      args.insert(args.end(),
+                  {"-device", fmt::format("{},netdev=net{},mac={}",
+                                          micro ? "virtio-net-device" : "virtio-net-pci", i,
+                                          cfg.nics[i].mac)});
+    }
+  }
+  for (int i = 0; templated && i < kTemplateRootPorts; ++i) {
+    args.insert(args.end(), {"-device", fmt::format("pcie-root-port,id=rp{},chassis={},port={:#x},"
+                                                    "bus=pcie.0,addr={:#x}",
+                                                    i, i + 1, 0x10 + i, 0x10 + i)});
+  }
+  if (cfg.mode == Mode::kRestore) args.insert(args.end(), {"-incoming", "defer"});
   // virtio-mmio defaults to the legacy interface, which vhost-user (virtiofsd)
   // refuses.
   if (micro) args.insert(args.begin() + 1, {"-global", "virtio-mmio.force-legacy=false"});
@@ -201,7 +296,9 @@ Status QemuUtilityVm::StartVirtiofsd() {
   return OkStatus();
 }
 
-Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds timeout) {
+Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds timeout,
+                           QemuConfig::Mode mode) {
+  using Mode = QemuConfig::Mode;
   int attempt;
   {
     MutexLock l(&mu_);
@@ -213,10 +310,13 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   // virtiofsd serves one QEMU and exits when it goes: a new one per boot.
   StopVirtiofsd();
   ::unlink((cfg_.state_dir + "/fs.sock").c_str());
-  RETURN_IF_ERROR(StartVirtiofsd());
+  if (mode != Mode::kTemplate) RETURN_IF_ERROR(StartVirtiofsd());
   int64_t tsc = cfg_.tsc_khz > 0 ? cfg_.tsc_khz : HostTscKhz();
+  QemuConfig qc = cfg_;
+  qc.mode = mode;
+  if (mode == Mode::kRestore) qc.memory_file = cfg_.state_dir + "/memory";
   SpawnOptions so;
-  so.argv = QemuArgs(cfg_, accel, tsc);
+  so.argv = QemuArgs(qc, accel, tsc);
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");
   UniqueFd out_r(out[0]), out_w(out[1]);
@@ -250,8 +350,11 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   }
   int tb_mb = TcgCacheMb(cfg_, accel);
   std::string tb = tb_mb > 0 ? fmt::format(", TCG cache {} MiB", tb_mb) : "";
-  spdlog::info("vm {}: qemu pid {} ({}, {} vCPU, {} MiB{})", id_, *pid, AccelName(accel), cfg_.cpus,
-               cfg_.memory_mb, tb);
+  spdlog::info("vm {}: qemu pid {} ({}, {} vCPU, {} MiB{}{})", id_, *pid, AccelName(accel),
+               cfg_.cpus, cfg_.memory_mb, tb,
+               mode == Mode::kRestore    ? ", from a template"
+               : mode == Mode::kTemplate ? ", a template"
+                                         : "");
   // Console, line by line, until QEMU closes it; read on the event loop.
   struct Console {
     UniqueFd fd;
@@ -301,6 +404,9 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     exited->Wait(std::chrono::steady_clock::now() + std::chrono::seconds(10));
     return st;
   };
+  if (mode == Mode::kRestore) {
+    if (Status st = RestoreState(template_dir_, deadline); !st.ok()) return fail(st);
+  }
   UniqueFd conn;
   while (!conn) {
     if (exited->Wait(std::chrono::steady_clock::now())) {
@@ -329,6 +435,30 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     return fail(DeadlineExceededError("vm {}: the agent did not answer within {} ms ({}): {}", id_,
                                       timeout.count(), AccelName(accel), st.message()));
   }
+  if (mode == Mode::kRestore) {
+    // Its own identity before anything runs in it; and the plugged devices.
+    apb::RestoredRequest rr;
+    std::string entropy(64, '\0');
+    if (::getrandom(entropy.data(), entropy.size(), 0) != static_cast<ssize_t>(entropy.size())) {
+      agent->Close();
+      return fail(ErrnoError(errno, "getrandom"));
+    }
+    rr.set_entropy(entropy);
+    rr.set_realtime_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count());
+    rr.set_virtiofs_devices(1);
+    for (const auto& n : cfg_.nics) rr.add_macs(n.mac);
+    apb::Empty e;
+    left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline -
+                                                                std::chrono::steady_clock::now());
+    st = agent->Restored(rr, &e,
+                         AgentClient::Within(std::max(left, std::chrono::nanoseconds(1000000))));
+    if (!st.ok()) {
+      agent->Close();
+      return fail(st.Wrap(fmt::format("vm {}: restored VM", id_)));
+    }
+  }
   spdlog::info("vm {}: agent ready ({} {}, kernel {})", id_, AccelName(accel), pong.agent_version(),
                pong.kernel_release());
   MutexLock l(&mu_);
@@ -355,21 +485,29 @@ Status QemuUtilityVm::Start() {
   }
   ::mkdir((cfg_.state_dir + "/shares").c_str(), 0700);
   Status st;
+  if (!cfg_.template_dir.empty() && cfg_.mode == QemuConfig::Mode::kCold) {
+    st = StartFromTemplate();
+    if (st.ok()) return st;
+    spdlog::warn("vm {}: not started from a template ({}); booting it", id_, st.message());
+    StopVirtiofsd();
+    ::unlink((cfg_.state_dir + "/memory").c_str());
+  }
   {
+    const auto mode = cfg_.mode;
     switch (cfg_.accel) {
       case QemuConfig::Accel::kTcg:
-        st = Boot(QemuConfig::Accel::kTcg, cfg_.boot_timeout);
+        st = Boot(QemuConfig::Accel::kTcg, cfg_.boot_timeout, mode);
         break;
       case QemuConfig::Accel::kKvm:
-        st = Boot(QemuConfig::Accel::kKvm, cfg_.boot_timeout);
+        st = Boot(QemuConfig::Accel::kKvm, cfg_.boot_timeout, mode);
         break;
       case QemuConfig::Accel::kAuto:
         if (::access("/dev/kvm", R_OK | W_OK) == 0) {
-          st = Boot(QemuConfig::Accel::kKvm, cfg_.kvm_probe_timeout);
+          st = Boot(QemuConfig::Accel::kKvm, cfg_.kvm_probe_timeout, mode);
           if (st.ok()) break;
           spdlog::warn("vm {}: KVM boot failed ({}); falling back to TCG", id_, st.message());
         }
-        st = Boot(QemuConfig::Accel::kTcg, cfg_.boot_timeout);
+        st = Boot(QemuConfig::Accel::kTcg, cfg_.boot_timeout, mode);
         break;
     }
   }
@@ -382,6 +520,171 @@ Status QemuUtilityVm::Start() {
     Cleanup();
   }
   return st;
+}
+
+Status QemuUtilityVm::StartFromTemplate() {
+  if (cfg_.nics.size() + 1 > static_cast<size_t>(kTemplateRootPorts)) {
+    return FailedPreconditionError("{} NICs: a template has room for {}", cfg_.nics.size(),
+                                   kTemplateRootPorts - 1);
+  }
+  const std::string dir = cfg_.template_dir + "/" + TemplateKey(cfg_);
+  if (!ShellQuotable(dir)) return InvalidArgumentError("template directory {:?}", dir);
+  RETURN_IF_ERROR(MkdirAll(dir, 0700).Wrap("template directory"));
+  // One process makes a shape's template; the others wait for it here.
+  UniqueFd lock(::open((dir + "/lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
+  if (!lock) return ErrnoError(errno, "template lock");
+  auto locked_by =
+      std::chrono::steady_clock::now() + 2 * cfg_.boot_timeout + std::chrono::seconds(30);
+  while (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) return ErrnoError(errno, "lock the template");
+    if (std::chrono::steady_clock::now() > locked_by)
+      return DeadlineExceededError("template {} stayed locked", dir);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!Exists(dir + "/state")) RETURN_IF_ERROR(MakeTemplate(dir));
+  auto accel_name = ReadFile(dir + "/accel");
+  if (!accel_name.ok()) return accel_name.status().Wrap("template");
+  const auto accel = *accel_name == "kvm" ? QemuConfig::Accel::kKvm : QemuConfig::Accel::kTcg;
+  // Private to this VM: the template's memory stays as saved.
+  RETURN_IF_ERROR(CopySparse(dir + "/memory", cfg_.state_dir + "/memory"));
+  // Others may restore from it now; it only changes (is discarded) under the lock.
+  lock.reset();
+  template_dir_ = dir;
+  Status st = Boot(accel, cfg_.boot_timeout, QemuConfig::Mode::kRestore);
+  if (!st.ok()) {
+    // Likely a template this QEMU or host no longer takes: the next VM of
+    // the shape makes a new one.
+    UniqueFd relock(::open((dir + "/lock").c_str(), O_RDWR | O_CLOEXEC));
+    if (relock && ::flock(relock.get(), LOCK_EX) == 0) {
+      for (const char* f : {"/state", "/memory", "/accel"}) ::unlink((dir + f).c_str());
+    }
+    spdlog::warn("vm {}: template {} discarded", id_, dir);
+  }
+  return st;
+}
+
+Status QemuUtilityVm::MakeTemplate(const std::string& dir) {
+  auto t0 = std::chrono::steady_clock::now();
+  QemuConfig tc = cfg_;
+  tc.template_dir.clear();
+  tc.nics.clear();
+  tc.mode = QemuConfig::Mode::kTemplate;
+  tc.state_dir = dir + "/boot";
+  tc.memory_file = dir + "/memory.new";
+  CleanupStateDir(tc.state_dir);  // a maker that died
+  for (const char* f : {"/memory.new", "/state.new"}) ::unlink((dir + f).c_str());
+  QemuUtilityVm t(id_ + "-template", tc);
+  Status st = t.Start();
+  if (st.ok()) {
+    apb::Empty e;
+    st = t.agent()->PrepareTemplate(e, &e, AgentClient::Within(std::chrono::seconds(30)));
+  }
+  if (st.ok()) st = t.SaveAndQuit(dir + "/state.new");
+  const auto accel = t.accel();
+  (void)t.Close();
+  if (st.ok()) st = WriteFileAtomic(dir + "/accel", AccelName(accel), 0600);
+  if (st.ok() && ::rename((dir + "/memory.new").c_str(), (dir + "/memory").c_str()) != 0)
+    st = ErrnoError(errno, "template memory");
+  // The state last: its presence says the template is whole.
+  if (st.ok() && ::rename((dir + "/state.new").c_str(), (dir + "/state").c_str()) != 0)
+    st = ErrnoError(errno, "template state");
+  if (!st.ok()) {
+    for (const char* f : {"/memory.new", "/state.new"}) ::unlink((dir + f).c_str());
+    return st.Wrap("make the VM template");
+  }
+  struct stat ms {};
+  ::stat((dir + "/memory").c_str(), &ms);
+  spdlog::info(
+      "vm {}: template {} made in {} ms ({}, {} MiB of memory)", id_, dir,
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count(),
+      AccelName(accel), ms.st_blocks * 512 / (1 << 20));
+  return OkStatus();
+}
+
+Status QemuUtilityVm::SaveAndQuit(const std::string& state_file) {
+  if (!ShellQuotable(state_file)) return InvalidArgumentError("state file {:?}", state_file);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  ASSIGN_OR_RETURN(QmpClient q, QmpClient::Connect(cfg_.state_dir + "/qmp.sock", deadline));
+  // The guest's RAM is the shared file itself: only device state goes to
+  // the stream.
+  RETURN_IF_ERROR(
+      q.Execute("migrate-set-capabilities",
+                {{"capabilities", {{{"capability", "x-ignore-shared"}, {"state", true}}}}})
+          .status());
+  RETURN_IF_ERROR(q.Execute("stop").status());
+  RETURN_IF_ERROR(
+      q.Execute("migrate", {{"uri", "exec:cat > '" + state_file + "'"}}, deadline).status());
+  for (;;) {
+    ASSIGN_OR_RETURN(nlohmann::json m, q.Execute("query-migrate", nullptr, deadline));
+    std::string status = m.value("status", "");
+    if (status == "completed") break;
+    if (status == "failed" || status == "cancelled") {
+      return InternalError("saving the template failed: {}", m.value("error-desc", status));
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      return DeadlineExceededError("saving the template did not finish");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  {
+    MutexLock l(&mu_);
+    closing_ = true;  // its exit is expected
+  }
+  (void)q.Execute("quit");  // QEMU may close the socket before it answers
+  auto gone_by = std::chrono::steady_clock::now() + kQuitWait;
+  MutexLock l(&mu_);
+  while (!gone_) {
+    if (!cv_.WaitUntil(&mu_, gone_by) && !gone_) break;
+  }
+  return OkStatus();
+}
+
+Status QemuUtilityVm::RestoreState(const std::string& template_dir,
+                                   std::chrono::steady_clock::time_point deadline) {
+  ASSIGN_OR_RETURN(QmpClient q, QmpClient::Connect(cfg_.state_dir + "/qmp.sock", deadline));
+  RETURN_IF_ERROR(
+      q.Execute("migrate-set-capabilities",
+                {{"capabilities", {{{"capability", "x-ignore-shared"}, {"state", true}}}}},
+                deadline)
+          .status());
+  RETURN_IF_ERROR(
+      q.Execute("migrate-incoming", {{"uri", "exec:cat '" + template_dir + "/state'"}}, deadline)
+          .status());
+  for (;;) {
+    ASSIGN_OR_RETURN(nlohmann::json m, q.Execute("query-migrate", nullptr, deadline));
+    std::string status = m.value("status", "");
+    if (status == "completed") break;
+    if (status == "failed" || status == "cancelled") {
+      return InternalError("restoring the template failed: {}", m.value("error-desc", status));
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      return DeadlineExceededError("restoring the template did not finish");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // QEMU has it mapped: the name can go, and nothing is left if we die.
+  ::unlink((cfg_.state_dir + "/memory").c_str());
+  RETURN_IF_ERROR(q.Execute("cont", nullptr, deadline).status());
+  RETURN_IF_ERROR(q.Execute("device_add",
+                            {{"driver", "vhost-user-fs-pci"},
+                             {"id", "fs0"},
+                             {"bus", "rp0"},
+                             {"chardev", "fs"},
+                             {"tag", kShareTag}},
+                            deadline)
+                      .status()
+                      .Wrap("plug the share device"));
+  for (size_t i = 0; i < cfg_.nics.size(); ++i) {
+    RETURN_IF_ERROR(q.Execute("device_add",
+                              {{"driver", "virtio-net-pci"},
+                               {"id", fmt::format("nic{}", i)},
+                               {"netdev", fmt::format("net{}", i)},
+                               {"mac", cfg_.nics[i].mac},
+                               {"bus", fmt::format("rp{}", i + 1)}},
+                              deadline)
+                        .status()
+                        .Wrap("plug a NIC"));
+  }
+  return OkStatus();
 }
 
 void QemuUtilityVm::KillQemuLocked() {
@@ -477,9 +780,7 @@ void QemuUtilityVm::Cleanup() {
   // Never a recursive delete: a share that failed to unmount must keep its
   // host files. Mount points are empty once unmounted.
   for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) RemoveShareMount(it->first);
-  for (const char* f : {"/agent.sock", "/qmp.sock", "/fs.sock", "/fs.sock.pid"}) {
-    ::unlink((cfg_.state_dir + f).c_str());
-  }
+  for (const char* f : kStateFiles) ::unlink((cfg_.state_dir + f).c_str());
   ::rmdir((cfg_.state_dir + "/shares").c_str());
   ::rmdir(cfg_.state_dir.c_str());
   MutexLock l(&mu_);
@@ -524,8 +825,7 @@ void QemuUtilityVm::CleanupStateDir(const std::string& state_dir) {
         ::unlink(t.c_str());  // never recursive: a live mount keeps its files
     }
   }
-  for (const char* f : {"/agent.sock", "/qmp.sock", "/fs.sock", "/fs.sock.pid"})
-    ::unlink((state_dir + f).c_str());
+  for (const char* f : kStateFiles) ::unlink((state_dir + f).c_str());
   ::rmdir(shares.c_str());
   ::rmdir(state_dir.c_str());
 }

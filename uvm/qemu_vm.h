@@ -51,7 +51,25 @@ struct QemuConfig : VmConfig {
   int64_t tsc_khz = 0;
   std::chrono::milliseconds boot_timeout{30000};      // TCG, or KVM when forced
   std::chrono::milliseconds kvm_probe_timeout{6000};  // auto: then TCG
+
+  // How this QEMU starts (set by QemuUtilityVm for templating):
+  //  kCold: boots the kernel.
+  //  kTemplate: boots the kernel as a template: q35 with hot-plug root ports,
+  //    guest RAM shared in `memory_file` (the saved template's memory), and
+  //    neither share device nor NICs (vhost-user cannot be saved); the
+  //    caller saves it once the agent is ready.
+  //  kRestore: the template's machine over `memory_file`, a private copy of
+  //    the template's memory, waiting for the saved state (-incoming defer);
+  //    the share device's and NICs' backends are on the command line, the
+  //    devices are plugged once it runs.
+  enum class Mode { kCold, kTemplate, kRestore };
+  Mode mode = Mode::kCold;
+  std::string memory_file;
 };
+
+// Root ports a template machine has for devices plugged after a restore: the
+// share device first, then NICs.
+inline constexpr int kTemplateRootPorts = 4;
 
 // QEMU's argv for one boot attempt (exposed for unit tests).
 std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel, int64_t tsc_khz);
@@ -85,7 +103,19 @@ class QemuUtilityVm : public UtilityVm {
   QemuConfig::Accel accel();
 
  private:
-  Status Boot(QemuConfig::Accel accel, std::chrono::milliseconds timeout) REQUIRES(start_mu_);
+  Status Boot(QemuConfig::Accel accel, std::chrono::milliseconds timeout,
+              QemuConfig::Mode mode = QemuConfig::Mode::kCold) REQUIRES(start_mu_);
+  // Templating: the template of this VM's shape (booted and saved if
+  // missing), then this VM from it.
+  Status StartFromTemplate() REQUIRES(start_mu_);
+  Status MakeTemplate(const std::string& dir);
+  // kRestore, once QEMU runs: loads the saved state, resumes, plugs the
+  // share device and NICs.
+  Status RestoreState(const std::string& template_dir,
+                      std::chrono::steady_clock::time_point deadline);
+  // On a template VM whose agent is ready: saves it to `state_file` and
+  // quits QEMU.
+  Status SaveAndQuit(const std::string& state_file);
   Status StartVirtiofsd() REQUIRES(start_mu_);
   void StopVirtiofsd();
   void StopPid(pid_t pid);
@@ -119,6 +149,7 @@ class QemuUtilityVm : public UtilityVm {
   pid_t virtiofsd_pid_ GUARDED_BY(mu_) = 0;
   int boot_ GUARDED_BY(mu_) = 0;  // attempt number; exits of older ones are ignored
   QemuConfig::Accel accel_ GUARDED_BY(mu_) = QemuConfig::Accel::kTcg;
+  std::string template_dir_ GUARDED_BY(start_mu_);  // the template this VM came from
   std::shared_ptr<AgentClient> agent_ GUARDED_BY(mu_);
   // Host mount points under <state>/shares, with the VM path each serves.
   std::vector<std::pair<std::string, std::string>> share_mounts_ GUARDED_BY(mu_);

@@ -112,5 +112,53 @@ TEST(HostTscKhz, IsReadFromTheHost) {
   EXPECT_LT(k, 10000000);
 }
 
+TEST(QemuArgs, ATemplateIsQ35OverItsFileWithRootPortsAndNothingUnsaveable) {
+  QemuConfig c = Config();
+  c.nics = {{40, "0e:00:00:00:00:01"}};
+  c.mode = QemuConfig::Mode::kTemplate;
+  c.memory_file = "/t/memory.new";
+  auto a = QemuArgs(c, QemuConfig::Accel::kTcg, 2596098);
+  EXPECT_EQ(After(a, "-M"), "q35,memory-backend=mem");
+  EXPECT_THAT(a, Contains("memory-backend-file,id=mem,size=768M,mem-path=/t/memory.new,share=on"));
+  EXPECT_THAT(a, Contains("pcie-root-port,id=rp0,chassis=1,port=0x10,bus=pcie.0,addr=0x10"));
+  EXPECT_THAT(a, Contains("pcie-root-port,id=rp3,chassis=4,port=0x13,bus=pcie.0,addr=0x13"));
+  EXPECT_THAT(a, Contains("virtio-serial-pci"));
+  EXPECT_THAT(a, Contains("virtio-balloon-pci,free-page-reporting=on"));
+  // vhost-user cannot be saved; NICs are plugged after a restore.
+  for (const auto& arg : a) {
+    EXPECT_THAT(arg, ::testing::Not(HasSubstr("vhost-user-fs")));
+    EXPECT_THAT(arg, ::testing::Not(HasSubstr("id=fs")));
+    EXPECT_THAT(arg, ::testing::Not(HasSubstr("virtio-net")));
+  }
+  EXPECT_THAT(a, ::testing::Not(Contains("-netdev")));
+  EXPECT_THAT(a, ::testing::Not(Contains("-incoming")));
+}
+
+TEST(QemuArgs, ARestoreMatchesTheTemplatesDevicesWithBackendsOnlyAndWaits) {
+  QemuConfig c = Config();
+  c.nics = {{40, "0e:00:00:00:00:01"}};
+  c.mode = QemuConfig::Mode::kTemplate;
+  c.memory_file = "/t/memory";
+  auto t = QemuArgs(c, QemuConfig::Accel::kTcg, 0);
+  c.mode = QemuConfig::Mode::kRestore;
+  c.memory_file = "/run/vm1/memory";
+  auto r = QemuArgs(c, QemuConfig::Accel::kTcg, 0);
+  EXPECT_EQ(After(r, "-incoming"), "defer");
+  EXPECT_THAT(r,
+              Contains("memory-backend-file,id=mem,size=768M,mem-path=/run/vm1/memory,share=on"));
+  EXPECT_THAT(r, Contains("socket,id=fs,path=/run/vm1/fs.sock"));
+  EXPECT_EQ(After(r, "-netdev"), "tap,id=net0,fd=3,vhost=off");
+  // Same devices, in the same order: what the saved state describes.
+  auto devices = [](const std::vector<std::string>& a) {
+    std::vector<std::string> d;
+    for (size_t i = 0; i + 1 < a.size(); ++i)
+      if (a[i] == "-device") d.push_back(a[i + 1]);
+    return d;
+  };
+  EXPECT_EQ(devices(t), devices(r));
+  EXPECT_EQ(After(t, "-M"), After(r, "-M"));
+  EXPECT_EQ(After(t, "-smp"), After(r, "-smp"));
+}
+
 }  // namespace
 }  // namespace runhcs::uvm

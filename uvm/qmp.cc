@@ -11,8 +11,7 @@
 
 namespace runhcs::uvm {
 
-StatusOr<QmpClient> QmpClient::Connect(const std::string& socket_path,
-                                       Clock::time_point deadline) {
+StatusOr<QmpClient> QmpClient::Connect(const std::string& socket_path, Clock::time_point deadline) {
   for (;;) {
     auto c = ConnectUnix(UnixAddress{socket_path, false});
     if (c.ok()) return Handshake(std::move(*c), deadline);

@@ -55,8 +55,9 @@ struct FakeQemu {
 auto Soon() { return QmpClient::Clock::now() + std::chrono::seconds(5); }
 
 TEST(QmpClient, NegotiatesThenRunsCommandsSkippingEvents) {
-  FakeQemu q({"{\"return\": {}}\n",
-              "{\"event\": \"RESUME\", \"timestamp\": {}}\n{\"return\": {\"status\": \"running\"}}\n"});
+  FakeQemu q(
+      {"{\"return\": {}}\n",
+       "{\"event\": \"RESUME\", \"timestamp\": {}}\n{\"return\": {\"status\": \"running\"}}\n"});
   auto c = QmpClient::Handshake(std::move(q.host), Soon());
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   auto r = c->Execute("query-status");
@@ -77,7 +78,8 @@ TEST(QmpClient, SendsArgumentsAndReportsQemusErrorAsFailedPrecondition) {
   EXPECT_EQ(r.status().code(), Code::kFailedPrecondition);
   EXPECT_NE(r.status().message().find("Bus 'rp9' not found"), std::string::npos);
   q.Join();
-  EXPECT_EQ(q.commands[1], R"({"arguments":{"bus":"rp9","driver":"virtio-net-pci"},"execute":"device_add"})");
+  EXPECT_EQ(q.commands[1],
+            R"({"arguments":{"bus":"rp9","driver":"virtio-net-pci"},"execute":"device_add"})");
 }
 
 TEST(QmpClient, NoGreetingIsFailedPreconditionAndGarbageIsInternal) {

@@ -39,6 +39,14 @@ struct VmConfig {
   Accel accel = Accel::kAuto;
   // TCG's translation cache in MiB (QEMU tb-size); 0 = QEMU's default.
   int tcg_cache_mb = 0;
+  // VM templating: when set, the VM does not boot its kernel. The first VM
+  // of a shape (size, accelerator, boot files) boots once into a template
+  // saved under this directory (a subdirectory per shape; created on first
+  // use, serialized between processes by a lock file); every VM of that
+  // shape then starts by restoring it (~0.5 s instead of a boot) and gets
+  // its own identity (entropy, clock, NIC MACs). A template that fails to
+  // restore is discarded and the VM boots instead. Should be on tmpfs.
+  std::string template_dir;
   std::string extra_cmdline;
   // Network cards, each on a tap the caller opened (PodNetwork) and keeps
   // open while the VM lives (a boot retried on another accelerator uses it
