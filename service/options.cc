@@ -14,10 +14,17 @@ namespace runhcs::service {
 
 namespace {
 
-// A VM size or cache size below 0 (0 means the default).
-bool HasNegativeSize(const containerd::runhcs::v1::Options& o) {
-  return o.vm_processor_count() < 0 || o.vm_memory_size_in_mb() < 0 ||
-         o.vm_tcg_cache_size_in_mb() < 0;
+// What the wire format allows but a shim cannot use: a VM size or cache
+// size below 0 (0 means the default), a relative template path.
+Status CheckOptions(const containerd::runhcs::v1::Options& o) {
+  if (o.vm_processor_count() < 0 || o.vm_memory_size_in_mb() < 0 ||
+      o.vm_tcg_cache_size_in_mb() < 0) {
+    return InvalidArgumentError("negative VM size");
+  }
+  if (!o.vm_template_path().empty() && o.vm_template_path().front() != '/') {
+    return InvalidArgumentError("vmTemplatePath {:?} is not absolute", o.vm_template_path());
+  }
+  return OkStatus();
 }
 
 // Type URLs may carry a host prefix ("type.googleapis.com/x"); compare names.
@@ -37,6 +44,7 @@ ShimOptions FromRunhcs(const containerd::runhcs::v1::Options& o) {
   s.vm_processors = o.vm_processor_count();
   s.vm_memory_mb = o.vm_memory_size_in_mb();
   s.vm_tcg_cache_mb = o.vm_tcg_cache_size_in_mb();
+  s.vm_template_path = o.vm_template_path();
   switch (o.vm_accelerator()) {
     case containerd::runhcs::v1::Options::KVM:
       s.accelerator = ShimOptions::Accelerator::kKvm;
@@ -121,6 +129,8 @@ StatusOr<containerd::runhcs::v1::Options> OptionsFromJson(std::string_view text)
         o.set_oci_runtime_root(v.get<std::string>());
       } else if (is("vmTcgCacheSizeInMb", "vm_tcg_cache_size_in_mb")) {
         o.set_vm_tcg_cache_size_in_mb(v.get<int32_t>());
+      } else if (is("vmTemplatePath", "vm_template_path")) {
+        o.set_vm_template_path(v.get<std::string>());
       } else {
         return InvalidArgumentError("unknown field {:?}", key);
       }
@@ -137,7 +147,7 @@ StatusOr<ShimOptions> DecodeOptions(const runhcs::wkt::Any& any) {
   if (name == "containerd.runhcs.v1.Options") {
     containerd::runhcs::v1::Options o;
     if (!o.ParseFromString(any.value())) return InvalidArgumentError("cannot decode {}", name);
-    if (HasNegativeSize(o)) return InvalidArgumentError("{}: negative VM size", name);
+    RETURN_IF_ERROR(CheckOptions(o).Wrap(name));
     return FromRunhcs(o);
   }
   if (name == "containerd.runc.v1.Options") {
@@ -159,9 +169,7 @@ StatusOr<ShimOptions> DecodeOptions(const runhcs::wkt::Any& any) {
       return InvalidArgumentError("runtime config {}: not containerd.runhcs.v1.Options JSON: {}",
                                   o.config_path(), ro.status().message());
     }
-    if (HasNegativeSize(*ro)) {
-      return InvalidArgumentError("runtime config {}: negative VM size", o.config_path());
-    }
+    RETURN_IF_ERROR(CheckOptions(*ro).Wrap("runtime config " + o.config_path()));
     return FromRunhcs(*ro);
   }
   return InvalidArgumentError("type with url {:?}: not a supported options type", any.type_url());

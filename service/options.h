@@ -34,6 +34,7 @@ struct ShimOptions {
   int vm_processors = 0;    // 0 = default
   int vm_memory_mb = 0;     // 0 = default
   int vm_tcg_cache_mb = 0;  // 0 = QEMU's default
+  std::string vm_template_path;  // "" = VMs boot; else templates kept there
   Accelerator accelerator = Accelerator::kAuto;
   std::string log_level = "info";
   std::map<std::string, std::string> default_annotations;

@@ -36,6 +36,7 @@ TEST(Options, RunhcsOptions) {
   ro.set_debug(true);
   ro.set_oci_runtime("crun");
   ro.set_vm_tcg_cache_size_in_mb(32);
+  ro.set_vm_template_path("/run/runhcs-templates");
   auto o = DecodeOptionsBytes(Pack(ro).SerializeAsString());
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->isolation, ShimOptions::Isolation::kHypervisor);
@@ -45,6 +46,7 @@ TEST(Options, RunhcsOptions) {
   EXPECT_EQ(o->log_level, "debug");
   EXPECT_EQ(o->oci_runtime, "crun");
   EXPECT_EQ(o->vm_tcg_cache_mb, 32);
+  EXPECT_EQ(o->vm_template_path, "/run/runhcs-templates");
   // A googleapis-prefixed URL names the same type.
   EXPECT_TRUE(DecodeOptions(Pack(ro, "type.googleapis.com/containerd.runhcs.v1.Options")).ok());
   ro.set_vm_memory_size_in_mb(-1);
@@ -52,6 +54,11 @@ TEST(Options, RunhcsOptions) {
   ro.set_vm_memory_size_in_mb(512);
   ro.set_vm_tcg_cache_size_in_mb(-1);
   EXPECT_EQ(DecodeOptions(Pack(ro)).status().code(), Code::kInvalidArgument);
+  ro.set_vm_tcg_cache_size_in_mb(0);
+  ro.set_vm_template_path("templates");
+  auto rel = DecodeOptions(Pack(ro));
+  EXPECT_EQ(rel.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(rel.status().message().find("not absolute"), std::string::npos);
 }
 
 TEST(Options, RuncOptionsPickTheRuntime) {
@@ -86,7 +93,7 @@ TEST(Options, RuntimeConfigFileIsProtobufJson) {
 TEST(Options, JsonAcceptsBothNameFormsAndEnumNumbers) {
   auto o = OptionsFromJson(R"({"oci_runtime":"crun","vmAccelerator":2,"vm_processor_count":3,
       "logLevel":"debug","defaultContainerAnnotations":{"a":"b"},"debug":true,
-      "vm_tcg_cache_size_in_mb":16})");
+      "vm_tcg_cache_size_in_mb":16,"vmTemplatePath":"/run/t"})");
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->oci_runtime(), "crun");
   EXPECT_EQ(o->vm_accelerator(), containerd::runhcs::v1::Options::TCG);
@@ -95,6 +102,7 @@ TEST(Options, JsonAcceptsBothNameFormsAndEnumNumbers) {
   EXPECT_EQ(o->default_container_annotations().at("a"), "b");
   EXPECT_TRUE(o->debug());
   EXPECT_EQ(o->vm_tcg_cache_size_in_mb(), 16);
+  EXPECT_EQ(o->vm_template_path(), "/run/t");
 }
 
 TEST(Options, JsonRejectsUnknownFieldsBadEnumsAndWrongTypes) {

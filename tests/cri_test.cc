@@ -79,6 +79,9 @@ std::string Toml(const std::string& dir) {
   t += rts + ".runhcs-vm]\n  runtime_type = \"io.containerd.runhcs.v1\"\n";
   t += "  pod_annotations = [\"io.containerd.runhcs.v1.*\"]\n";
   t += rts + ".runhcs-vm.options]\n  ConfigPath = \"" + dir + "/vm.json\"\n";
+  t += rts + ".runhcs-vm-template]\n  runtime_type = \"io.containerd.runhcs.v1\"\n";
+  t += "  pod_annotations = [\"io.containerd.runhcs.v1.*\"]\n";
+  t += rts + ".runhcs-vm-template.options]\n  ConfigPath = \"" + dir + "/vm-template.json\"\n";
   return t;
 }
 
@@ -105,6 +108,12 @@ class CriTest : public ::testing::Test {
     ASSERT_TRUE(WriteFileAtomic(d + "/process.json", R"({"ociRuntime":"runc"})", 0644).ok());
     ASSERT_TRUE(WriteFileAtomic(d + "/vm.json",
                                 R"({"sandboxIsolation":"HYPERVISOR","vmAccelerator":"TCG"})", 0644)
+                    .ok());
+    ASSERT_TRUE(WriteFileAtomic(d + "/vm-template.json",
+                                R"({"sandboxIsolation":"HYPERVISOR","vmAccelerator":"TCG",)"
+                                R"("vmTemplatePath":")" +
+                                    d + R"(/templates"})",
+                                0644)
                     .ok());
     ASSERT_TRUE(BuildImage(d));
     env->ctrd = std::make_unique<Containerd>(
@@ -244,13 +253,20 @@ class CriTest : public ::testing::Test {
     return c;
   }
 
+  static bool IsVm(const std::string& handler) { return handler.rfind("runhcs-vm", 0) == 0; }
+
   static std::string RunSandbox(const cri::PodSandboxConfig& pod, const std::string& handler) {
     cri::RunPodSandboxRequest run;
     *run.mutable_config() = pod;
     run.set_runtime_handler(handler);
     cri::RunPodSandboxResponse ran;
+    auto t0 = std::chrono::steady_clock::now();
     grpc::Status st = env->rt->RunPodSandbox(Ctx(120s).get(), run, &ran);
     EXPECT_TRUE(st.ok()) << st.error_message() << env->ctrd->log();
+    std::printf("RunPodSandbox %s (%s): %lld ms\n", pod.metadata().name().c_str(), handler.c_str(),
+                static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::steady_clock::now() - t0)
+                                           .count()));
     return ran.pod_sandbox_id();
   }
 
@@ -359,7 +375,7 @@ class CriTest : public ::testing::Test {
     // the sandbox's pid).
     std::string boot_id = ExecSync(cid, {"cat", "/proc/sys/kernel/random/boot_id"}).stdout();
     const std::string vm_dir = VmDir(pod_id);
-    if (handler == "runhcs-vm") {
+    if (IsVm(handler)) {
       EXPECT_NE(boot_id, ReadFileOr("/proc/sys/kernel/random/boot_id"));
       EXPECT_EQ(CountProcesses("qemu-system.*" + vm_dir), 1);
     } else {
@@ -484,7 +500,7 @@ class CriTest : public ::testing::Test {
     // process on the host, the pod's holder in the VM), and each container
     // sees the others' processes.
     EXPECT_EQ(ExecSync(web_id, {"cat", "/proc/1/comm"}).stdout(),
-              handler == "runhcs-vm" ? "pod-holder\n" : "sleep\n");
+              IsVm(handler) ? "pod-holder\n" : "sleep\n");
     std::string ps =
         ExecSync(web_id, {"sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"}).stdout();
     EXPECT_NE(ps.find("sleep 1001"), std::string::npos) << ps;
@@ -841,6 +857,17 @@ TEST_F(CriTest, ARuncV2PodPropagatesMounts) { RunPropagation("runc"); }
 TEST_F(CriTest, AProcessIsolatedPodRunsAndGoes) { RunPod("runhcs"); }
 
 TEST_F(CriTest, AHypervisorIsolatedPodRunsAndGoes) { RunPod("runhcs-vm"); }
+
+// VM templating (vmTemplatePath): the first pod's VM makes the template and
+// is restored from it, the second is only restored; each gets its NIC, its
+// shares and its identity plugged in after the restore.
+TEST_F(CriTest, HypervisorIsolatedPodsFromATemplateRunAndGo) {
+  RunPod("runhcs-vm-template");
+  RunSharedPidPod("runhcs-vm-template", 18083);
+  const std::string tpl = env->dir + "/templates";
+  EXPECT_EQ(RunCommand({"sh", "-c", "ls " + tpl + "/*/state"}).exit_code, 0)
+      << RunCommand({"ls", "-laR", tpl}).out;
+}
 
 TEST_F(CriTest, AProcessIsolatedPodSharesItsPidNamespace) { RunSharedPidPod("runhcs", 18080); }
 

@@ -145,6 +145,7 @@ class ShimTaskFactory : public service::TaskFactory {
     c.cpus = o.vm_processors > 0 ? o.vm_processors : uvm::DefaultVmCpus();
     c.memory_mb = o.vm_memory_mb > 0 ? o.vm_memory_mb : uvm::kDefaultVmMemoryMb;
     c.tcg_cache_mb = o.vm_tcg_cache_mb;
+    c.template_dir = o.vm_template_path;
     switch (o.accelerator) {
       case service::ShimOptions::Accelerator::kKvm:
         c.accel = uvm::VmConfig::Accel::kKvm;
