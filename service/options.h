@@ -31,9 +31,9 @@ struct ShimOptions {
   std::string oci_runtime = "runc";  // binary name or path
   std::string oci_runtime_root;      // "" = the runtime's default
   std::string boot_files_path;
-  int vm_processors = 0;    // 0 = default
-  int vm_memory_mb = 0;     // 0 = default
-  int vm_tcg_cache_mb = 0;  // 0 = QEMU's default
+  int vm_processors = 0;         // 0 = default
+  int vm_memory_mb = 0;          // 0 = default
+  int vm_tcg_cache_mb = 0;       // 0 = QEMU's default
   std::string vm_template_path;  // "" = VMs boot; else templates kept there
   Accelerator accelerator = Accelerator::kAuto;
   std::string log_level = "info";
