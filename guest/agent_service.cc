@@ -261,18 +261,6 @@ Status SetRealtime(int64_t ns) {
   return OkStatus();
 }
 
-// Devices bound to the virtiofs driver ("virtioN" links in its directory).
-int BoundVirtiofsDevices(const std::string& sys_bus_virtio) {
-  int n = 0;
-  DIR* d = ::opendir((sys_bus_virtio + "/drivers/virtiofs").c_str());
-  if (!d) return 0;
-  while (dirent* e = ::readdir(d)) {
-    if (std::strncmp(e->d_name, "virtio", 6) == 0) ++n;
-  }
-  ::closedir(d);
-  return n;
-}
-
 }  // namespace
 
 Status AgentService::Restored(const ttrpc::CallContext& ctx, const pb::RestoredRequest& req,
@@ -287,12 +275,21 @@ Status AgentService::Restored(const ttrpc::CallContext& ctx, const pb::RestoredR
     RETURN_IF_ERROR((cfg_.set_realtime ? cfg_.set_realtime : SetRealtime)(req.realtime_ns()));
   }
   auto deadline = ctx.deadline.value_or(ttrpc::Clock::now() + kDevicesWait);
+  std::vector<std::string> tags(req.virtiofs_tags().begin(), req.virtiofs_tags().end());
   for (;;) {
-    int fs = BoundVirtiofsDevices(cfg_.sys_bus_virtio);
-    auto nics = InterfacesByMac(cfg_.sys_class_net);
+    // A plugged virtiofs device serves once its tag mounts (its driver
+    // link shows in sysfs before the tag is registered).
     std::string missing;
-    if (fs < static_cast<int>(req.virtiofs_devices()))
-      missing = fmt::format("{} of {} virtiofs devices", fs, req.virtiofs_devices());
+    for (auto it = tags.begin(); it != tags.end();) {
+      auto m = MountTagRoot(*it);
+      if (m.ok()) {
+        it = tags.erase(it);
+      } else {
+        missing += (missing.empty() ? "" : ", ") + ("share " + *it + ": " + m.status().message());
+        ++it;
+      }
+    }
+    auto nics = InterfacesByMac(cfg_.sys_class_net);
     for (std::string mac : req.macs()) {
       for (char& c : mac) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       if (!nics.count(mac)) missing += (missing.empty() ? "" : ", ") + ("no NIC " + mac);
@@ -878,6 +875,22 @@ Status AgentService::ResizeTty(const ttrpc::CallContext&, const pb::ResizeTtyReq
   return OkStatus();
 }
 
+StatusOr<std::string> AgentService::MountTagRoot(const std::string& tag) {
+  std::string root = cfg_.state_dir + "/shares/" + tag;
+  RETURN_IF_ERROR(MkdirAll(root, 0755));
+  struct stat st_root, st_parent;
+  bool mounted = ::stat(root.c_str(), &st_root) == 0 &&
+                 ::stat((root + "/..").c_str(), &st_parent) == 0 &&
+                 st_root.st_dev != st_parent.st_dev;
+  if (mounted) return root;
+  if (cfg_.mount_virtiofs) {
+    RETURN_IF_ERROR(cfg_.mount_virtiofs(tag, root));
+  } else if (::mount(tag.c_str(), root.c_str(), "virtiofs", 0, nullptr) != 0) {
+    return ErrnoError(errno, fmt::format("mount virtiofs {} at {}", tag, root));
+  }
+  return root;
+}
+
 Status AgentService::MountShare(const ttrpc::CallContext& ctx, const pb::MountShareRequest& req,
                                 pb::Empty*) {
   RETURN_IF_ERROR(WaitForModules(ctx));
@@ -889,15 +902,7 @@ Status AgentService::MountShare(const ttrpc::CallContext& ctx, const pb::MountSh
   if (req.guest_path().empty() || req.guest_path().front() != '/') {
     return InvalidArgumentError("guest path {:?} is not absolute", req.guest_path());
   }
-  std::string root = cfg_.state_dir + "/shares/" + req.tag();
-  RETURN_IF_ERROR(MkdirAll(root, 0755));
-  struct stat st_root, st_parent;
-  bool mounted = ::stat(root.c_str(), &st_root) == 0 &&
-                 ::stat((root + "/..").c_str(), &st_parent) == 0 &&
-                 st_root.st_dev != st_parent.st_dev;
-  if (!mounted && ::mount(req.tag().c_str(), root.c_str(), "virtiofs", 0, nullptr) != 0) {
-    return ErrnoError(errno, fmt::format("mount virtiofs {} at {}", req.tag(), root));
-  }
+  ASSIGN_OR_RETURN(std::string root, MountTagRoot(req.tag()));
   std::string src = req.sub_path().empty() ? root : root + "/" + req.sub_path();
   struct stat ss;
   if (::stat(src.c_str(), &ss) != 0) return ErrnoError(errno, fmt::format("share source {}", src));

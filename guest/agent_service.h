@@ -54,8 +54,10 @@ struct AgentConfig {
   // then MountShare, CreatePod and CreateContainer wait (up to their
   // deadline, else kModulesWait) and fail Unavailable past it. Null: ready.
   std::shared_ptr<Latch> modules_ready;
-  // Where Restored looks for virtiofs devices bound to their driver.
-  std::string sys_bus_virtio = "/sys/bus/virtio";
+  // Mounts virtiofs tag `tag` at `where` (a seam for unit tests; null:
+  // mount(2)). MountShare and Restored mount each tag once, at
+  // <state_dir>/shares/<tag>.
+  std::function<Status(const std::string& tag, const std::string& where)> mount_virtiofs;
   // Restored's two writes to the kernel (seams for unit tests; null: the
   // real ones): entropy into the random pool, credited, then a reseed
   // (RNDADDENTROPY, RNDRESEEDCRNG on /dev/urandom); the wall clock
@@ -132,6 +134,8 @@ class AgentService : public pb::AgentServer {
   void WatchOom(const std::shared_ptr<Container>& c);
 
   // Waits for cfg_.modules_ready (see AgentConfig).
+  // Mounts `tag` at its share root unless it is mounted there; the root.
+  StatusOr<std::string> MountTagRoot(const std::string& tag);
   Status WaitForModules(const ttrpc::CallContext& ctx);
 
   const AgentConfig cfg_;

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -388,20 +389,27 @@ TEST_F(AgentServiceTest, CallsNeedingModulesWaitForThem) {
 }
 
 // A VM restored from a template: the entropy and the clock reach the kernel
-// (through the seams), then the call waits until the plugged devices are
-// bound: the virtiofs devices and a NIC for each MAC.
+// (through the seams), then the call waits until the plugged devices serve:
+// the share tag mounts, a NIC has each MAC.
 TEST_F(AgentServiceTest, RestoredReseedsSetsTheClockAndWaitsForPluggedDevices) {
   namespace fs = std::filesystem;
   std::string root = ::testing::TempDir() + "/agent-restored";
   fs::remove_all(root);
-  fs::create_directories(root + "/virtio/drivers/virtiofs");
   fs::create_directories(root + "/net/lo");
   ASSERT_TRUE(WriteFileAtomic(root + "/net/lo/address", "00:00:00:00:00:00\n", 0644).ok());
   std::string entropy;
   int64_t clock = 0;
+  std::atomic<bool> plugged{false};
+  std::atomic<int> mounts{0};
   AgentService agent(AgentConfig{.state_dir = root + "/state",
                                  .sys_class_net = root + "/net",
-                                 .sys_bus_virtio = root + "/virtio",
+                                 .mount_virtiofs =
+                                     [&](const std::string& tag, const std::string& where) {
+                                       ++mounts;
+                                       EXPECT_EQ(where, root + "/state/shares/" + tag);
+                                       return plugged ? OkStatus()
+                                                      : InvalidArgumentError("no such tag {}", tag);
+                                     },
                                  .add_entropy =
                                      [&](const std::string& e) {
                                        entropy = e;
@@ -419,25 +427,27 @@ TEST_F(AgentServiceTest, RestoredReseedsSetsTheClockAndWaitsForPluggedDevices) {
   EXPECT_EQ(entropy, "");
   r.set_entropy(std::string(32, 'e'));
   r.set_realtime_ns(1234567890123456789);
-  r.set_virtiofs_devices(1);
+  r.add_virtiofs_tags("runhcs");
   r.add_macs("0E:AA:00:00:00:01");
   auto soon = [] { return Clock::now() + std::chrono::milliseconds(100); };
   auto st = ttrpc::CallDirect(&agent, &AgentService::Restored, r, soon()).status();
   EXPECT_EQ(st.code(), Code::kDeadlineExceeded) << st.ToString();
-  EXPECT_NE(st.message().find("0 of 1 virtiofs"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("share runhcs: no such tag"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("no NIC 0e:aa:00:00:00:01"), std::string::npos) << st.message();
+  EXPECT_GT(mounts.load(), 1);  // tried again while it waited
   EXPECT_EQ(entropy, std::string(32, 'e'));
   EXPECT_EQ(clock, 1234567890123456789);
-  // The devices appear while it waits (the kernel binding them).
+  // The devices come up while it waits (the kernel probing them).
   auto call = std::async(std::launch::async, [&] {
     return ttrpc::CallDirect(&agent, &AgentService::Restored, r,
                              Clock::now() + std::chrono::seconds(10));
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  fs::create_directory_symlink("../../devices/virtio3", root + "/virtio/drivers/virtiofs/virtio3");
+  plugged = true;
   fs::create_directories(root + "/net/eth0");
   ASSERT_TRUE(WriteFileAtomic(root + "/net/eth0/address", "0e:aa:00:00:00:01\n", 0644).ok());
-  EXPECT_TRUE(call.get().ok());
+  auto done = call.get();
+  EXPECT_TRUE(done.ok()) << done.status().ToString();
 }
 
 std::string DropCaches(const std::string& root) {

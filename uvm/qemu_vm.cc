@@ -447,7 +447,7 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     rr.set_realtime_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(
                            std::chrono::system_clock::now().time_since_epoch())
                            .count());
-    rr.set_virtiofs_devices(1);
+    rr.add_virtiofs_tags(kShareTag);
     for (const auto& n : cfg_.nics) rr.add_macs(n.mac);
     apb::Empty e;
     left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline -

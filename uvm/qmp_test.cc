@@ -46,7 +46,7 @@ struct FakeQemu {
     });
   }
   ~FakeQemu() {
-    qemu.reset();
+    ::shutdown(qemu.get(), SHUT_RDWR);  // a read still waiting returns
     if (t.joinable()) t.join();
   }
   void Join() { t.join(); }
