@@ -264,6 +264,32 @@ TEST_F(UvmTest, VmsFromATemplateHaveTheirOwnIdentityAndShares) {
   ASSERT_TRUE(c.Close().ok());
 }
 
+// Several VMs of a new shape at once (a node starting pods): one makes the
+// template while the others wait for it, then all restore it.
+TEST_F(UvmTest, VmsStartingTogetherMakeOneTemplate) {
+  std::vector<std::unique_ptr<QemuUtilityVm>> vms;
+  for (const char* name : {"t1", "t2"}) {
+    QemuConfig c = Config();
+    c.state_dir = dir_ + "/" + name;
+    c.template_dir = dir_ + "/templates";
+    vms.push_back(std::make_unique<QemuUtilityVm>(name, c));
+  }
+  std::vector<Status> started(vms.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < vms.size(); ++i)
+    threads.emplace_back([&, i] { started[i] = vms[i]->Start(); });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < vms.size(); ++i) {
+    ASSERT_TRUE(started[i].ok()) << started[i].ToString() << console_;
+    std::string cmd = ReadFileOr("/proc/" + std::to_string(vms[i]->qemu_pid()) + "/cmdline");
+    EXPECT_NE(cmd.find("-incoming"), std::string::npos) << "VM " << i << " booted";
+    EXPECT_EQ(Run(*vms[i], {"sh", "-c", "echo ok"}).second, "ok\n");
+  }
+  auto made = testing::RunCommand({"sh", "-c", "ls -d " + dir_ + "/templates/*/state | wc -l"});
+  EXPECT_EQ(TrimNewlines(made.out), "1");
+  for (auto& vm : vms) ASSERT_TRUE(vm->Close().ok());
+}
+
 TEST_F(UvmTest, QemuKilledEndsWaitWithAnErrorAndLeavesNothing) {
   QemuUtilityVm vm("kill", Config());
   ASSERT_TRUE(vm.Start().ok()) << console_;
