@@ -127,6 +127,30 @@ bool ShellQuotable(const std::string& p) {
   return true;
 }
 
+// Migrations leave out RAM in shared named files (a template's memory, or
+// a restored VM's copy of it): the stream holds only the devices' state.
+Status IgnoreSharedMemory(QmpClient& q, std::chrono::steady_clock::time_point deadline) {
+  return q
+      .Execute("migrate-set-capabilities",
+               {{"capabilities", {{{"capability", "x-ignore-shared"}, {"state", true}}}}}, deadline)
+      .status();
+}
+
+// Polls query-migrate until the migration (either way) completed.
+Status AwaitMigration(QmpClient& q, const char* what,
+                      std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    ASSIGN_OR_RETURN(nlohmann::json m, q.Execute("query-migrate", nullptr, deadline));
+    std::string status = m.value("status", "");
+    if (status == "completed") return OkStatus();
+    if (status == "failed" || status == "cancelled")
+      return InternalError("{} failed: {}", what, m.value("error-desc", status));
+    if (std::chrono::steady_clock::now() > deadline)
+      return DeadlineExceededError("{} did not finish", what);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 }  // namespace
 
 int64_t HostTscKhz() {
@@ -608,24 +632,11 @@ Status QemuUtilityVm::SaveAndQuit(const std::string& state_file) {
   ASSIGN_OR_RETURN(QmpClient q, QmpClient::Connect(cfg_.state_dir + "/qmp.sock", deadline));
   // The guest's RAM is the shared file itself: only device state goes to
   // the stream.
-  RETURN_IF_ERROR(
-      q.Execute("migrate-set-capabilities",
-                {{"capabilities", {{{"capability", "x-ignore-shared"}, {"state", true}}}}})
-          .status());
+  RETURN_IF_ERROR(IgnoreSharedMemory(q, deadline));
   RETURN_IF_ERROR(q.Execute("stop").status());
   RETURN_IF_ERROR(
       q.Execute("migrate", {{"uri", "exec:cat > '" + state_file + "'"}}, deadline).status());
-  for (;;) {
-    ASSIGN_OR_RETURN(nlohmann::json m, q.Execute("query-migrate", nullptr, deadline));
-    std::string status = m.value("status", "");
-    if (status == "completed") break;
-    if (status == "failed" || status == "cancelled") {
-      return InternalError("saving the template failed: {}", m.value("error-desc", status));
-    }
-    if (std::chrono::steady_clock::now() > deadline)
-      return DeadlineExceededError("saving the template did not finish");
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  RETURN_IF_ERROR(AwaitMigration(q, "saving the template", deadline));
   {
     MutexLock l(&mu_);
     closing_ = true;  // its exit is expected
@@ -642,25 +653,11 @@ Status QemuUtilityVm::SaveAndQuit(const std::string& state_file) {
 Status QemuUtilityVm::RestoreState(const std::string& template_dir,
                                    std::chrono::steady_clock::time_point deadline) {
   ASSIGN_OR_RETURN(QmpClient q, QmpClient::Connect(cfg_.state_dir + "/qmp.sock", deadline));
-  RETURN_IF_ERROR(
-      q.Execute("migrate-set-capabilities",
-                {{"capabilities", {{{"capability", "x-ignore-shared"}, {"state", true}}}}},
-                deadline)
-          .status());
+  RETURN_IF_ERROR(IgnoreSharedMemory(q, deadline));
   RETURN_IF_ERROR(
       q.Execute("migrate-incoming", {{"uri", "exec:cat '" + template_dir + "/state'"}}, deadline)
           .status());
-  for (;;) {
-    ASSIGN_OR_RETURN(nlohmann::json m, q.Execute("query-migrate", nullptr, deadline));
-    std::string status = m.value("status", "");
-    if (status == "completed") break;
-    if (status == "failed" || status == "cancelled") {
-      return InternalError("restoring the template failed: {}", m.value("error-desc", status));
-    }
-    if (std::chrono::steady_clock::now() > deadline)
-      return DeadlineExceededError("restoring the template did not finish");
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  RETURN_IF_ERROR(AwaitMigration(q, "restoring the template", deadline));
   // QEMU has it mapped: the name can go, and nothing is left if we die.
   ::unlink((cfg_.state_dir + "/memory").c_str());
   RETURN_IF_ERROR(q.Execute("cont", nullptr, deadline).status());

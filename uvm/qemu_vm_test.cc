@@ -112,12 +112,18 @@ TEST(HostTscKhz, IsReadFromTheHost) {
   EXPECT_LT(k, 10000000);
 }
 
-TEST(QemuArgs, ATemplateIsQ35OverItsFileWithRootPortsAndNothingUnsaveable) {
+// A VM with one NIC, in a templating mode.
+QemuConfig Templating(QemuConfig::Mode mode, const std::string& memory_file) {
   QemuConfig c = Config();
   c.nics = {{40, "0e:00:00:00:00:01"}};
-  c.mode = QemuConfig::Mode::kTemplate;
-  c.memory_file = "/t/memory.new";
-  auto a = QemuArgs(c, QemuConfig::Accel::kTcg, 2596098);
+  c.mode = mode;
+  c.memory_file = memory_file;
+  return c;
+}
+
+TEST(QemuArgs, ATemplateIsQ35OverItsFileWithRootPortsAndNothingUnsaveable) {
+  auto a = QemuArgs(Templating(QemuConfig::Mode::kTemplate, "/t/memory.new"),
+                    QemuConfig::Accel::kTcg, 2596098);
   EXPECT_EQ(After(a, "-M"), "q35,memory-backend=mem");
   EXPECT_THAT(a, Contains("memory-backend-file,id=mem,size=768M,mem-path=/t/memory.new,share=on"));
   EXPECT_THAT(a, Contains("pcie-root-port,id=rp0,chassis=1,port=0x10,bus=pcie.0,addr=0x10"));
@@ -135,14 +141,10 @@ TEST(QemuArgs, ATemplateIsQ35OverItsFileWithRootPortsAndNothingUnsaveable) {
 }
 
 TEST(QemuArgs, ARestoreMatchesTheTemplatesDevicesWithBackendsOnlyAndWaits) {
-  QemuConfig c = Config();
-  c.nics = {{40, "0e:00:00:00:00:01"}};
-  c.mode = QemuConfig::Mode::kTemplate;
-  c.memory_file = "/t/memory";
-  auto t = QemuArgs(c, QemuConfig::Accel::kTcg, 0);
-  c.mode = QemuConfig::Mode::kRestore;
-  c.memory_file = "/run/vm1/memory";
-  auto r = QemuArgs(c, QemuConfig::Accel::kTcg, 0);
+  auto t =
+      QemuArgs(Templating(QemuConfig::Mode::kTemplate, "/t/memory"), QemuConfig::Accel::kTcg, 0);
+  auto r = QemuArgs(Templating(QemuConfig::Mode::kRestore, "/run/vm1/memory"),
+                    QemuConfig::Accel::kTcg, 0);
   EXPECT_EQ(After(r, "-incoming"), "defer");
   EXPECT_THAT(r,
               Contains("memory-backend-file,id=mem,size=768M,mem-path=/run/vm1/memory,share=on"));
