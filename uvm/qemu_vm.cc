@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -116,6 +117,30 @@ Status CopySparse(const std::string& src, const std::string& dst) {
     pos = hole;
   }
   return OkStatus();
+}
+
+// The bytes the file behind a QEMU's guest RAM holds (its memfd, or a
+// restored VM's unlinked copy of its template's memory); 0 if none is open.
+uint64_t GuestRamBytes(pid_t qemu) {
+  std::string fds = fmt::format("/proc/{}/fd", qemu);
+  DIR* d = ::opendir(fds.c_str());
+  if (!d) return 0;
+  uint64_t bytes = 0;
+  while (dirent* e = ::readdir(d)) {
+    std::string fd = fds + "/" + e->d_name;
+    char target[PATH_MAX];
+    ssize_t n = ::readlink(fd.c_str(), target, sizeof target - 1);
+    if (n <= 0) continue;
+    std::string_view t(target, static_cast<size_t>(n));
+    if (t.find("memfd:memory-backend") == std::string_view::npos &&
+        !(t.ends_with("/memory (deleted)") || t.ends_with("/memory")))
+      continue;
+    struct stat st;
+    if (::stat(fd.c_str(), &st) == 0) bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+    break;
+  }
+  ::closedir(d);
+  return bytes;
 }
 
 // Whether `p` can go inside single quotes of a shell word (QEMU's exec:
@@ -1007,11 +1032,16 @@ StatusOr<containerd::runhcs::stats::v1::VirtualMachineStatistics> QemuUtilityVm:
     s.mutable_processor()->set_total_runtime_ns((utime + stime) *
                                                 (1000000000ULL / ::sysconf(_SC_CLK_TCK)));
   }
+  // QEMU's resident memory, with the guest's RAM counted as what its file
+  // holds: a restored VM's copy of its template is host memory whether or
+  // not QEMU has touched (mapped) a page of it since.
   if (auto status = ReadFile(fmt::format("/proc/{}/status", pid)); status.ok()) {
-    size_t at = status->find("VmRSS:");
-    if (at != std::string::npos) {
-      s.mutable_memory()->set_working_set_bytes(std::stoull(status->substr(at + 6)) * 1024);
-    }
+    auto kb = [&](const char* key) -> uint64_t {
+      size_t at = status->find(key);
+      return at == std::string::npos ? 0 : std::stoull(status->substr(at + std::strlen(key)));
+    };
+    uint64_t rss = kb("VmRSS:") * 1024, shmem = kb("RssShmem:") * 1024;
+    s.mutable_memory()->set_working_set_bytes(rss - std::min(rss, shmem) + GuestRamBytes(pid));
   }
   apb::Empty e;
   apb::StatsResponse guest;
