@@ -201,26 +201,6 @@ Pss ReadPss(pid_t pid) {
   return p;
 }
 
-// The allocated KiB of the guest RAM file `pid` has open, 0 if none.
-long GuestRamKb(pid_t pid) {
-  std::string fds = "/proc/" + std::to_string(pid) + "/fd";
-  auto dir = std::unique_ptr<DIR, int (*)(DIR*)>(::opendir(fds.c_str()), ::closedir);
-  if (!dir) return 0;
-  while (dirent* e = ::readdir(dir.get())) {
-    std::string fd = fds + "/" + e->d_name;
-    char target[512] = {};
-    ssize_t n = ::readlink(fd.c_str(), target, sizeof target - 1);
-    if (n <= 0) continue;
-    std::string t(target, static_cast<size_t>(n));
-    if (t.find("memfd:memory-backend") == std::string::npos &&
-        t.find("/memory (deleted)") == std::string::npos)
-      continue;
-    struct stat st;
-    if (::stat(fd.c_str(), &st) == 0) return static_cast<long>(st.st_blocks / 2);
-  }
-  return 0;
-}
-
 // Processes whose command line contains `needle` (a VM's state directory
 // names its QEMU and its virtiofsd).
 std::vector<pid_t> PidsWithArg(const std::string& needle) {
@@ -240,7 +220,8 @@ Pss VmPss(const std::string& state_dir) {
   Pss sum;
   for (pid_t pid : PidsWithArg(state_dir)) {
     sum += ReadPss(pid);
-    sum.shmem = std::max(sum.shmem, GuestRamKb(pid));  // QEMU's; virtiofsd maps the same
+    sum.shmem = std::max(sum.shmem, static_cast<long>(uvm::GuestRamBytes(pid) /
+                                                      1024));  // QEMU's; virtiofsd maps the same
   }
   sum.total = sum.shmem + sum.anon + sum.file;
   return sum;

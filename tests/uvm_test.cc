@@ -147,18 +147,8 @@ TEST_F(UvmTest, SharesAreVisibleAndReadOnlyWhenAsked) {
 // Guest RAM QEMU holds on the host, in MiB: the allocated size of its
 // memory-backend memfd (what the guest touched, less what went back).
 int64_t GuestRamOnHostMb(pid_t qemu) {
-  std::error_code ec;
-  for (const auto& e :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(qemu) + "/fd", ec)) {
-    auto target = std::filesystem::read_symlink(e.path(), ec);
-    std::string t = target.string();
-    if (ec || (t.find("memfd:memory-backend") == std::string::npos &&
-               t.find("/memory (deleted)") == std::string::npos))
-      continue;
-    struct stat st;
-    if (::stat(e.path().c_str(), &st) == 0) return st.st_blocks * 512 / (1 << 20);
-  }
-  return -1;
+  uint64_t b = GuestRamBytes(qemu);
+  return b == 0 ? -1 : static_cast<int64_t>(b >> 20);
 }
 
 TEST_F(UvmTest, MemoryTheGuestFreesGoesBackToTheHost) {

@@ -119,30 +119,6 @@ Status CopySparse(const std::string& src, const std::string& dst) {
   return OkStatus();
 }
 
-// The bytes the file behind a QEMU's guest RAM holds (its memfd, or a
-// restored VM's unlinked copy of its template's memory); 0 if none is open.
-uint64_t GuestRamBytes(pid_t qemu) {
-  std::string fds = fmt::format("/proc/{}/fd", qemu);
-  DIR* d = ::opendir(fds.c_str());
-  if (!d) return 0;
-  uint64_t bytes = 0;
-  while (dirent* e = ::readdir(d)) {
-    std::string fd = fds + "/" + e->d_name;
-    char target[PATH_MAX];
-    ssize_t n = ::readlink(fd.c_str(), target, sizeof target - 1);
-    if (n <= 0) continue;
-    std::string_view t(target, static_cast<size_t>(n));
-    if (t.find("memfd:memory-backend") == std::string_view::npos &&
-        !(t.ends_with("/memory (deleted)") || t.ends_with("/memory")))
-      continue;
-    struct stat st;
-    if (::stat(fd.c_str(), &st) == 0) bytes = static_cast<uint64_t>(st.st_blocks) * 512;
-    break;
-  }
-  ::closedir(d);
-  return bytes;
-}
-
 // Whether `p` can go inside single quotes of a shell word (QEMU's exec:
 // migration URIs run under /bin/sh).
 bool ShellQuotable(const std::string& p) {
@@ -177,6 +153,28 @@ Status AwaitMigration(QmpClient& q, const char* what,
 }
 
 }  // namespace
+
+uint64_t GuestRamBytes(pid_t qemu) {
+  std::string fds = fmt::format("/proc/{}/fd", qemu);
+  DIR* d = ::opendir(fds.c_str());
+  if (!d) return 0;
+  uint64_t bytes = 0;
+  while (dirent* e = ::readdir(d)) {
+    std::string fd = fds + "/" + e->d_name;
+    char target[PATH_MAX];
+    ssize_t n = ::readlink(fd.c_str(), target, sizeof target - 1);
+    if (n <= 0) continue;
+    std::string_view t(target, static_cast<size_t>(n));
+    if (t.find("memfd:memory-backend") == std::string_view::npos &&
+        !(t.ends_with("/memory (deleted)") || t.ends_with("/memory")))
+      continue;
+    struct stat st;
+    if (::stat(fd.c_str(), &st) == 0) bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+    break;
+  }
+  ::closedir(d);
+  return bytes;
+}
 
 int64_t HostTscKhz() {
   if (auto s = ReadFile("/sys/devices/system/cpu/cpu0/tsc_freq_khz"); s.ok()) {

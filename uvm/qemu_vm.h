@@ -73,6 +73,10 @@ inline constexpr int kTemplateRootPorts = 4;
 
 // QEMU's argv for one boot attempt (exposed for unit tests).
 std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel, int64_t tsc_khz);
+// The bytes the file behind QEMU `qemu`'s guest RAM holds on the host (its
+// memfd, or a restored VM's unlinked copy of its template's memory): what
+// the guest touched, less what it gave back. 0 if none is open.
+uint64_t GuestRamBytes(pid_t qemu);
 // The host TSC frequency in kHz, 0 if unknown.
 int64_t HostTscKhz();
 
