@@ -290,8 +290,8 @@ Status AgentService::Restored(const ttrpc::CallContext& ctx, const pb::RestoredR
       }
     }
     auto nics = InterfacesByMac(cfg_.sys_class_net);
-    for (std::string mac : req.macs()) {
-      for (char& c : mac) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (const std::string& m : req.macs()) {
+      std::string mac = MacKey(m);
       if (!nics.count(mac)) missing += (missing.empty() ? "" : ", ") + ("no NIC " + mac);
     }
     if (missing.empty()) return OkStatus();

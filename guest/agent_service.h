@@ -133,9 +133,9 @@ class AgentService : public pb::AgentServer {
   // container without a memory controller has none to report).
   void WatchOom(const std::shared_ptr<Container>& c);
 
-  // Waits for cfg_.modules_ready (see AgentConfig).
   // Mounts `tag` at its share root unless it is mounted there; the root.
   StatusOr<std::string> MountTagRoot(const std::string& tag);
+  // Waits for cfg_.modules_ready (see AgentConfig).
   Status WaitForModules(const ttrpc::CallContext& ctx);
 
   const AgentConfig cfg_;

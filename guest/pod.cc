@@ -34,12 +34,13 @@ int HolderMain(void* arg) {
   for (;;) ::pause();
 }
 
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
 }  // namespace
+
+std::string MacKey(std::string mac) {
+  std::transform(mac.begin(), mac.end(), mac.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return mac;
+}
 
 StatusOr<pid_t> StartNamespaceHolder(const std::string& hostname) {
   HolderArgs args{};
@@ -65,7 +66,7 @@ std::map<std::string, std::string> InterfacesByMac(const std::string& sys_class_
     if (name == "." || name == "..") continue;
     auto mac = ReadFile(sys_class_net + "/" + name + "/address");
     if (!mac.ok()) continue;
-    std::string m = Lower(*mac);
+    std::string m = MacKey(*mac);
     while (!m.empty() && std::isspace(static_cast<unsigned char>(m.back()))) m.pop_back();
     out[m] = name;
   }
@@ -129,7 +130,7 @@ StatusOr<std::vector<std::vector<std::string>>> NetworkCommands(
     const pb::CreatePodRequest& req, const std::map<std::string, std::string>& names) {
   std::vector<std::vector<std::string>> cmds = {{"ip", "link", "set", "dev", "lo", "up"}};
   auto dev_of = [&](const std::string& mac) -> StatusOr<std::string> {
-    auto it = names.find(Lower(mac));
+    auto it = names.find(MacKey(mac));
     if (it == names.end()) return NotFoundError("no network interface in the VM has MAC {}", mac);
     return it->second;
   };

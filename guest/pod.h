@@ -30,6 +30,8 @@ StatusOr<std::vector<std::vector<std::string>>> NetworkCommands(
     const ::runhcs::agent::v1::CreatePodRequest& req,
     const std::map<std::string, std::string>& names);
 
+// A MAC as InterfacesByMac keys it (lower case).
+std::string MacKey(std::string mac);
 // MAC (lower case) -> interface name, read from `sys_class_net`
 // (/sys/class/net).
 std::map<std::string, std::string> InterfacesByMac(const std::string& sys_class_net);

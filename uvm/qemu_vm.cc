@@ -57,9 +57,11 @@ std::string AccelName(QemuConfig::Accel a) {
 
 bool Exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
 
+// A restored VM's copy of its template's memory, in its state directory.
+constexpr char kMemoryFile[] = "/memory";
 // What a VM's state directory may hold besides share mount points.
 constexpr const char* kStateFiles[] = {"/agent.sock", "/qmp.sock", "/fs.sock", "/fs.sock.pid",
-                                       "/memory"};
+                                       kMemoryFile};
 
 // `program` as exec would find it.
 std::string OnPath(const std::string& program) {
@@ -361,7 +363,7 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   int64_t tsc = cfg_.tsc_khz > 0 ? cfg_.tsc_khz : HostTscKhz();
   QemuConfig qc = cfg_;
   qc.mode = mode;
-  if (mode == Mode::kRestore) qc.memory_file = cfg_.state_dir + "/memory";
+  if (mode == Mode::kRestore) qc.memory_file = cfg_.state_dir + kMemoryFile;
   SpawnOptions so;
   so.argv = QemuArgs(qc, accel, tsc);
   int out[2];
@@ -537,7 +539,7 @@ Status QemuUtilityVm::Start() {
     if (st.ok()) return st;
     spdlog::warn("vm {}: not started from a template ({}); booting it", id_, st.message());
     StopVirtiofsd();
-    ::unlink((cfg_.state_dir + "/memory").c_str());
+    ::unlink((cfg_.state_dir + kMemoryFile).c_str());
   }
   {
     const auto mode = cfg_.mode;
@@ -593,7 +595,7 @@ Status QemuUtilityVm::StartFromTemplate() {
   if (!accel_name.ok()) return accel_name.status().Wrap("template");
   const auto accel = *accel_name == "kvm" ? QemuConfig::Accel::kKvm : QemuConfig::Accel::kTcg;
   // Private to this VM: the template's memory stays as saved.
-  RETURN_IF_ERROR(CopySparse(dir + "/memory", cfg_.state_dir + "/memory"));
+  RETURN_IF_ERROR(CopySparse(dir + "/memory", cfg_.state_dir + kMemoryFile));
   // Others may restore from it now; it only changes (is discarded) under the lock.
   lock.reset();
   template_dir_ = dir;
@@ -682,7 +684,7 @@ Status QemuUtilityVm::RestoreState(const std::string& template_dir,
           .status());
   RETURN_IF_ERROR(AwaitMigration(q, "restoring the template", deadline));
   // QEMU has it mapped: the name can go, and nothing is left if we die.
-  ::unlink((cfg_.state_dir + "/memory").c_str());
+  ::unlink((cfg_.state_dir + kMemoryFile).c_str());
   RETURN_IF_ERROR(q.Execute("cont", nullptr, deadline).status());
   RETURN_IF_ERROR(q.Execute("device_add",
                             {{"driver", "vhost-user-fs-pci"},
