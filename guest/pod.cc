@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <thread>
 
+#include "base/fd.h"
 #include "base/io.h"
 
 namespace runhcs::guest {
@@ -22,6 +24,7 @@ namespace {
 
 struct HolderArgs {
   char hostname[65];
+  int ready_fd;  // the holder writes one byte here once its namespaces are set up
 };
 
 int HolderMain(void* arg) {
@@ -31,6 +34,9 @@ int HolderMain(void* arg) {
   sigset_t all;
   ::sigfillset(&all);
   ::sigprocmask(SIG_BLOCK, &all, nullptr);
+  char ok = 1;
+  if (::write(a->ready_fd, &ok, 1) != 1) _exit(3);
+  ::close(a->ready_fd);
   for (;;) ::pause();
 }
 
@@ -48,13 +54,31 @@ StatusOr<pid_t> StartNamespaceHolder(const std::string& hostname) {
     return InvalidArgumentError("hostname {:?} is longer than 64 bytes", hostname);
   }
   std::copy(hostname.begin(), hostname.end(), args.hostname);
+  int ready[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe for the pod's holder");
+  UniqueFd ready_r(ready[0]), ready_w(ready[1]);
+  args.ready_fd = ready_w.get();
   // Without CLONE_VM the child runs on its own copy of this stack.
   constexpr size_t kStack = 64 * 1024;
   auto stack = std::make_unique<char[]>(kStack);
   pid_t pid = ::clone(HolderMain, stack.get() + kStack,
                       CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD, &args);
   if (pid < 0) return ErrnoError(errno, "clone the pod's namespace holder");
-  return pid;
+  // Callers enter the holder's namespaces at once (sysctls, the first
+  // container): wait until its hostname is set. EOF means it died first.
+  ready_w.reset();
+  char ok = 0;
+  ssize_t n;
+  do {
+    n = ::read(ready_r.get(), &ok, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n == 1) return pid;
+  int status = 0;
+  // The caller's reaper may have collected it already (ECHILD).
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return InternalError("the pod's namespace holder exited before setting hostname {:?} (status {})",
+                       hostname, status);
 }
 
 std::map<std::string, std::string> InterfacesByMac(const std::string& sys_class_net) {

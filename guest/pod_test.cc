@@ -1,6 +1,8 @@
 #include "guest/pod.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -138,6 +140,46 @@ TEST(StartNamespaceHolderTest, HoldsNewNamespacesWithTheHostnameUntilKilled) {
   ::kill(*pid, SIGKILL);
   ASSERT_EQ(::waitpid(*pid, &status, 0), *pid);
   EXPECT_TRUE(WIFSIGNALED(status));
+}
+
+// The hostname read from inside the holder's uts namespace by a forked
+// child (no exec: as soon after the return as this process can look).
+std::string HostnameIn(pid_t holder) {
+  int p[2];
+  if (::pipe(p) != 0) return "pipe failed";
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::close(p[0]);
+    int ns = ::open(("/proc/" + std::to_string(holder) + "/ns/uts").c_str(), O_RDONLY);
+    char name[65] = {};
+    if (ns < 0 || ::setns(ns, CLONE_NEWUTS) != 0 || ::gethostname(name, sizeof name - 1) != 0)
+      _exit(1);
+    (void)!::write(p[1], name, ::strlen(name));
+    _exit(0);
+  }
+  ::close(p[1]);
+  std::string out;
+  char buf[65];
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return out;
+}
+
+// Callers enter the holder's namespaces the moment it is returned (the
+// sysctls, the pod's first container): its hostname is already set then.
+TEST(StartNamespaceHolderTest, TheHostnameIsSetWhenItReturns) {
+  for (int i = 0; i < 50; ++i) {
+    std::string name = "pod-" + std::to_string(i);
+    auto pid = StartNamespaceHolder(name);
+    ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+    EXPECT_EQ(HostnameIn(*pid), name) << "start " << i;
+    ::kill(*pid, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(*pid, &status, 0), *pid);
+  }
 }
 
 TEST(SysctlPathTest, DotsBecomeDirectoriesAndNothingLeavesProcSys) {
