@@ -230,7 +230,7 @@ Status AgentService::Ping(const ttrpc::CallContext&, const pb::PingRequest&,
 }
 
 Status AgentService::PrepareTemplate(const ttrpc::CallContext& ctx, const pb::Empty&, pb::Empty*) {
-  RETURN_IF_ERROR(WaitForModules(ctx));
+  RETURN_IF_ERROR(WaitForSetup(ctx));
   ::sync();
   // Clean page cache, dentries and inodes: what every restored VM would
   // otherwise carry from the template's boot.
@@ -328,10 +328,12 @@ StatusOr<std::shared_ptr<AgentService::Container>> AgentService::FindContainer(
   return c->second;
 }
 
-Status AgentService::ExecProcess(const ttrpc::CallContext&, const pb::ExecProcessRequest& req,
+Status AgentService::ExecProcess(const ttrpc::CallContext& ctx, const pb::ExecProcessRequest& req,
                                  pb::StartResponse* out) {
   if (!ValidId(req.id().exec_id()))
     return InvalidArgumentError("invalid exec id {:?}", req.id().exec_id());
+  // The VM's own programs (sh, ...) are on the system disk.
+  if (req.id().container_id().empty()) RETURN_IF_ERROR(WaitForSetup(ctx));
   ASSIGN_OR_RETURN(*out, req.id().container_id().empty() ? ExecInVm(req) : ExecInContainer(req));
   return OkStatus();
 }
@@ -406,19 +408,22 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
   return r;
 }
 
-Status AgentService::WaitForModules(const ttrpc::CallContext& ctx) {
-  constexpr auto kModulesWait = std::chrono::seconds(30);
-  if (!cfg_.modules_ready) return OkStatus();
-  auto deadline = ctx.deadline.value_or(ttrpc::Clock::now() + kModulesWait);
-  if (!cfg_.modules_ready->Wait(deadline)) {
-    return UnavailableError("the VM's kernel modules are still loading");
+Status AgentService::WaitForSetup(const ttrpc::CallContext& ctx) {
+  constexpr auto kSetupWait = std::chrono::seconds(30);
+  if (!cfg_.setup) return OkStatus();
+  auto deadline = ctx.deadline.value_or(ttrpc::Clock::now() + kSetupWait);
+  if (!cfg_.setup->done.Wait(deadline)) {
+    return UnavailableError("the VM's system disk and kernel modules are still being set up");
+  }
+  if (!cfg_.setup->status.ok()) {
+    return FailedPreconditionError("the VM's setup failed: {}", cfg_.setup->status.ToString());
   }
   return OkStatus();
 }
 
 Status AgentService::CreatePod(const ttrpc::CallContext& ctx, const pb::CreatePodRequest& req,
                                pb::CreatePodResponse* resp) {
-  RETURN_IF_ERROR(WaitForModules(ctx));
+  RETURN_IF_ERROR(WaitForSetup(ctx));
   {
     MutexLock l(&mu_);
     if (pod_holder_ != 0) return AlreadyExistsError("this VM already is a pod's");
@@ -462,7 +467,7 @@ Status AgentService::CreateContainer(const ttrpc::CallContext& ctx,
                                      const pb::CreateContainerRequest& req, pb::Empty*) {
   if (!ValidId(req.container_id()))
     return InvalidArgumentError("invalid container id {:?}", req.container_id());
-  RETURN_IF_ERROR(WaitForModules(ctx));
+  RETURN_IF_ERROR(WaitForSetup(ctx));
   nlohmann::json spec;
   try {
     spec = nlohmann::json::parse(req.spec_json());
@@ -893,7 +898,7 @@ StatusOr<std::string> AgentService::MountTagRoot(const std::string& tag) {
 
 Status AgentService::MountShare(const ttrpc::CallContext& ctx, const pb::MountShareRequest& req,
                                 pb::Empty*) {
-  RETURN_IF_ERROR(WaitForModules(ctx));
+  RETURN_IF_ERROR(WaitForSetup(ctx));
   if (req.tag().empty() || req.tag().find('/') != std::string::npos) {
     return InvalidArgumentError("invalid share tag {:?}", req.tag());
   }

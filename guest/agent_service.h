@@ -39,6 +39,13 @@ namespace runhcs::guest {
 
 namespace pb = ::runhcs::agent::v1;
 
+// The outcome of PID 1's setup after the agent starts serving. `status` is
+// written once, before `done` opens; read it only after Wait() returned true.
+struct GuestSetup {
+  Latch done;
+  Status status;
+};
+
 struct AgentConfig {
   std::string oci_runtime = "crun";
   std::string oci_root = "/run/crun";
@@ -49,11 +56,14 @@ struct AgentConfig {
   std::string proc_sys = "/proc/sys";
   // Called after Shutdown has answered (PID 1 powers the VM off).
   std::function<void()> on_shutdown;
-  // Opens once the kernel modules for shares, container layers and pod
-  // networks are loaded (PID 1 loads them after it starts serving). Until
-  // then MountShare, CreatePod and CreateContainer wait (up to their
-  // deadline, else kModulesWait) and fail Unavailable past it. Null: ready.
-  std::shared_ptr<Latch> modules_ready;
+  // What PID 1 sets up after it starts serving: the system disk (crun,
+  // busybox) and the kernel modules for shares, container layers and pod
+  // networks. Until it is done, the calls that need them (MountShare,
+  // CreatePod, CreateContainer, exec in the VM, PrepareTemplate, Restored)
+  // wait (up to their deadline, else kSetupWait) and fail Unavailable past
+  // it; if it failed, they fail FailedPrecondition with its error. Null:
+  // nothing to wait for.
+  std::shared_ptr<GuestSetup> setup;
   // Mounts virtiofs tag `tag` at `where` (a seam for unit tests; null:
   // mount(2)). MountShare and Restored mount each tag once, at
   // <state_dir>/shares/<tag>.
@@ -135,8 +145,8 @@ class AgentService : public pb::AgentServer {
 
   // Mounts `tag` at its share root unless it is mounted there; the root.
   StatusOr<std::string> MountTagRoot(const std::string& tag);
-  // Waits for cfg_.modules_ready (see AgentConfig).
-  Status WaitForModules(const ttrpc::CallContext& ctx);
+  // Waits for cfg_.setup (see AgentConfig).
+  Status WaitForSetup(const ttrpc::CallContext& ctx);
 
   const AgentConfig cfg_;
   const int64_t started_boot_ns_;

@@ -354,13 +354,13 @@ TEST_F(AgentRuntimeTest, ALinuxThatIsNoObjectIsInvalidArgument) {
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/personality"));  // the runtime never ran
 }
 
-// While PID 1 still loads the modules for shares, layers and networks, the
-// calls that need them wait up to their deadline and then fail Unavailable;
-// once loaded they run.
-TEST_F(AgentServiceTest, CallsNeedingModulesWaitForThem) {
-  auto ready = std::make_shared<Latch>();
+// While PID 1 still mounts the system disk and loads the modules for
+// shares, layers and networks, the calls that need them wait up to their
+// deadline and then fail Unavailable; once set up they run.
+TEST_F(AgentServiceTest, CallsNeedingTheSetupWaitForIt) {
+  auto setup = std::make_shared<GuestSetup>();
   AgentService agent(
-      AgentConfig{.state_dir = ::testing::TempDir() + "/agent-modules", .modules_ready = ready});
+      AgentConfig{.state_dir = ::testing::TempDir() + "/agent-modules", .setup = setup});
   pb::CreateContainerRequest c;
   c.set_container_id("m1");
   c.set_spec_json("not json");
@@ -368,24 +368,52 @@ TEST_F(AgentServiceTest, CallsNeedingModulesWaitForThem) {
   m.set_tag("runhcs");
   m.set_sub_path("../escape");
   m.set_guest_path("/mnt/x");
+  pb::ExecProcessRequest e;  // in the VM: its programs are on the system disk
+  e.mutable_id()->set_exec_id("e1");
   auto soon = [] { return Clock::now() + std::chrono::milliseconds(50); };
   auto r = ttrpc::CallDirect(&agent, &AgentService::CreateContainer, c, soon());
   EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
-  EXPECT_NE(r.status().message().find("modules"), std::string::npos);
+  EXPECT_NE(r.status().message().find("system disk"), std::string::npos);
   EXPECT_EQ(ttrpc::CallDirect(&agent, &AgentService::MountShare, m, soon()).status().code(),
+            Code::kUnavailable);
+  EXPECT_EQ(ttrpc::CallDirect(&agent, &AgentService::ExecProcess, e, soon()).status().code(),
             Code::kUnavailable);
   // Calls that need no module do not wait.
   EXPECT_TRUE(ttrpc::CallDirect(&agent, &AgentService::Ping, pb::PingRequest(), soon()).ok());
-  // A waiting call goes on when the modules are in.
+  // A waiting call goes on when the setup is done.
   auto later = std::async(std::launch::async, [&] {
     return ttrpc::CallDirect(&agent, &AgentService::CreateContainer, c,
                              Clock::now() + std::chrono::seconds(10));
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ready->Open();
+  setup->done.Open();
   EXPECT_EQ(later.get().status().code(), Code::kInvalidArgument);  // the spec, checked now
   EXPECT_EQ(ttrpc::CallDirect(&agent, &AgentService::MountShare, m, soon()).status().code(),
             Code::kInvalidArgument);
+  EXPECT_EQ(ttrpc::CallDirect(&agent, &AgentService::ExecProcess, e, soon()).status().code(),
+            Code::kInvalidArgument);  // no args
+}
+
+// A VM whose system disk did not mount cannot run containers or programs:
+// those calls say why instead of failing on a missing crun or sh.
+TEST_F(AgentServiceTest, AFailedSetupFailsTheCallsNeedingItWithItsError) {
+  auto setup = std::make_shared<GuestSetup>();
+  setup->status = NotFoundError("no disk with serial \"runhcs-system\" appeared in /sys/block");
+  setup->done.Open();
+  AgentService agent(
+      AgentConfig{.state_dir = ::testing::TempDir() + "/agent-setup-failed", .setup = setup});
+  pb::CreateContainerRequest c;
+  c.set_container_id("m1");
+  c.set_spec_json("{}");
+  pb::ExecProcessRequest e;
+  e.mutable_id()->set_exec_id("e1");
+  e.add_args("sh");
+  for (auto st : {ttrpc::CallDirect(&agent, &AgentService::CreateContainer, c).status(),
+                  ttrpc::CallDirect(&agent, &AgentService::ExecProcess, e).status()}) {
+    EXPECT_EQ(st.code(), Code::kFailedPrecondition) << st.ToString();
+    EXPECT_NE(st.message().find("runhcs-system"), std::string::npos) << st.ToString();
+  }
+  EXPECT_TRUE(ttrpc::CallDirect(&agent, &AgentService::Ping, pb::PingRequest()).ok());
 }
 
 // A VM restored from a template: the entropy and the clock reach the kernel
@@ -461,16 +489,16 @@ TEST_F(AgentServiceTest, PrepareTemplateWaitsForModulesThenDropsCaches) {
   std::filesystem::remove_all(root);
   std::filesystem::create_directories(root + "/sys/vm");
   ASSERT_TRUE(WriteFileAtomic(root + "/sys/vm/drop_caches", "", 0644).ok());
-  auto ready = std::make_shared<Latch>();
+  auto setup = std::make_shared<GuestSetup>();
   AgentService agent(
-      AgentConfig{.state_dir = root + "/state", .proc_sys = root + "/sys", .modules_ready = ready});
+      AgentConfig{.state_dir = root + "/state", .proc_sys = root + "/sys", .setup = setup});
   auto soon = [] { return Clock::now() + std::chrono::milliseconds(50); };
   EXPECT_EQ(ttrpc::CallDirect(&agent, &AgentService::PrepareTemplate, pb::Empty(), soon())
                 .status()
                 .code(),
             Code::kUnavailable);
   EXPECT_EQ(DropCaches(root), "");
-  ready->Open();
+  setup->done.Open();
   EXPECT_TRUE(ttrpc::CallDirect(&agent, &AgentService::PrepareTemplate, pb::Empty(), soon()).ok());
   EXPECT_EQ(DropCaches(root), "3");
 }

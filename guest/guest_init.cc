@@ -105,4 +105,32 @@ StatusOr<std::string> FindVirtioPort(const std::string& name, int timeout_ms) {
   return NotFoundError("virtio-serial port {:?} did not appear", name);
 }
 
+StatusOr<std::string> FindBlockDevice(const std::string& serial, int timeout_ms,
+                                      const std::string& sys_block, const std::string& dev) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  do {
+    if (DIR* d = ::opendir(sys_block.c_str())) {
+      std::string found;
+      while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        auto s = ReadFile(sys_block + "/" + e->d_name + "/serial");
+        if (s.ok() && (*s == serial || *s == serial + "\n")) found = e->d_name;
+      }
+      ::closedir(d);
+      if (!found.empty() && ::access((dev + "/" + found).c_str(), F_OK) == 0) return found;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  } while (std::chrono::steady_clock::now() < deadline);
+  return NotFoundError("no disk with serial {:?} appeared in {}", serial, sys_block);
+}
+
+Status MountSystemDisk(const std::string& where, int timeout_ms) {
+  ASSIGN_OR_RETURN(std::string name, FindBlockDevice(kSystemDiskSerial, timeout_ms));
+  std::string node = "/dev/" + name;
+  if (::mount(node.c_str(), where.c_str(), "ext4", MS_RDONLY | MS_NODEV, nullptr) != 0) {
+    return ErrnoError(errno, fmt::format("mount the system disk {} on {}", node, where));
+  }
+  return OkStatus();
+}
+
 }  // namespace runhcs::guest

@@ -22,6 +22,21 @@ Status LoadModules(const std::string& list);
 // directory; false on microvm (pci=off) or when it is missing.
 bool HasPciDevices(const std::string& devices = "/sys/bus/pci/devices");
 
+// The name (vda, ...) of the block device whose serial (a virtio disk's
+// serial= in QEMU) is `serial`, under sysfs's block directory `sys_block`,
+// waiting up to `timeout_ms` for it and for `dev`/<name> to appear.
+// NotFound if they never do.
+StatusOr<std::string> FindBlockDevice(const std::string& serial, int timeout_ms,
+                                      const std::string& sys_block = "/sys/block",
+                                      const std::string& dev = "/dev");
+
+// The serial of the VM's system disk (see guest/image/build-image.sh).
+inline constexpr char kSystemDiskSerial[] = "runhcs-system";
+
+// Mounts the system disk read-only (ext4) at `where` (/usr: /bin, /sbin,
+// /lib and /lib64 link there), waiting up to `timeout_ms` for the disk.
+Status MountSystemDisk(const std::string& where, int timeout_ms);
+
 // The /dev node of the virtio-serial port named `name`, waiting up to
 // `timeout_ms` for it to appear. NotFound if it never does.
 StatusOr<std::string> FindVirtioPort(const std::string& name, int timeout_ms);

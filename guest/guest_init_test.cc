@@ -1,11 +1,13 @@
 // The PID-1 helpers that can run on a host: whether the VM has PCI devices
-// (which module list it loads before serving).
+// (which module list it loads before serving), which disk is the system disk.
 #include "guest/guest_init.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <future>
+#include <thread>
 
 #include "base/io.h"
 
@@ -20,6 +22,36 @@ TEST(HasPciDevicesTest, OnlyADirectoryWithAnEntryHasDevices) {
   ASSERT_TRUE(WriteFileAtomic(dir + "/0000:00:00.0", "", 0644).ok());
   EXPECT_TRUE(HasPciDevices(dir));  // q35
   std::filesystem::remove_all(dir);
+}
+
+// The system disk is found by its serial, not its name (vda is whichever
+// virtio disk probed first), and only once its /dev node exists.
+TEST(FindBlockDeviceTest, TheDiskWithTheSerialOnceItsNodeExists) {
+  namespace fs = std::filesystem;
+  std::string root = ::testing::TempDir() + "/block-" + std::to_string(::getpid());
+  fs::remove_all(root);
+  ASSERT_TRUE(MkdirAll(root + "/sys/vda", 0755).ok());
+  ASSERT_TRUE(MkdirAll(root + "/sys/vdb", 0755).ok());
+  ASSERT_TRUE(MkdirAll(root + "/sys/loop0", 0755).ok());  // no serial file
+  ASSERT_TRUE(MkdirAll(root + "/dev", 0755).ok());
+  ASSERT_TRUE(WriteFileAtomic(root + "/sys/vda/serial", "other-disk\n", 0644).ok());
+  ASSERT_TRUE(WriteFileAtomic(root + "/sys/vdb/serial", "runhcs-system", 0644).ok());
+  auto st = FindBlockDevice(kSystemDiskSerial, 30, root + "/sys", root + "/dev");
+  EXPECT_EQ(st.status().code(), Code::kNotFound);  // no /dev/vdb yet
+  EXPECT_NE(st.status().message().find("runhcs-system"), std::string::npos);
+  auto later = std::async(std::launch::async, [&] {
+    return FindBlockDevice(kSystemDiskSerial, 5000, root + "/sys", root + "/dev");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(WriteFileAtomic(root + "/dev/vdb", "", 0644).ok());
+  auto found = later.get();
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  EXPECT_EQ(*found, "vdb");
+  EXPECT_EQ(FindBlockDevice("none", 0, root + "/sys", root + "/dev").status().code(),
+            Code::kNotFound);
+  EXPECT_EQ(FindBlockDevice("x", 0, root + "/missing", root + "/dev").status().code(),
+            Code::kNotFound);
+  fs::remove_all(root);
 }
 
 }  // namespace

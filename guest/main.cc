@@ -27,9 +27,13 @@
 namespace {
 
 constexpr char kPortName[] = "runhcs.agent";
-constexpr char kModuleList[] = "/lib/modules/load.list";
-constexpr char kPciModuleList[] = "/lib/modules/load-pci.list";
+// In the initramfs (guest/image/build-image.sh).
+constexpr char kModuleList[] = "/early/load.list";
+constexpr char kPciModuleList[] = "/early/load-pci.list";
+constexpr char kSystemModuleList[] = "/early/load-system.list";
+// On the system disk, mounted at /usr (/lib is /usr/lib).
 constexpr char kLaterModuleList[] = "/lib/modules/load-later.list";
+constexpr int kSystemDiskWaitMs = 10000;
 
 // Waits until the host end of the virtio-serial port is connected: while it
 // is not, poll reports POLLHUP (and a read would return EOF at once).
@@ -93,15 +97,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   Reaper::Get().Enable();
-  std::shared_ptr<Latch> modules_ready;
-  if (pid1) modules_ready = std::make_shared<Latch>();
+  std::shared_ptr<guest::GuestSetup> setup;
+  if (pid1) setup = std::make_shared<guest::GuestSetup>();
   guest::AgentService svc({.agent_version = RUNHCS_VERSION_STRING,
                            .on_shutdown =
                                [pid1] {
                                  if (pid1) PowerOff();
                                  ::kill(::getpid(), SIGTERM);
                                },
-                           .modules_ready = modules_ready});
+                           .setup = setup});
   // One connection (the host) carries every long poll of every process in
   // the VM (ReadStream x2 and WaitProcess per process, WaitOom per
   // container), each holding a worker while it waits: a pod with dozens of
@@ -124,13 +128,22 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", acc.ToString());
     return 2;
   }
-  if (modules_ready) {
-    auto load_later = [modules_ready] {
-      Status st = guest::LoadModules(kLaterModuleList);
-      if (!st.ok()) spdlog::warn("{}", st.ToString());
-      modules_ready->Open();
+  if (setup) {
+    // Off the path to serving: under TCG the kernel unpacks an initramfs
+    // at ~40 ms per MB before init runs, a disk costs nothing until read.
+    auto set_up = [setup] {
+      Status st = guest::LoadModules(kSystemModuleList);
+      if (st.ok()) st = guest::MountSystemDisk("/usr", kSystemDiskWaitMs);
+      if (st.ok()) {
+        Status later = guest::LoadModules(kLaterModuleList);
+        if (!later.ok()) spdlog::warn("{}", later.ToString());
+      } else {
+        spdlog::error("system disk: {}", st.ToString());
+      }
+      setup->status = st;
+      setup->done.Open();
     };
-    if (!ThreadGroup::Get().Spawn("modules", load_later).ok()) load_later();
+    if (!ThreadGroup::Get().Spawn("setup", set_up).ok()) set_up();
   }
 
   UniqueFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC));

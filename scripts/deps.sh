@@ -8,7 +8,7 @@ PKGS=(
   libboost-dev libboost-program-options-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgrpc++-dev protobuf-compiler-grpc gnuplot-nox
   containerd runc crun busybox-static procps util-linux iproute2 iptables containernetworking-plugins
-  qemu-system-x86 cpio lz4 libgcc-12-dev tmux dpkg-dev debhelper lintian
+  qemu-system-x86 cpio lz4 e2fsprogs libgcc-12-dev tmux dpkg-dev debhelper lintian
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -70,7 +70,8 @@ grep -q "^shimdiag $version (commit $commit)" < <(shimdiag --version) || fail "s
 for f in /usr/share/man/man8/containerd-shim-runhcs-v1.8.gz /usr/share/man/man1/shimdiag.1.gz \
   /usr/share/doc/runhcs/examples/containerd-runhcs.toml /usr/share/doc/runhcs/examples/runtimeclass.yaml \
   /usr/share/doc/runhcs/examples/process.json /usr/share/doc/runhcs/examples/vm.json \
-  /usr/share/runhcs/boot/vmlinuz /usr/share/runhcs/boot/initrd.img /usr/share/runhcs/boot/kernel.release; do
+  /usr/share/runhcs/boot/vmlinuz /usr/share/runhcs/boot/initrd.img /usr/share/runhcs/boot/system.img \
+  /usr/share/runhcs/boot/kernel.release; do
   [ -s "$f" ] || fail "$f missing or empty"
 done
 echo "package: installed ${#files[@]} paths; shim and shimdiag report $version ($commit)"

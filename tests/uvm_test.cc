@@ -85,6 +85,15 @@ TEST_F(UvmTest, BootsToAgentAndRunsInTheGuestKernel) {
             TrimNewlines(ReadFileOr(std::string(RUNHCS_BOOT_DIR) + "/kernel.release")));
   EXPECT_NE(TrimNewlines(out), host.release);
   EXPECT_EQ(Run(vm, {"/bin/sh", "-c", "exit 3"}).first, 3);
+  // The VM's programs and later modules come from the read-only system
+  // disk at /usr: crun runs, modprobe finds a module by name, nothing
+  // there can be changed.
+  auto [mcode, mounts] = Run(vm, {"cat", "/proc/mounts"});
+  EXPECT_NE(mounts.find(" /usr ext4 ro,"), std::string::npos) << mounts;
+  EXPECT_EQ(Run(vm, {"crun", "--version"}).first, 0);
+  EXPECT_EQ(Run(vm, {"modprobe", "veth"}).first, 0);
+  EXPECT_NE(Run(vm, {"cat", "/proc/modules"}).second.find("veth "), std::string::npos);
+  EXPECT_NE(Run(vm, {"touch", "/usr/bin/new"}).first, 0);
   auto stacks = vm.DumpStacks();
   ASSERT_TRUE(stacks.ok()) << stacks.status().ToString();
   EXPECT_NE(stacks->find("pid 1 (init)"), std::string::npos) << *stacks;

@@ -35,6 +35,11 @@ namespace {
 
 constexpr char kPortName[] = "runhcs.agent";
 constexpr char kShareTag[] = "runhcs";
+// The read-only disk the agent mounts at /usr: found by this serial (the
+// agent's guest::kSystemDiskSerial).
+constexpr char kSystemDiskSerial[] = "runhcs-system";
+// The files of boot_dir a VM is made of (guest/image/build-image.sh).
+constexpr const char* kBootFiles[] = {"/vmlinuz", "/initrd.img", "/system.img"};
 constexpr auto kShutdownWait = std::chrono::seconds(5);
 constexpr auto kQuitWait = std::chrono::seconds(3);
 
@@ -83,8 +88,9 @@ std::string OnPath(const std::string& program) {
 std::string TemplateKey(const QemuConfig& cfg) {
   std::string k = fmt::format("v1|{}|{}|{}|{}|{}|{}", cfg.cpus, cfg.memory_mb, cfg.tcg_cache_mb,
                               AccelName(cfg.accel), cfg.extra_cmdline, cfg.tsc_khz);
-  for (const std::string& f :
-       {OnPath(cfg.qemu), cfg.boot_dir + "/vmlinuz", cfg.boot_dir + "/initrd.img"}) {
+  std::vector<std::string> files = {OnPath(cfg.qemu)};
+  for (const char* f : kBootFiles) files.push_back(cfg.boot_dir + f);
+  for (const std::string& f : files) {
     struct stat st {};
     ::stat(f.c_str(), &st);
     k += fmt::format("|{}:{}:{}:{}.{}", f, st.st_ino, st.st_size, st.st_mtim.tv_sec,
@@ -195,12 +201,27 @@ int64_t HostTscKhz() {
   return 0;
 }
 
+namespace {
+
+// A path as the value of a QEMU -object/-drive/-chardev option: a comma
+// there would end the value, a doubled one is a comma.
+std::string OptPath(std::string_view path) {
+  std::string out;
+  for (char c : path) {
+    out += c;
+    if (c == ',') out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel, int64_t tsc_khz) {
   using Mode = QemuConfig::Mode;
   const bool templated = cfg.mode != Mode::kCold;
   const bool micro = !templated && cfg.machine == QemuConfig::Machine::kMicrovm;
   const std::string acc = accel == QemuConfig::Accel::kKvm ? "kvm" : "tcg";
-  const std::string& s = cfg.state_dir;
+  const std::string s = OptPath(cfg.state_dir);
   std::string machine = micro ? "microvm,isa-serial=on,rtc=on" : "q35";
   machine += ",memory-backend=mem";
   std::string accel_opts = acc;
@@ -215,7 +236,7 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
   // (template's) file, shared.
   std::string memory =
       templated ? fmt::format("memory-backend-file,id=mem,size={}M,mem-path={},share=on",
-                              cfg.memory_mb, cfg.memory_file)
+                              cfg.memory_mb, OptPath(cfg.memory_file))
                 : fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", cfg.memory_mb);
   std::vector<std::string> args = {
       cfg.qemu, "-name", "runhcs-uvm", "-M", machine, "-accel", accel_opts, "-cpu",
@@ -231,6 +252,13 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
       "-device",
       fmt::format("{},free-page-reporting=on",
                   micro ? "virtio-balloon-device" : "virtio-balloon-pci"),
+      // Read-only, so every VM (and the host's page cache) shares one file.
+      "-drive",
+      fmt::format("file={}/system.img,if=none,id=system,format=raw,readonly=on",
+                  OptPath(cfg.boot_dir)),
+      "-device",
+      fmt::format("{},drive=system,serial={}", micro ? "virtio-blk-device" : "virtio-blk-pci",
+                  kSystemDiskSerial),
       "-qmp", fmt::format("unix:{}/qmp.sock,server=on,wait=off", s)};
   if (cfg.mode != Mode::kTemplate) {
     args.insert(args.end(), {"-chardev", fmt::format("socket,id=fs,path={}/fs.sock", s)});
@@ -523,7 +551,7 @@ Status QemuUtilityVm::Start() {
     if (started_ || closing_ || boot_ > 0)
       return FailedPreconditionError("vm {} already started", id_);
   }
-  for (const char* f : {"/vmlinuz", "/initrd.img"}) {
+  for (const char* f : kBootFiles) {
     if (!Exists(cfg_.boot_dir + f)) {
       return NotFoundError("vm {}: boot file {}{} is missing (build the VM image)", id_,
                            cfg_.boot_dir, f);

@@ -4,6 +4,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "base/io.h"
+
 namespace runhcs::uvm {
 namespace {
 
@@ -44,7 +46,22 @@ TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   EXPECT_THAT(a, Contains("vhost-user-fs-device,chardev=fs,tag=runhcs"));
   EXPECT_THAT(a, Contains("memory-backend-memfd,id=mem,size=768M,share=on"));
   EXPECT_THAT(a, Contains("virtio-balloon-device,free-page-reporting=on"));
+  EXPECT_EQ(After(a, "-drive"), "file=/boot/x/system.img,if=none,id=system,format=raw,readonly=on");
+  EXPECT_THAT(a, Contains("virtio-blk-device,drive=system,serial=runhcs-system"));
   EXPECT_EQ(After(a, "-qmp"), "unix:/run/vm1/qmp.sock,server=on,wait=off");
+}
+
+// A comma in a path would end QEMU's option value: it is doubled.
+TEST(QemuArgs, CommasInPathsAreEscaped) {
+  QemuConfig c = Config();
+  c.boot_dir = "/opt/a,b";
+  c.state_dir = "/run/x,y";
+  auto a = QemuArgs(c, QemuConfig::Accel::kTcg, 0);
+  EXPECT_EQ(After(a, "-drive"),
+            "file=/opt/a,,b/system.img,if=none,id=system,format=raw,readonly=on");
+  EXPECT_THAT(a, Contains("socket,id=agent,path=/run/x,,y/agent.sock,server=on,wait=off"));
+  EXPECT_EQ(After(a, "-qmp"), "unix:/run/x,,y/qmp.sock,server=on,wait=off");
+  EXPECT_EQ(After(a, "-kernel"), "/opt/a,b/vmlinuz");  // not an option list
 }
 
 TEST(QemuArgs, KvmUsesHostCpuAndQ35UsesPciDevices) {
@@ -60,6 +77,7 @@ TEST(QemuArgs, KvmUsesHostCpuAndQ35UsesPciDevices) {
   EXPECT_THAT(a, Contains("virtio-serial-pci"));
   EXPECT_THAT(a, Contains("vhost-user-fs-pci,chardev=fs,tag=runhcs"));
   EXPECT_THAT(a, Contains("virtio-balloon-pci,free-page-reporting=on"));
+  EXPECT_THAT(a, Contains("virtio-blk-pci,drive=system,serial=runhcs-system"));
 }
 
 TEST(QemuArgs, TcgCacheSizeIsTheAcceleratorsTbSize) {
@@ -92,6 +110,17 @@ TEST(QemuVm, StartWithoutBootFilesIsNotFoundAndLeavesNothing) {
   EXPECT_NE(::access(c.state_dir.c_str(), F_OK), 0);
   EXPECT_TRUE(vm.Close().ok());
   EXPECT_TRUE(vm.Close().ok());  // idempotent
+
+  // A boot dir of an older build (no system disk) names what is missing.
+  c.boot_dir = ::testing::TempDir() + "/old-boot-dir";
+  ASSERT_TRUE(MkdirAll(c.boot_dir, 0755).ok());
+  for (const char* f : {"/vmlinuz", "/initrd.img"})
+    ASSERT_TRUE(WriteFileAtomic(c.boot_dir + f, "x", 0644).ok());
+  QemuUtilityVm old("t", c);
+  Status st = old.Start();
+  EXPECT_EQ(st.code(), Code::kNotFound);
+  EXPECT_NE(st.message().find("system.img"), std::string::npos) << st.ToString();
+  EXPECT_NE(::access(c.state_dir.c_str(), F_OK), 0);
 }
 
 TEST(QemuVm, CallsBeforeStartAreFailedPrecondition) {

@@ -4,23 +4,35 @@
 # package (.deb, unpacked here) or an installed kernel's /boot/vmlinuz-<release>
 # (its modules in /lib/modules/<release>; the Debian package build's way):
 #   OUT/vmlinuz         the kernel, as packaged
-#   OUT/initrd.img      lz4 cpio: /init = the agent, busybox-static and its
-#                       applets, crun and its libraries, the kernel modules
-#                       the VM needs (load order in /lib/modules/load*.list)
+#   OUT/initrd.img      lz4 cpio, only what the agent needs before it serves:
+#                       /init = the agent, the modules that reach the host and
+#                       the system disk (/early/*.list), /etc; /bin, /sbin,
+#                       /lib and /lib64 are links into /usr
+#   OUT/system.img      read-only ext4 the agent mounts at /usr once it
+#                       serves (a virtio disk, serial "runhcs-system"):
+#                       busybox-static and its applets, crun and its
+#                       libraries, the kernel modules loaded later or on
+#                       demand (/lib/modules/load-later.list, modules.dep)
 #   OUT/kernel.release  `uname -r` of that kernel
-# Reproducible: sorted entries, every mtime 0, owner root. LZ4 (the legacy
-# frame the kernel reads), not gzip: under TCG the kernel unpacks it in
-# 0.38 s instead of 0.63 s, and init waits for that.
+# Why two: under TCG the kernel unpacks the initramfs before init starts, at
+# ~40 ms per MB, and a file system on a disk costs nothing until read; its
+# pages are guest page cache (droppable), not tmpfs, and the host's page
+# cache holds one copy for every VM.
+# Reproducible: sorted entries, every mtime 0, owner root, fixed UUID, seed
+# and clock for the file system. LZ4 (the legacy frame the kernel reads), not
+# gzip: faster to unpack under TCG.
 # Usage: build-image.sh KERNEL AGENT OUT
 set -euo pipefail
 KERNEL=$1 AGENT=$2 OUT=$3
-# Loaded at boot, in three lists the agent reads: what it needs to reach
+# Loaded at boot, in four lists the agent reads: what it needs to reach
 # the host (the mmio transport of microvm, the console: load.list), the PCI
 # transport (q35: load-pci.list, loaded only when the VM has PCI devices),
-# and, once it serves, shares, container layers and pod networks
-# (load-later.list; calls that need them wait).
+# the system disk's driver (load-system.list), all three in the initramfs;
+# then, from the system disk, shares, container layers and pod networks
+# (load-later.list). Calls that need the later ones wait.
 WANT_CHANNEL=(virtio_mmio virtio_console)
 WANT_PCI=(virtio_pci)
+WANT_SYSTEM=(virtio_blk)
 WANT_LATER=(virtiofs overlay virtio_net virtio_balloon)
 # Not loaded at boot, but there for the kernel to load on demand (its
 # request_module runs /sbin/modprobe, busybox's, with modules.dep): what
@@ -39,26 +51,30 @@ else
   [ -f "$K/lib/modules/$KVER/modules.builtin" ] || { echo "build-image: no modules for $KVER in $K/lib/modules" >&2; exit 1; }
 fi
 MODS=$K/lib/modules/$KVER
-R=$T/root
-mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,lib,proc,sys,dev,run,tmp,etc,root,mnt}
+R=$T/root  # the initramfs
+S=$T/usr   # the system disk, /usr in the VM
+mkdir -p "$R"/{usr,proc,sys,dev,run,tmp,etc,root,mnt,early} "$S"/{bin,sbin,lib,lib64}
+for d in bin sbin lib lib64; do ln -s "usr/$d" "$R/$d"; done
 
 # Without debug info: it is most of the image otherwise.
 strip --strip-all -o "$R/init" "$AGENT"
 chmod 0755 "$R/init"
 
-cp /bin/busybox "$R/bin/busybox"
-for a in $("$R/bin/busybox" --list); do
-  [ -e "$R/bin/$a" ] || ln -s busybox "$R/bin/$a"
+cp /bin/busybox "$S/bin/busybox"
+for a in $("$S/bin/busybox" --list); do
+  [ -e "$S/bin/$a" ] || ln -s busybox "$S/bin/$a"
 done
 
 CRUN=$(command -v crun)
-install -m 0755 "$CRUN" "$R/usr/bin/crun"
-# Its shared libraries and the loader, at the paths it was linked against.
+install -m 0755 "$CRUN" "$S/bin/crun"
+# Its shared libraries and the loader, at the paths it was linked against
+# (/lib and /usr/lib are one directory in the VM).
 for lib in $(ldd "$CRUN" | awk '/=> \//{print $3} /^\s*\/lib/{print $1}'); do
-  mkdir -p "$R$(dirname "$lib")"
-  cp -L "$lib" "$R$lib"
+  rel=${lib#/usr}
+  mkdir -p "$S$(dirname "$rel")"
+  cp -L "$lib" "$S$rel"
 done
-[ -e "$R/lib64" ] || { mkdir -p "$R/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$R/lib64/"; }
+[ -e "$S/lib64/ld-linux-x86-64.so.2" ] || cp -L /lib64/ld-linux-x86-64.so.2 "$S/lib64/"
 
 # Modules, dependencies first. A module's dependencies are its .modinfo
 # "depends=" entry; file names may use '-' where module names use '_'.
@@ -84,29 +100,31 @@ add_mod() {
   done_mod[$n]=${ko#"$K"}
   ORDER+=("${ko#"$K"}")
 }
-copy_mods() {
+copy_mods() {  # DEST: ORDER's modules under DEST at their /lib/modules paths
   for ko in "${ORDER[@]}"; do
-    mkdir -p "$R$(dirname "$ko")"
-    cp "$K$ko" "$R$ko"
+    mkdir -p "$1$(dirname "$ko")"
+    cp "$K$ko" "$1$ko"
   done
 }
-mkdir -p "$R/lib/modules"
+mkdir -p "$S/lib/modules"
 BOOT_ORDER=()
-boot_list() {  # LIST MODULE...: those (and what they need, not yet listed)
-  local list=$1 m
-  shift
+boot_list() {  # ROOT PREFIX LIST MODULE...: those (and what they need, not yet listed)
+  local root=$1 prefix=$2 list=$3 m
+  shift 3
   ORDER=()
   for m in "$@"; do add_mod "$m"; done
-  copy_mods
-  printf '%s\n' "${ORDER[@]}" >"$R/lib/modules/$list"
+  copy_mods "$root$prefix"
+  printf '%s\n' "${ORDER[@]/#/$prefix}" >"$root$list"
   BOOT_ORDER+=("${ORDER[@]}")
 }
-boot_list load.list "${WANT_CHANNEL[@]}"
-boot_list load-pci.list "${WANT_PCI[@]}"
-boot_list load-later.list "${WANT_LATER[@]}"
+boot_list "$R" /early /early/load.list "${WANT_CHANNEL[@]}"
+boot_list "$R" /early /early/load-pci.list "${WANT_PCI[@]}"
+boot_list "$R" /early /early/load-system.list "${WANT_SYSTEM[@]}"
+# /lib/modules/... in the VM is this disk's /lib/modules/...
+boot_list "$S" "" /lib/modules/load-later.list "${WANT_LATER[@]}"
 ORDER=()
 for m in "${ON_DEMAND[@]}"; do add_mod "$m"; done
-copy_mods
+copy_mods "$S"
 # modules.dep as depmod writes it: path relative to the release's directory,
 # then every module it needs, each before the ones it needs (modprobe loads
 # from the end).
@@ -120,18 +138,33 @@ post_order() {  # the module's dependencies, each after the ones it needs
 }
 for n in "${!deps_of[@]}"; do
   echo "${done_mod[$n]#/lib/modules/"$KVER"/}: $(post_order "$n" | awk '!seen[$0]++' | tac | paste -sd' ')"
-done | LC_ALL=C sort >"$R/lib/modules/$KVER/modules.dep"
-ln -s ../bin/busybox "$R/sbin/modprobe"
+done | LC_ALL=C sort >"$S/lib/modules/$KVER/modules.dep"
+ln -s ../bin/busybox "$S/sbin/modprobe"
 
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$R/etc/passwd"
 printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' >"$R/etc/group"
 echo runhcs-uvm >"$R/etc/hostname"
 
 mkdir -p "$OUT"
-find "$R" -exec touch -h -d @0 {} +
+find "$R" "$S" -exec touch -h -d @0 {} +
 (cd "$R" && find . -print0 | LC_ALL=C sort -z |
   cpio --null -o -H newc --reproducible --owner=0:0 --quiet) | lz4 -l -9 -q >"$OUT/initrd.img.tmp"
+# Read-only: no journal, no reserved blocks, one inode per file plus slack;
+# 4 KiB blocks and a quarter free (ext4 needs some room for its metadata).
+KB=$(du -sk --apparent-size "$S" | cut -f1)
+FILES=$(find "$S" | wc -l)
+rm -f "$OUT/system.img.tmp"
+truncate -s $((KB * 5 / 4 + 2048))k "$OUT/system.img.tmp"
+E2FSPROGS_FAKE_TIME=1 mke2fs -q -t ext4 -O ^has_journal,^resize_inode -b 4096 -m 0 \
+  -N $((FILES + 64)) -L runhcs-system -U 5c1ab5e0-0000-4000-8000-72756e686373 \
+  -E root_owner=0:0,hash_seed=5c1ab5e0-0000-4000-8000-72756e686373 -d "$S" \
+  "$OUT/system.img.tmp"
+# mke2fs copies each file's ctime and atime: when it was made, read here.
+(cd "$S" && find . | LC_ALL=C sort | sed 's|^\.||; s|^$|/|') |
+  while IFS= read -r p; do printf 'sif "%s" ctime @0\nsif "%s" atime @0\n' "$p" "$p"; done >"$T/times.cmds"
+E2FSPROGS_FAKE_TIME=1 debugfs -w -f "$T/times.cmds" "$OUT/system.img.tmp" >/dev/null 2>&1
 mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
+mv "$OUT/system.img.tmp" "$OUT/system.img"
 cp "$K/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 echo "$KVER" >"$OUT/kernel.release"
-echo "build-image: $KVER, $(du -k "$OUT/initrd.img" | cut -f1) KiB initrd, modules: ${BOOT_ORDER[*]##*/}; on demand: ${ORDER[*]##*/}"
+echo "build-image: $KVER, $(du -k "$OUT/initrd.img" | cut -f1) KiB initrd, $(du -k --apparent-size "$OUT/system.img" | cut -f1) KiB system disk, modules: ${BOOT_ORDER[*]##*/}; on demand: ${ORDER[*]##*/}"
