@@ -67,34 +67,41 @@ bool MakeBareInitrd(const std::string& dir) {
              .exit_code == 0;
 }
 
+// The kernel command line the shim's VM of `cfg` gets: the bare boot's too.
+std::string BootCmdline(const uvm::QemuConfig& cfg, uvm::QemuConfig::Accel accel, int64_t tsc) {
+  auto args = uvm::QemuArgs(cfg, accel, tsc);
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "-append") return args[i + 1];
+  return "";
+}
+
 // Spawn to the marker line on the console, in ms; -1 on timeout.
 double BareBoot(const uvm::QemuConfig& cfg, const std::string& initrd,
                 uvm::QemuConfig::Accel accel) {
   int64_t tsc = uvm::HostTscKhz();
   std::string acc = accel == uvm::QemuConfig::Accel::kKvm ? "kvm" : "tcg";
-  std::vector<std::string> argv = {
-      cfg.qemu,
-      "-M",
-      "microvm,accel=" + acc + ",isa-serial=on,rtc=on",
-      "-cpu",
-      accel == uvm::QemuConfig::Accel::kKvm ? "host" : "max",
-      "-smp",
-      std::to_string(cfg.cpus),
-      "-m",
-      std::to_string(cfg.memory_mb),
-      "-nodefaults",
-      "-no-user-config",
-      "-display",
-      "none",
-      "-no-reboot",
-      "-kernel",
-      cfg.boot_dir + "/vmlinuz",
-      "-initrd",
-      initrd,
-      "-append",
-      "console=ttyS0 quiet panic=-1 reboot=t pci=off tsc_early_khz=" + std::to_string(tsc),
-      "-serial",
-      "stdio"};
+  std::vector<std::string> argv = {cfg.qemu,
+                                   "-M",
+                                   "microvm,accel=" + acc + ",isa-serial=on,rtc=on",
+                                   "-cpu",
+                                   accel == uvm::QemuConfig::Accel::kKvm ? "host" : "max",
+                                   "-smp",
+                                   std::to_string(cfg.cpus),
+                                   "-m",
+                                   std::to_string(cfg.memory_mb),
+                                   "-nodefaults",
+                                   "-no-user-config",
+                                   "-display",
+                                   "none",
+                                   "-no-reboot",
+                                   "-kernel",
+                                   cfg.boot_dir + "/vmlinuz",
+                                   "-initrd",
+                                   initrd,
+                                   "-append",
+                                   BootCmdline(cfg, accel, tsc),
+                                   "-serial",
+                                   "stdio"};
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return -1;
   UniqueFd r(p[0]), w(p[1]);

@@ -37,6 +37,7 @@ TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   EXPECT_EQ(After(a, "-m"), "768");
   EXPECT_THAT(After(a, "-append"), HasSubstr("tsc_early_khz=2596098"));
   EXPECT_THAT(After(a, "-append"), HasSubstr("pci=off"));
+  EXPECT_THAT(After(a, "-append"), HasSubstr("cryptomgr.notests"));
   EXPECT_EQ(After(a, "-kernel"), "/boot/x/vmlinuz");
   EXPECT_EQ(After(a, "-initrd"), "/boot/x/initrd.img");
   EXPECT_THAT(a, Contains("-nodefaults"));
