@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <thread>
 
 #include "base/fd.h"
@@ -53,6 +54,14 @@ runhcs::UniqueFd OpenConnectedPort(const std::string& path) {
   }
 }
 
+// Seconds since the kernel started (CLOCK_BOOTTIME): where boot time goes,
+// in the agent's log.
+double SinceBoot() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
 [[noreturn]] void PowerOff() {
   ::sync();
   ::reboot(RB_POWER_OFF);
@@ -75,6 +84,8 @@ int main(int argc, char** argv) {
   ::sigprocmask(SIG_BLOCK, &mask, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
+  const double started = SinceBoot();
+  double modules_loaded = started;
   if (pid1) {
     Status st = guest::MountBasics();
     if (!st.ok()) spdlog::warn("{}", st.ToString());
@@ -85,6 +96,7 @@ int main(int argc, char** argv) {
       st = guest::LoadModules(kPciModuleList);
       if (!st.ok()) spdlog::warn("{}", st.ToString());
     }
+    modules_loaded = SinceBoot();
     auto found = guest::FindVirtioPort(kPortName, 10000);
     if (!found.ok()) {
       spdlog::error("{}", found.status().ToString());
@@ -112,7 +124,9 @@ int main(int argc, char** argv) {
   // containers and execs must not run out of them. Idle workers leave.
   ttrpc::Server server(ttrpc::Server::Options{.max_running_per_connection = 1024});
   svc.Register(&server);
-  spdlog::info("agent serving on {}", port);
+  const double serving = SinceBoot();
+  spdlog::info("agent serving on {} at {:.3f} s since boot (started {:.3f}, modules {:.3f})", port,
+               serving, started, modules_loaded);
 
   // Owned, and never joined: the agent ends with the VM.
   Status acc = ThreadGroup::Get().Spawn("agent-port", [&server, port] {
@@ -140,6 +154,7 @@ int main(int argc, char** argv) {
       } else {
         spdlog::error("system disk: {}", st.ToString());
       }
+      spdlog::info("setup done at {:.3f} s since boot", SinceBoot());
       setup->status = st;
       setup->done.Open();
     };
