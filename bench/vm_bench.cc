@@ -430,16 +430,28 @@ int main(int argc, char** argv) {
   // (the first run makes it: warm-up).
   auto sleeper = spec;
   sleeper["process"]["args"] = {"/bin/sleep", "1000"};
-  auto pod_start = [&](const std::string& template_dir, const std::string& id) -> double {
+  // Per way (booted, restored) and phase, the measured runs' times.
+  std::map<std::string, std::map<std::string, std::vector<double>>> pod_phases;
+  const char* const kPodPhases[] = {"VM", "share", "CreatePod", "create", "start"};
+  auto pod_start = [&](const std::string& template_dir, const std::string& id,
+                       std::map<std::string, double>* phase_ms) -> double {
     namespace apb = ::runhcs::agent::v1;
     uvm::QemuConfig c = cfg;
     c.state_dir = vms + "/vm-pod";
     c.accel = uvm::QemuConfig::Accel::kTcg;
     c.template_dir = template_dir;
     auto t0 = Clock::now();
+    auto t = t0;
+    auto mark = [&](const char* phase) {
+      auto now = Clock::now();
+      (*phase_ms)[phase] = Ms(now - t);
+      t = now;
+    };
     uvm::QemuUtilityVm vm(id, c);
     Status st = vm.Start();
+    mark("VM");
     if (st.ok()) st = vm.Share(rootfs, "/run/bench-rootfs", false);
+    mark("share");
     apb::Empty e;
     if (st.ok()) {
       apb::CreatePodRequest cp;
@@ -447,6 +459,7 @@ int main(int argc, char** argv) {
       apb::CreatePodResponse r;
       st = vm.agent()->CreatePod(cp, &r);
     }
+    mark("CreatePod");
     if (st.ok()) {
       apb::CreateContainerRequest cc;
       cc.set_container_id(id);
@@ -454,12 +467,14 @@ int main(int argc, char** argv) {
       cc.set_rootfs_path("/run/bench-rootfs");
       st = vm.agent()->CreateContainer(cc, &e);
     }
+    mark("create");
     if (st.ok()) {
       apb::StartContainerRequest sc;
       sc.set_container_id(id);
       apb::StartResponse sr;
       st = vm.agent()->StartContainer(sc, &sr);
     }
+    mark("start");
     double ms = st.ok() ? Ms(Clock::now() - t0) : -1;
     if (!st.ok()) std::fprintf(stderr, "pod start: %s\n", st.ToString().c_str());
     (void)vm.Close();
@@ -474,10 +489,16 @@ int main(int argc, char** argv) {
            {"booted", ""}, {"restored from a template", templates}}) {
     std::vector<double> v;
     for (int i = 0; i < runs + 1; ++i) {
-      double ms = pod_start(dir, "bench-pod-" + std::to_string(i));
-      std::printf("  pod start %s %d: %.0f ms\n", how.c_str(), i, ms);
+      std::map<std::string, double> phase_ms;
+      double ms = pod_start(dir, "bench-pod-" + std::to_string(i), &phase_ms);
+      std::string by_phase;
+      for (const char* ph : kPodPhases) by_phase += fmt::format(", {} {:.0f}", ph, phase_ms[ph]);
+      std::printf("  pod start %s %d: %.0f ms%s\n", how.c_str(), i, ms, by_phase.c_str());
       std::fflush(stdout);
-      if (i > 0 && ms > 0) v.push_back(ms);
+      if (i > 0 && ms > 0) {
+        v.push_back(ms);
+        for (const char* ph : kPodPhases) pod_phases[how][ph].push_back(phase_ms[ph]);
+      }
     }
     pods.push_back({fmt::format("VM pod start, {} (TCG, {})", how, shapes[0].name), Median(v),
                     dir.empty() ? 1500.0 : 500.0});
@@ -545,7 +566,13 @@ int main(int argc, char** argv) {
   }
   md << "\nPod start: the VM to its agent, the rootfs shared, the agent's CreatePod, then the "
         "first container (`sleep`) created and started; a restore includes copying the template's "
-        "memory, loading its state, plugging the share device and the Restored call.\n";
+        "memory, loading its state, plugging the share device and the Restored call. By phase "
+        "(median ms):";
+  for (const auto& [how, phases] : pod_phases) {
+    md << " " << how << ":";
+    for (const char* ph : kPodPhases) md << fmt::format(" {} {:.0f};", ph, Median(phases.at(ph)));
+  }
+  md << "\n";
   md << "\n| memory (TCG, " << shapes[0].name
      << ") | PSS MiB | guest RAM | QEMU's own | files | target | verdict |\n"
      << "|---|---:|---:|---:|---:|---:|---|\n";

@@ -290,7 +290,7 @@ TEST_F(UvmTest, VmsStartingTogetherMakeOneTemplate) {
   for (size_t i = 0; i < vms.size(); ++i) {
     ASSERT_TRUE(started[i].ok()) << started[i].ToString() << console_;
     std::string cmd = ReadFileOr("/proc/" + std::to_string(vms[i]->qemu_pid()) + "/cmdline");
-    EXPECT_NE(cmd.find("-incoming"), std::string::npos) << "VM " << i << " booted";
+    EXPECT_NE(cmd.find("-incoming"), std::string::npos) << "VM " << i << " booted\n" << console_;
     EXPECT_EQ(Run(*vms[i], {"sh", "-c", "echo ok"}).second, "ok\n");
   }
   auto made = testing::RunCommand({"sh", "-c", "ls -d " + dir_ + "/templates/*/state | wc -l"});

@@ -34,6 +34,7 @@ namespace runhcs::uvm {
 namespace {
 
 constexpr char kPortName[] = "runhcs.agent";
+constexpr char kPortId[] = "agent-port";  // its device id: QMP names it in events
 constexpr char kShareTag[] = "runhcs";
 // The read-only disk the agent mounts at /usr: found by this serial (the
 // agent's guest::kSystemDiskSerial).
@@ -250,7 +251,7 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
       cfg.boot_dir + "/initrd.img", "-append", cmdline, "-serial", "stdio", "-chardev",
       fmt::format("socket,id=agent,path={}/agent.sock,server=on,wait=off", s), "-device",
       micro ? "virtio-serial-device" : "virtio-serial-pci", "-device",
-      fmt::format("virtserialport,chardev=agent,name={}", kPortName),
+      fmt::format("virtserialport,chardev=agent,id={},name={}", kPortId, kPortName),
       // Free page reporting: the guest hands pages it freed (2 MiB blocks)
       // back, and QEMU drops them from its memory.
       "-device",
@@ -488,34 +489,62 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   if (mode == Mode::kRestore) {
     if (Status st = RestoreState(template_dir_, deadline); !st.ok()) return fail(st);
   }
-  UniqueFd conn;
-  while (!conn) {
-    if (exited->Wait(std::chrono::steady_clock::now())) {
-      return fail(UnavailableError("vm {}: qemu exited during boot ({})", id_, AccelName(accel)));
+  // Connects to the agent's socket and Pings it by `until`. A Ping that
+  // timed out leaves `*silent` set.
+  auto connect_and_ping = [&](std::chrono::steady_clock::time_point until, apb::PingResponse* pong,
+                              bool* silent) -> StatusOr<std::shared_ptr<AgentClient>> {
+    *silent = false;
+    UniqueFd conn;
+    while (!conn) {
+      if (exited->Wait(std::chrono::steady_clock::now())) {
+        return UnavailableError("vm {}: qemu exited during boot ({})", id_, AccelName(accel));
+      }
+      auto c = ConnectUnix(UnixAddress{cfg_.state_dir + "/agent.sock", false});
+      if (c.ok()) {
+        conn = std::move(*c);
+      } else if (std::chrono::steady_clock::now() > deadline) {
+        return DeadlineExceededError("vm {}: qemu never opened its agent socket", id_);
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
     }
-    auto c = ConnectUnix(UnixAddress{cfg_.state_dir + "/agent.sock", false});
-    if (c.ok()) {
-      conn = std::move(*c);
-    } else if (std::chrono::steady_clock::now() > deadline) {
-      return fail(DeadlineExceededError("vm {}: qemu never opened its agent socket", id_));
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    auto agent = std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(std::move(conn)));
+    // One Ping with the whole time: it waits in the channel until the agent
+    // opens its port.
+    apb::PingRequest ping;
+    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        until - std::chrono::steady_clock::now());
+    Status st = agent->Ping(ping, pong,
+                            AgentClient::Within(std::max(left, std::chrono::nanoseconds(1000000))));
+    if (!st.ok()) {
+      agent->Close();
+      *silent = st.code() == Code::kDeadlineExceeded;
+      return DeadlineExceededError("vm {}: the agent did not answer within {} ms ({}): {}", id_,
+                                   timeout.count(), AccelName(accel), st.message());
     }
-  }
-  auto agent = std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(std::move(conn)));
-  // One Ping with the whole remaining time: it waits in the channel until the
-  // agent opens its port.
-  apb::PingRequest ping;
+    return agent;
+  };
   apb::PingResponse pong;
-  auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
-      deadline - std::chrono::steady_clock::now());
-  Status st = agent->Ping(ping, &pong,
-                          AgentClient::Within(std::max(left, std::chrono::nanoseconds(1000000))));
-  if (!st.ok()) {
-    agent->Close();
-    return fail(DeadlineExceededError("vm {}: the agent did not answer within {} ms ({}): {}", id_,
-                                      timeout.count(), AccelName(accel), st.message()));
+  bool silent = false;
+  StatusOr<std::shared_ptr<AgentClient>> connected = UnavailableError("not connected");
+  if (mode == Mode::kRestore) {
+    // A restored agent answers within a second, but it resumes inside the
+    // template's host connection, and the port's close and reopen (QEMU
+    // replays them after loading) can race with the first call: a lost
+    // Ping. A fresh connection per try heals that.
+    constexpr auto kRestoredTry = std::chrono::seconds(3);
+    for (;;) {
+      auto until = std::min(deadline, std::chrono::steady_clock::now() + kRestoredTry);
+      connected = connect_and_ping(until, &pong, &silent);
+      if (connected.ok() || !silent || std::chrono::steady_clock::now() >= deadline) break;
+      spdlog::warn("vm {}: the restored agent did not answer within {} s; reconnecting", id_,
+                   kRestoredTry.count());
+    }
+  } else {
+    connected = connect_and_ping(deadline, &pong, &silent);
   }
+  if (!connected.ok()) return fail(connected.status());
+  auto agent = std::move(*connected);
   if (mode == Mode::kRestore) {
     // Its own identity before anything runs in it; and the plugged devices.
     apb::RestoredRequest rr;
@@ -531,10 +560,10 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     rr.add_virtiofs_tags(kShareTag);
     for (const auto& n : cfg_.nics) rr.add_macs(n.mac);
     apb::Empty e;
-    left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline -
-                                                                std::chrono::steady_clock::now());
-    st = agent->Restored(rr, &e,
-                         AgentClient::Within(std::max(left, std::chrono::nanoseconds(1000000))));
+    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        deadline - std::chrono::steady_clock::now());
+    Status st = agent->Restored(
+        rr, &e, AgentClient::Within(std::max(left, std::chrono::nanoseconds(1000000))));
     if (!st.ok()) {
       agent->Close();
       return fail(st.Wrap(fmt::format("vm {}: restored VM", id_)));
@@ -690,6 +719,30 @@ Status QemuUtilityVm::SaveAndQuit(const std::string& state_file) {
   // The guest's RAM is the shared file itself: only device state goes to
   // the stream.
   RETURN_IF_ERROR(IgnoreSharedMemory(q, deadline));
+  // No host connection in the snapshot: end ours and wait until the agent
+  // has opened its port again (it closes it when the host goes), so every
+  // restored VM resumes with its agent waiting for a host, as a booted one
+  // does. A snapshot inside a live connection resumes with a stale one, and
+  // the first call on the new one can be lost. QEMU reports port changes at
+  // most once a second, the latest state: an open reported as happening
+  // after our close is the reopen.
+  std::shared_ptr<AgentClient> agent;
+  {
+    MutexLock l(&mu_);
+    agent = std::exchange(agent_, nullptr);
+  }
+  const int64_t closed_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+  if (agent) agent->Close();
+  auto reopened = [closed_us](const nlohmann::json& e) {
+    auto d = e.value("data", nlohmann::json::object());
+    return d.is_object() && d.value("id", "") == kPortId && d.value("open", false) &&
+           QmpClient::EventTimeUs(e) >= closed_us;
+  };
+  RETURN_IF_ERROR(q.WaitEvent("VSERPORT_CHANGE", reopened, deadline)
+                      .status()
+                      .Wrap("the agent's port reopening"));
   RETURN_IF_ERROR(q.Execute("stop").status());
   RETURN_IF_ERROR(
       q.Execute("migrate", {{"uri", "exec:cat > '" + state_file + "'"}}, deadline).status());

@@ -117,8 +117,9 @@ class QemuUtilityVm : public UtilityVm {
   // share device and NICs.
   Status RestoreState(const std::string& template_dir,
                       std::chrono::steady_clock::time_point deadline);
-  // On a template VM whose agent is ready: saves it to `state_file` and
-  // quits QEMU.
+  // On a template VM whose agent is ready: ends the host's agent connection
+  // (the agent back to waiting for a host), saves the VM to `state_file`
+  // and quits QEMU.
   Status SaveAndQuit(const std::string& state_file);
   Status StartVirtiofsd() REQUIRES(start_mu_);
   void StopVirtiofsd();

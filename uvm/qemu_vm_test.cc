@@ -42,7 +42,7 @@ TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   EXPECT_EQ(After(a, "-initrd"), "/boot/x/initrd.img");
   EXPECT_THAT(a, Contains("-nodefaults"));
   EXPECT_THAT(a, Contains("virtio-serial-device"));
-  EXPECT_THAT(a, Contains("virtserialport,chardev=agent,name=runhcs.agent"));
+  EXPECT_THAT(a, Contains("virtserialport,chardev=agent,id=agent-port,name=runhcs.agent"));
   EXPECT_THAT(a, Contains("socket,id=agent,path=/run/vm1/agent.sock,server=on,wait=off"));
   EXPECT_THAT(a, Contains("vhost-user-fs-device,chardev=fs,tag=runhcs"));
   EXPECT_THAT(a, Contains("memory-backend-memfd,id=mem,size=768M,share=on"));

@@ -72,7 +72,10 @@ StatusOr<nlohmann::json> QmpClient::Execute(const std::string& command,
   }
   for (;;) {
     ASSIGN_OR_RETURN(nlohmann::json m, ReadMessage(deadline));
-    if (m.contains("event")) continue;
+    if (m.contains("event")) {
+      Keep(std::move(m));
+      continue;
+    }
     if (m.contains("error")) {
       const auto& e = m["error"];
       std::string desc = e.is_object() && e.contains("desc") && e["desc"].is_string()
@@ -83,6 +86,47 @@ StatusOr<nlohmann::json> QmpClient::Execute(const std::string& command,
     if (m.contains("return")) return m["return"];
     return InternalError("qmp {}: unexpected answer {}", command, m.dump().substr(0, 200));
   }
+}
+
+void QmpClient::Keep(nlohmann::json event) {
+  events_.push_back(std::move(event));
+  if (events_.size() > kKeptEvents) events_.pop_front();
+}
+
+StatusOr<nlohmann::json> QmpClient::WaitEvent(
+    const std::string& name, const std::function<bool(const nlohmann::json&)>& match,
+    Clock::time_point deadline) {
+  auto wanted = [&](const nlohmann::json& e) {
+    if (!e.contains("event") || e["event"] != name) return false;
+    return !match || match(e);
+  };
+  for (auto it = events_.begin(); it != events_.end(); ++it) {
+    if (wanted(*it)) {
+      nlohmann::json e = std::move(*it);
+      events_.erase(it);
+      return e;
+    }
+  }
+  if (!fd_.valid()) return FailedPreconditionError("qmp: not connected");
+  for (;;) {
+    auto m = ReadMessage(deadline);
+    if (!m.ok()) {
+      if (m.status().code() == Code::kDeadlineExceeded)
+        return DeadlineExceededError("qmp: no {} event in time", name);
+      return m.status();
+    }
+    if (wanted(*m)) return *m;
+    if (m->contains("event")) Keep(std::move(*m));
+  }
+}
+
+int64_t QmpClient::EventTimeUs(const nlohmann::json& event) {
+  auto t = event.value("timestamp", nlohmann::json::object());
+  if (!t.is_object()) return 0;
+  auto num = [&](const char* k) -> int64_t {
+    return t.contains(k) && t[k].is_number_integer() ? t[k].get<int64_t>() : 0;
+  };
+  return num("seconds") * 1000000 + num("microseconds");
 }
 
 }  // namespace runhcs::uvm

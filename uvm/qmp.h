@@ -3,14 +3,16 @@
 // a running one, quitting.
 //
 // One command at a time, answered in order; events QEMU sends in between
-// are skipped. Every call has a deadline: a QEMU that stops answering yields
-// DeadlineExceeded, one that is gone Unavailable, a command QEMU refuses
+// are kept (the last kKeptEvents) for WaitEvent. Every call has a deadline: a QEMU that stops
+// answering yields DeadlineExceeded, one that is gone Unavailable, a command QEMU refuses
 // FailedPrecondition with QEMU's description.
 //
 // Thread-safety: none; one owner.
 #pragma once
 
 #include <chrono>
+#include <deque>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -36,13 +38,29 @@ class QmpClient {
                                    Clock::time_point deadline = Clock::now() +
                                                                 std::chrono::seconds(10));
 
+  // Waits for the event `name` that `match` accepts (null: any; it gets the
+  // whole event: "data", "timestamp"), counting those that came during
+  // earlier calls; returns the event. DeadlineExceeded if none comes by
+  // `deadline`; an event taken is gone. QEMU throttles some events (one a
+  // second per source, the latest kept): match on the state they report,
+  // not on every change.
+  StatusOr<nlohmann::json> WaitEvent(const std::string& name,
+                                     const std::function<bool(const nlohmann::json&)>& match,
+                                     Clock::time_point deadline);
+  // An event's "timestamp", in microseconds since the epoch (0 if absent).
+  static int64_t EventTimeUs(const nlohmann::json& event);
+
+  static constexpr size_t kKeptEvents = 64;
+
  private:
   explicit QmpClient(UniqueFd fd) : fd_(std::move(fd)) {}
+  void Keep(nlohmann::json event);
   // The next JSON line from QEMU.
   StatusOr<nlohmann::json> ReadMessage(Clock::time_point deadline);
 
   UniqueFd fd_;
   std::string buf_;
+  std::deque<nlohmann::json> events_;  // oldest first
 };
 
 }  // namespace runhcs::uvm

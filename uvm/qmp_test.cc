@@ -69,6 +69,48 @@ TEST(QmpClient, NegotiatesThenRunsCommandsSkippingEvents) {
   EXPECT_EQ(q.commands[1], R"({"execute":"query-status"})");
 }
 
+// Events that came with a command's answer wait for WaitEvent; it takes the
+// first that matches, skips the rest, and reads on for one still to come.
+TEST(QmpClient, WaitEventFindsKeptAndLaterEventsByNameAndData) {
+  FakeQemu q({"{\"return\": {}}\n",
+              "{\"event\": \"VSERPORT_CHANGE\", \"data\": {\"id\": \"other\", \"open\": false}}\n"
+              "{\"event\": \"VSERPORT_CHANGE\", \"data\": {\"id\": \"port\", \"open\": false}, "
+              "\"timestamp\": {\"seconds\": 1796299068, \"microseconds\": 714279}}\n"
+              "{\"return\": {}}\n"});
+  auto c = QmpClient::Handshake(std::move(q.host), Soon());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_TRUE(c->Execute("stop").ok());
+  q.Join();
+  auto port = [](bool open) {
+    return [open](const nlohmann::json& e) {
+      return e["data"].value("id", "") == "port" && e["data"]["open"] == open;
+    };
+  };
+  auto closed = c->WaitEvent("VSERPORT_CHANGE", port(false), Soon());
+  ASSERT_TRUE(closed.ok()) << closed.status().ToString();
+  EXPECT_EQ((*closed)["data"]["id"], "port");
+  EXPECT_EQ(QmpClient::EventTimeUs(*closed), 1796299068714279);
+  // Taken: not found twice.
+  auto again = c->WaitEvent("VSERPORT_CHANGE", port(false),
+                            QmpClient::Clock::now() + std::chrono::milliseconds(50));
+  EXPECT_EQ(again.status().code(), Code::kDeadlineExceeded);
+  EXPECT_NE(again.status().message().find("VSERPORT_CHANGE"), std::string::npos);
+  // One that comes later, after one that does not match.
+  ASSERT_TRUE(
+      WriteAll(q.qemu.get(),
+               "{\"event\": \"RESUME\"}\n"
+               "{\"event\": \"VSERPORT_CHANGE\", \"data\": {\"id\": \"port\", \"open\": true}}\n")
+          .ok());
+  auto opened = c->WaitEvent("VSERPORT_CHANGE", port(true), Soon());
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  EXPECT_EQ((*opened)["data"]["open"], true);
+  EXPECT_EQ(QmpClient::EventTimeUs(*opened), 0);  // no timestamp
+  // Any RESUME (kept while reading on).
+  EXPECT_TRUE(c->WaitEvent("RESUME", nullptr, Soon()).ok());
+  ::shutdown(q.qemu.get(), SHUT_RDWR);
+  EXPECT_EQ(c->WaitEvent("STOP", nullptr, Soon()).status().code(), Code::kUnavailable);
+}
+
 TEST(QmpClient, SendsArgumentsAndReportsQemusErrorAsFailedPrecondition) {
   FakeQemu q({"{\"return\": {}}\n",
               "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Bus 'rp9' not found\"}}\n"});
