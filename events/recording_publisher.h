@@ -1,6 +1,7 @@
 // A Publisher for unit tests: records every event in order.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,18 @@ class RecordingPublisher : public Publisher {
     e.message->ParseFromString(event.SerializeAsString());  // lite has no CopyFrom(base)
     MutexLock l(&mu_);
     events_.push_back(std::move(e));
+    cv_.SignalAll();
+  }
+
+  // True once at least `n` events are in; false if `timeout` passed first
+  // (events published from other threads: an exit path, a watcher).
+  bool WaitForCount(size_t n, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    MutexLock l(&mu_);
+    while (events_.size() < n) {
+      if (!cv_.WaitUntil(&mu_, deadline)) return events_.size() >= n;
+    }
+    return true;
   }
 
   std::vector<std::string> Topics() {
@@ -50,6 +63,7 @@ class RecordingPublisher : public Publisher {
 
  private:
   Mutex mu_;
+  CondVar cv_;
   std::vector<Event> events_ GUARDED_BY(mu_);
 };
 

@@ -234,6 +234,10 @@ TEST_F(SandboxTaskTest, Concurrent_KillCrashAndDestroy_OneExitEvent) {
     a.join();
     b.join();
     t.reset();
+    // The exit is published off this thread (the exit path, the VM's
+    // watcher): wait for it, then give a second one the time to show.
+    EXPECT_TRUE(ev.WaitForCount(2, std::chrono::seconds(10))) << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
     EXPECT_EQ(ev.Topics(), (Topics{"/tasks/start", "/tasks/exit"}));
     EXPECT_EQ(vm->close_calls(), 1);
   }
