@@ -87,41 +87,44 @@ bool HasPciDevices(const std::string& devices) {
   return any;
 }
 
-StatusOr<std::string> FindVirtioPort(const std::string& name, int timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  do {
-    if (DIR* d = ::opendir("/sys/class/virtio-ports")) {
-      std::string found;
-      while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        auto n = ReadFile(std::string("/sys/class/virtio-ports/") + e->d_name + "/name");
-        if (n.ok() && (*n == name || *n == name + "\n")) found = std::string("/dev/") + e->d_name;
-      }
-      ::closedir(d);
-      if (!found.empty() && ::access(found.c_str(), F_OK) == 0) return found;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  } while (std::chrono::steady_clock::now() < deadline);
-  return NotFoundError("virtio-serial port {:?} did not appear", name);
-}
+namespace {
 
-StatusOr<std::string> FindBlockDevice(const std::string& serial, int timeout_ms,
-                                      const std::string& sys_block, const std::string& dev) {
+// The entry of sysfs directory `dir` whose attribute file `attr` holds
+// `value` (a trailing newline aside) and whose `dev`/<entry> node exists,
+// waiting up to `timeout_ms`; "" if none did.
+std::string WaitForSysfsEntry(const std::string& dir, const char* attr, const std::string& value,
+                              const std::string& dev, int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   do {
-    if (DIR* d = ::opendir(sys_block.c_str())) {
+    if (DIR* d = ::opendir(dir.c_str())) {
       std::string found;
       while (dirent* e = ::readdir(d)) {
         if (e->d_name[0] == '.') continue;
-        auto s = ReadFile(sys_block + "/" + e->d_name + "/serial");
-        if (s.ok() && (*s == serial || *s == serial + "\n")) found = e->d_name;
+        auto v = ReadFile(dir + "/" + e->d_name + "/" + attr);
+        if (v.ok() && (*v == value || *v == value + "\n")) found = e->d_name;
       }
       ::closedir(d);
       if (!found.empty() && ::access((dev + "/" + found).c_str(), F_OK) == 0) return found;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   } while (std::chrono::steady_clock::now() < deadline);
-  return NotFoundError("no disk with serial {:?} appeared in {}", serial, sys_block);
+  return "";
+}
+
+}  // namespace
+
+StatusOr<std::string> FindVirtioPort(const std::string& name, int timeout_ms) {
+  std::string port = WaitForSysfsEntry("/sys/class/virtio-ports", "name", name, "/dev", timeout_ms);
+  if (port.empty()) return NotFoundError("virtio-serial port {:?} did not appear", name);
+  return "/dev/" + port;
+}
+
+StatusOr<std::string> FindBlockDevice(const std::string& serial, int timeout_ms,
+                                      const std::string& sys_block, const std::string& dev) {
+  std::string disk = WaitForSysfsEntry(sys_block, "serial", serial, dev, timeout_ms);
+  if (disk.empty())
+    return NotFoundError("no disk with serial {:?} appeared in {}", serial, sys_block);
+  return disk;
 }
 
 Status MountSystemDisk(const std::string& where, int timeout_ms) {
