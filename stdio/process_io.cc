@@ -223,11 +223,17 @@ struct ProcessIo::Copy : std::enable_shared_from_this<Copy> {
   }
 
   void OnSrc() {
-    static thread_local char buf[65536];
-    ssize_t n = ::read(src, buf, sizeof buf);
+    // Per thread (only loop threads copy), allocated on first use: a 64 KiB
+    // thread_local array would sit in every thread's static TLS block, which
+    // glibc zeroes at thread start, so each thread of the shim would carry it
+    // resident.
+    constexpr size_t kSize = 65536;
+    static thread_local std::unique_ptr<char[]> buf;
+    if (!buf) buf = std::make_unique_for_overwrite<char[]>(kSize);
+    ssize_t n = ::read(src, buf.get(), kSize);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (n <= 0) return Finish();  // EOF, or EIO from a pty whose slave closed
-    Write(buf, static_cast<size_t>(n));
+    Write(buf.get(), static_cast<size_t>(n));
   }
 
   // Writes data[0, n) to dst; the part dst cannot take now goes to
