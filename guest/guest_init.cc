@@ -73,6 +73,18 @@ Status LoadModules(const std::string& list) {
   return first;
 }
 
+Status TuneMemoryReturn(const std::string& proc_sys, const std::string& sys_module) {
+  // Existing kernel files: written in place, never created.
+  auto write = [](const std::string& path, const std::string& value) {
+    UniqueFd f(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+    if (!f) return ErrnoError(errno, "open " + path);
+    return WriteAll(f.get(), value);
+  };
+  Status pcp = write(proc_sys + "/vm/percpu_pagelist_high_fraction", std::to_string(kPcpFraction));
+  Status order = write(sys_module + "/page_reporting/parameters/page_reporting_order", "0");
+  return pcp.ok() ? order : pcp;
+}
+
 bool HasPciDevices(const std::string& devices) {
   DIR* d = ::opendir(devices.c_str());
   if (!d) return false;

@@ -54,5 +54,32 @@ TEST(FindBlockDeviceTest, TheDiskWithTheSerialOnceItsNodeExists) {
   fs::remove_all(root);
 }
 
+// Both kernel knobs are written in place (never created: a kernel without
+// one must be reported, not papered over with a new file), and a missing one
+// does not stop the other.
+TEST(TuneMemoryReturnTest, WritesBothKnobsInPlaceAndReportsAMissingOne) {
+  namespace fs = std::filesystem;
+  std::string root = ::testing::TempDir() + "/mem-" + std::to_string(::getpid());
+  fs::remove_all(root);
+  std::string pcp = root + "/proc/sys/vm/percpu_pagelist_high_fraction";
+  std::string order = root + "/sys/module/page_reporting/parameters/page_reporting_order";
+  ASSERT_TRUE(MkdirAll(root + "/proc/sys/vm", 0755).ok());
+  ASSERT_TRUE(MkdirAll(root + "/sys/module/page_reporting/parameters", 0755).ok());
+  ASSERT_TRUE(WriteFileAtomic(pcp, "0\n", 0644).ok());
+  ASSERT_TRUE(WriteFileAtomic(order, "9\n", 0644).ok());
+  ASSERT_TRUE(TuneMemoryReturn(root + "/proc/sys", root + "/sys/module").ok());
+  EXPECT_EQ(*ReadFile(pcp), std::to_string(kPcpFraction));
+  EXPECT_EQ(*ReadFile(order), "0");
+
+  ASSERT_TRUE(WriteFileAtomic(order, "9\n", 0644).ok());
+  fs::remove(pcp);
+  Status st = TuneMemoryReturn(root + "/proc/sys", root + "/sys/module");
+  EXPECT_EQ(st.code(), Code::kNotFound);
+  EXPECT_NE(st.message().find("percpu_pagelist_high_fraction"), std::string::npos) << st.ToString();
+  EXPECT_FALSE(fs::exists(pcp));
+  EXPECT_EQ(*ReadFile(order), "0");  // still written
+  fs::remove_all(root);
+}
+
 }  // namespace
 }  // namespace runhcs::guest

@@ -151,6 +151,9 @@ int main(int argc, char** argv) {
       if (st.ok()) {
         Status later = guest::LoadModules(kLaterModuleList);
         if (!later.ok()) spdlog::warn("{}", later.ToString());
+        // Not fatal: without it the VM only holds more host memory.
+        if (Status mem = guest::TuneMemoryReturn(); !mem.ok())
+          spdlog::warn("returning free memory to the host: {}", mem.ToString());
       } else {
         spdlog::error("system disk: {}", st.ToString());
       }
