@@ -40,11 +40,20 @@ struct Server::Conn {
   size_t async_pending GUARDED_BY(mu) = 0;
 };
 
+// Deadlines of unanswered calls (Server::Shared::timers).
+using TimerMap = std::multimap<Clock::time_point, std::weak_ptr<Responder::Call>>;
+
 struct Responder::Call {
   std::weak_ptr<Server::Conn> conn;
   uint32_t sid = 0;
   bool async = false;
   std::atomic<bool> done{false};
+  // Its deadline's entry, if it has one and the timer has not fired: the
+  // answer removes it (guarded by Server::Shared::mu). Left to the deadline,
+  // the entry of every answered call would hold the call's memory until then
+  // (containerd gives calls deadlines of minutes).
+  std::weak_ptr<Server::Shared> shared;
+  std::optional<TimerMap::iterator> timer;
 };
 
 // State shared with connection and handler threads, so none of them can
@@ -66,18 +75,19 @@ struct Server::Shared {
   std::function<void()> on_idle;  // set before serving; read-only after
 
   // Deadlines of unanswered calls, served by one timer thread started with
-  // the first call that has one. Entries of answered calls are skipped.
+  // the first call that has one. An answer removes its call's entry.
   CondVar timer_cv;
-  std::multimap<Clock::time_point, std::weak_ptr<Responder::Call>> timers GUARDED_BY(mu);
+  TimerMap timers GUARDED_BY(mu);
   bool timer_stop GUARDED_BY(mu) = false;
   std::thread timer_thread GUARDED_BY(mu);
 
   static void AddTimer(const std::shared_ptr<Shared>& self, Clock::time_point at,
-                       std::weak_ptr<Responder::Call> call) {
+                       const std::shared_ptr<Responder::Call>& call) {
     MutexLock l(&self->mu);
     if (self->timer_stop) return;
     bool earliest = self->timers.empty() || at < self->timers.begin()->first;
-    self->timers.emplace(at, std::move(call));
+    call->shared = self;
+    call->timer = self->timers.emplace(at, call);
     if (!self->timer_thread.joinable()) {
       self->timer_thread = std::thread([self] { self->TimerLoop(); });
     } else if (earliest) {
@@ -100,7 +110,10 @@ struct Server::Shared {
       std::vector<std::shared_ptr<Responder::Call>> expired;
       auto now = Clock::now();
       while (!timers.empty() && timers.begin()->first <= now) {
-        if (auto c = timers.begin()->second.lock()) expired.push_back(std::move(c));
+        if (auto c = timers.begin()->second.lock()) {
+          c->timer.reset();
+          expired.push_back(std::move(c));
+        }
         timers.erase(timers.begin());
       }
       mu.Unlock();
@@ -203,6 +216,10 @@ void SendResponse(int fd, Mutex* write_mu, uint32_t sid, const Status& st,
 
 bool Responder::Reply(const Status& st, const std::string& payload) const {
   if (!call_ || call_->done.exchange(true)) return false;
+  if (auto shared = call_->shared.lock()) {
+    MutexLock l(&shared->mu);
+    if (call_->timer) shared->timers.erase(*std::exchange(call_->timer, std::nullopt));
+  }
   auto conn = call_->conn.lock();
   if (!conn) return false;
   {
@@ -417,8 +434,11 @@ void Server::StartConnection(UniqueFd fd) {
       conn->cv.SignalAll();
     }
     for (auto& [sid, c] : dropped) c->done = true;
-    dropped.clear();
     MutexLock l(&shared->mu);
+    for (auto& [sid, c] : dropped) {
+      if (c->timer) shared->timers.erase(*std::exchange(c->timer, std::nullopt));
+    }
+    dropped.clear();
     auto& v = shared->conns;
     for (auto it = v.begin(); it != v.end(); ++it) {
       if (it->get() == conn.get()) {
@@ -439,6 +459,11 @@ void Server::StartConnection(UniqueFd fd) {
 size_t Server::connection_count() {
   MutexLock l(&shared_->mu);
   return shared_->conns.size();
+}
+
+size_t Server::pending_deadlines() {
+  MutexLock l(&shared_->mu);
+  return shared_->timers.size();
 }
 
 void Server::Shutdown(std::chrono::milliseconds grace) {

@@ -185,6 +185,9 @@ class Server {
 
   // Number of open connections (for tests and diagnostics).
   size_t connection_count();
+  // Number of calls whose deadline the server still tracks: unanswered calls
+  // with a deadline that has not passed (for tests and diagnostics).
+  size_t pending_deadlines();
 
  private:
   struct Conn;
