@@ -14,6 +14,7 @@
 #include "base/fd.h"
 #include "base/io.h"
 #include "base/log.h"
+#include "proto/agent_channel.h"
 
 namespace runhcs::guest {
 
@@ -140,7 +141,7 @@ StatusOr<std::string> FindBlockDevice(const std::string& serial, int timeout_ms,
 }
 
 Status MountSystemDisk(const std::string& where, int timeout_ms) {
-  ASSIGN_OR_RETURN(std::string name, FindBlockDevice(kSystemDiskSerial, timeout_ms));
+  ASSIGN_OR_RETURN(std::string name, FindBlockDevice(agent::kSystemDiskSerial, timeout_ms));
   std::string node = "/dev/" + name;
   if (::mount(node.c_str(), where.c_str(), "ext4", MS_RDONLY | MS_NODEV, nullptr) != 0) {
     return ErrnoError(errno, fmt::format("mount the system disk {} on {}", node, where));

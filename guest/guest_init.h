@@ -30,10 +30,8 @@ StatusOr<std::string> FindBlockDevice(const std::string& serial, int timeout_ms,
                                       const std::string& sys_block = "/sys/block",
                                       const std::string& dev = "/dev");
 
-// The serial of the VM's system disk (see guest/image/build-image.sh).
-inline constexpr char kSystemDiskSerial[] = "runhcs-system";
-
-// Mounts the system disk read-only (ext4) at `where` (/usr: /bin, /sbin,
+// Mounts the system disk (the virtio disk whose serial is
+// agent::kSystemDiskSerial) read-only (ext4) at `where` (/usr: /bin, /sbin,
 // /lib and /lib64 link there), waiting up to `timeout_ms` for the disk.
 Status MountSystemDisk(const std::string& where, int timeout_ms);
 

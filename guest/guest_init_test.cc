@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "base/io.h"
+#include "proto/agent_channel.h"
 
 namespace runhcs::guest {
 namespace {
@@ -36,11 +37,11 @@ TEST(FindBlockDeviceTest, TheDiskWithTheSerialOnceItsNodeExists) {
   ASSERT_TRUE(MkdirAll(root + "/dev", 0755).ok());
   ASSERT_TRUE(WriteFileAtomic(root + "/sys/vda/serial", "other-disk\n", 0644).ok());
   ASSERT_TRUE(WriteFileAtomic(root + "/sys/vdb/serial", "runhcs-system", 0644).ok());
-  auto st = FindBlockDevice(kSystemDiskSerial, 30, root + "/sys", root + "/dev");
+  auto st = FindBlockDevice(agent::kSystemDiskSerial, 30, root + "/sys", root + "/dev");
   EXPECT_EQ(st.status().code(), Code::kNotFound);  // no /dev/vdb yet
   EXPECT_NE(st.status().message().find("runhcs-system"), std::string::npos);
   auto later = std::async(std::launch::async, [&] {
-    return FindBlockDevice(kSystemDiskSerial, 5000, root + "/sys", root + "/dev");
+    return FindBlockDevice(agent::kSystemDiskSerial, 5000, root + "/sys", root + "/dev");
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_TRUE(WriteFileAtomic(root + "/dev/vdb", "", 0644).ok());

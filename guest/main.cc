@@ -23,11 +23,11 @@
 #include "base/thread_group.h"
 #include "guest/agent_service.h"
 #include "guest/guest_init.h"
+#include "proto/agent_channel.h"
 #include "ttrpc/server.h"
 
 namespace {
 
-constexpr char kPortName[] = "runhcs.agent";
 // In the initramfs (guest/image/build-image.sh).
 constexpr char kModuleList[] = "/early/load.list";
 constexpr char kPciModuleList[] = "/early/load-pci.list";
@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
       if (!st.ok()) spdlog::warn("{}", st.ToString());
     }
     modules_loaded = SinceBoot();
-    auto found = guest::FindVirtioPort(kPortName, 10000);
+    auto found = guest::FindVirtioPort(agent::kPortName, 10000);
     if (!found.ok()) {
       spdlog::error("{}", found.status().ToString());
       PowerOff();

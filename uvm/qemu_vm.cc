@@ -27,18 +27,17 @@
 #include "base/log.h"
 #include "base/reaper.h"
 #include "base/sha256.h"
+#include "proto/agent_channel.h"
 #include "uvm/qmp.h"
 
 namespace runhcs::uvm {
 
 namespace {
 
-constexpr char kPortName[] = "runhcs.agent";
+using agent::kPortName;
+using agent::kSystemDiskSerial;
 constexpr char kPortId[] = "agent-port";  // its device id: QMP names it in events
 constexpr char kShareTag[] = "runhcs";
-// The read-only disk the agent mounts at /usr: found by this serial (the
-// agent's guest::kSystemDiskSerial).
-constexpr char kSystemDiskSerial[] = "runhcs-system";
 // Every VM's kernel command line starts so. cryptomgr.notests: the crypto
 // self-tests took 0.8 s of a 3.9 s boot under TCG (a flag made for
 // short-lived VMs; fips=1 ignores it).
