@@ -126,15 +126,19 @@ class SoakTest : public ::testing::Test {
     return {"--annotation", "io.kubernetes.cri.container-type=" + type, "--annotation",
             "io.kubernetes.cri.sandbox-id=soak"};
   }
+  // Every call carries a deadline, as CRI's do (containerd passes it on to
+  // the shim): the shim must not keep anything of a call until its deadline.
   void Lifecycle(const std::string& id) {
-    std::vector<std::string> a = {"run", "--rm", "--runtime", "io.containerd.runhcs.v1"};
+    std::vector<std::string> a = {"--timeout", "10m",       "run",
+                                  "--rm",      "--runtime", "io.containerd.runhcs.v1"};
     for (auto& x : Cri("container")) a.push_back(x);
     a.insert(a.end(), {"--rootfs", rootfs_, id, "/bin/true"});
     RunResult r = ctrd_.Ctr(a);
     ASSERT_EQ(r.exit_code, 0) << id << ": " << r.err;
   }
   void Exec(const std::string& exec_id) {
-    RunResult r = ctrd_.Ctr({"task", "exec", "--exec-id", exec_id, "soak", "/bin/true"});
+    RunResult r =
+        ctrd_.Ctr({"--timeout", "10m", "task", "exec", "--exec-id", exec_id, "soak", "/bin/true"});
     ASSERT_EQ(r.exit_code, 0) << exec_id << ": " << r.err;
   }
 
