@@ -92,6 +92,12 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mo
   return st;
 }
 
+Status WriteExistingFile(const std::string& path, std::string_view data) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+  if (!fd) return ErrnoError(errno, fmt::format("open {}", path));
+  return WriteAll(fd.get(), data);
+}
+
 UnixAddress UnixAddress::Parse(std::string_view address) {
   constexpr std::string_view kScheme = "unix://";
   if (address.starts_with(kScheme)) return {std::string(address.substr(kScheme.size())), false};

@@ -25,6 +25,10 @@ Status MkdirAll(const std::string& path, mode_t mode);
 // Writes `data` to `path` atomically (temp file in the same directory, then
 // rename), with `mode`.
 Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode);
+// Writes `data` to the existing file `path` in place, as `echo > path` does:
+// for the kernel's files (procfs, sysfs, cgroupfs), which are never created.
+// NotFound ("open <path>") if there is no such file.
+Status WriteExistingFile(const std::string& path, std::string_view data);
 
 // A unix socket address: "unix:///abs/path" or "/abs/path" is a filesystem
 // socket; anything else names an abstract socket ("\0" + name), as containerd's

@@ -35,6 +35,19 @@ TEST(Io, WriteFileAtomicHasNoNewlineAndMode) {
   EXPECT_NE(::access((dir + "/.address").c_str(), F_OK), 0);
 }
 
+TEST(Io, WriteExistingFileWritesInPlaceAndNeverCreates) {
+  std::string dir = ::testing::TempDir() + "/ioexisting";
+  ::mkdir(dir.c_str(), 0700);
+  std::string path = dir + "/knob";
+  ASSERT_TRUE(WriteFileAtomic(path, "9\n", 0644).ok());
+  ASSERT_TRUE(WriteExistingFile(path, "0").ok());
+  EXPECT_EQ(*ReadFile(path), "0");
+  Status st = WriteExistingFile(dir + "/missing", "1");
+  EXPECT_EQ(st.code(), Code::kNotFound);
+  EXPECT_NE(st.message().find(dir + "/missing"), std::string::npos) << st.ToString();
+  EXPECT_NE(::access((dir + "/missing").c_str(), F_OK), 0);
+}
+
 TEST(Io, UnixAddressParse) {
   EXPECT_FALSE(UnixAddress::Parse("unix:///run/x").abstract);
   EXPECT_EQ(UnixAddress::Parse("unix:///run/x").path, "/run/x");

@@ -234,10 +234,7 @@ Status AgentService::PrepareTemplate(const ttrpc::CallContext& ctx, const pb::Em
   ::sync();
   // Clean page cache, dentries and inodes: what every restored VM would
   // otherwise carry from the template's boot.
-  std::string path = cfg_.proc_sys + "/vm/drop_caches";
-  UniqueFd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!f.valid()) return ErrnoError(errno, "open " + path);
-  return WriteAll(f.get(), "3");
+  return WriteExistingFile(cfg_.proc_sys + "/vm/drop_caches", "3");
 }
 
 namespace {

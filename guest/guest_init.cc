@@ -75,14 +75,10 @@ Status LoadModules(const std::string& list) {
 }
 
 Status TuneMemoryReturn(const std::string& proc_sys, const std::string& sys_module) {
-  // Existing kernel files: written in place, never created.
-  auto write = [](const std::string& path, const std::string& value) {
-    UniqueFd f(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
-    if (!f) return ErrnoError(errno, "open " + path);
-    return WriteAll(f.get(), value);
-  };
-  Status pcp = write(proc_sys + "/vm/percpu_pagelist_high_fraction", std::to_string(kPcpFraction));
-  Status order = write(sys_module + "/page_reporting/parameters/page_reporting_order", "0");
+  Status pcp = WriteExistingFile(proc_sys + "/vm/percpu_pagelist_high_fraction",
+                                 std::to_string(kPcpFraction));
+  Status order =
+      WriteExistingFile(sys_module + "/page_reporting/parameters/page_reporting_order", "0");
   return pcp.ok() ? order : pcp;
 }
 

@@ -138,10 +138,8 @@ Status ApplyPodSysctls(const std::map<std::string, std::string>& sysctls, pid_t 
       }
     }
     for (const auto& [path, value] : writes) {
-      // No O_CREAT: a key the kernel does not have is ENOENT.
-      UniqueFd f(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
-      Status w = f.valid() ? WriteAll(f.get(), value) : ErrnoError(errno, "open " + path);
-      if (!w.ok()) {
+      // Never created: a key the kernel does not have is NotFound.
+      if (Status w = WriteExistingFile(path, value); !w.ok()) {
         st = w.Wrap("pod sysctl");
         return;
       }

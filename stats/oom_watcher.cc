@@ -76,10 +76,8 @@ Status OomWatcher::Add(const std::string& id, const std::string& memory_dir, boo
     std::string control = memory_dir + "/memory.oom_control";
     e->control.reset(::open(control.c_str(), O_RDONLY | O_CLOEXEC));
     if (!e->control) return ErrnoError(errno, "open " + control);
-    std::string reg = memory_dir + "/cgroup.event_control";
-    UniqueFd f(::open(reg.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!f) return ErrnoError(errno, "open " + reg);
-    RETURN_IF_ERROR(WriteAll(f.get(), fmt::format("{} {}", e->fd.get(), e->control.get())));
+    RETURN_IF_ERROR(WriteExistingFile(memory_dir + "/cgroup.event_control",
+                                      fmt::format("{} {}", e->fd.get(), e->control.get())));
   }
   {
     MutexLock l(&e->mu);

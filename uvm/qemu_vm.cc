@@ -251,8 +251,9 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
       fmt::format("socket,id=agent,path={}/agent.sock,server=on,wait=off", s), "-device",
       micro ? "virtio-serial-device" : "virtio-serial-pci", "-device",
       fmt::format("virtserialport,chardev=agent,id={},name={}", kPortId, kPortName),
-      // Free page reporting: the guest hands pages it freed (2 MiB blocks)
-      // back, and QEMU drops them from its memory.
+      // Free page reporting: the guest hands pages it freed back (every
+      // free page: the agent sets the reporting order, guest/guest_init.h),
+      // and QEMU drops them from its memory.
       "-device",
       fmt::format("{},free-page-reporting=on",
                   micro ? "virtio-balloon-device" : "virtio-balloon-pci"),
@@ -527,10 +528,11 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   bool silent = false;
   StatusOr<std::shared_ptr<AgentClient>> connected = UnavailableError("not connected");
   if (mode == Mode::kRestore) {
-    // A restored agent answers within a second, but it resumes inside the
-    // template's host connection, and the port's close and reopen (QEMU
-    // replays them after loading) can race with the first call: a lost
-    // Ping. A fresh connection per try heals that.
+    // A restored agent answers within a second. Templates are saved with no
+    // host connection (SaveAndQuit), which removes the cause of the one
+    // lost first Ping seen (a restore resuming inside the template's
+    // connection); as that cause was never reproduced, a Ping that goes
+    // unanswered is still retried on a fresh connection, with a warning.
     constexpr auto kRestoredTry = std::chrono::seconds(3);
     for (;;) {
       auto until = std::min(deadline, std::chrono::steady_clock::now() + kRestoredTry);

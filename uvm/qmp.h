@@ -3,9 +3,10 @@
 // a running one, quitting.
 //
 // One command at a time, answered in order; events QEMU sends in between
-// are kept (the last kKeptEvents) for WaitEvent. Every call has a deadline: a QEMU that stops
-// answering yields DeadlineExceeded, one that is gone Unavailable, a command QEMU refuses
-// FailedPrecondition with QEMU's description.
+// are kept (the last kKeptEvents) for WaitEvent. Every call has a deadline:
+// a QEMU that stops answering yields DeadlineExceeded, one that is gone
+// Unavailable, a command QEMU refuses FailedPrecondition with QEMU's
+// description.
 //
 // Thread-safety: none; one owner.
 #pragma once
