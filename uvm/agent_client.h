@@ -6,6 +6,7 @@
 // Thread-safety: calls may be made from any thread concurrently.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -33,6 +34,13 @@ class AgentClient : public apb::AgentClient {
     ttrpc::CallOptions o;
     o.timeout = timeout;
     return o;
+  }
+  // The time left until `deadline`, at least 1 ms (a call is still made, and
+  // fails fast, once the deadline has passed).
+  static ttrpc::CallOptions Until(std::chrono::steady_clock::time_point deadline) {
+    return Within(std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               deadline - std::chrono::steady_clock::now()),
+                           std::chrono::nanoseconds(std::chrono::milliseconds(1))));
   }
 
   // The relays between a process in the VM and host fds, shared by the

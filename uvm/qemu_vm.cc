@@ -512,10 +512,7 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     // One Ping with the whole time: it waits in the channel until the agent
     // opens its port.
     apb::PingRequest ping;
-    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        until - std::chrono::steady_clock::now());
-    Status st = agent->Ping(ping, pong,
-                            AgentClient::Within(std::max(left, std::chrono::nanoseconds(1000000))));
+    Status st = agent->Ping(ping, pong, AgentClient::Until(until));
     if (!st.ok()) {
       agent->Close();
       *silent = st.code() == Code::kDeadlineExceeded;
@@ -561,10 +558,7 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     rr.add_virtiofs_tags(kShareTag);
     for (const auto& n : cfg_.nics) rr.add_macs(n.mac);
     apb::Empty e;
-    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        deadline - std::chrono::steady_clock::now());
-    Status st = agent->Restored(
-        rr, &e, AgentClient::Within(std::max(left, std::chrono::nanoseconds(1000000))));
+    Status st = agent->Restored(rr, &e, AgentClient::Until(deadline));
     if (!st.ok()) {
       agent->Close();
       return fail(st.Wrap(fmt::format("vm {}: restored VM", id_)));
