@@ -474,9 +474,11 @@ Status AgentService::CreateContainer(const ttrpc::CallContext& ctx,
   }
   if (!spec.is_object())
     return InvalidArgumentError("container {:?}: spec is not an object", req.container_id());
-  if (spec.contains("linux") && !spec["linux"].is_object())
-    return InvalidArgumentError("container {:?}: spec's linux is not an object",
-                                req.container_id());
+  for (const char* member : {"linux", "root", "process"}) {
+    if (spec.contains(member) && !spec[member].is_object())
+      return InvalidArgumentError("container {:?}: spec's {} is not an object", req.container_id(),
+                                  member);
+  }
   if (req.pod_namespaces_size() > 0) {
     pid_t holder;
     {

@@ -244,6 +244,19 @@ TEST_F(AgentServiceTest, ContainerCallsOnAnUnknownContainerAreNotFound) {
   EXPECT_EQ(Call(&AgentService::UpdateContainer, u).status().code(), Code::kNotFound);
 }
 
+// A spec whose linux, root or process is not an object is refused, not a
+// crash (the agent fuzzer found `"root":"x"`).
+TEST_F(AgentServiceTest, ASpecMemberThatIsNotAnObjectIsInvalidArgument) {
+  for (const char* member : {"linux", "root", "process"}) {
+    pb::CreateContainerRequest c;
+    c.set_container_id("bad");
+    c.set_spec_json(fmt::format(R"({{"{}":"x"}})", member));
+    auto r = Call(&AgentService::CreateContainer, c);
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << member;
+    EXPECT_NE(r.status().message().find(member), std::string::npos) << r.status().ToString();
+  }
+}
+
 // (CreatePod itself configures the network and clones the namespace holder:
 // on this host that would act on the machine; the VM tests run it.)
 TEST_F(AgentServiceTest, PodNamespacesWithoutAPodAreFailedPrecondition) {
