@@ -1,6 +1,7 @@
 // The QEMU utility VM for real: boot to the agent (TCG, and auto with its
 // KVM-to-TCG fallback), exec in the VM, shares, a QEMU killed under us, an
 // agent that stops answering. Each test checks that nothing is left behind.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -129,6 +130,25 @@ TEST_F(UvmTest, SharesAreVisibleAndReadOnlyWhenAsked) {
   EXPECT_NE(::access((dir_ + "/vm/shares/0").c_str(), F_OK), 0);
   EXPECT_EQ(vm.Unshare("/mnt/ro").code(), Code::kNotFound);
   EXPECT_EQ(Run(vm, {"cat", "/etc/hello.txt"}).second, "from the host\n");
+  // A file's pages stay in the guest's page cache across opens while its
+  // size and mtime are unchanged (an exec from a container's rootfs reads
+  // and translates nothing again): a host write that keeps both is not seen.
+  {
+    std::string cached = host + "/cached.txt";
+    ASSERT_TRUE(WriteFileAtomic(cached, "AAAA\n", 0644).ok());
+    struct stat before;
+    ASSERT_EQ(::stat(cached.c_str(), &before), 0);
+    ASSERT_TRUE(vm.Share(cached, "/etc/cached.txt", /*read_only=*/true).ok());
+    EXPECT_EQ(Run(vm, {"cat", "/etc/cached.txt"}).second, "AAAA\n");
+    {
+      std::fstream f(cached, std::ios::in | std::ios::out);
+      f << "BBBB\n";
+    }
+    const timespec times[2] = {before.st_atim, before.st_mtim};
+    ASSERT_EQ(::utimensat(AT_FDCWD, cached.c_str(), times, 0), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // attributes revalidated
+    EXPECT_EQ(Run(vm, {"cat", "/etc/cached.txt"}).second, "AAAA\n");
+  }
   // Shares cache with close-to-open consistency (attributes for up to a
   // second): a change the host makes in place reaches the guest's next
   // opens once that second is out; what the guest writes is on the host
