@@ -374,15 +374,36 @@ TEST_F(UvmTest, AnAgentThatStopsAnsweringGivesDeadlineExceeded) {
 TEST_F(UvmTest, AutoAcceleratorReachesTheAgent) {
   QemuConfig c = Config(QemuConfig::Accel::kAuto);
   c.kvm_probe_timeout = std::chrono::milliseconds(4000);
+  c.kvm_verdict_file = dir_ + "/verdict/kvm-unusable";
   QemuUtilityVm vm("auto", c);
   ASSERT_TRUE(vm.Start().ok()) << console_;
   // Whichever it got (KVM hangs at early boot on nested hosts; then TCG),
   // the guest works.
   EXPECT_EQ(Run(vm, {"/bin/sh", "-c", "echo ok"}).second, "ok\n");
+  const bool kvm_failed = vm.accel() == QemuConfig::Accel::kTcg;
+  const bool kvm_tried = ::access("/dev/kvm", R_OK | W_OK) == 0;
+  EXPECT_EQ(vm.boot_attempts(), kvm_tried && kvm_failed ? 2 : 1);
   pid_t qemu = vm.qemu_pid();
   ASSERT_TRUE(vm.Close().ok());
   ExpectNothingLeft(qemu);
   EXPECT_EQ(testing::RunCommand({"pgrep", "-f", "qemu-system.*" + dir_}).out, "");
+  // A KVM boot that failed where TCG booted is remembered: the next auto VM
+  // on the host boots TCG at once. A KVM that worked leaves no verdict.
+  if (!(kvm_tried && kvm_failed)) {
+    EXPECT_NE(::access(c.kvm_verdict_file.c_str(), F_OK), 0);
+    return;
+  }
+  EXPECT_NE(ReadFileOr(c.kvm_verdict_file).find("agent"), std::string::npos)
+      << ReadFileOr(c.kvm_verdict_file);
+  c.state_dir = dir_ + "/vm2";
+  QemuUtilityVm next("auto2", c);
+  ASSERT_TRUE(next.Start().ok()) << console_;
+  EXPECT_EQ(next.accel(), QemuConfig::Accel::kTcg);
+  EXPECT_EQ(next.boot_attempts(), 1);
+  EXPECT_EQ(Run(next, {"/bin/sh", "-c", "echo ok"}).second, "ok\n");
+  pid_t qemu2 = next.qemu_pid();
+  ASSERT_TRUE(next.Close().ok());
+  EXPECT_FALSE(testing::Alive(qemu2));
 }
 
 }  // namespace

@@ -320,6 +320,32 @@ QemuConfig::Accel QemuUtilityVm::accel() {
   return accel_;
 }
 
+int QemuUtilityVm::boot_attempts() {
+  MutexLock l(&mu_);
+  return boot_;
+}
+
+std::optional<std::string> RecentKvmFailure(const std::string& file, std::chrono::seconds ttl) {
+  struct stat st;
+  if (::stat(file.c_str(), &st) != 0) return std::nullopt;
+  const auto written = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+  const auto age = std::chrono::system_clock::now() - written;
+  // A clock set back makes the age negative: still a recent verdict.
+  if (age >= ttl) return std::nullopt;
+  auto reason = ReadFile(file);
+  if (!reason.ok()) return std::nullopt;
+  return *reason;
+}
+
+Status RecordKvmFailure(const std::string& file, const std::string& reason) {
+  const auto slash = file.rfind('/');
+  if (slash != std::string::npos && slash > 0)
+    RETURN_IF_ERROR(MkdirAll(file.substr(0, slash), 0700));
+  return WriteFileAtomic(file, reason, 0600);
+}
+
 // SIGTERM, up to 1 s to go, then SIGKILL. Its exit is collected by the
 // thread that Spawn()ed it waits in.
 void QemuUtilityVm::StopPid(pid_t pid) {
@@ -610,14 +636,32 @@ Status QemuUtilityVm::Start() {
       case QemuConfig::Accel::kKvm:
         st = Boot(QemuConfig::Accel::kKvm, cfg_.boot_timeout, mode);
         break;
-      case QemuConfig::Accel::kAuto:
-        if (::access("/dev/kvm", R_OK | W_OK) == 0) {
+      case QemuConfig::Accel::kAuto: {
+        bool try_kvm = ::access("/dev/kvm", R_OK | W_OK) == 0;
+        if (try_kvm && !cfg_.kvm_verdict_file.empty()) {
+          if (auto why = RecentKvmFailure(cfg_.kvm_verdict_file, cfg_.kvm_verdict_ttl)) {
+            spdlog::info(
+                "vm {}: TCG: a KVM boot on this host failed within the last {} s ({}); "
+                "remove {} to try KVM again",
+                id_, cfg_.kvm_verdict_ttl.count(), *why, cfg_.kvm_verdict_file);
+            try_kvm = false;
+          }
+        }
+        std::string kvm_failure;
+        if (try_kvm) {
           st = Boot(QemuConfig::Accel::kKvm, cfg_.kvm_probe_timeout, mode);
           if (st.ok()) break;
-          spdlog::warn("vm {}: KVM boot failed ({}); falling back to TCG", id_, st.message());
+          kvm_failure = st.message();
+          spdlog::warn("vm {}: KVM boot failed ({}); falling back to TCG", id_, kvm_failure);
         }
         st = Boot(QemuConfig::Accel::kTcg, cfg_.boot_timeout, mode);
+        // Only when TCG boots the same VM is KVM the culprit.
+        if (st.ok() && !kvm_failure.empty() && !cfg_.kvm_verdict_file.empty()) {
+          Status rec = RecordKvmFailure(cfg_.kvm_verdict_file, kvm_failure);
+          if (!rec.ok()) spdlog::warn("vm {}: KVM verdict not kept: {}", id_, rec.ToString());
+        }
         break;
+      }
     }
   }
   if (!st.ok()) {

@@ -6,7 +6,8 @@
 //    request. -nodefaults; a virtio-net card per VmConfig::nics (tap fds).
 //  - Accelerator: tcg, kvm, or auto: KVM first, and TCG when a KVM boot has
 //    not reached the agent within `kvm_probe_timeout` (KVM guests can hang at
-//    early boot on nested hosts).
+//    early boot on nested hosts); that outcome is remembered for the host in
+//    `kvm_verdict_file`, so the next VMs skip the probe for a while.
 //  - The host<->guest channel is the virtio-serial port "runhcs.agent",
 //    exposed by QEMU as a unix socket in the VM's state directory; the agent
 //    serves TTRPC on it. Start returns once the agent answers Ping.
@@ -27,6 +28,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,6 +79,12 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
 // memfd, or a restored VM's unlinked copy of its template's memory): what
 // the guest touched, less what it gave back. 0 if none is open.
 uint64_t GuestRamBytes(pid_t qemu);
+// auto's verdict file (VmConfig::kvm_verdict_file): the reason it holds if
+// it was written less than `ttl` ago, else nullopt (also when missing or
+// unreadable: then KVM is tried).
+std::optional<std::string> RecentKvmFailure(const std::string& file, std::chrono::seconds ttl);
+// Writes `reason` to the verdict file (atomically; its directory is made).
+Status RecordKvmFailure(const std::string& file, const std::string& reason);
 // The host TSC frequency in kHz, 0 if unknown.
 int64_t HostTscKhz();
 
@@ -105,6 +113,8 @@ class QemuUtilityVm : public UtilityVm {
   int pid() override { return qemu_pid(); }
   // Which accelerator the running VM got.
   QemuConfig::Accel accel();
+  // How many times Start launched QEMU (auto: 2 when KVM failed first).
+  int boot_attempts();
 
  private:
   Status Boot(QemuConfig::Accel accel, std::chrono::milliseconds timeout,

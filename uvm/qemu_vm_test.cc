@@ -1,6 +1,10 @@
 // The QEMU command line; booting real VMs is tests/uvm_test.cc.
 #include "uvm/qemu_vm.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -133,6 +137,27 @@ TEST(QemuVm, CallsBeforeStartAreFailedPrecondition) {
   containerd::runhcs::v1::diag::ExecProcessRequest r;
   r.add_args("uname");
   EXPECT_EQ(vm.ExecInUvm(r).status().code(), Code::kFailedPrecondition);
+}
+
+TEST(KvmVerdict, IsRecentUntilItsTtlAndMissingOrStaleMeansTryKvm) {
+  const std::string file = ::testing::TempDir() + "/kvm-verdict-test/sub/kvm-unusable";
+  ::unlink(file.c_str());
+  EXPECT_EQ(RecentKvmFailure(file, std::chrono::seconds(900)), std::nullopt);
+  ASSERT_TRUE(RecordKvmFailure(file, "the agent did not answer within 6000 ms (kvm)").ok());
+  EXPECT_EQ(RecentKvmFailure(file, std::chrono::seconds(900)),
+            "the agent did not answer within 6000 ms (kvm)");
+  // Written 20 minutes ago: stale for a 15-minute TTL, recent for an hour's.
+  timespec then[2];
+  ::clock_gettime(CLOCK_REALTIME, &then[0]);
+  then[0].tv_sec -= 20 * 60;
+  then[1] = then[0];
+  ASSERT_EQ(::utimensat(AT_FDCWD, file.c_str(), then, 0), 0);
+  EXPECT_EQ(RecentKvmFailure(file, std::chrono::seconds(900)), std::nullopt);
+  EXPECT_NE(RecentKvmFailure(file, std::chrono::seconds(3600)), std::nullopt);
+  // Recording again starts the TTL over.
+  ASSERT_TRUE(RecordKvmFailure(file, "again").ok());
+  EXPECT_EQ(RecentKvmFailure(file, std::chrono::seconds(900)), "again");
+  ::unlink(file.c_str());
 }
 
 TEST(HostTscKhz, IsReadFromTheHost) {

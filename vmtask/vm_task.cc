@@ -197,6 +197,7 @@ StatusOr<std::string> MapNamespaces(const std::string& spec_json, const std::str
 StatusOr<std::shared_ptr<uvm::UtilityVm>> VmTask::BootVm(uvm::VmConfig base, const std::string& ns,
                                                          const std::string& id) {
   base.state_dir = VmStateDir(ns, id);
+  base.kvm_verdict_file = kKvmVerdictFile;
   RETURN_IF_ERROR(MkdirAll("/run/runhcs/vm", 0700));
   if (!base.console) {
     // The guest's serial console (kernel and agent messages) into the shim's log.

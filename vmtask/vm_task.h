@@ -72,9 +72,12 @@ class VmTask : public task::TaskBase {
   // The short per-task directory that holds the VM's sockets (unix socket
   // paths are limited to 108 bytes, bundles can be long).
   static std::string VmStateDir(const std::string& ns, const std::string& id);
-  // Boots the VM of container or pod `id` (`base` with its state directory
-  // and, unless given, its console into the shim's log). On failure nothing
-  // of it is left.
+  // Where every shim on the host remembers a failed KVM probe
+  // (VmConfig::kvm_verdict_file).
+  static constexpr char kKvmVerdictFile[] = "/run/runhcs/kvm-unusable";
+  // Boots the VM of container or pod `id` (`base` with its state directory,
+  // the host's KVM verdict file and, unless given, its console into the
+  // shim's log). On failure nothing of it is left.
   static StatusOr<std::shared_ptr<uvm::UtilityVm>> BootVm(uvm::VmConfig base, const std::string& ns,
                                                           const std::string& id);
 
