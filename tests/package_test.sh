@@ -126,7 +126,7 @@ for f in "${files[@]}"; do
 done
 # This test's shim and VM state (other shims may run beside it).
 vm_dir=/run/runhcs/vm/$(printf default/vm1 | sha256sum | cut -c1-24)
-for f in "$vm_dir" /run/runhcs/shims/default-vm1 /run/runhcs/shims/default-proc1; do
+for f in "$vm_dir" /run/runhcs/shims/default-vm1 /run/runhcs/shims/default-proc1 /run/runhcs/kvm-unusable; do
   [ -e "$f" ] && fail "runtime state left: $f"
 done
 pgrep -f "^/usr/bin/containerd-shim-runhcs-v1|/usr/share/runhcs/boot" >/dev/null &&
