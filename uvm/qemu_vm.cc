@@ -380,9 +380,9 @@ Status QemuUtilityVm::StartVirtiofsd() {
   // (81 against 13 ms for a busybox `true`; 67 -> 12 ms of a container
   // lifecycle's wait). Changes the host makes reach the guest within that
   // second either way; writes go through at once (no writeback cache).
-  so.argv = {cfg_.virtiofsd, "--socket-path=" + sock, "-o", "source=" + cfg_.state_dir + "/shares",
-             "-o",           "cache=always",          "-o", "timeout=1",
-             "-o",           "sandbox=chroot"};
+  so.argv = {cfg_.virtiofsd, "--socket-path=" + sock,
+             "-o",           "source=" + cfg_.state_dir + "/shares",
+             "-o",           "cache=always,timeout=1,sandbox=chroot"};
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   so.fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}};
   so.new_session = true;
