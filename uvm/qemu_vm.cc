@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -468,13 +469,29 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
                : mode == Mode::kTemplate ? ", a template"
                                          : "");
   // Console, line by line, until QEMU closes it; read on the event loop.
+  // QEMU's own messages ("qemu-system-x86_64: error: ...") are also kept,
+  // the last few, to say why a QEMU that exits during boot went.
   struct Console {
     UniqueFd fd;
     std::function<void(const std::string&)> cb;
     std::string id, buf;
+    std::string prefix;  // QEMU's messages start with it
     EventLoop::Token tok = 0;
+    Mutex mu;
+    std::deque<std::string> qemu_said GUARDED_BY(mu);
   };
-  auto con = std::make_shared<Console>(Console{std::move(out_r), cfg_.console, id_, "", 0});
+  auto con = std::make_shared<Console>();
+  con->fd = std::move(out_r);
+  con->cb = cfg_.console;
+  con->id = id_;
+  con->prefix = cfg_.qemu.substr(cfg_.qemu.rfind('/') + 1) + ":";
+  // What QEMU said, for an error: its last messages joined, or "".
+  auto qemu_said = [con] {
+    MutexLock l(&con->mu);
+    std::string out;
+    for (const auto& line : con->qemu_said) out += (out.empty() ? "" : "; ") + line;
+    return out;
+  };
   ::fcntl(con->fd.get(), F_SETFL, ::fcntl(con->fd.get(), F_GETFL) | O_NONBLOCK);
   // Watched from the loop itself, so the handler never runs before `tok`
   // is set.
@@ -492,6 +509,11 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
       for (size_t nl; (nl = con->buf.find('\n')) != std::string::npos; con->buf.erase(0, nl + 1)) {
         std::string line = con->buf.substr(0, nl);
         if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.compare(0, con->prefix.size(), con->prefix) == 0) {
+          MutexLock l(&con->mu);
+          con->qemu_said.push_back(line);
+          if (con->qemu_said.size() > 3) con->qemu_said.pop_front();
+        }
         if (con->cb) {
           con->cb(line);
         } else {
@@ -524,11 +546,16 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   auto connect_and_ping = [&](std::chrono::steady_clock::time_point until, apb::PingResponse* pong,
                               bool* silent) -> StatusOr<std::shared_ptr<AgentClient>> {
     *silent = false;
+    // QEMU's last messages may still be in the pipe when its exit is seen.
+    auto exited_during_boot = [&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::string said = qemu_said();
+      return UnavailableError("vm {}: qemu exited during boot ({}){}{}", id_, AccelName(accel),
+                              said.empty() ? "" : ": ", said);
+    };
     UniqueFd conn;
     while (!conn) {
-      if (exited->Wait(std::chrono::steady_clock::now())) {
-        return UnavailableError("vm {}: qemu exited during boot ({})", id_, AccelName(accel));
-      }
+      if (exited->Wait(std::chrono::steady_clock::now())) return exited_during_boot();
       auto c = ConnectUnix(UnixAddress{cfg_.state_dir + "/agent.sock", false});
       if (c.ok()) {
         conn = std::move(*c);
@@ -546,6 +573,9 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     if (!st.ok()) {
       agent->Close();
       *silent = st.code() == Code::kDeadlineExceeded;
+      // A channel closed under the Ping: most likely QEMU went.
+      if (!*silent && exited->Wait(std::chrono::steady_clock::now() + std::chrono::seconds(1)))
+        return exited_during_boot();
       return DeadlineExceededError("vm {}: the agent did not answer within {} ms ({}): {}", id_,
                                    timeout.count(), AccelName(accel), st.message());
     }

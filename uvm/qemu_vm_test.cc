@@ -128,6 +128,36 @@ TEST(QemuVm, StartWithoutBootFilesIsNotFoundAndLeavesNothing) {
   EXPECT_NE(::access(c.state_dir.c_str(), F_OK), 0);
 }
 
+TEST(QemuVm, AQemuThatExitsDuringBootIsUnavailableWithWhatItSaid) {
+  const std::string dir = ::testing::TempDir() + "/qemu-exits";
+  ASSERT_TRUE(MkdirAll(dir + "/boot", 0755).ok());
+  for (const char* f : {"/vmlinuz", "/initrd.img", "/system.img"})
+    ASSERT_TRUE(WriteFileAtomic(dir + "/boot" + f, "x", 0644).ok());
+  // As QEMU reports an accelerator it cannot use: on stderr, prefixed with
+  // its name, then gone.
+  ASSERT_TRUE(WriteFileAtomic(dir + "/qemu-fake",
+                              "#!/bin/sh\n"
+                              "echo 'not a qemu message'\n"
+                              "echo 'qemu-fake: error: failed to set MSR 0x10a to 0x69' >&2\n"
+                              "exit 1\n",
+                              0755)
+                  .ok());
+  QemuConfig c = Config();
+  c.qemu = dir + "/qemu-fake";
+  c.boot_dir = dir + "/boot";
+  c.state_dir = dir + "/vm";
+  c.accel = QemuConfig::Accel::kTcg;
+  c.console = [](const std::string&) {};
+  QemuUtilityVm vm("t", c);
+  Status st = vm.Start();
+  EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
+  EXPECT_THAT(st.message(), HasSubstr("qemu exited during boot (tcg): qemu-fake: error: failed to "
+                                      "set MSR 0x10a to 0x69"));
+  EXPECT_THAT(st.message(), ::testing::Not(HasSubstr("not a qemu message")));
+  EXPECT_NE(::access(c.state_dir.c_str(), F_OK), 0);  // nothing left
+  EXPECT_TRUE(vm.Close().ok());
+}
+
 TEST(QemuVm, CallsBeforeStartAreFailedPrecondition) {
   QemuUtilityVm vm("t", Config());
   EXPECT_EQ(vm.Share("/tmp", "/mnt", false).code(), Code::kFailedPrecondition);
