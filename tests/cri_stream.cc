@@ -89,34 +89,33 @@ class BeastStream : public CriStream {
     return Write(4, nlohmann::json{{"Width", width}, {"Height", height}}.dump());
   }
 
+  // A read that outlives `limit` stays pending for the next call: cancelling
+  // it would leave the WebSocket failed, and the caller may want to write
+  // and read again (ask until an answer comes).
   bool ReadUntil(const std::function<bool()>& done, std::chrono::milliseconds limit) override {
     auto end = std::chrono::steady_clock::now() + limit;
     while (!(done && done())) {
       if (closed) return !done;
       auto left = end - std::chrono::steady_clock::now();
       if (left <= std::chrono::milliseconds(0)) return false;
-      beast::flat_buffer buf;
-      bool finished = false;
-      beast::error_code ec;
-      ws_.async_read(buf, [&](beast::error_code e, size_t) {
-        ec = e;
-        finished = true;
-      });
+      if (!reading_) {
+        reading_ = true;
+        read_done_ = false;
+        ws_.async_read(read_buf_, [this](beast::error_code e, size_t) {
+          read_ec_ = e;
+          read_done_ = true;
+        });
+      }
       ioc_.restart();
       ioc_.run_for(left);
-      if (!finished) {
-        beast::error_code ignored;
-        ws_.next_layer().cancel(ignored);
-        ioc_.restart();
-        ioc_.run();
-        closed = true;
-        return false;
-      }
-      if (ec) {
+      if (!read_done_) return false;  // still pending
+      reading_ = false;
+      if (read_ec_) {
         closed = true;
         continue;
       }
-      std::string msg = beast::buffers_to_string(buf.data());
+      std::string msg = beast::buffers_to_string(read_buf_.data());
+      read_buf_.consume(read_buf_.size());
       if (msg.empty()) continue;
       std::string* to[] = {&data, &out, &err, &status};
       if (msg[0] >= 0 && msg[0] < 4) to[static_cast<int>(msg[0])]->append(msg, 1);
@@ -127,6 +126,9 @@ class BeastStream : public CriStream {
   ~BeastStream() override {
     beast::error_code ignored;
     ws_.next_layer().close(ignored);
+    // A pending read ends (aborted) before its handler's state goes.
+    ioc_.restart();
+    ioc_.run();
   }
 
  private:
@@ -140,6 +142,10 @@ class BeastStream : public CriStream {
 
   asio::io_context ioc_;
   ws::stream<asio::ip::tcp::socket> ws_{ioc_};
+  bool reading_ = false;  // an async_read is pending
+  bool read_done_ = false;
+  beast::error_code read_ec_;
+  beast::flat_buffer read_buf_;
 };
 
 }  // namespace

@@ -30,6 +30,7 @@ class CriStream {
   virtual bool Resize(int width, int height) = 0;
   // Reads messages until `done()` holds, the server closes, or `limit`
   // passes; true when `done()` held (or, with no `done`, the server closed).
+  // Running out of `limit` leaves the stream usable: write, then read again.
   virtual bool ReadUntil(const std::function<bool()>& done, std::chrono::milliseconds limit) = 0;
 
   // What arrived so far, per channel.
