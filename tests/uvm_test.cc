@@ -165,6 +165,31 @@ TEST_F(UvmTest, SharesAreVisibleAndReadOnlyWhenAsked) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   EXPECT_EQ(seen, "changed on the host\n");
+  // A ConfigMap volume as kubelet updates it: a new timestamped directory,
+  // the `..data` symlink swapped by rename, the old directory removed; the
+  // key's path (key -> ..data/key) reads the new value in the guest.
+  {
+    std::string cm = dir_ + "/configmap";
+    ASSERT_TRUE(MkdirAll(cm + "/..2026_12_03_1", 0755).ok());
+    ASSERT_TRUE(WriteFileAtomic(cm + "/..2026_12_03_1/key", "v1\n", 0644).ok());
+    ASSERT_EQ(::symlink("..2026_12_03_1", (cm + "/..data").c_str()), 0);
+    ASSERT_EQ(::symlink("..data/key", (cm + "/key").c_str()), 0);
+    ASSERT_TRUE(vm.Share(cm, "/etc/config", /*read_only=*/true).ok());
+    EXPECT_EQ(Run(vm, {"cat", "/etc/config/key"}).second, "v1\n");
+    ASSERT_TRUE(MkdirAll(cm + "/..2026_12_03_2", 0755).ok());
+    ASSERT_TRUE(WriteFileAtomic(cm + "/..2026_12_03_2/key", "v2\n", 0644).ok());
+    ASSERT_EQ(::symlink("..2026_12_03_2", (cm + "/..data_tmp").c_str()), 0);
+    ASSERT_EQ(::rename((cm + "/..data_tmp").c_str(), (cm + "/..data").c_str()), 0);
+    testing::RunCommand({"rm", "-rf", cm + "/..2026_12_03_1"});
+    std::string value;
+    for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+         std::chrono::steady_clock::now() < until;) {
+      value = Run(vm, {"cat", "/etc/config/key"}).second;
+      if (value == "v2\n") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    EXPECT_EQ(value, "v2\n");
+  }
   EXPECT_EQ(Run(vm, {"/bin/sh", "-c", "echo from the guest > /etc/hello.txt"}).first, 0);
   EXPECT_EQ(ReadFileOr(host + "/hello.txt"), "from the guest\n");
   pid_t qemu = vm.qemu_pid();
