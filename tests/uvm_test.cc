@@ -288,9 +288,20 @@ TEST_F(UvmTest, VmsFromATemplateHaveTheirOwnIdentityAndShares) {
     return s;
   };
 
+  // A template an upgrade left behind (its kernel replaced since): making
+  // the new one removes it.
+  const std::string stale = dir_ + "/templates/0123456789abcdef";
+  ASSERT_TRUE(MkdirAll(stale, 0700).ok());
+  for (const char* f : {"/lock", "/state", "/memory"})
+    ASSERT_TRUE(WriteFileAtomic(stale + f, "x", 0600).ok());
+  ASSERT_TRUE(WriteFileAtomic(stale + "/inputs", dir_ + "/old-vmlinuz 1 2 3.4\n", 0600).ok());
+
   QemuUtilityVm a("tpl-a", config("a"));
   ASSERT_TRUE(a.Start().ok()) << console_;
   EXPECT_NE(cmdline(a.qemu_pid()).find("-incoming defer"), std::string::npos);
+  EXPECT_NE(::access(stale.c_str(), F_OK), 0) << "stale template left";
+  EXPECT_EQ(testing::RunCommand({"sh", "-c", "ls " + dir_ + "/templates/*/inputs | wc -l"}).out,
+            "1\n");
   Seen sa = look(a);
   // Long enough after the template was saved for a clock left alone to show.
   std::this_thread::sleep_for(std::chrono::seconds(4));

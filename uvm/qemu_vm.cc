@@ -18,6 +18,7 @@
 #include <climits>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -88,20 +89,29 @@ std::string OnPath(const std::string& program) {
   return program;
 }
 
-// The template directory's name for `cfg`'s shape: everything a restore
-// must match (QEMU and the boot files by identity, size, accelerator).
-std::string TemplateKey(const QemuConfig& cfg) {
-  std::string k = fmt::format("v1|{}|{}|{}|{}|{}|{}|{}", cfg.cpus, cfg.memory_mb, cfg.tcg_cache_mb,
-                              AccelName(cfg.accel), kBaseCmdline, cfg.extra_cmdline, cfg.tsc_khz);
+// The files a template depends on, by identity: QEMU and the boot files,
+// a line each ("path inode size mtime"). A template whose recorded lines no
+// longer match them (an upgrade replaced one) can never be restored again.
+std::string TemplateInputs(const QemuConfig& cfg) {
   std::vector<std::string> files = {OnPath(cfg.qemu)};
   for (const char* f : kBootFiles) files.push_back(cfg.boot_dir + f);
+  std::string out;
   for (const std::string& f : files) {
     struct stat st {};
     ::stat(f.c_str(), &st);
-    k += fmt::format("|{}:{}:{}:{}.{}", f, st.st_ino, st.st_size, st.st_mtim.tv_sec,
-                     st.st_mtim.tv_nsec);
+    out += fmt::format("{} {} {} {}.{}\n", f, st.st_ino, st.st_size, st.st_mtim.tv_sec,
+                       st.st_mtim.tv_nsec);
   }
-  return Sha256Hex(k).substr(0, 16);
+  return out;
+}
+
+// The template directory's name for `cfg`'s shape: everything a restore
+// must match (QEMU and the boot files by identity, size, accelerator).
+std::string TemplateKey(const QemuConfig& cfg) {
+  return Sha256Hex(fmt::format("v2|{}|{}|{}|{}|{}|{}|{}|{}", cfg.cpus, cfg.memory_mb,
+                               cfg.tcg_cache_mb, AccelName(cfg.accel), kBaseCmdline,
+                               cfg.extra_cmdline, cfg.tsc_khz, TemplateInputs(cfg)))
+      .substr(0, 16);
 }
 
 // Copies the data of `src` (a sparse file) into a new `dst`; holes stay holes.
@@ -345,6 +355,45 @@ Status RecordKvmFailure(const std::string& file, const std::string& reason) {
   if (slash != std::string::npos && slash > 0)
     RETURN_IF_ERROR(MkdirAll(file.substr(0, slash), 0700));
   return WriteFileAtomic(file, reason, 0600);
+}
+
+int RemoveStaleTemplates(const std::string& root, const std::string& keep) {
+  std::error_code ec;
+  int removed = 0;
+  std::filesystem::directory_iterator it(root, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string dir = it->path().string();
+    std::error_code is_dir_ec;
+    if (dir == keep || !it->is_directory(is_dir_ec)) continue;
+    auto inputs = ReadFile(dir + "/inputs");
+    if (!inputs.ok()) continue;  // not ours, or not provably stale
+    std::stringstream lines(*inputs);
+    bool stale = false;
+    for (std::string line; std::getline(lines, line) && !stale;) {
+      const std::string path = line.substr(0, line.find(' '));
+      struct stat st {};
+      ::stat(path.c_str(), &st);
+      stale = line != fmt::format("{} {} {} {}.{}", path, st.st_ino, st.st_size, st.st_mtim.tv_sec,
+                                  st.st_mtim.tv_nsec);
+    }
+    if (!stale) continue;
+    // Neither being made or copied (lock) nor being restored (inuse).
+    UniqueFd lock(::open((dir + "/lock").c_str(), O_RDWR | O_CLOEXEC));
+    UniqueFd inuse(::open((dir + "/inuse").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock || !inuse || ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0 ||
+        ::flock(inuse.get(), LOCK_EX | LOCK_NB) != 0) {
+      continue;
+    }
+    std::error_code rm_ec;
+    std::filesystem::remove_all(dir, rm_ec);
+    if (rm_ec) {
+      spdlog::warn("stale VM template {} not removed: {}", dir, rm_ec.message());
+      continue;
+    }
+    spdlog::info("stale VM template {} removed (QEMU or its boot files changed)", dir);
+    ++removed;
+  }
+  return removed;
 }
 
 // SIGTERM, up to 1 s to go, then SIGKILL. Its exit is collected by the
@@ -730,6 +779,10 @@ Status QemuUtilityVm::StartFromTemplate() {
   const auto accel = *accel_name == "kvm" ? QemuConfig::Accel::kKvm : QemuConfig::Accel::kTcg;
   // Private to this VM: the template's memory stays as saved.
   RETURN_IF_ERROR(CopySparse(dir + "/memory", cfg_.state_dir + kMemoryFile));
+  // Held while QEMU reads the template's state: no stale-template sweep
+  // removes it under the restore.
+  UniqueFd inuse(::open((dir + "/inuse").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!inuse || ::flock(inuse.get(), LOCK_SH) != 0) return ErrnoError(errno, "template in use");
   // Others may restore from it now; it only changes (is discarded) under the lock.
   lock.reset();
   template_dir_ = dir;
@@ -766,6 +819,7 @@ Status QemuUtilityVm::MakeTemplate(const std::string& dir) {
   const auto accel = t.accel();
   (void)t.Close();
   if (st.ok()) st = WriteFileAtomic(dir + "/accel", AccelName(accel), 0600);
+  if (st.ok()) st = WriteFileAtomic(dir + "/inputs", TemplateInputs(cfg_), 0600);
   if (st.ok() && ::rename((dir + "/memory.new").c_str(), (dir + "/memory").c_str()) != 0)
     st = ErrnoError(errno, "template memory");
   // The state last: its presence says the template is whole.
@@ -782,6 +836,9 @@ Status QemuUtilityVm::MakeTemplate(const std::string& dir) {
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
           .count(),
       AccelName(accel), ms.st_blocks * 512 / (1 << 20));
+  // A new template is what an upgrade leads to: the ones it replaced go
+  // (each holds a memory file on the host's tmpfs).
+  RemoveStaleTemplates(cfg_.template_dir, dir);
   return OkStatus();
 }
 

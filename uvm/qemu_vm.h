@@ -85,6 +85,12 @@ uint64_t GuestRamBytes(pid_t qemu);
 std::optional<std::string> RecentKvmFailure(const std::string& file, std::chrono::seconds ttl);
 // Writes `reason` to the verdict file (atomically; its directory is made).
 Status RecordKvmFailure(const std::string& file, const std::string& reason);
+// Removes the templates under `root` (but `keep`) that can never be
+// restored again: those whose recorded inputs (QEMU and the boot files, by
+// identity) no longer match the files, and that no one is making, copying
+// or restoring (their locks). Templates without a record are left alone.
+// Returns how many went. MakeTemplate runs it after making a template.
+int RemoveStaleTemplates(const std::string& root, const std::string& keep);
 // The host TSC frequency in kHz, 0 if unknown.
 int64_t HostTscKhz();
 

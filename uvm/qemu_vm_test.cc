@@ -2,12 +2,17 @@
 #include "uvm/qemu_vm.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "base/fd.h"
 #include "base/io.h"
 
 namespace runhcs::uvm {
@@ -188,6 +193,56 @@ TEST(KvmVerdict, IsRecentUntilItsTtlAndMissingOrStaleMeansTryKvm) {
   ASSERT_TRUE(RecordKvmFailure(file, "again").ok());
   EXPECT_EQ(RecentKvmFailure(file, std::chrono::seconds(900)), "again");
   ::unlink(file.c_str());
+}
+
+TEST(Templates, OnlyProvablyStaleUnusedOnesAreRemoved) {
+  const std::string root = ::testing::TempDir() + "/templates-stale";
+  std::filesystem::remove_all(root);
+  const std::string kernel = root + "-kernel";
+  ASSERT_TRUE(WriteFileAtomic(kernel, "kernel v1", 0644).ok());
+  struct stat st {};
+  ASSERT_EQ(::stat(kernel.c_str(), &st), 0);
+  const std::string current = fmt::format("{} {} {} {}.{}\n", kernel, st.st_ino, st.st_size,
+                                          st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+  auto make = [&](const std::string& name, const std::string* inputs) {
+    ASSERT_TRUE(MkdirAll(root + "/" + name, 0700).ok());
+    for (const char* f : {"/lock", "/state", "/memory"})
+      ASSERT_TRUE(WriteFileAtomic(root + "/" + name + f, "x", 0600).ok());
+    if (inputs) {
+      ASSERT_TRUE(WriteFileAtomic(root + "/" + name + "/inputs", *inputs, 0600).ok());
+    }
+  };
+  const std::string replaced = current + "/no/such/qemu 1 2 3.4\n";
+  make("current", &current);
+  make("kept", &replaced);  // stale, but the one being made
+  make("stale", &replaced);
+  make("restoring", &replaced);
+  make("unrecorded", nullptr);
+  // A restore from it holds `inuse` shared (flock locks belong to the open
+  // file, so this one conflicts with the sweep's own open).
+  UniqueFd inuse(::open((root + "/restoring/inuse").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  ASSERT_TRUE(inuse);
+  ASSERT_EQ(::flock(inuse.get(), LOCK_SH), 0);
+  EXPECT_EQ(RemoveStaleTemplates(root, root + "/kept"), 1);
+  auto there = [&](const std::string& name) {
+    return ::access((root + "/" + name).c_str(), F_OK) == 0;
+  };
+  EXPECT_FALSE(there("stale"));
+  EXPECT_TRUE(there("current"));
+  EXPECT_TRUE(there("kept"));
+  EXPECT_TRUE(there("restoring"));
+  EXPECT_TRUE(there("unrecorded"));
+  inuse.reset();
+  // Once nobody restores from it, it goes too; so do the one kept before
+  // and one whose kernel was replaced since.
+  ASSERT_TRUE(WriteFileAtomic(kernel, "kernel v2", 0644).ok());
+  EXPECT_EQ(RemoveStaleTemplates(root, ""), 3);
+  EXPECT_FALSE(there("restoring"));
+  EXPECT_FALSE(there("current"));
+  EXPECT_FALSE(there("kept"));
+  EXPECT_TRUE(there("unrecorded"));
+  std::filesystem::remove_all(root);
+  ::unlink(kernel.c_str());
 }
 
 TEST(HostTscKhz, IsReadFromTheHost) {
