@@ -58,6 +58,19 @@ class UvmTest : public ::testing::Test {
     EXPECT_TRUE(code.ok()) << code.status().ToString();
     return {code.ok() ? *code : -1, ReadFileOr(out)};
   }
+  // Reads `path` in the guest until it reads `want` or 10 s pass (a host
+  // change reaches the guest once its cached attributes expire); returns
+  // the last read.
+  std::string CatUntil(QemuUtilityVm& vm, const std::string& path, const std::string& want) {
+    std::string seen;
+    for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+         std::chrono::steady_clock::now() < until;) {
+      seen = Run(vm, {"cat", path}).second;
+      if (seen == want) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return seen;
+  }
   // Nothing of the VM is left: no QEMU, no virtiofsd, no state directory.
   void ExpectNothingLeft(pid_t qemu) {
     EXPECT_FALSE(testing::Alive(qemu)) << "qemu " << qemu << " still runs";
@@ -157,14 +170,7 @@ TEST_F(UvmTest, SharesAreVisibleAndReadOnlyWhenAsked) {
     std::ofstream f(host + "/hello.txt", std::ios::trunc);
     f << "changed on the host\n";
   }
-  std::string seen;
-  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-       std::chrono::steady_clock::now() < until;) {
-    seen = Run(vm, {"cat", "/etc/hello.txt"}).second;
-    if (seen == "changed on the host\n") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  EXPECT_EQ(seen, "changed on the host\n");
+  EXPECT_EQ(CatUntil(vm, "/etc/hello.txt", "changed on the host\n"), "changed on the host\n");
   // A ConfigMap volume as kubelet updates it: a new timestamped directory,
   // the `..data` symlink swapped by rename, the old directory removed; the
   // key's path (key -> ..data/key) reads the new value in the guest.
@@ -181,14 +187,7 @@ TEST_F(UvmTest, SharesAreVisibleAndReadOnlyWhenAsked) {
     ASSERT_EQ(::symlink("..2026_12_03_2", (cm + "/..data_tmp").c_str()), 0);
     ASSERT_EQ(::rename((cm + "/..data_tmp").c_str(), (cm + "/..data").c_str()), 0);
     testing::RunCommand({"rm", "-rf", cm + "/..2026_12_03_1"});
-    std::string value;
-    for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-         std::chrono::steady_clock::now() < until;) {
-      value = Run(vm, {"cat", "/etc/config/key"}).second;
-      if (value == "v2\n") break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    EXPECT_EQ(value, "v2\n");
+    EXPECT_EQ(CatUntil(vm, "/etc/config/key", "v2\n"), "v2\n");
   }
   EXPECT_EQ(Run(vm, {"/bin/sh", "-c", "echo from the guest > /etc/hello.txt"}).first, 0);
   EXPECT_EQ(ReadFileOr(host + "/hello.txt"), "from the guest\n");
