@@ -89,19 +89,21 @@ std::string OnPath(const std::string& program) {
   return program;
 }
 
+// A file by identity, as one line: "path inode size mtime" (zeros for a
+// file that is missing).
+std::string FileIdentity(const std::string& path) {
+  struct stat st {};
+  ::stat(path.c_str(), &st);
+  return fmt::format("{} {} {} {}.{}", path, st.st_ino, st.st_size, st.st_mtim.tv_sec,
+                     st.st_mtim.tv_nsec);
+}
+
 // The files a template depends on, by identity: QEMU and the boot files,
-// a line each ("path inode size mtime"). A template whose recorded lines no
-// longer match them (an upgrade replaced one) can never be restored again.
+// a FileIdentity line each. A template whose recorded lines no longer match
+// them (an upgrade replaced one) can never be restored again.
 std::string TemplateInputs(const QemuConfig& cfg) {
-  std::vector<std::string> files = {OnPath(cfg.qemu)};
-  for (const char* f : kBootFiles) files.push_back(cfg.boot_dir + f);
-  std::string out;
-  for (const std::string& f : files) {
-    struct stat st {};
-    ::stat(f.c_str(), &st);
-    out += fmt::format("{} {} {} {}.{}\n", f, st.st_ino, st.st_size, st.st_mtim.tv_sec,
-                       st.st_mtim.tv_nsec);
-  }
+  std::string out = FileIdentity(OnPath(cfg.qemu)) + "\n";
+  for (const char* f : kBootFiles) out += FileIdentity(cfg.boot_dir + f) + "\n";
   return out;
 }
 
@@ -369,13 +371,8 @@ int RemoveStaleTemplates(const std::string& root, const std::string& keep) {
     if (!inputs.ok()) continue;  // not ours, or not provably stale
     std::stringstream lines(*inputs);
     bool stale = false;
-    for (std::string line; std::getline(lines, line) && !stale;) {
-      const std::string path = line.substr(0, line.find(' '));
-      struct stat st {};
-      ::stat(path.c_str(), &st);
-      stale = line != fmt::format("{} {} {} {}.{}", path, st.st_ino, st.st_size, st.st_mtim.tv_sec,
-                                  st.st_mtim.tv_nsec);
-    }
+    for (std::string line; std::getline(lines, line) && !stale;)
+      stale = line != FileIdentity(line.substr(0, line.find(' ')));
     if (!stale) continue;
     // Neither being made or copied (lock) nor being restored (inuse).
     UniqueFd lock(::open((dir + "/lock").c_str(), O_RDWR | O_CLOEXEC));
