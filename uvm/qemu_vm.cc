@@ -525,6 +525,7 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
     EventLoop::Token tok = 0;
     Mutex mu;
     std::deque<std::string> qemu_said GUARDED_BY(mu);
+    Latch closed;  // QEMU's output ended (or is not read): qemu_said is final
   };
   auto con = std::make_shared<Console>();
   con->fd = std::move(out_r);
@@ -549,6 +550,7 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
       if (n <= 0) {
         EventLoop::Get().Unwatch(con->tok);
         con->fd.reset();
+        con->closed.Open();
         return;
       }
       con->buf.append(chunk, static_cast<size_t>(n));
@@ -571,6 +573,7 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
       con->tok = *tok;
     } else {
       spdlog::warn("vm {}: console not read: {}", con->id, tok.status().ToString());
+      con->closed.Open();
     }
   });
 
@@ -592,9 +595,10 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   auto connect_and_ping = [&](std::chrono::steady_clock::time_point until, apb::PingResponse* pong,
                               bool* silent) -> StatusOr<std::shared_ptr<AgentClient>> {
     *silent = false;
-    // QEMU's last messages may still be in the pipe when its exit is seen.
+    // QEMU's last messages may still be in the pipe when its exit is seen:
+    // read up to its end (a child of QEMU's could hold it open: 1 s at most).
     auto exited_during_boot = [&] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      con->closed.Wait(std::chrono::steady_clock::now() + std::chrono::seconds(1));
       std::string said = qemu_said();
       return UnavailableError("vm {}: qemu exited during boot ({}){}{}", id_, AccelName(accel),
                               said.empty() ? "" : ": ", said);
