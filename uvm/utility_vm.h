@@ -38,12 +38,12 @@ struct VmConfig {
   int cpus = 1;
   int memory_mb = 512;
   Accel accel = Accel::kAuto;
-  // auto's memory, shared by every VM on the host: when a KVM boot missed
-  // its probe timeout and TCG then booted, the reason is written here, and
-  // for `kvm_verdict_ttl` after that (the file's mtime) auto boots TCG
-  // straight away instead of waiting out the probe again. Removing the file
-  // (or a host reboot, the file being on tmpfs) makes the next VM try KVM.
-  // Empty: every auto VM probes.
+  // auto's memory, shared by every VM on the host: when a KVM boot failed
+  // (no agent within the probe timeout, or QEMU exited) and TCG then booted
+  // the same VM, the reason is written here, and for `kvm_verdict_ttl` after
+  // that (the file's mtime) auto boots TCG straight away instead of trying
+  // KVM again. Removing the file (or a host reboot, the file being on tmpfs)
+  // makes the next VM try KVM. Empty: every auto VM probes.
   std::string kvm_verdict_file;
   std::chrono::seconds kvm_verdict_ttl{900};
   // TCG's translation cache in MiB (QEMU tb-size); 0 = QEMU's default.
