@@ -74,6 +74,9 @@ struct AgentConfig {
   // (clock_settime CLOCK_REALTIME).
   std::function<Status(const std::string& entropy)> add_entropy;
   std::function<Status(int64_t realtime_ns)> set_realtime;
+  // The runtime warm-up (guest/warm_up.h), run by StartWarmUp and after
+  // each successful Restored. Null: none.
+  std::function<Status()> warm_up;
 };
 
 class AgentService : public pb::AgentServer {
@@ -82,6 +85,12 @@ class AgentService : public pb::AgentServer {
   ~AgentService() override;
 
   void Register(ttrpc::Server* server);
+
+  // Runs AgentConfig::warm_up on a thread of its own, at idle priority,
+  // unless it is running already (then this is a no-op). PID 1 calls it once
+  // setup is done; Restored calls it (a restored VM has nothing translated).
+  // PrepareTemplate waits for a running warm-up; so does the destructor.
+  void StartWarmUp();
 
   // runhcs.agent.v1.Agent, one method per RPC. Callable directly (unit tests,
   // fuzzers): the context's deadline bounds the long polls (WaitProcess,
@@ -156,7 +165,9 @@ class AgentService : public pb::AgentServer {
   // The pod's namespace holder (CreatePod), 0 before; -1 while CreatePod
   // runs.
   pid_t pod_holder_ GUARDED_BY(mu_) = 0;
-  CondVar oom_cv_;  // a container's OOM count, init exit or removal changed
+  CondVar oom_cv_;                        // a container's OOM count, init exit or removal changed
+  bool warming_ GUARDED_BY(mu_) = false;  // StartWarmUp's thread runs
+  CondVar warm_cv_;                       // warming_ went false
 };
 
 }  // namespace runhcs::guest

@@ -516,5 +516,53 @@ TEST_F(AgentServiceTest, PrepareTemplateWaitsForModulesThenDropsCaches) {
   EXPECT_EQ(DropCaches(root), "3");
 }
 
+// The runtime warm-up: a successful Restored starts it (a restored VM has
+// nothing translated), a second start while it runs is a no-op, and
+// PrepareTemplate does not drop caches (and let the host save) while it
+// runs: the template would hold its half-made container.
+TEST_F(AgentServiceTest, RestoredStartsTheWarmUpAndPrepareTemplateWaitsForIt) {
+  std::string root = ::testing::TempDir() + "/agent-warm-up";
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(root + "/sys/vm");
+  ASSERT_TRUE(WriteFileAtomic(root + "/sys/vm/drop_caches", "", 0644).ok());
+  std::atomic<int> runs{0};
+  Latch release;
+  AgentService agent(AgentConfig{.state_dir = root + "/state",
+                                 .proc_sys = root + "/sys",
+                                 .add_entropy = [](const std::string&) { return OkStatus(); },
+                                 .warm_up =
+                                     [&] {
+                                       ++runs;
+                                       release.Wait();
+                                       return OkStatus();
+                                     }});
+  pb::RestoredRequest r;
+  r.set_entropy(std::string(32, 'e'));
+  ASSERT_TRUE(ttrpc::CallDirect(&agent, &AgentService::Restored, r).ok());
+  for (int i = 0; i < 500 && runs.load() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_EQ(runs.load(), 1);
+  agent.StartWarmUp();  // one at a time
+  auto soon = [] { return Clock::now() + std::chrono::milliseconds(50); };
+  auto st = ttrpc::CallDirect(&agent, &AgentService::PrepareTemplate, pb::Empty(), soon()).status();
+  EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
+  EXPECT_EQ(DropCaches(root), "");
+  auto prepared = std::async(std::launch::async, [&] {
+    return ttrpc::CallDirect(&agent, &AgentService::PrepareTemplate, pb::Empty(),
+                             Clock::now() + std::chrono::seconds(10));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(DropCaches(root), "");
+  release.Open();
+  EXPECT_TRUE(prepared.get().ok());
+  EXPECT_EQ(DropCaches(root), "3");
+  EXPECT_EQ(runs.load(), 1);
+  // Done: the next start runs it again.
+  agent.StartWarmUp();
+  for (int i = 0; i < 500 && runs.load() == 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_EQ(runs.load(), 2);
+}
+
 }  // namespace
 }  // namespace runhcs::guest
