@@ -71,6 +71,22 @@ class UvmTest : public ::testing::Test {
     }
     return seen;
   }
+  // Waits up to 60 s until the console has shown `text` `times` times; how
+  // many times it had.
+  int ConsoleUntil(const std::string& text, int times) {
+    for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);;) {
+      int seen = ConsoleCount(text);
+      if (seen >= times || std::chrono::steady_clock::now() >= until) return seen;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  int ConsoleCount(const std::string& text) {
+    std::lock_guard<std::mutex> l(console_mu_);
+    int seen = 0;
+    for (size_t at = console_.find(text); at != std::string::npos; at = console_.find(text, at + 1))
+      ++seen;
+    return seen;
+  }
   // Nothing of the VM is left: no QEMU, no virtiofsd, no state directory.
   void ExpectNothingLeft(pid_t qemu) {
     EXPECT_FALSE(testing::Alive(qemu)) << "qemu " << qemu << " still runs";
@@ -109,6 +125,14 @@ TEST_F(UvmTest, BootsToAgentAndRunsInTheGuestKernel) {
   EXPECT_EQ(Run(vm, {"modprobe", "veth"}).first, 0);
   EXPECT_NE(Run(vm, {"cat", "/proc/modules"}).second.find("veth "), std::string::npos);
   EXPECT_NE(Run(vm, {"touch", "/usr/bin/new"}).first, 0);
+  // The runtime warm-up ran a container through crun, and left nothing:
+  // no files, no cgroup, no process.
+  EXPECT_EQ(ConsoleUntil("runtime warm-up done", 1), 1) << console_;
+  EXPECT_EQ(ConsoleCount("runtime warm-up failed"), 0) << console_;
+  EXPECT_NE(Run(vm, {"ls", "/run/runhcs-warm-up"}).first, 0);
+  EXPECT_NE(Run(vm, {"ls", "/sys/fs/cgroup/runhcs-warm-up"}).first, 0);
+  EXPECT_EQ(Run(vm, {"sh", "-c", "ls /sys/fs/cgroup | grep -c warm"}).second, "0\n");
+  EXPECT_EQ(Run(vm, {"sh", "-c", "ps -o comm | grep -c -e crun -e true"}).second, "0\n");
   auto stacks = vm.DumpStacks();
   ASSERT_TRUE(stacks.ok()) << stacks.status().ToString();
   EXPECT_NE(stacks->find("pid 1 (init)"), std::string::npos) << *stacks;
@@ -313,6 +337,11 @@ TEST_F(UvmTest, VmsFromATemplateHaveTheirOwnIdentityAndShares) {
                                          .count()));
   EXPECT_NE(cmdline(b.qemu_pid()).find("-incoming defer"), std::string::npos);
   Seen sb = look(b);
+  // Each restored VM warms the runtime again (nothing is translated after
+  // a restore); the template's own run had finished before it was saved.
+  EXPECT_EQ(ConsoleUntil("runtime warm-up done", 3), 3) << console_;
+  EXPECT_EQ(ConsoleCount("runtime warm-up failed"), 0) << console_;
+  EXPECT_NE(Run(b, {"ls", "/run/runhcs-warm-up"}).first, 0);
   EXPECT_NE(sa.random, sb.random);
   EXPECT_EQ(sa.random.size(), sb.random.size());
   EXPECT_EQ(TrimNewlines(sa.boot_id).size(), 36u) << sa.boot_id;
