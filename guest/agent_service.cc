@@ -1,6 +1,5 @@
 #include "guest/agent_service.h"
 
-#include "base/command.h"
 #include "guest/pod.h"
 
 #include <dirent.h>
@@ -483,12 +482,9 @@ Status AgentService::CreatePod(const ttrpc::CallContext& ctx, const pb::CreatePo
     pod_holder_ = 0;
     return st;
   };
-  auto cmds = NetworkCommands(req, InterfacesByMac(cfg_.sys_class_net));
-  if (!cmds.ok()) return fail(cmds.status());
-  for (const auto& c : *cmds) {
-    auto r = RunCommand(c);
-    if (!r.ok()) return fail(r.status().Wrap("pod network"));
-  }
+  auto steps = NetworkSteps(req, InterfacesByMac(cfg_.sys_class_net));
+  if (!steps.ok()) return fail(steps.status());
+  if (Status st = ApplyNetworkSteps(*steps); !st.ok()) return fail(st.Wrap("pod network"));
   auto expect = Reaper::Get().Expect();
   auto pid = StartNamespaceHolder(req.hostname());
   if (!pid.ok()) return fail(pid.status());

@@ -15,6 +15,7 @@
 
 #include "base/fd.h"
 #include "base/io.h"
+#include "guest/netlink.h"
 
 namespace runhcs::guest {
 
@@ -148,9 +149,26 @@ Status ApplyPodSysctls(const std::map<std::string, std::string>& sysctls, pid_t 
   return st;
 }
 
-StatusOr<std::vector<std::vector<std::string>>> NetworkCommands(
-    const pb::CreatePodRequest& req, const std::map<std::string, std::string>& names) {
-  std::vector<std::vector<std::string>> cmds = {{"ip", "link", "set", "dev", "lo", "up"}};
+std::string NetworkStep::ToString() const {
+  switch (kind) {
+    case Kind::kLinkUp:
+      return "ip link set dev " + dev + " up";
+    case Kind::kMtu:
+      return "ip link set dev " + dev + " mtu " + std::to_string(mtu);
+    case Kind::kAddress:
+      return std::string("ip ") + (cidr.find(':') != std::string::npos ? "-6 " : "") + "addr add " +
+             cidr + " dev " + dev;
+    case Kind::kRoute:
+      return std::string("ip ") + (v6 ? "-6 " : "") + "route add " + cidr +
+             (gateway.empty() ? "" : " via " + gateway) + " dev " + dev;
+  }
+  return "?";
+}
+
+StatusOr<std::vector<NetworkStep>> NetworkSteps(const pb::CreatePodRequest& req,
+                                                const std::map<std::string, std::string>& names) {
+  using Kind = NetworkStep::Kind;
+  std::vector<NetworkStep> steps = {{.kind = Kind::kLinkUp, .dev = "lo"}};
   auto dev_of = [&](const std::string& mac) -> StatusOr<std::string> {
     auto it = names.find(MacKey(mac));
     if (it == names.end()) return NotFoundError("no network interface in the VM has MAC {}", mac);
@@ -158,30 +176,47 @@ StatusOr<std::vector<std::vector<std::string>>> NetworkCommands(
   };
   for (const auto& i : req.interfaces()) {
     ASSIGN_OR_RETURN(std::string dev, dev_of(i.mac()));
-    if (i.mtu() > 0)
-      cmds.push_back({"ip", "link", "set", "dev", dev, "mtu", std::to_string(i.mtu())});
-    for (const auto& a : i.addresses()) {
-      bool v6 = a.find(':') != std::string::npos;
-      std::vector<std::string> c = {"ip"};
-      if (v6) c.push_back("-6");
-      c.insert(c.end(), {"addr", "add", a, "dev", dev});
-      cmds.push_back(std::move(c));
-    }
-    cmds.push_back({"ip", "link", "set", "dev", dev, "up"});
+    if (i.mtu() > 0) steps.push_back({.kind = Kind::kMtu, .dev = dev, .mtu = i.mtu()});
+    for (const auto& a : i.addresses())
+      steps.push_back({.kind = Kind::kAddress, .dev = dev, .cidr = a});
+    steps.push_back({.kind = Kind::kLinkUp, .dev = dev});
   }
   for (bool gateways : {false, true}) {
     for (const auto& r : req.routes()) {
       if (r.gateway().empty() == gateways) continue;
       ASSIGN_OR_RETURN(std::string dev, dev_of(r.interface_mac()));
-      std::vector<std::string> c = {"ip"};
-      if (r.ipv6()) c.push_back("-6");
-      c.insert(c.end(), {"route", "add", r.destination()});
-      if (gateways) c.insert(c.end(), {"via", r.gateway()});
-      c.insert(c.end(), {"dev", dev});
-      cmds.push_back(std::move(c));
+      steps.push_back({.kind = Kind::kRoute,
+                       .dev = dev,
+                       .cidr = r.destination(),
+                       .gateway = r.gateway(),
+                       .v6 = r.ipv6()});
     }
   }
-  return cmds;
+  return steps;
+}
+
+Status ApplyNetworkSteps(const std::vector<NetworkStep>& steps) {
+  using Kind = NetworkStep::Kind;
+  ASSIGN_OR_RETURN(Rtnetlink nl, Rtnetlink::Open());
+  for (const auto& s : steps) {
+    Status st;
+    switch (s.kind) {
+      case Kind::kLinkUp:
+        st = nl.LinkUp(s.dev);
+        break;
+      case Kind::kMtu:
+        st = nl.SetMtu(s.dev, s.mtu);
+        break;
+      case Kind::kAddress:
+        st = nl.AddAddress(s.dev, s.cidr);
+        break;
+      case Kind::kRoute:
+        st = nl.AddRoute(s.cidr, s.gateway, s.dev, s.v6);
+        break;
+    }
+    RETURN_IF_ERROR(st);
+  }
+  return OkStatus();
 }
 
 Status JoinPodNamespaces(nlohmann::json* spec, const std::vector<std::string>& types,

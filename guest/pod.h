@@ -21,14 +21,31 @@ namespace runhcs::guest {
 // its pid. The caller watches it (Reaper).
 StatusOr<pid_t> StartNamespaceHolder(const std::string& hostname);
 
-// The ip(8) command lines (busybox's applet understands them) that give the
-// interfaces named by `names` (MAC -> interface name in this VM) what `req`
-// asks: loopback up, then per interface MTU, addresses and up, then link
-// routes before gateway routes (a gateway must be reachable when its route
-// is added). NotFound naming the MAC when no interface has it.
-StatusOr<std::vector<std::vector<std::string>>> NetworkCommands(
-    const ::runhcs::agent::v1::CreatePodRequest& req,
-    const std::map<std::string, std::string>& names);
+// One step of the pod network's setup in the guest.
+struct NetworkStep {
+  enum class Kind { kLinkUp, kMtu, kAddress, kRoute };
+  Kind kind = Kind::kLinkUp;
+  std::string dev;
+  uint32_t mtu = 0;     // kMtu
+  std::string cidr;     // kAddress: "10.88.0.2/24"; kRoute: "default" or a CIDR
+  std::string gateway;  // kRoute: "" = a route on the link
+  bool v6 = false;      // kRoute
+  // The ip(8) command line that does the same (logs, errors, tests).
+  std::string ToString() const;
+};
+
+// The steps that give the interfaces named by `names` (MAC -> interface
+// name in this VM) what `req` asks: loopback up, then per interface MTU,
+// addresses and up, then link routes before gateway routes (a gateway must
+// be reachable when its route is added). NotFound naming the MAC when no
+// interface has it.
+StatusOr<std::vector<NetworkStep>> NetworkSteps(const ::runhcs::agent::v1::CreatePodRequest& req,
+                                                const std::map<std::string, std::string>& names);
+
+// Applies `steps` in order, in-process over rtnetlink (guest/netlink.h), in
+// the calling thread's network namespace; stops at the first failure, which
+// names its step.
+Status ApplyNetworkSteps(const std::vector<NetworkStep>& steps);
 
 // A MAC as InterfacesByMac keys it (lower case).
 std::string MacKey(std::string mac);

@@ -15,7 +15,14 @@ namespace runhcs::guest {
 namespace {
 
 namespace pb = ::runhcs::agent::v1;
-using Cmds = std::vector<std::vector<std::string>>;
+using Cmds = std::vector<std::string>;
+
+// The steps as ip(8) command lines.
+Cmds Describe(const std::vector<NetworkStep>& steps) {
+  Cmds out;
+  for (const auto& s : steps) out.push_back(s.ToString());
+  return out;
+}
 
 pb::CreatePodRequest Req() {
   pb::CreatePodRequest r;
@@ -40,33 +47,32 @@ pb::CreatePodRequest Req() {
   return r;
 }
 
-TEST(NetworkCommandsTest, ConfiguresTheInterfaceWithTheMacThenLinkThenGatewayRoutes) {
-  auto cmds =
-      NetworkCommands(Req(), {{"0e:ae:86:14:6b:1c", "eth0"}, {"52:54:00:00:00:01", "eth1"}});
-  ASSERT_TRUE(cmds.ok()) << cmds.status().ToString();
-  EXPECT_EQ(*cmds, (Cmds{
-                       {"ip", "link", "set", "dev", "lo", "up"},
-                       {"ip", "link", "set", "dev", "eth0", "mtu", "1400"},
-                       {"ip", "addr", "add", "10.88.0.2/24", "dev", "eth0"},
-                       {"ip", "-6", "addr", "add", "fd00::2/64", "dev", "eth0"},
-                       {"ip", "link", "set", "dev", "eth0", "up"},
-                       {"ip", "route", "add", "192.168.5.0/24", "dev", "eth0"},
-                       {"ip", "route", "add", "default", "via", "10.88.0.1", "dev", "eth0"},
-                       {"ip", "-6", "route", "add", "default", "via", "fd00::1", "dev", "eth0"},
-                   }));
+TEST(NetworkStepsTest, ConfiguresTheInterfaceWithTheMacThenLinkThenGatewayRoutes) {
+  auto steps = NetworkSteps(Req(), {{"0e:ae:86:14:6b:1c", "eth0"}, {"52:54:00:00:00:01", "eth1"}});
+  ASSERT_TRUE(steps.ok()) << steps.status().ToString();
+  EXPECT_EQ(Describe(*steps), (Cmds{
+                                  "ip link set dev lo up",
+                                  "ip link set dev eth0 mtu 1400",
+                                  "ip addr add 10.88.0.2/24 dev eth0",
+                                  "ip -6 addr add fd00::2/64 dev eth0",
+                                  "ip link set dev eth0 up",
+                                  "ip route add 192.168.5.0/24 dev eth0",
+                                  "ip route add default via 10.88.0.1 dev eth0",
+                                  "ip -6 route add default via fd00::1 dev eth0",
+                              }));
 }
 
-TEST(NetworkCommandsTest, AMacNoInterfaceHasIsNotFound) {
-  auto cmds = NetworkCommands(Req(), {{"52:54:00:00:00:01", "eth0"}});
-  ASSERT_FALSE(cmds.ok());
-  EXPECT_EQ(cmds.status().code(), Code::kNotFound);
-  EXPECT_NE(cmds.status().message().find("0E:AE:86:14:6B:1C"), std::string::npos);
+TEST(NetworkStepsTest, AMacNoInterfaceHasIsNotFound) {
+  auto steps = NetworkSteps(Req(), {{"52:54:00:00:00:01", "eth0"}});
+  ASSERT_FALSE(steps.ok());
+  EXPECT_EQ(steps.status().code(), Code::kNotFound);
+  EXPECT_NE(steps.status().message().find("0E:AE:86:14:6B:1C"), std::string::npos);
 }
 
-TEST(NetworkCommandsTest, NoInterfacesStillBringsLoopbackUp) {
-  auto cmds = NetworkCommands(pb::CreatePodRequest(), {});
-  ASSERT_TRUE(cmds.ok());
-  EXPECT_EQ(*cmds, (Cmds{{"ip", "link", "set", "dev", "lo", "up"}}));
+TEST(NetworkStepsTest, NoInterfacesStillBringsLoopbackUp) {
+  auto steps = NetworkSteps(pb::CreatePodRequest(), {});
+  ASSERT_TRUE(steps.ok());
+  EXPECT_EQ(Describe(*steps), (Cmds{"ip link set dev lo up"}));
 }
 
 TEST(InterfacesByMacTest, ReadsEachInterfacesAddressInLowerCase) {
