@@ -282,7 +282,12 @@ Status AgentService::PrepareTemplate(const ttrpc::CallContext& ctx, const pb::Em
   ::sync();
   // Clean page cache, dentries and inodes: what every restored VM would
   // otherwise carry from the template's boot.
-  return WriteExistingFile(cfg_.proc_sys + "/vm/drop_caches", "3");
+  RETURN_IF_ERROR(WriteExistingFile(cfg_.proc_sys + "/vm/drop_caches", "3"));
+  // The console (the serial port) drained before the host saves the VM: a
+  // line still in its buffer then (the warm-up's, just before) would come
+  // out again from every VM restored from the template.
+  if (::isatty(STDERR_FILENO)) ::tcdrain(STDERR_FILENO);
+  return OkStatus();
 }
 
 namespace {

@@ -160,11 +160,13 @@ int main(int argc, char** argv) {
         spdlog::error("system disk: {}", st.ToString());
       }
       spdlog::info("setup done at {:.3f} s since boot", SinceBoot());
+      // What the first container would otherwise pay, paid while the host
+      // still sets the pod up. Started before setup is done: a
+      // PrepareTemplate that the latch lets through then sees it running
+      // and waits (else the template could hold it half-way).
+      if (st.ok()) svc.StartWarmUp();
       setup->status = st;
       setup->done.Open();
-      // What the first container would otherwise pay, paid while the host
-      // still sets the pod up.
-      if (st.ok()) svc.StartWarmUp();
     };
     if (!ThreadGroup::Get().Spawn("setup", set_up).ok()) set_up();
   }

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "base/io.h"
@@ -71,20 +72,21 @@ class UvmTest : public ::testing::Test {
     }
     return seen;
   }
-  // Waits up to 60 s until the console has shown `text` `times` times; how
-  // many times it had.
-  int ConsoleUntil(const std::string& text, int times) {
+  // Waits up to 60 s until `times` console lines that start with `prefix`
+  // have `text`; how many there were.
+  int ConsoleUntil(const std::string& text, int times, const std::string& prefix = "") {
     for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);;) {
-      int seen = ConsoleCount(text);
+      int seen = ConsoleCount(text, prefix);
       if (seen >= times || std::chrono::steady_clock::now() >= until) return seen;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
-  int ConsoleCount(const std::string& text) {
+  int ConsoleCount(const std::string& text, const std::string& prefix = "") {
     std::lock_guard<std::mutex> l(console_mu_);
     int seen = 0;
-    for (size_t at = console_.find(text); at != std::string::npos; at = console_.find(text, at + 1))
-      ++seen;
+    std::istringstream lines(console_);
+    for (std::string line; std::getline(lines, line);)
+      seen += line.rfind(prefix, 0) == 0 && line.find(text) != std::string::npos;
     return seen;
   }
   // Nothing of the VM is left: no QEMU, no virtiofsd, no state directory.
@@ -287,6 +289,12 @@ TEST_F(UvmTest, VmsFromATemplateHaveTheirOwnIdentityAndShares) {
     QemuConfig c = Config();
     c.state_dir = dir_ + "/" + name;
     c.template_dir = dir_ + "/templates";
+    // Each VM's lines marked with its name (the template's are the first
+    // VM's).
+    c.console = [this, name](const std::string& line) {
+      std::lock_guard<std::mutex> l(console_mu_);
+      console_ += name + ": " + line + "\n";
+    };
     return c;
   };
   auto cmdline = [](pid_t pid) {
@@ -338,9 +346,14 @@ TEST_F(UvmTest, VmsFromATemplateHaveTheirOwnIdentityAndShares) {
   EXPECT_NE(cmdline(b.qemu_pid()).find("-incoming defer"), std::string::npos);
   Seen sb = look(b);
   // Each restored VM warms the runtime again (nothing is translated after
-  // a restore); the template's own run had finished before it was saved.
-  EXPECT_EQ(ConsoleUntil("runtime warm-up done", 3), 3) << console_;
+  // a restore). The template's own warm-up (its lines are a's) had ended
+  // before it was saved: one caught half-way would end once in each
+  // restored VM instead, and a line still in the console's buffer would
+  // come out of each again.
+  EXPECT_EQ(ConsoleUntil("runtime warm-up done", 1, "b: "), 1) << console_;
+  EXPECT_EQ(ConsoleUntil("runtime warm-up done", 2, "a: "), 2) << console_;
   EXPECT_EQ(ConsoleCount("runtime warm-up failed"), 0) << console_;
+  EXPECT_EQ(ConsoleCount("setup done"), 1) << console_;
   EXPECT_NE(Run(b, {"ls", "/run/runhcs-warm-up"}).first, 0);
   EXPECT_NE(sa.random, sb.random);
   EXPECT_EQ(sa.random.size(), sb.random.size());
