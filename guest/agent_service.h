@@ -87,9 +87,11 @@ class AgentService : public pb::AgentServer {
   void Register(ttrpc::Server* server);
 
   // Runs AgentConfig::warm_up on a thread of its own, at idle priority,
-  // unless it is running already (then this is a no-op). PID 1 calls it once
-  // setup is done; Restored calls it (a restored VM has nothing translated).
-  // PrepareTemplate waits for a running warm-up; so does the destructor.
+  // unless it is running already (then this is a no-op). PID 1 calls it when
+  // its setup succeeded, before opening GuestSetup::done (so a
+  // PrepareTemplate the latch lets through finds it running); Restored calls
+  // it (a restored VM has nothing translated). PrepareTemplate waits for a
+  // running warm-up; so does the destructor.
   void StartWarmUp();
 
   // runhcs.agent.v1.Agent, one method per RPC. Callable directly (unit tests,
