@@ -107,8 +107,13 @@ Status Rtnetlink::Request(void* buf, const std::string& what) {
       n = ::recv(fd_.get(), reply, sizeof reply, 0);
     } while (n < 0 && errno == EINTR);
     if (n < 0) return ErrnoError(errno, what + ": netlink receive");
-    int left = static_cast<int>(n);
-    for (auto* r = reinterpret_cast<nlmsghdr*>(reply); NLMSG_OK(r, left); r = NLMSG_NEXT(r, left)) {
+    // The messages in the datagram (NLMSG_OK and NLMSG_NEXT, without their
+    // signed/unsigned comparisons).
+    const size_t size = static_cast<size_t>(n);
+    for (size_t off = 0; off + sizeof(nlmsghdr) <= size;) {
+      auto* r = reinterpret_cast<nlmsghdr*>(reply + off);
+      if (r->nlmsg_len < sizeof(nlmsghdr) || r->nlmsg_len > size - off) break;
+      off += NLMSG_ALIGN(r->nlmsg_len);
       if (r->nlmsg_seq != seq_) continue;  // an earlier request's late answer
       if (r->nlmsg_type != NLMSG_ERROR) continue;
       if (r->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) {
