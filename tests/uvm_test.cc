@@ -127,6 +127,15 @@ TEST_F(UvmTest, BootsToAgentAndRunsInTheGuestKernel) {
   EXPECT_EQ(Run(vm, {"modprobe", "veth"}).first, 0);
   EXPECT_NE(Run(vm, {"cat", "/proc/modules"}).second.find("veth "), std::string::npos);
   EXPECT_NE(Run(vm, {"touch", "/usr/bin/new"}).first, 0);
+  // The kernel took the command line's initcall_blacklist (a kernel that
+  // renamed the step would ignore it): tracefs is there, kprobe_events not.
+  std::string tracing = Run(vm, {"sh", "-c",
+                                 "grep -q ' /sys/kernel/tracing ' /proc/mounts || "
+                                 "mount -t tracefs tracefs /sys/kernel/tracing; "
+                                 "ls /sys/kernel/tracing"})
+                            .second;
+  EXPECT_NE(tracing.find("available_events"), std::string::npos) << tracing;
+  EXPECT_EQ(tracing.find("kprobe_events"), std::string::npos) << tracing;
   // The runtime warm-up ran a container through crun, and left nothing:
   // no files, no cgroup, no process.
   EXPECT_EQ(ConsoleUntil("runtime warm-up done", 1), 1) << console_;

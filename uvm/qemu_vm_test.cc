@@ -47,6 +47,8 @@ TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   EXPECT_THAT(After(a, "-append"), HasSubstr("tsc_early_khz=2596098"));
   EXPECT_THAT(After(a, "-append"), HasSubstr("pci=off"));
   EXPECT_THAT(After(a, "-append"), HasSubstr("cryptomgr.notests"));
+  EXPECT_THAT(After(a, "-append"),
+              HasSubstr("initcall_blacklist=init_kprobe_trace,crypto_kdf108_init"));
   EXPECT_EQ(After(a, "-kernel"), "/boot/x/vmlinuz");
   EXPECT_EQ(After(a, "-initrd"), "/boot/x/initrd.img");
   EXPECT_THAT(a, Contains("-nodefaults"));
