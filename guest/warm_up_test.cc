@@ -3,10 +3,12 @@
 #include "guest/warm_up.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "base/io.h"
 #include "base/polled_reaper.h"
@@ -70,10 +72,12 @@ exit 0
   static inline PolledReaper* reaper_ = nullptr;
 };
 
-// The "container" waits for `start` to make a file, then exits.
+// The "container" waits for `start` to make a file, then exits; it also
+// exits once the test's directory is gone (a test that never starts it).
 constexpr char kCreate[] =
-    "(while [ ! -e \"$top/started\" ]; do sleep 0.01; done) </dev/null >/dev/null 2>&1 & "
-    "echo $! > \"$pidfile\"";
+    "(while [ ! -e \"$top/started\" ] && [ -d \"$top\" ]; do sleep 0.01; done) "
+    "</dev/null >/dev/null 2>&1 & "
+    "echo $! > \"$pidfile\"; echo $! > \"$top/container.pid\"";
 
 TEST_F(WarmUpTest, RunsACriLikeContainerToItsExitThenLeavesNothing) {
   Runtime(kCreate, "touch \"$top/started\"");
@@ -102,8 +106,15 @@ TEST_F(WarmUpTest, AContainerThatDoesNotExitIsForceDeleted) {
   EXPECT_EQ(st.code(), Code::kDeadlineExceeded) << st.ToString();
   EXPECT_NE(Calls().find("delete --force runhcs-warm-up\n"), std::string::npos) << Calls();
   EXPECT_FALSE(std::filesystem::exists(cfg_.dir));
-  // (The stand-in's delete kills nothing: let its "container" go.)
+  // The stand-in's delete kills nothing: let its "container" go, and see
+  // it gone (nothing of a test may outlive it).
+  auto pid_text = ReadFile(top_ + "/container.pid");
+  pid_t pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
+  ASSERT_GT(pid, 0);
   ASSERT_TRUE(WriteFileAtomic(top_ + "/started", "", 0600).ok());
+  for (int i = 0; i < 500 && ::kill(pid, 0) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_NE(::kill(pid, 0), 0) << "the stand-in's container " << pid << " still runs";
 }
 
 TEST_F(WarmUpTest, AFailedCreateIsReportedAndStillCleanedUp) {
