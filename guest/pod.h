@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -30,7 +31,8 @@ struct NetworkStep {
   std::string cidr;     // kAddress: "10.88.0.2/24"; kRoute: "default" or a CIDR
   std::string gateway;  // kRoute: "" = a route on the link
   bool v6 = false;      // kRoute
-  // The ip(8) command line that does the same (logs, errors, tests).
+  // The ip(8) command line that does the same (Rtnetlink words its errors
+  // so too).
   std::string ToString() const;
 };
 
