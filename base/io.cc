@@ -1,12 +1,15 @@
 #include "base/io.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
+#include <cstdio>
 #include <cstring>
 
 namespace runhcs {
@@ -96,6 +99,27 @@ Status WriteExistingFile(const std::string& path, std::string_view data) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
   if (!fd) return ErrnoError(errno, fmt::format("open {}", path));
   return WriteAll(fd.get(), data);
+}
+
+Status RemoveTree(const std::string& dir) {
+  if (::access(dir.c_str(), F_OK) != 0) return OkStatus();
+  auto rm = [](const char* path, const struct stat*, int, struct FTW*) {
+    return ::remove(path) == 0 || errno == ENOENT ? 0 : -1;
+  };
+  if (::nftw(dir.c_str(), rm, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) != 0) {
+    return ErrnoError(errno, "remove " + dir);
+  }
+  return OkStatus();
+}
+
+StatusOr<pid_t> ReadPidFile(const std::string& path, std::string_view what) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  pid_t pid = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), pid);
+  if (ec != std::errc() || pid <= 0) {
+    return InternalError("{}: the runtime wrote no pid ({:?} in {})", what, text, path);
+  }
+  return pid;
 }
 
 UnixAddress UnixAddress::Parse(std::string_view address) {

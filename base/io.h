@@ -29,6 +29,14 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mo
 // for the kernel's files (procfs, sysfs, cgroupfs), which are never created.
 // NotFound ("open <path>") if there is no such file.
 Status WriteExistingFile(const std::string& path, std::string_view data);
+// Removes `dir` and what is in it, never crossing into another filesystem (a
+// mount left there by accident keeps its contents, and `dir` stays: an
+// error). A `dir` that does not exist is OK.
+Status RemoveTree(const std::string& dir);
+// The pid an OCI runtime wrote to its --pid-file: NotFound if the file is
+// missing, Internal ("<what>: the runtime wrote no pid") if it holds no
+// positive number.
+StatusOr<pid_t> ReadPidFile(const std::string& path, std::string_view what);
 
 // A unix socket address: "unix:///abs/path" or "/abs/path" is a filesystem
 // socket; anything else names an abstract socket ("\0" + name), as containerd's

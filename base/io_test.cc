@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -33,6 +34,38 @@ TEST(Io, WriteFileAtomicHasNoNewlineAndMode) {
   ASSERT_EQ(::stat(path.c_str(), &sb), 0);
   EXPECT_EQ(sb.st_mode & 0777, 0644u);
   EXPECT_NE(::access((dir + "/.address").c_str(), F_OK), 0);
+}
+
+TEST(Io, ReadPidFileTakesWhatARuntimeWritesAndRefusesTheRest) {
+  std::string dir = ::testing::TempDir() + "/iopid";
+  ::mkdir(dir.c_str(), 0700);
+  std::string path = dir + "/init.pid";
+  ASSERT_TRUE(WriteFileAtomic(path, "4242", 0600).ok());  // runc: no newline
+  EXPECT_EQ(*ReadPidFile(path, "container \"c\""), 4242);
+  ASSERT_TRUE(WriteFileAtomic(path, "17\n", 0600).ok());
+  EXPECT_EQ(*ReadPidFile(path, "container \"c\""), 17);
+  for (const char* bad : {"", "0", "-5", "pid"}) {
+    ASSERT_TRUE(WriteFileAtomic(path, bad, 0600).ok());
+    auto got = ReadPidFile(path, "container \"c\"");
+    ASSERT_FALSE(got.ok()) << bad;
+    EXPECT_EQ(got.status().code(), Code::kInternal);
+    EXPECT_NE(got.status().message().find("container \"c\": the runtime wrote no pid"),
+              std::string::npos)
+        << got.status().ToString();
+  }
+  EXPECT_EQ(ReadPidFile(dir + "/missing.pid", "exec").status().code(), Code::kNotFound);
+}
+
+TEST(Io, RemoveTreeRemovesEverythingBelowAndToleratesAMissingDir) {
+  std::string dir = ::testing::TempDir() + "/iotree";
+  ASSERT_TRUE(MkdirAll(dir + "/a/b", 0700).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/a/b/f", "x", 0600).ok());
+  ASSERT_EQ(::symlink("/etc", (dir + "/a/link").c_str()), 0);  // not followed
+  ASSERT_TRUE(::mkfifo((dir + "/fifo").c_str(), 0600) == 0);
+  ASSERT_TRUE(RemoveTree(dir).ok());
+  EXPECT_NE(::access(dir.c_str(), F_OK), 0);
+  EXPECT_EQ(::access("/etc/passwd", F_OK), 0);
+  EXPECT_TRUE(RemoveTree(dir).ok());
 }
 
 TEST(Io, WriteExistingFileWritesInPlaceAndNeverCreates) {

@@ -597,12 +597,12 @@ Status AgentService::CreateContainer(const ttrpc::CallContext& ctx,
     (void)c->rt->Delete(c->id, /*force=*/true);
     return st;
   }
-  auto pid_text = ReadFile(pid_file);
-  pid_t pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
-  if (pid <= 0) {
+  auto read_pid = ReadPidFile(pid_file, fmt::format("container {:?}", c->id));
+  if (!read_pid.ok()) {
     (void)c->rt->Delete(c->id, /*force=*/true);
-    return InternalError("container {:?}: the runtime wrote no init pid", c->id);
+    return read_pid.status();
   }
+  pid_t pid = *read_pid;
   c->init = std::make_shared<Process>();
   c->init->pid = pid;
   io.MoveTo(c->init.get());
@@ -693,11 +693,10 @@ StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessR
   Status st = c->rt->Exec(c->id, spec_path, pid_path, io.console_path(), io.child());
   if (st.ok()) st = io.Started();
   ::unlink(spec_path.c_str());
-  auto pid_text = ReadFile(pid_path);
+  auto read_pid = ReadPidFile(pid_path, fmt::format("exec {:?}", req.id().exec_id()));
   ::unlink(pid_path.c_str());
   RETURN_IF_ERROR(st);
-  pid_t pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
-  if (pid <= 0) return InternalError("exec {:?}: the runtime wrote no pid", req.id().exec_id());
+  ASSIGN_OR_RETURN(pid_t pid, std::move(read_pid));
   auto p = std::make_shared<Process>();
   p->pid = pid;
   io.MoveTo(p.get());

@@ -1,6 +1,5 @@
 #include "guest/warm_up.h"
 
-#include <ftw.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,23 +12,6 @@
 #include "oci/runtime.h"
 
 namespace runhcs::guest {
-
-namespace {
-
-// Removes `dir` and what is in it, never crossing into another filesystem
-// (a mount left there by accident keeps its contents, and `dir` stays).
-Status RemoveTree(const std::string& dir) {
-  if (::access(dir.c_str(), F_OK) != 0) return OkStatus();
-  auto rm = [](const char* path, const struct stat*, int, struct FTW*) {
-    return ::remove(path) == 0 || errno == ENOENT ? 0 : -1;
-  };
-  if (::nftw(dir.c_str(), rm, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) != 0) {
-    return ErrnoError(errno, "remove " + dir);
-  }
-  return OkStatus();
-}
-
-}  // namespace
 
 nlohmann::json WarmUpSpec(const std::string& rootfs, const std::string& system_dir) {
   using nlohmann::json;
@@ -111,9 +93,9 @@ Status WarmUpRuntime(const WarmUpConfig& cfg) {
   Status st = rt.Create(kWarmUpContainerId, cfg.dir + "/init.pid", "", {});
   bool exited = false;
   if (st.ok()) {
-    auto pid_text = ReadFile(cfg.dir + "/init.pid");
-    pid_t pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
-    if (pid <= 0) st = InternalError("the runtime wrote no init pid");
+    auto read_pid = ReadPidFile(cfg.dir + "/init.pid", "the warm-up container");
+    pid_t pid = read_pid.ok() ? *read_pid : 0;
+    if (!read_pid.ok()) st = read_pid.status();
     auto done = std::make_shared<Latch>();
     if (st.ok()) Reaper::Get().Watch(pid, [done](int) { done->Open(); });
     expect.Release();

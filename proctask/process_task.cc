@@ -72,14 +72,14 @@ StatusOr<std::shared_ptr<ProcessTask>> ProcessTask::Create(const task::CreateReq
     return st;
   }
   st = (*io)->Started();
-  auto pid_text = ReadFile(pid_file);
-  pid_t pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
-  if (!st.ok() || pid <= 0) {
+  auto read_pid = ReadPidFile(pid_file, fmt::format("container {:?}", req.id));
+  if (!st.ok() || !read_pid.ok()) {
     (*io)->Close(std::chrono::milliseconds(0));
     (void)runtime->Delete(req.id, /*force=*/true);
     unmount();
-    return st.ok() ? InternalError("runtime wrote no init pid to {}", pid_file) : st;
+    return st.ok() ? read_pid.status() : st;
   }
+  pid_t pid = *read_pid;
 
   auto task =
       std::make_shared<ProcessTask>(req.id, req.bundle, cfg.ns, runtime, publisher, mounted);

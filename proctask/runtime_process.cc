@@ -103,11 +103,10 @@ StatusOr<uint32_t> RuntimeProcess::StartExec(ExitCallback on_exit) {
     return st;
   }
   st = io->Started();
-  auto pid_text = ReadFile(pid_path);
+  auto pid = ReadPidFile(pid_path, fmt::format("exec {:?}", exec_id_));
   ::unlink(pid_path.c_str());
-  if (!pid_text.ok()) return pid_text.status().Wrap("exec pid file");
-  pid_ = std::atoi(pid_text->c_str());
-  if (pid_ <= 0) return InternalError("exec pid file holds {:?}", *pid_text);
+  if (!pid.ok()) return pid.status();
+  pid_ = *pid;
   OpenPidfd();
   // An exec that already ended was reaped into the Reaper's unclaimed
   // exits; Watch delivers it.

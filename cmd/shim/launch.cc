@@ -327,8 +327,8 @@ int Delete(const Flags& f) {
   // state, then the rootfs mount. Errors go to stderr, which containerd
   // logs as cleanup warnings.
   uint32_t pid = 0;
-  if (auto pid_text = ReadFile(bundle + "/init.pid"); pid_text.ok()) {
-    pid = static_cast<uint32_t>(std::atoi(pid_text->c_str()));
+  if (auto read_pid = ReadPidFile(bundle + "/init.pid", "the container"); read_pid.ok()) {
+    pid = static_cast<uint32_t>(*read_pid);
   }
   if (auto rc = proctask::ProcessTask::ReadRuntimeFile(bundle); rc.ok()) {
     oci::Runtime runtime(*rc, bundle);
