@@ -11,6 +11,7 @@
 
 #include "base/io.h"
 #include "base/reaper.h"
+#include "oci/crun_state.h"
 
 namespace runhcs::oci {
 
@@ -125,7 +126,14 @@ Status Runtime::Create(const std::string& id, const std::string& pid_file,
   return Run("create", args, io);
 }
 
-Status Runtime::Start(const std::string& id) { return Run("start", {id}, {}); }
+Status Runtime::Start(const std::string& id) {
+  if (cfg_.in_process_start) {
+    auto done = crun::ReleaseCreated(cfg_.root, id);
+    if (!done.ok()) return done.status().Wrap("OCI runtime start failed");
+    if (*done) return OkStatus();
+  }
+  return Run("start", {id}, {});
+}
 
 Status Runtime::Exec(const std::string& id, const std::string& process_json_path,
                      const std::string& pid_file, const std::string& console_socket,
@@ -153,6 +161,15 @@ Status Runtime::Delete(const std::string& id, bool force) {
   if (force) args.push_back("--force");
   args.push_back(id);
   return Run("delete", args, {});
+}
+
+Status Runtime::DeleteExited(const std::string& id, const std::string& cgroup_dir) {
+  if (cfg_.in_process_delete) {
+    auto done = crun::RemoveExited(cfg_.root, id, cgroup_dir);
+    if (!done.ok()) return done.status().Wrap("OCI runtime delete failed");
+    if (*done) return OkStatus();
+  }
+  return Delete(id, /*force=*/true);
 }
 
 Status Runtime::Pause(const std::string& id) { return Run("pause", {id}, {}); }

@@ -37,6 +37,12 @@ class Runtime {
     // TCG guest. The runtime's children inherit it: the caller gives the
     // container's processes their randomization back (linux.personality).
     bool fixed_address_layout = false;
+    // crun with an explicit root only (oci/crun_state.h), each for a spec
+    // without poststart (poststop) hooks: Start (DeleteExited) takes the
+    // step in-process when the container is in the shape for it, and runs
+    // the runtime otherwise. Saves a runtime process per step.
+    bool in_process_start = false;
+    bool in_process_delete = false;
   };
 
   // The process's stdio for create/exec (-1 = /dev/null).
@@ -56,6 +62,11 @@ class Runtime {
               const std::string& pid_file, const std::string& console_socket, const Stdio& io);
   Status Kill(const std::string& id, int signal, bool all);
   Status Delete(const std::string& id, bool force);
+  // Deletes a container whose init the caller has reaped: as Delete(id,
+  // force=true), in-process when Config::in_process_delete allows and
+  // nothing of the container is left in `cgroup_dir` (its cgroup v2
+  // directory, "" = unknown).
+  Status DeleteExited(const std::string& id, const std::string& cgroup_dir);
   Status Pause(const std::string& id);
   Status Resume(const std::string& id);
   Status Update(const std::string& id, const std::string& resources_json_path);
