@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "base/io.h"
 #include "base/latch.h"
@@ -83,11 +84,14 @@ Status WarmUpRuntime(const WarmUpConfig& cfg) {
   }
   RETURN_IF_ERROR(
       WriteFileAtomic(cfg.dir + "/config.json", WarmUpSpec(rootfs, cfg.system_dir).dump(), 0600));
+  const bool crun = std::filesystem::path(cfg.runtime).filename() == "crun";
   oci::Runtime rt(oci::Runtime::Config{.binary = cfg.runtime,
                                        .root = cfg.dir + "/state",
                                        .no_pivot = true,
                                        .timeout = cfg.timeout,
-                                       .fixed_address_layout = true},
+                                       .fixed_address_layout = true,
+                                       .in_process_start = crun,
+                                       .in_process_delete = crun},
                   cfg.dir);
   auto expect = Reaper::Get().Expect();
   Status st = rt.Create(kWarmUpContainerId, cfg.dir + "/init.pid", "", {});
@@ -107,7 +111,8 @@ Status WarmUpRuntime(const WarmUpConfig& cfg) {
     if (pid > 0 && !exited) Reaper::Get().Unwatch(pid);
   }
   // A failed create may have left the runtime's state: delete regardless.
-  Status del = rt.Delete(kWarmUpContainerId, /*force=*/!exited);
+  Status del = exited ? rt.DeleteExited(kWarmUpContainerId, cfg.cgroup_root + kWarmUpCgroupPath)
+                      : rt.Delete(kWarmUpContainerId, /*force=*/true);
   if (st.ok()) st = del;
   Status rm = RemoveTree(cfg.dir);
   if (st.ok()) st = rm;

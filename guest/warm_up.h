@@ -17,6 +17,9 @@
 //    clash and `crun list` of the agent's root never shows it.
 //  - Leaves nothing: the container is deleted and `dir` removed, whether it
 //    got that far or not.
+//  - The real containers' path: crun create, and for crun the agent's own
+//    start and delete (oci/crun_state.h), so nothing is warmed that a real
+//    container does not run.
 #pragma once
 
 #include <chrono>
@@ -38,6 +41,9 @@ struct WarmUpConfig {
   // How long to wait for the container's process to exit before the
   // delete kills it.
   std::chrono::milliseconds exit_wait{10000};
+  // Where kWarmUpCgroupPath is (the container's cgroup v2 directory is
+  // cgroup_root + kWarmUpCgroupPath).
+  std::string cgroup_root = "/sys/fs/cgroup";
 };
 
 inline constexpr char kWarmUpCgroupPath[] = "/runhcs-warm-up";

@@ -83,10 +83,10 @@ TEST_F(WarmUpTest, RunsACriLikeContainerToItsExitThenLeavesNothing) {
   Runtime(kCreate, "touch \"$top/started\"");
   Status st = WarmUpRuntime(cfg_);
   EXPECT_TRUE(st.ok()) << st.ToString();
-  // Deleted as a stopped container is, not forced.
+  // A runtime that is not crun runs every step (no in-process shortcut).
   EXPECT_EQ(Calls(), "create --bundle " + cfg_.dir + " --pid-file " + cfg_.dir +
                          "/init.pid --no-pivot runhcs-warm-up\nstart runhcs-warm-up\n"
-                         "delete runhcs-warm-up\n");
+                         "delete --force runhcs-warm-up\n");
   EXPECT_FALSE(std::filesystem::exists(cfg_.dir));
   auto text = ReadFile(top_ + "/config.json");
   ASSERT_TRUE(text.ok());

@@ -168,7 +168,22 @@ TEST_F(ShimdiagTest, OnALiveHypervisorPod) {
     tmux({"kill-server"});
   }
 
-  Remove({"diagvm-w", "diagvm"});
+  {
+    // The agent takes crun's start and delete in-process (oci/crun_state.h):
+    // what crun made for the workload goes with it all the same.
+    SCOPED_TRACE("a workload's removal leaves nothing in the VM");
+    const std::vector<std::string> look = {"exec", shim, "sh", "-c",
+                                           "ls /run/crun; find /sys/fs/cgroup -type d -name "
+                                           "diagvm-w; ps -o comm | grep -c crun; true"};
+    RunResult r = Diag(look);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "diagvm-w\n/sys/fs/cgroup/default/diagvm-w\n0\n");
+    Remove({"diagvm-w"});
+    r = Diag(look);
+    EXPECT_EQ(r.out, "0\n") << r.err;
+  }
+
+  Remove({"diagvm"});
   EXPECT_TRUE(WaitFor([&] { return ShimPid("diagvm").empty(); }, 15s));
   EXPECT_THAT(Diag({"list"}).out, Not(HasSubstr(shim + "\n")));
   RunResult gone = Diag({"pid", shim});
