@@ -26,6 +26,21 @@ Status WriteAll(int fd, std::string_view data) {
   return OkStatus();
 }
 
+Status SendAll(int fd, std::string_view data, std::string_view what) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EPIPE || errno == ECONNRESET) {
+        return UnavailableError("{}: the peer closed its socket", what);
+      }
+      return ErrnoError(errno, std::string(what));
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return OkStatus();
+}
+
 Status ReadFull(int fd, char* buf, size_t n) {
   size_t got = 0;
   while (got < n) {

@@ -14,6 +14,10 @@ namespace runhcs {
 // Writes all of `data`. MSG_NOSIGNAL semantics are the caller's business:
 // the shim ignores SIGPIPE process-wide.
 Status WriteAll(int fd, std::string_view data);
+// Sends all of `data` on a socket with MSG_NOSIGNAL: a peer that went away
+// is Unavailable ("<what>: the peer closed its socket"), never SIGPIPE, in
+// any process (the tests and benches link the library that sends).
+Status SendAll(int fd, std::string_view data, std::string_view what);
 // Reads exactly `n` bytes. Returns OutOfRange ("eof") on a clean EOF before
 // the first byte and DataLoss ("truncated") on EOF in the middle.
 Status ReadFull(int fd, char* buf, size_t n);

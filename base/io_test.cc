@@ -22,6 +22,20 @@ TEST(Io, ReadFullDistinguishesEofAndTruncation) {
   EXPECT_EQ(st.code(), Code::kOutOfRange);
 }
 
+TEST(Io, SendAllToAClosedPeerIsUnavailableNotSigpipe) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd a(sv[0]), b(sv[1]);
+  ASSERT_TRUE(SendAll(a.get(), "hello", "qmp quit").ok());
+  char buf[8];
+  ASSERT_EQ(::read(b.get(), buf, sizeof buf), 5);
+  b.reset();
+  // SIGPIPE's default action would end this test binary here.
+  Status st = SendAll(a.get(), "quit", "qmp quit");
+  EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
+  EXPECT_EQ(st.message(), "qmp quit: the peer closed its socket");
+}
+
 TEST(Io, WriteFileAtomicHasNoNewlineAndMode) {
   std::string dir = ::testing::TempDir() + "/ioatomic";
   ::mkdir(dir.c_str(), 0700);

@@ -62,14 +62,8 @@ StatusOr<nlohmann::json> QmpClient::Execute(const std::string& command,
   if (!arguments.is_null()) req["arguments"] = arguments;
   if (!fd_.valid()) return FailedPreconditionError("qmp: not connected");
   std::string line = req.dump() + "\n";
-  // send(MSG_NOSIGNAL): a QEMU that went away is Unavailable, not SIGPIPE.
-  for (size_t off = 0; off < line.size();) {
-    ssize_t n = ::send(fd_.get(), line.data() + off, line.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EPIPE) return UnavailableError("qmp {}: QEMU closed its socket", command);
-    if (n < 0) return ErrnoError(errno, "qmp " + command);
-    off += static_cast<size_t>(n);
-  }
+  // A QEMU that went away is Unavailable, not SIGPIPE.
+  RETURN_IF_ERROR(SendAll(fd_.get(), line, "qmp " + command));
   for (;;) {
     ASSIGN_OR_RETURN(nlohmann::json m, ReadMessage(deadline));
     if (m.contains("event")) {
