@@ -87,9 +87,10 @@ class AgentService : public pb::AgentServer {
   void Register(ttrpc::Server* server);
 
   // Runs AgentConfig::warm_up on a thread of its own, at idle priority,
-  // unless it is running already (then this is a no-op). PID 1 calls it when
-  // its setup succeeded, before opening GuestSetup::done (so a
-  // PrepareTemplate the latch lets through finds it running); Restored calls
+  // unless it is running already (then this is a no-op). PID 1 calls it once
+  // the system disk (crun) is mounted, before the rest of its setup and
+  // before opening GuestSetup::done (so a PrepareTemplate the latch lets
+  // through finds it running); Restored calls
   // it (a restored VM has nothing translated). PrepareTemplate waits for a
   // running warm-up; so does the destructor.
   void StartWarmUp();

@@ -150,6 +150,13 @@ int main(int argc, char** argv) {
     auto set_up = [setup, &svc] {
       Status st = guest::LoadModules(kSystemModuleList);
       if (st.ok()) st = guest::MountSystemDisk("/usr", kSystemDiskWaitMs);
+      // What the first container would otherwise pay, paid while the host
+      // still sets the pod up: as soon as crun is there (the modules below
+      // are not the warm-up's), so that it is mostly done when the first
+      // create comes. Started before setup is done: a PrepareTemplate that
+      // the latch lets through then sees it running and waits (else the
+      // template could hold it half-way).
+      if (st.ok()) svc.StartWarmUp();
       if (st.ok()) {
         Status later = guest::LoadModules(kLaterModuleList);
         if (!later.ok()) spdlog::warn("{}", later.ToString());
@@ -160,11 +167,6 @@ int main(int argc, char** argv) {
         spdlog::error("system disk: {}", st.ToString());
       }
       spdlog::info("setup done at {:.3f} s since boot", SinceBoot());
-      // What the first container would otherwise pay, paid while the host
-      // still sets the pod up. Started before setup is done: a
-      // PrepareTemplate that the latch lets through then sees it running
-      // and waits (else the template could hold it half-way).
-      if (st.ok()) svc.StartWarmUp();
       setup->status = st;
       setup->done.Open();
     };
