@@ -582,9 +582,10 @@ Status AgentService::CreateContainer(const ttrpc::CallContext& ctx,
     spec["linux"]["personality"] = {{"domain", "LINUX"}};
   }
   RETURN_IF_ERROR(WriteFileAtomic(c->bundle + "/config.json", spec.dump(), 0600));
-  // The initramfs root cannot be pivoted away from. crun's start and delete
-  // are taken in-process where no hook of theirs has to run (each crun
-  // process costs tens of ms under TCG).
+  // The initramfs root cannot be pivoted away from. crun's start, delete
+  // and kill-all SIGKILL are taken in-process (start and delete only where
+  // no hook of theirs has to run): each crun process costs tens of ms
+  // under TCG.
   const bool crun = std::filesystem::path(cfg_.oci_runtime).filename() == "crun";
   auto has_hooks = [&spec](const char* kind) {
     return spec.contains("hooks") && spec["hooks"].is_object() && spec["hooks"].contains(kind) &&
@@ -596,7 +597,8 @@ Status AgentService::CreateContainer(const ttrpc::CallContext& ctx,
                            .no_pivot = true,
                            .fixed_address_layout = true,
                            .in_process_start = crun && !has_hooks("poststart"),
-                           .in_process_delete = crun && !has_hooks("poststop")},
+                           .in_process_delete = crun && !has_hooks("poststop"),
+                           .in_process_kill_all = crun},
       c->bundle);
   RuntimeIo io;
   ASSIGN_OR_RETURN(io, RuntimeIo::Make(req.terminal(), req.stdin()));
@@ -654,7 +656,7 @@ Status AgentService::StartContainer(const ttrpc::CallContext&, const pb::StartCo
   std::weak_ptr<Container> weak = c;
   auto exited = [this, init, weak](int status, bool may_block) {
     if (auto c = weak.lock(); c && c->kill_all_on_exit && may_block) {
-      (void)c->rt->Kill(c->id, SIGKILL, /*all=*/true);
+      (void)c->rt->KillAll(c->id, SIGKILL, c->cgroup_dir);
     }
     init->SetExit(status);
     if (auto c = weak.lock()) {
@@ -725,7 +727,7 @@ Status AgentService::SignalProcess(const ttrpc::CallContext&, const pb::SignalPr
                                    pb::Empty*) {
   if (req.all()) {
     ASSIGN_OR_RETURN(auto c, FindContainer(req.id().container_id()));
-    return c->rt->Kill(c->id, static_cast<int>(req.signal()), /*all=*/true);
+    return c->rt->KillAll(c->id, static_cast<int>(req.signal()), c->cgroup_dir);
   }
   ASSIGN_OR_RETURN(auto p, Find(req.id()));
   {

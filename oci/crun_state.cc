@@ -1,6 +1,7 @@
 #include "oci/crun_state.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,6 +56,14 @@ StatusOr<bool> RemoveExited(const std::string& root, const std::string& id,
     return false;  // a directory, but not a cgroup v2 one
   }
   if (!RemoveTree(root + "/" + id).ok()) return false;
+  return true;
+}
+
+StatusOr<bool> KillAll(const std::string& cgroup_dir, int signal) {
+  if (signal != SIGKILL || cgroup_dir.empty()) return false;
+  Status st = WriteExistingFile(cgroup_dir + "/cgroup.kill", "1");
+  if (st.code() == Code::kNotFound) return false;
+  RETURN_IF_ERROR(st);
   return true;
 }
 

@@ -1,14 +1,15 @@
-// crun_state: two steps of a crun container's life taken without running
-// crun, by speaking its on-disk protocol (crun 1.x, as Debian ships it):
+// crun_state: steps of a crun container's life taken without running crun,
+// by speaking its on-disk protocol (crun 1.x, as Debian ships it):
 //
 //   <root>/<id>/            crun's state directory for the container
 //   <root>/<id>/exec.fifo   made by `crun create`; the container's init holds
 //                           the read end and blocks until a byte arrives
 //
 // Why: in a utility VM under TCG a crun process costs ~25-30 ms before it
-// does anything (loading and relocating it and its libraries), and `start`
-// and `delete` do almost nothing beyond that. The agent takes these two
-// steps itself; create, exec, kill, pause, update and ps stay crun's.
+// does anything (loading and relocating it and its libraries), and `start`,
+// `delete` and `kill --all KILL` do almost nothing beyond that. The agent
+// takes these steps itself; create, exec, other kills, pause, update and ps
+// stay crun's.
 //
 // Contract of both: `true` means the step is done exactly as crun would have
 // done it; `false` means the container is not in the shape the shortcut
@@ -39,5 +40,12 @@ StatusOr<bool> ReleaseCreated(const std::string& root, const std::string& id);
 // removes those. A missing cgroup or state directory is already removed.
 StatusOr<bool> RemoveExited(const std::string& root, const std::string& id,
                             const std::string& cgroup_dir);
+
+// What `crun kill --all <id> KILL` does first on cgroup v2: writes "1" to
+// the container's cgroup.kill (`cgroup_dir`, absolute), which kills every
+// process in the cgroup and below. `false` for another signal, an unknown
+// cgroup ("") or a kernel without cgroup.kill (before 5.14): crun then
+// signals the processes one by one.
+StatusOr<bool> KillAll(const std::string& cgroup_dir, int signal);
 
 }  // namespace runhcs::oci::crun

@@ -142,6 +142,32 @@ TEST_F(CrunStateTest, RemoveExitedLeavesASubCgroupAnUnknownCgroupOrAPlainDirecto
   }
 }
 
+TEST_F(CrunStateTest, KillAllWritesCgroupKillForSigkillOnly) {
+  MakeCgroup();
+  ASSERT_FALSE(HasFatalFailure());
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  ASSERT_GT(child, 0);
+  ASSERT_TRUE(WriteExistingFile(cgroup_ + "/cgroup.procs", std::to_string(child)).ok());
+  // Not SIGKILL, or no cgroup: crun's (it signals one by one).
+  for (auto [cg, sig] :
+       {std::pair{cgroup_, SIGTERM}, std::pair{std::string(), SIGKILL}, std::pair{dir_, SIGKILL}}) {
+    auto done = crun::KillAll(cg, sig);
+    ASSERT_TRUE(done.ok()) << done.status().ToString();
+    EXPECT_FALSE(*done) << cg << " " << sig;
+  }
+  EXPECT_EQ(::kill(child, 0), 0);  // untouched
+  auto done = crun::KillAll(cgroup_, SIGKILL);
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_TRUE(*done);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+}
+
 // Runtime: the shortcuts when its Config allows them, the runtime binary
 // otherwise; a stand-in binary records what it was asked.
 class RuntimeShortcutTest : public CrunStateTest {
@@ -162,7 +188,8 @@ class RuntimeShortcutTest : public CrunStateTest {
     return Runtime({.binary = bin_,
                     .root = root_,
                     .in_process_start = in_process,
-                    .in_process_delete = in_process},
+                    .in_process_delete = in_process,
+                    .in_process_kill_all = in_process},
                    dir_);
   }
   std::string Calls() {
@@ -187,7 +214,9 @@ TEST_F(RuntimeShortcutTest, WhatTheShortcutsCannotTakeGoesToTheRuntime) {
   Runtime rt = Make(true);
   ASSERT_TRUE(rt.Start("c1").ok());             // no fifo
   ASSERT_TRUE(rt.DeleteExited("c1", "").ok());  // no cgroup known
-  EXPECT_EQ(Calls(), "start c1\ndelete --force c1\n");
+  ASSERT_TRUE(rt.KillAll("c1", SIGKILL, "").ok());
+  ASSERT_TRUE(rt.KillAll("c1", SIGTERM, dir_).ok());
+  EXPECT_EQ(Calls(), "start c1\ndelete --force c1\nkill --all c1 9\nkill --all c1 15\n");
   EXPECT_TRUE(Exists(root_ + "/c1/status"));  // the stand-in removes nothing
 
   { UniqueFd init = MakeFifo(); }

@@ -156,6 +156,15 @@ Status Runtime::Kill(const std::string& id, int signal, bool all) {
   return Run("kill", args, {});
 }
 
+Status Runtime::KillAll(const std::string& id, int signal, const std::string& cgroup_dir) {
+  if (cfg_.in_process_kill_all) {
+    auto done = crun::KillAll(cgroup_dir, signal);
+    if (!done.ok()) return done.status().Wrap("OCI runtime kill failed");
+    if (*done) return OkStatus();
+  }
+  return Kill(id, signal, /*all=*/true);
+}
+
 Status Runtime::Delete(const std::string& id, bool force) {
   std::vector<std::string> args;
   if (force) args.push_back("--force");

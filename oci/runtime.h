@@ -43,6 +43,8 @@ class Runtime {
     // the runtime otherwise. Saves a runtime process per step.
     bool in_process_start = false;
     bool in_process_delete = false;
+    // crun on cgroup v2: KillAll's SIGKILL through cgroup.kill in-process.
+    bool in_process_kill_all = false;
   };
 
   // The process's stdio for create/exec (-1 = /dev/null).
@@ -61,6 +63,10 @@ class Runtime {
   Status Exec(const std::string& id, const std::string& process_json_path,
               const std::string& pid_file, const std::string& console_socket, const Stdio& io);
   Status Kill(const std::string& id, int signal, bool all);
+  // Kill(id, signal, all=true), in-process for a SIGKILL when
+  // Config::in_process_kill_all allows and `cgroup_dir` (the container's
+  // cgroup v2 directory, "" = unknown) has cgroup.kill.
+  Status KillAll(const std::string& id, int signal, const std::string& cgroup_dir);
   Status Delete(const std::string& id, bool force);
   // Deletes a container whose init the caller has reaped: as Delete(id,
   // force=true), in-process when Config::in_process_delete allows and
