@@ -70,7 +70,7 @@ grep -q "^shimdiag $version (commit $commit)" < <(shimdiag --version) || fail "s
 for f in /usr/share/man/man8/containerd-shim-runhcs-v1.8.gz /usr/share/man/man1/shimdiag.1.gz \
   /usr/share/doc/runhcs/examples/containerd-runhcs.toml /usr/share/doc/runhcs/examples/runtimeclass.yaml \
   /usr/share/doc/runhcs/examples/process.json /usr/share/doc/runhcs/examples/vm.json \
-  /usr/share/runhcs/boot/vmlinuz /usr/share/runhcs/boot/initrd.img /usr/share/runhcs/boot/system.img \
+  /usr/share/runhcs/boot/vmlinux /usr/share/runhcs/boot/initrd.img /usr/share/runhcs/boot/system.img \
   /usr/share/runhcs/boot/kernel.release; do
   [ -s "$f" ] || fail "$f missing or empty"
 done
@@ -107,7 +107,7 @@ for _ in $(seq 300); do ctr_ task ls 2>/dev/null | grep -q "^vm1 .*RUNNING" && b
 ctr_ task ls | grep -q "^vm1 .*RUNNING" || { tail -20 "$W/ctrd/log"; fail "VM container not running"; }
 krel=$(ctr_ task exec --exec-id uname vm1 /bin/uname -r)
 [ "$krel" = "$(cat /usr/share/runhcs/boot/kernel.release)" ] || fail "VM container's kernel: $krel"
-pgrep -f "qemu-system.*-kernel /usr/share/runhcs/boot/vmlinuz" >/dev/null || fail "no QEMU on the packaged kernel"
+pgrep -f "qemu-system.*-kernel /usr/share/runhcs/boot/vmlinux" >/dev/null || fail "no QEMU on the packaged kernel"
 shimdiag list | grep -qx "default-vm1" || fail "shimdiag list: $(shimdiag list)"
 echo "package: a VM container ran on the packaged kernel ($krel); shimdiag list names its shim"
 ctr_ task kill -s KILL vm1 >/dev/null 2>&1

@@ -51,7 +51,7 @@ constexpr char kBaseCmdline[] =
     "console=ttyS0 quiet panic=-1 reboot=t cryptomgr.notests "
     "initcall_blacklist=init_kprobe_trace,crypto_kdf108_init";
 // The files of boot_dir a VM is made of (guest/image/build-image.sh).
-constexpr const char* kBootFiles[] = {"/vmlinuz", "/initrd.img", "/system.img"};
+constexpr const char* kBootFiles[] = {"/vmlinux", "/initrd.img", "/system.img"};
 constexpr auto kShutdownWait = std::chrono::seconds(5);
 constexpr auto kQuitWait = std::chrono::seconds(3);
 
@@ -265,7 +265,7 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
       cfg.qemu, "-name", "runhcs-uvm", "-M", machine, "-accel", accel_opts, "-cpu",
       accel == QemuConfig::Accel::kKvm ? "host" : "max", "-smp", std::to_string(cfg.cpus), "-m",
       std::to_string(cfg.memory_mb), "-object", memory, "-nodefaults", "-no-user-config",
-      "-display", "none", "-no-reboot", "-kernel", cfg.boot_dir + "/vmlinuz", "-initrd",
+      "-display", "none", "-no-reboot", "-kernel", cfg.boot_dir + "/vmlinux", "-initrd",
       cfg.boot_dir + "/initrd.img", "-append", cmdline, "-serial", "stdio", "-chardev",
       fmt::format("socket,id=agent,path={}/agent.sock,server=on,wait=off", s), "-device",
       micro ? "virtio-serial-device" : "virtio-serial-pci", "-device",

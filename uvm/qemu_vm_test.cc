@@ -49,7 +49,7 @@ TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   EXPECT_THAT(After(a, "-append"), HasSubstr("cryptomgr.notests"));
   EXPECT_THAT(After(a, "-append"),
               HasSubstr("initcall_blacklist=init_kprobe_trace,crypto_kdf108_init"));
-  EXPECT_EQ(After(a, "-kernel"), "/boot/x/vmlinuz");
+  EXPECT_EQ(After(a, "-kernel"), "/boot/x/vmlinux");
   EXPECT_EQ(After(a, "-initrd"), "/boot/x/initrd.img");
   EXPECT_THAT(a, Contains("-nodefaults"));
   EXPECT_THAT(a, Contains("virtio-serial-device"));
@@ -73,7 +73,7 @@ TEST(QemuArgs, CommasInPathsAreEscaped) {
             "file=/opt/a,,b/system.img,if=none,id=system,format=raw,readonly=on");
   EXPECT_THAT(a, Contains("socket,id=agent,path=/run/x,,y/agent.sock,server=on,wait=off"));
   EXPECT_EQ(After(a, "-qmp"), "unix:/run/x,,y/qmp.sock,server=on,wait=off");
-  EXPECT_EQ(After(a, "-kernel"), "/opt/a,b/vmlinuz");  // not an option list
+  EXPECT_EQ(After(a, "-kernel"), "/opt/a,b/vmlinux");  // not an option list
 }
 
 TEST(QemuArgs, KvmUsesHostCpuAndQ35UsesPciDevices) {
@@ -126,7 +126,7 @@ TEST(QemuVm, StartWithoutBootFilesIsNotFoundAndLeavesNothing) {
   // A boot dir of an older build (no system disk) names what is missing.
   c.boot_dir = ::testing::TempDir() + "/old-boot-dir";
   ASSERT_TRUE(MkdirAll(c.boot_dir, 0755).ok());
-  for (const char* f : {"/vmlinuz", "/initrd.img"})
+  for (const char* f : {"/vmlinux", "/initrd.img"})
     ASSERT_TRUE(WriteFileAtomic(c.boot_dir + f, "x", 0644).ok());
   QemuUtilityVm old("t", c);
   Status st = old.Start();
@@ -138,7 +138,7 @@ TEST(QemuVm, StartWithoutBootFilesIsNotFoundAndLeavesNothing) {
 TEST(QemuVm, AQemuThatExitsDuringBootIsUnavailableWithWhatItSaid) {
   const std::string dir = ::testing::TempDir() + "/qemu-exits";
   ASSERT_TRUE(MkdirAll(dir + "/boot", 0755).ok());
-  for (const char* f : {"/vmlinuz", "/initrd.img", "/system.img"})
+  for (const char* f : {"/vmlinux", "/initrd.img", "/system.img"})
     ASSERT_TRUE(WriteFileAtomic(dir + "/boot" + f, "x", 0644).ok());
   // As QEMU reports an accelerator it cannot use: on stderr, prefixed with
   // its name, then gone.

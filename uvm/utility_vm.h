@@ -33,7 +33,7 @@ struct VmConfig {
   enum class Accel { kAuto, kKvm, kTcg };
 
   Hypervisor hypervisor = Hypervisor::kQemu;
-  std::string boot_dir;   // holds vmlinuz, initrd.img and system.img
+  std::string boot_dir;   // holds vmlinux, initrd.img and system.img
   std::string state_dir;  // created by Start, removed by Close; must not exist
   int cpus = 1;
   int memory_mb = 512;

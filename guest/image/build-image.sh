@@ -3,7 +3,9 @@
 # agent, without installing anything on the host. KERNEL is the kernel's
 # package (.deb, unpacked here) or an installed kernel's /boot/vmlinuz-<release>
 # (its modules in /lib/modules/<release>; the Debian package build's way):
-#   OUT/vmlinuz         the kernel, as packaged
+#   OUT/vmlinux         the kernel, uncompressed: the ELF inside the packaged
+#                       bzImage, which QEMU boots through its PVH entry (no
+#                       decompression under TCG: ~0.3 s of every cold boot)
 #   OUT/initrd.img      lz4 cpio, only what the agent needs before it serves:
 #                       /init = the agent, the modules that reach the host and
 #                       the system disk (/early/*.list), /etc; /bin, /sbin,
@@ -165,6 +167,27 @@ E2FSPROGS_FAKE_TIME=1 mke2fs -q -t ext4 -O ^has_journal,^resize_inode -b 4096 -m
 E2FSPROGS_FAKE_TIME=1 debugfs -w -f "$T/times.cmds" "$OUT/system.img.tmp" >/dev/null 2>&1
 mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
 mv "$OUT/system.img.tmp" "$OUT/system.img"
-cp "$K/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
+# The bzImage's payload, decompressed as the kernel's scripts/extract-vmlinux
+# does (each compressor's magic, tried where it occurs), kept only if it is
+# the ELF with a PVH entry (XEN_ELFNOTE_PHYS32_ENTRY, note type 0x12).
+extract_vmlinux() {  # BZIMAGE OUT
+  local magic tool off
+  for magic_tool in '\x02\x21\x4c\x18:lz4 -dc' '\x28\xb5\x2f\xfd:zstd -dcq' \
+    '\xfd\x37\x7a\x58\x5a\x00:xz -dcq' '\x1f\x8b\x08:gzip -dcq'; do
+    magic=${magic_tool%%:*} tool=${magic_tool#*:}
+    command -v "${tool%% *}" >/dev/null || continue
+    for off in $(LC_ALL=C grep -obUaP "$magic" "$1" | cut -d: -f1); do
+      tail -c +$((off + 1)) "$1" | $tool >"$2" 2>/dev/null || true
+      if readelf -h "$2" >/dev/null 2>&1; then return 0; fi
+    done
+  done
+  return 1
+}
+extract_vmlinux "$K/boot/vmlinuz-$KVER" "$T/vmlinux" ||
+  { echo "build-image: no kernel ELF found in $K/boot/vmlinuz-$KVER" >&2; exit 1; }
+readelf -n "$T/vmlinux" | grep -qE '\(0x00000012\)|PHYS32_ENTRY' ||
+  { echo "build-image: $KVER has no PVH entry (CONFIG_PVH): QEMU cannot boot it uncompressed" >&2; exit 1; }
+mv "$T/vmlinux" "$OUT/vmlinux"
+rm -f "$OUT/vmlinuz"
 echo "$KVER" >"$OUT/kernel.release"
-echo "build-image: $KVER, $(du -k "$OUT/initrd.img" | cut -f1) KiB initrd, $(du -k --apparent-size "$OUT/system.img" | cut -f1) KiB system disk, modules: ${BOOT_ORDER[*]##*/}; on demand: ${ORDER[*]##*/}"
+echo "build-image: $KVER, $(du -k "$OUT/vmlinux" | cut -f1) KiB vmlinux, $(du -k "$OUT/initrd.img" | cut -f1) KiB initrd, $(du -k --apparent-size "$OUT/system.img" | cut -f1) KiB system disk, modules: ${BOOT_ORDER[*]##*/}; on demand: ${ORDER[*]##*/}"
