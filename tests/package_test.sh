@@ -70,8 +70,8 @@ grep -q "^shimdiag $version (commit $commit)" < <(shimdiag --version) || fail "s
 for f in /usr/share/man/man8/containerd-shim-runhcs-v1.8.gz /usr/share/man/man1/shimdiag.1.gz \
   /usr/share/doc/runhcs/examples/containerd-runhcs.toml /usr/share/doc/runhcs/examples/runtimeclass.yaml \
   /usr/share/doc/runhcs/examples/process.json /usr/share/doc/runhcs/examples/vm.json \
-  /usr/share/runhcs/boot/vmlinux /usr/share/runhcs/boot/initrd.img /usr/share/runhcs/boot/system.img \
-  /usr/share/runhcs/boot/kernel.release; do
+  /usr/lib/runhcs/boot/vmlinux /usr/lib/runhcs/boot/initrd.img /usr/lib/runhcs/boot/system.img \
+  /usr/lib/runhcs/boot/kernel.release; do
   [ -s "$f" ] || fail "$f missing or empty"
 done
 echo "package: installed ${#files[@]} paths; shim and shimdiag report $version ($commit)"
@@ -106,8 +106,8 @@ ctr_ run -d --runtime io.containerd.runhcs.v1 --runtime-config-path /usr/share/d
 for _ in $(seq 300); do ctr_ task ls 2>/dev/null | grep -q "^vm1 .*RUNNING" && break; sleep 0.2; done
 ctr_ task ls | grep -q "^vm1 .*RUNNING" || { tail -20 "$W/ctrd/log"; fail "VM container not running"; }
 krel=$(ctr_ task exec --exec-id uname vm1 /bin/uname -r)
-[ "$krel" = "$(cat /usr/share/runhcs/boot/kernel.release)" ] || fail "VM container's kernel: $krel"
-pgrep -f "qemu-system.*-kernel /usr/share/runhcs/boot/vmlinux" >/dev/null || fail "no QEMU on the packaged kernel"
+[ "$krel" = "$(cat /usr/lib/runhcs/boot/kernel.release)" ] || fail "VM container's kernel: $krel"
+pgrep -f "qemu-system.*-kernel /usr/lib/runhcs/boot/vmlinux" >/dev/null || fail "no QEMU on the packaged kernel"
 shimdiag list | grep -qx "default-vm1" || fail "shimdiag list: $(shimdiag list)"
 echo "package: a VM container ran on the packaged kernel ($krel); shimdiag list names its shim"
 ctr_ task kill -s KILL vm1 >/dev/null 2>&1
@@ -121,7 +121,7 @@ CTRD_PID=
 apt-get purge -y -qq runhcs >"$W/purge.log" 2>&1 || { cat "$W/purge.log"; fail "apt-get purge"; }
 for f in "${files[@]}"; do
   # Directories the package shares with others (/usr, /usr/bin) stay.
-  [ -d "$f" ] && [[ $f != /usr/share/runhcs* && $f != /usr/share/doc/runhcs* ]] && continue
+  [ -d "$f" ] && [[ $f != /usr/lib/runhcs* && $f != /usr/share/doc/runhcs* ]] && continue
   [ -e "$f" ] && fail "$f left after purge"
 done
 # This test's shim and VM state (other shims may run beside it).
@@ -129,6 +129,6 @@ vm_dir=/run/runhcs/vm/$(printf default/vm1 | sha256sum | cut -c1-24)
 for f in "$vm_dir" /run/runhcs/shims/default-vm1 /run/runhcs/shims/default-proc1 /run/runhcs/kvm-unusable; do
   [ -e "$f" ] && fail "runtime state left: $f"
 done
-pgrep -f "^/usr/bin/containerd-shim-runhcs-v1|/usr/share/runhcs/boot" >/dev/null &&
-  fail "processes left: $(pgrep -af "^/usr/bin/containerd-shim-runhcs-v1|/usr/share/runhcs/boot")"
+pgrep -f "^/usr/bin/containerd-shim-runhcs-v1|/usr/lib/runhcs/boot" >/dev/null &&
+  fail "processes left: $(pgrep -af "^/usr/bin/containerd-shim-runhcs-v1|/usr/lib/runhcs/boot")"
 echo "package: purged; none of its files, state or processes left"

@@ -159,14 +159,15 @@ class ShimTaskFactory : public service::TaskFactory {
     }
     return c;
   }
-  // <dir of this binary>/../share/runhcs/boot: the install layout, and the
-  // build tree's (bin/ and share/ side by side).
+  // <dir of this binary>/../lib/runhcs/boot: the install layout, and the
+  // build tree's (bin/ and lib/ side by side). lib, not share: a kernel and
+  // images of x86 binaries are architecture-dependent.
   static std::string DefaultBootDir() {
     char self[PATH_MAX];
     ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
     std::string exe = n > 0 ? std::string(self, static_cast<size_t>(n)) : "";
     std::string dir = exe.substr(0, exe.rfind('/'));
-    return dir.substr(0, dir.rfind('/')) + "/share/runhcs/boot";
+    return dir.substr(0, dir.rfind('/')) + "/lib/runhcs/boot";
   }
   const service::ShimOptions opts_;
   const std::string ns_;
