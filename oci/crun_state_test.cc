@@ -28,6 +28,10 @@ class CrunStateTest : public ::testing::Test {
     ASSERT_TRUE(WriteFileAtomic(root_ + "/c1/status", "{}", 0600).ok());
   }
   void TearDown() override {
+    if (child_ > 0) {  // a test that failed before reaping it
+      ::kill(child_, SIGKILL);
+      ::waitpid(child_, nullptr, 0);
+    }
     if (!cgroup_mount_.empty()) {
       ::rmdir((cgroup_ + "/sub").c_str());
       ::rmdir(cgroup_.c_str());
@@ -45,6 +49,26 @@ class CrunStateTest : public ::testing::Test {
     cgroup_ = cgroup_mount_ + "/runhcs-crun-state-" + std::to_string(::getpid());
     ASSERT_EQ(::mkdir(cgroup_.c_str(), 0755), 0) << std::strerror(errno);
   }
+  // A process of the test's own (a paused fork) in that cgroup: child_,
+  // killed and reaped by TearDown unless the test reaps it.
+  void StartChildInCgroup() {
+    MakeCgroup();
+    ASSERT_FALSE(HasFatalFailure());
+    child_ = ::fork();
+    if (child_ == 0) {
+      ::pause();
+      ::_exit(0);
+    }
+    ASSERT_GT(child_, 0);
+    ASSERT_TRUE(WriteExistingFile(cgroup_ + "/cgroup.procs", std::to_string(child_)).ok());
+  }
+  // Reaps child_ (SIGKILLed already); its wait status.
+  int ReapChild() {
+    int status = 0;
+    EXPECT_EQ(::waitpid(child_, &status, 0), child_);
+    child_ = 0;
+    return status;
+  }
   // The container's init as crun leaves it after create: the read end of
   // exec.fifo held open, non-blocking.
   UniqueFd MakeFifo() {
@@ -55,6 +79,7 @@ class CrunStateTest : public ::testing::Test {
   bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
   std::string dir_, root_, cgroup_mount_, cgroup_;
+  pid_t child_ = 0;
 };
 
 TEST_F(CrunStateTest, ReleaseCreatedWritesOneByteAndUnlinksTheFifo) {
@@ -94,15 +119,8 @@ TEST_F(CrunStateTest, ReleaseCreatedLeavesAnythingElseToTheRuntime) {
 }
 
 TEST_F(CrunStateTest, RemoveExitedRemovesTheCgroupThenTheStateOnceNothingIsLeft) {
-  MakeCgroup();
+  StartChildInCgroup();
   ASSERT_FALSE(HasFatalFailure());
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::pause();
-    ::_exit(0);
-  }
-  ASSERT_GT(child, 0);
-  ASSERT_TRUE(WriteExistingFile(cgroup_ + "/cgroup.procs", std::to_string(child)).ok());
   // A process left: crun's to kill.
   auto done = crun::RemoveExited(root_, "c1", cgroup_);
   ASSERT_TRUE(done.ok()) << done.status().ToString();
@@ -110,8 +128,8 @@ TEST_F(CrunStateTest, RemoveExitedRemovesTheCgroupThenTheStateOnceNothingIsLeft)
   EXPECT_TRUE(Exists(cgroup_));
   EXPECT_TRUE(Exists(root_ + "/c1/status"));
 
-  ::kill(child, SIGKILL);
-  ASSERT_EQ(::waitpid(child, nullptr, 0), child);
+  ::kill(child_, SIGKILL);
+  ReapChild();
   done = crun::RemoveExited(root_, "c1", cgroup_);
   ASSERT_TRUE(done.ok()) << done.status().ToString();
   EXPECT_TRUE(*done);
@@ -143,15 +161,8 @@ TEST_F(CrunStateTest, RemoveExitedLeavesASubCgroupAnUnknownCgroupOrAPlainDirecto
 }
 
 TEST_F(CrunStateTest, KillAllWritesCgroupKillForSigkillOnly) {
-  MakeCgroup();
+  StartChildInCgroup();
   ASSERT_FALSE(HasFatalFailure());
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::pause();
-    ::_exit(0);
-  }
-  ASSERT_GT(child, 0);
-  ASSERT_TRUE(WriteExistingFile(cgroup_ + "/cgroup.procs", std::to_string(child)).ok());
   // Not SIGKILL, or no cgroup: crun's (it signals one by one).
   for (auto [cg, sig] :
        {std::pair{cgroup_, SIGTERM}, std::pair{std::string(), SIGKILL}, std::pair{dir_, SIGKILL}}) {
@@ -159,12 +170,11 @@ TEST_F(CrunStateTest, KillAllWritesCgroupKillForSigkillOnly) {
     ASSERT_TRUE(done.ok()) << done.status().ToString();
     EXPECT_FALSE(*done) << cg << " " << sig;
   }
-  EXPECT_EQ(::kill(child, 0), 0);  // untouched
+  EXPECT_EQ(::kill(child_, 0), 0);  // untouched
   auto done = crun::KillAll(cgroup_, SIGKILL);
   ASSERT_TRUE(done.ok()) << done.status().ToString();
   EXPECT_TRUE(*done);
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  int status = ReapChild();
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
 }
 
