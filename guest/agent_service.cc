@@ -19,7 +19,6 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -586,7 +585,6 @@ Status AgentService::CreateContainer(const ttrpc::CallContext& ctx,
   // and kill-all SIGKILL are taken in-process (start and delete only where
   // no hook of theirs has to run): each crun process costs tens of ms
   // under TCG.
-  const bool crun = std::filesystem::path(cfg_.oci_runtime).filename() == "crun";
   auto has_hooks = [&spec](const char* kind) {
     return spec.contains("hooks") && spec["hooks"].is_object() && spec["hooks"].contains(kind) &&
            !spec["hooks"][kind].empty();
@@ -596,9 +594,9 @@ Status AgentService::CreateContainer(const ttrpc::CallContext& ctx,
                            .root = cfg_.oci_root,
                            .no_pivot = true,
                            .fixed_address_layout = true,
-                           .in_process_start = crun && !has_hooks("poststart"),
-                           .in_process_delete = crun && !has_hooks("poststop"),
-                           .in_process_kill_all = crun},
+                           .in_process_start = !has_hooks("poststart"),
+                           .in_process_delete = !has_hooks("poststop"),
+                           .in_process_kill_all = true},
       c->bundle);
   RuntimeIo io;
   ASSIGN_OR_RETURN(io, RuntimeIo::Make(req.terminal(), req.stdin()));

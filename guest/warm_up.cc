@@ -3,9 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
 
 #include "base/io.h"
 #include "base/latch.h"
@@ -84,14 +82,13 @@ Status WarmUpRuntime(const WarmUpConfig& cfg) {
   }
   RETURN_IF_ERROR(
       WriteFileAtomic(cfg.dir + "/config.json", WarmUpSpec(rootfs, cfg.system_dir).dump(), 0600));
-  const bool crun = std::filesystem::path(cfg.runtime).filename() == "crun";
   oci::Runtime rt(oci::Runtime::Config{.binary = cfg.runtime,
                                        .root = cfg.dir + "/state",
                                        .no_pivot = true,
                                        .timeout = cfg.timeout,
                                        .fixed_address_layout = true,
-                                       .in_process_start = crun,
-                                       .in_process_delete = crun},
+                                       .in_process_start = true,
+                                       .in_process_delete = true},
                   cfg.dir);
   auto expect = Reaper::Get().Expect();
   Status st = rt.Create(kWarmUpContainerId, cfg.dir + "/init.pid", "", {});

@@ -108,9 +108,9 @@ TEST_F(WarmUpTest, AContainerThatDoesNotExitIsForceDeleted) {
   EXPECT_FALSE(std::filesystem::exists(cfg_.dir));
   // The stand-in's delete kills nothing: let its "container" go, and see
   // it gone (nothing of a test may outlive it).
-  auto pid_text = ReadFile(top_ + "/container.pid");
-  pid_t pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
-  ASSERT_GT(pid, 0);
+  auto read_pid = ReadPidFile(top_ + "/container.pid", "the stand-in's container");
+  ASSERT_TRUE(read_pid.ok()) << read_pid.status().ToString();
+  pid_t pid = *read_pid;
   ASSERT_TRUE(WriteFileAtomic(top_ + "/started", "", 0600).ok());
   for (int i = 0; i < 500 && ::kill(pid, 0) == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

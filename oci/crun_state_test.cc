@@ -194,8 +194,8 @@ class RuntimeShortcutTest : public CrunStateTest {
                                 0755)
                     .ok());
   }
-  Runtime Make(bool in_process) {
-    return Runtime({.binary = bin_,
+  Runtime Make(bool in_process, const std::string& binary = "") {
+    return Runtime({.binary = binary.empty() ? bin_ : binary,
                     .root = root_,
                     .in_process_start = in_process,
                     .in_process_delete = in_process,
@@ -237,6 +237,17 @@ TEST_F(RuntimeShortcutTest, WhatTheShortcutsCannotTakeGoesToTheRuntime) {
 
 TEST_F(RuntimeShortcutTest, WithoutTheConfigEveryStepRunsTheRuntime) {
   Runtime rt = Make(false);
+  UniqueFd init = MakeFifo();
+  ASSERT_TRUE(rt.Start("c1").ok());
+  ASSERT_TRUE(rt.DeleteExited("c1", dir_ + "/no-such-cgroup").ok());
+  EXPECT_EQ(Calls(), "start c1\ndelete --force c1\n");
+  EXPECT_TRUE(Exists(root_ + "/c1/exec.fifo"));
+}
+
+TEST_F(RuntimeShortcutTest, ARuntimeThatIsNotCrunRunsEveryStepWhateverTheConfig) {
+  const std::string runc = dir_ + "/runc";  // the same stand-in, by another name
+  ASSERT_EQ(::link(bin_.c_str(), runc.c_str()), 0);
+  Runtime rt = Make(true, runc);
   UniqueFd init = MakeFifo();
   ASSERT_TRUE(rt.Start("c1").ok());
   ASSERT_TRUE(rt.DeleteExited("c1", dir_ + "/no-such-cgroup").ok());

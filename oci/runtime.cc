@@ -15,12 +15,20 @@
 
 namespace runhcs::oci {
 
+namespace {
+
+bool IsCrun(const std::string& binary) { return binary.substr(binary.rfind('/') + 1) == "crun"; }
+
+}  // namespace
+
 Runtime::Runtime(Config cfg, std::string bundle)
-    : cfg_(std::move(cfg)), bundle_(std::move(bundle)), log_path_(bundle_ + "/log.json") {}
+    : cfg_(std::move(cfg)),
+      bundle_(std::move(bundle)),
+      log_path_(bundle_ + "/log.json"),
+      crun_(IsCrun(cfg_.binary)) {}
 
 std::string Runtime::DefaultRoot(const std::string& binary, const std::string& ns) {
-  std::string base = binary.substr(binary.rfind('/') + 1);
-  return fmt::format("/run/containerd/{}/{}", base == "crun" ? "crun" : "runc", ns);
+  return fmt::format("/run/containerd/{}/{}", IsCrun(binary) ? "crun" : "runc", ns);
 }
 
 std::string Runtime::LastError() const {
@@ -127,7 +135,7 @@ Status Runtime::Create(const std::string& id, const std::string& pid_file,
 }
 
 Status Runtime::Start(const std::string& id) {
-  if (cfg_.in_process_start) {
+  if (crun_ && cfg_.in_process_start) {
     auto done = crun::ReleaseCreated(cfg_.root, id);
     if (!done.ok()) return done.status().Wrap("OCI runtime start failed");
     if (*done) return OkStatus();
@@ -157,7 +165,7 @@ Status Runtime::Kill(const std::string& id, int signal, bool all) {
 }
 
 Status Runtime::KillAll(const std::string& id, int signal, const std::string& cgroup_dir) {
-  if (cfg_.in_process_kill_all) {
+  if (crun_ && cfg_.in_process_kill_all) {
     auto done = crun::KillAll(cgroup_dir, signal);
     if (!done.ok()) return done.status().Wrap("OCI runtime kill failed");
     if (*done) return OkStatus();
@@ -173,7 +181,7 @@ Status Runtime::Delete(const std::string& id, bool force) {
 }
 
 Status Runtime::DeleteExited(const std::string& id, const std::string& cgroup_dir) {
-  if (cfg_.in_process_delete) {
+  if (crun_ && cfg_.in_process_delete) {
     auto done = crun::RemoveExited(cfg_.root, id, cgroup_dir);
     if (!done.ok()) return done.status().Wrap("OCI runtime delete failed");
     if (*done) return OkStatus();

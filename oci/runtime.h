@@ -37,13 +37,14 @@ class Runtime {
     // TCG guest. The runtime's children inherit it: the caller gives the
     // container's processes their randomization back (linux.personality).
     bool fixed_address_layout = false;
-    // crun with an explicit root only (oci/crun_state.h), each for a spec
-    // without poststart (poststop) hooks: Start (DeleteExited) takes the
-    // step in-process when the container is in the shape for it, and runs
-    // the runtime otherwise. Saves a runtime process per step.
+    // The caller's leave for crun's steps in-process (oci/crun_state.h):
+    // start (delete) only for a spec without poststart (poststop) hooks;
+    // kill-all for a container on cgroup v2. Taken only when `binary` is
+    // crun and `root` is set; Start (DeleteExited, KillAll) then does the
+    // step itself when the container is in the shape for it, and runs the
+    // runtime otherwise. Saves a runtime process per step.
     bool in_process_start = false;
     bool in_process_delete = false;
-    // crun on cgroup v2: KillAll's SIGKILL through cgroup.kill in-process.
     bool in_process_kill_all = false;
   };
 
@@ -89,6 +90,7 @@ class Runtime {
   const Config cfg_;
   const std::string bundle_;
   const std::string log_path_;
+  const bool crun_;  // `binary` is crun (the in_process_* steps are its)
 };
 
 }  // namespace runhcs::oci
