@@ -90,9 +90,9 @@ class AgentService : public pb::AgentServer {
   // unless it is running already (then this is a no-op). PID 1 calls it once
   // the system disk (crun) is mounted, before the rest of its setup and
   // before opening GuestSetup::done (so a PrepareTemplate the latch lets
-  // through finds it running); Restored calls
-  // it (a restored VM has nothing translated). PrepareTemplate waits for a
-  // running warm-up; so does the destructor.
+  // through finds it running); Restored calls it (a restored VM has nothing
+  // translated). PrepareTemplate waits for a running warm-up; so does the
+  // destructor.
   void StartWarmUp();
 
   // runhcs.agent.v1.Agent, one method per RPC. Callable directly (unit tests,

@@ -171,7 +171,7 @@ mv "$OUT/system.img.tmp" "$OUT/system.img"
 # does (each compressor's magic, tried where it occurs), kept only if it is
 # the ELF with a PVH entry (XEN_ELFNOTE_PHYS32_ENTRY, note type 0x12).
 extract_vmlinux() {  # BZIMAGE OUT
-  local magic tool off
+  local magic_tool magic tool off
   for magic_tool in '\x02\x21\x4c\x18:lz4 -dc' '\x28\xb5\x2f\xfd:zstd -dcq' \
     '\xfd\x37\x7a\x58\x5a\x00:xz -dcq' '\x1f\x8b\x08:gzip -dcq'; do
     magic=${magic_tool%%:*} tool=${magic_tool#*:}
