@@ -119,9 +119,49 @@ Containerd::Containerd(Options opts)
       << "state = \"" << dir_ << "/state\"\n"
       << "[grpc]\n  address = \"" << grpc_address() << "\"\n"
       << "[ttrpc]\n  address = \"" << ttrpc_address() << "\"\n"
+      << "[debug]\n  level = \"debug\"\n"
       << opts.extra_toml;
   cfg.close();
+  report_ = testing::FailureReport::Add("containerd " + dir_, [this] { return FailureReport(); });
   StartDaemon();
+}
+
+std::string Containerd::FailureReport() const {
+  constexpr size_t kLogLines = 300;
+  std::string out;
+  std::string log = ReadFileOr(dir_ + "/containerd.log");
+  size_t from = log.size();
+  for (size_t n = 0; n <= kLogLines && from > 0; ++n) from = log.rfind('\n', from - 1);
+  out += "--- the last " + std::to_string(kLogLines) + " lines of containerd.log\n";
+  out += log.substr(from == std::string::npos ? 0 : from + 1);
+  out += "--- processes\n";
+  RunOptions quick;
+  quick.timeout = std::chrono::seconds(10);
+  std::stringstream ps(
+      RunCommand({"ps", "-e", "--forest", "-o", "pid,ppid,stat,wchan:24,etimes,args"}, quick).out);
+  for (std::string line; std::getline(ps, line);) {
+    std::stringstream cols(line);
+    std::string pid, ppid;
+    cols >> pid >> ppid;
+    if (pid == "2" || ppid == "2") continue;  // kernel threads
+    out += line.substr(0, 240) + "\n";
+  }
+  // This containerd's shims (their command line names its socket): stacks.
+  const std::string shimdiag = extra_path_.empty() ? "" : extra_path_ + "/shimdiag";
+  if (shimdiag.empty() || ::access(shimdiag.c_str(), X_OK) != 0) return out;
+  std::stringstream rows(RunCommand({shimdiag, "list", "--pids"}, quick).out);
+  std::string row;
+  std::getline(rows, row);  // header
+  while (std::getline(rows, row)) {
+    std::stringstream cols(row);
+    std::string name, pid;
+    cols >> name >> pid;
+    std::string cmdline = ReadFileOr("/proc/" + pid + "/cmdline");
+    if (name.empty() || cmdline.find(dir_) == std::string::npos) continue;
+    RunResult r = RunCommand({shimdiag, "stacks", name}, quick);
+    out += "--- shimdiag stacks " + name + " (pid " + pid + ")\n" + r.out + r.err;
+  }
+  return out;
 }
 
 bool Containerd::StartDaemon() {

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "tests/failure_report.h"
+
 namespace runhcs::testing {
 
 struct RunResult {
@@ -80,6 +82,10 @@ class Containerd {
   std::vector<std::pair<std::string, std::string>> env_;
   std::string netns_;
   pid_t pid_ = -1;
+  // On a test's failure: this containerd's log tail, its shims' stacks and
+  // the processes around them.
+  std::string FailureReport() const;
+  testing::FailureReport::Registration report_;
 };
 
 // GET http://ip:port/path from inside network namespace `netns_path`

@@ -54,6 +54,11 @@ struct Responder::Call {
   // (containerd gives calls deadlines of minutes).
   std::weak_ptr<Server::Shared> shared;
   std::optional<TimerMap::iterator> timer;
+  // "service/method", set only when debug logging is on: each call is then
+  // logged when it arrives and when it is answered, with its duration, so a
+  // call that never returns shows in the log as one without an answer.
+  std::string name;
+  Clock::time_point received;
 };
 
 // State shared with connection and handler threads, so none of them can
@@ -228,6 +233,13 @@ bool Responder::Reply(const Status& st, const std::string& payload) const {
     conn->calls.erase(call_->sid);
     if (call_->async) --conn->async_pending;
   }
+  if (!call_->name.empty()) {  // before the answer: the peer may act on it at once
+    spdlog::debug(
+        "ttrpc: {} stream {} answered in {} ms: {}", call_->name, call_->sid,
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - call_->received)
+            .count(),
+        st.ToString());
+  }
   SendResponse(conn->fd.get(), &conn->write_mu, call_->sid, st, payload);
   return true;
 }
@@ -357,6 +369,11 @@ void Server::StartConnection(UniqueFd fd) {
       call->conn = conn;
       call->sid = sid;
       call->async = static_cast<bool>(handler->async);
+      if (spdlog::should_log(spdlog::level::debug)) {
+        call->name = req->service() + "/" + req->method();
+        call->received = Clock::now();
+        spdlog::debug("ttrpc: {} stream {} received", call->name, sid);
+      }
       Status refused;
       {
         MutexLock l(&conn->mu);

@@ -12,6 +12,11 @@
 #include <set>
 #include <thread>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
 #include "containerd/task/v2/shim.pb.h"
 #include "google/rpc/status.pb.h"
 #include "ttrpc/client.h"
@@ -234,6 +239,33 @@ TEST_F(ServerTest, TimeoutNanoBecomesHandlerDeadline) {
   EXPECT_EQ(resp.status().code(), 4);
   EXPECT_GE(Clock::now() - start, 100ms);
   EXPECT_LT(Clock::now() - start, 5s);
+}
+
+// At debug level each call is logged when it arrives and when it is
+// answered (with its status), so a call that never returns is the one
+// without its second line. Above debug nothing is logged.
+TEST_F(ServerTest, DebugLogNamesEachCallWhenReceivedAndWhenAnswered) {
+  std::ostringstream captured;
+  auto previous = spdlog::default_logger();
+  auto logger = std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+  spdlog::set_default_logger(logger);
+  StateRequest req;
+  req.set_id("missing");
+  logger->set_level(spdlog::level::info);
+  RawCall(1, RequestBytes("State", req.SerializeAsString()));
+  logger->set_level(spdlog::level::debug);
+  RawCall(3, RequestBytes("State", req.SerializeAsString()));
+  logger->flush();
+  spdlog::set_default_logger(previous);
+  const std::string log = captured.str();
+  EXPECT_EQ(log.find("stream 1 "), std::string::npos) << log;
+  EXPECT_NE(log.find("ttrpc: containerd.task.v2.Task/State stream 3 received"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("ttrpc: containerd.task.v2.Task/State stream 3 answered in "),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("NotFound: task missing"), std::string::npos) << log;
 }
 
 TEST_F(ServerTest, MetadataReachesHandler) {
