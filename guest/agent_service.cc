@@ -706,6 +706,12 @@ StatusOr<pb::StartResponse> AgentService::ExecInContainer(const pb::ExecProcessR
   ::unlink(spec_path.c_str());
   auto read_pid = ReadPidFile(pid_path, fmt::format("exec {:?}", req.id().exec_id()));
   ::unlink(pid_path.c_str());
+  if (!st.ok() && read_pid.ok()) {
+    // The process runs but its stdio could not be had (no terminal came):
+    // nobody could reach it, so it goes, and is reaped.
+    ::kill(*read_pid, SIGKILL);
+    Reaper::Get().Watch(*read_pid, [](int) {});
+  }
   RETURN_IF_ERROR(st);
   ASSIGN_OR_RETURN(pid_t pid, std::move(read_pid));
   auto p = std::make_shared<Process>();

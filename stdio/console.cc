@@ -1,9 +1,11 @@
 #include "stdio/console.h"
 
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -27,9 +29,32 @@ ConsoleSocket::~ConsoleSocket() {
   ::rmdir(dir_.c_str());
 }
 
-StatusOr<UniqueFd> ConsoleSocket::ReceiveMaster() {
+namespace {
+
+// Waits until `fd` is readable (a listener: a connection is queued), up to
+// `deadline`.
+Status AwaitReadable(int fd, std::chrono::steady_clock::time_point deadline, const char* what) {
+  for (;;) {
+    auto now = std::chrono::steady_clock::now();
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+    pollfd p{fd, POLLIN, 0};
+    int n = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    if (n > 0) return OkStatus();
+    if (n < 0 && errno != EINTR) return ErrnoError(errno, what);
+    if (n == 0 && std::chrono::steady_clock::now() >= deadline) {
+      return DeadlineExceededError("the runtime sent no terminal: {}", what);
+    }
+  }
+}
+
+}  // namespace
+
+StatusOr<UniqueFd> ConsoleSocket::ReceiveMaster(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  RETURN_IF_ERROR(AwaitReadable(listener_.get(), deadline, "no connection on the console socket"));
   UniqueFd conn(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
   if (!conn) return ErrnoError(errno, "accept console socket");
+  RETURN_IF_ERROR(AwaitReadable(conn.get(), deadline, "nothing sent on the console socket"));
   char data[256];
   iovec iov{data, sizeof data};
   alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];

@@ -3,6 +3,7 @@
 // container's terminal as SCM_RIGHTS.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -21,9 +22,14 @@ class ConsoleSocket {
   ConsoleSocket& operator=(const ConsoleSocket&) = delete;
 
   const std::string& path() const { return path_; }
-  // Accepts one connection and returns the fd it carries. Blocks until the
-  // runtime connects; call once the runtime's create/exec has returned.
-  StatusOr<UniqueFd> ReceiveMaster();
+  // Accepts one connection and returns the fd it carries. Call once the
+  // runtime's create/exec has returned: a runtime sends the master before
+  // it returns, so the connection is already queued. Waits at most
+  // `timeout` for it and for the fd (a runtime that returned without
+  // sending one never will): then DeadlineExceeded, and the caller's
+  // process is not left waiting on a terminal nobody holds.
+  StatusOr<UniqueFd> ReceiveMaster(std::chrono::milliseconds timeout = kReceiveTimeout);
+  static constexpr std::chrono::milliseconds kReceiveTimeout{10000};
 
  private:
   ConsoleSocket() = default;
