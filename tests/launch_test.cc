@@ -259,6 +259,32 @@ TEST_F(LaunchTest, Delete_PrintsOnlyDeleteResponseIsIdempotentAndCleansStaleSock
   EXPECT_NE(::access(sock.c_str(), F_OK), 0);
 }
 
+// `delete` cleans up after a shim only when none serves: a live shim (a
+// pod's, serving other tasks) keeps its socket; a socket that accepts but
+// never answers (held by a process the dead shim was forking) is a dead
+// shim's.
+TEST_F(LaunchTest, Delete_LeavesALiveShimAloneAndTakesASocketThatOnlyAccepts) {
+  RunResult r = Start(id_, bundle_);
+  ASSERT_EQ(r.exit_code, 0);
+  std::string sock = UnixAddress::Parse(r.out).path;
+  auto del = [&] {
+    return RunCommand({kShim, "-namespace", "runhcs-test", "-address", address_, "-publish-binary",
+                       "/usr/bin/containerd", "-id", id_, "-bundle", bundle_, "delete"},
+                      {.cwd = bundle_});
+  };
+  ASSERT_EQ(del().exit_code, 0);
+  EXPECT_EQ(::access(sock.c_str(), F_OK), 0) << "a live shim lost its socket";
+  pid_t pid = DaemonPid(bundle_);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(WaitGone(pid));
+  ::unlink(sock.c_str());
+  auto mute = ListenUnix({sock, false});  // accepts, never answers
+  ASSERT_TRUE(mute.ok()) << mute.status().ToString();
+  RunResult d = del();
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_NE(::access(sock.c_str(), F_OK), 0) << "a socket nobody answers on was kept";
+}
+
 TEST_F(LaunchTest, Start_WorkloadJoinsItsSandboxShimAndSpawnsNothing) {
   std::string pod = id_ + "-pod";
   std::string sb = MakeBundle(pod, R"({"annotations":{"io.kubernetes.cri.container-type":"sandbox",

@@ -17,6 +17,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -36,6 +37,7 @@
 #include "pod/sandbox_task.h"
 #include "proctask/process_task.h"
 #include "proto/timestamp.h"
+#include "runhcs/diag.ttrpc.h"
 #include "service/options.h"
 #include "service/shim_registry.h"
 #include "service/task_service.h"
@@ -322,6 +324,26 @@ int Start(const Flags& f) {
   return 0;
 }
 
+namespace {
+
+// Whether a shim serves at `ua`: it accepts AND answers. A socket that only
+// accepts is not proof: the listener of a shim killed a moment ago can
+// still be held by a process it was forking, and then `delete` would leave
+// its VM, socket and registry entry behind.
+bool ShimAnswers(const UnixAddress& ua) {
+  if (ua.abstract) return false;
+  auto client = ttrpc::Client::Dial(ua);
+  if (!client.ok()) return false;
+  ttrpc::CallOptions co;
+  co.timeout = std::chrono::seconds(2);
+  containerd::runhcs::v1::diag::PidResponse resp;
+  return containerd::runhcs::v1::diag::ShimDiagClient(client->get())
+      .DiagPid(containerd::runhcs::v1::diag::PidRequest(), &resp, co)
+      .ok();
+}
+
+}  // namespace
+
 int Delete(const Flags& f) {
   std::string bundle = f.bundle.empty() ? Cwd() : f.bundle;
   // The container of a shim that is gone: kill it and drop the runtime's
@@ -339,24 +361,18 @@ int Delete(const Flags& f) {
   }
   // A VM of a shim that died (its hypervisor processes die with the shim;
   // the mounts and files stay).
-  auto address_text = ReadFile(bundle + "/address");
-  bool shim_gone = true;
-  if (address_text.ok()) {
-    UnixAddress ua = UnixAddress::Parse(*address_text);
-    shim_gone = ua.abstract || !ConnectUnix(ua).ok();
-  }
+  auto address = ReadFile(bundle + "/address");
+  std::optional<UnixAddress> ua;
+  if (address.ok()) ua = UnixAddress::Parse(*address);
+  const bool shim_gone = !ua || !ShimAnswers(*ua);
   if (shim_gone) uvm::CleanupVmStateDir(vmtask::VmTask::VmStateDir(f.ns, f.id));
   Status us = oci::UnmountAll(bundle + "/rootfs");
   if (!us.ok()) std::fprintf(stderr, "%s\n", us.ToString().c_str());
   // A shim that died leaves its socket behind; a live one (a pod's, serving
   // other tasks) keeps it.
-  auto address = ReadFile(bundle + "/address");
-  if (address.ok()) {
-    UnixAddress ua = UnixAddress::Parse(*address);
-    if (!ua.abstract && !ConnectUnix(ua).ok()) {
-      ::unlink(ua.path.c_str());
-      service::ShimRegistry().Unregister(service::ShimRegistry::NameOf(f.ns, f.id), ua.path);
-    }
+  if (shim_gone && ua && !ua->abstract) {
+    ::unlink(ua->path.c_str());
+    service::ShimRegistry().Unregister(service::ShimRegistry::NameOf(f.ns, f.id), ua->path);
   }
   containerd::task::v2::DeleteResponse resp;
   resp.set_pid(pid);
