@@ -170,7 +170,8 @@ bool Containerd::StartDaemon() {
   if (pid == 0) {
     ::setsid();
     int devnull = ::open("/dev/null", O_RDONLY);
-    int log = ::open((dir_ + "/containerd.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    // Appended: a restarted containerd keeps what the one before it said.
+    int log = ::open((dir_ + "/containerd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(devnull, 0);
     ::dup2(log, 1);
     ::dup2(log, 2);
