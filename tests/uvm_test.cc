@@ -48,6 +48,18 @@ class UvmTest : public ::testing::Test {
     };
     return c;
   }
+  // The guest keeps time with the TSC in high resolution, not with jiffies:
+  // every clock read in the VM (a container's too) would step by a tick
+  // (4 ms) and every sleep round up to one.
+  void ExpectFineClock(QemuUtilityVm& vm) {
+    // "tsc-early" until the kernel's refined calibration (~1 s in) makes it
+    // "tsc": the same counter.
+    std::string source =
+        Run(vm, {"cat", "/sys/devices/system/clocksource/clocksource0/current_clocksource"}).second;
+    EXPECT_TRUE(source == "tsc\n" || source == "tsc-early\n") << source;
+    std::string res = Run(vm, {"sh", "-c", "grep -m1 resolution /proc/timer_list"}).second;
+    EXPECT_NE(res.find(" 1 nsecs"), std::string::npos) << res;
+  }
   // Runs argv in the VM; returns {exit code, stdout}.
   std::pair<int, std::string> Run(QemuUtilityVm& vm, std::vector<std::string> argv) {
     std::string out = dir_ + "/out-" + std::to_string(++runs_);
@@ -127,6 +139,7 @@ TEST_F(UvmTest, BootsToAgentAndRunsInTheGuestKernel) {
   EXPECT_EQ(Run(vm, {"modprobe", "veth"}).first, 0);
   EXPECT_NE(Run(vm, {"cat", "/proc/modules"}).second.find("veth "), std::string::npos);
   EXPECT_NE(Run(vm, {"touch", "/usr/bin/new"}).first, 0);
+  ExpectFineClock(vm);
   // The kernel took the command line's initcall_blacklist (a kernel that
   // renamed the step would ignore it): tracefs is there, kprobe_events not.
   std::string tracing = Run(vm, {"sh", "-c",
@@ -321,6 +334,7 @@ TEST_F(UvmTest, VmsFromATemplateHaveTheirOwnIdentityAndShares) {
     int64_t clock_skew;
   };
   auto look = [&](QemuUtilityVm& vm) {
+    ExpectFineClock(vm);
     Seen s;
     s.random = Run(vm, {"sh", "-c", "head -c 16 /dev/urandom | od -An -tx1"}).second;
     s.boot_id = Run(vm, {"cat", "/proc/sys/kernel/random/boot_id"}).second;

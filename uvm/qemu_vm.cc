@@ -254,6 +254,13 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
   // microvm has neither HPET nor ACPI PM timer: without the TSC frequency
   // the kernel may fail to calibrate under TCG and stop.
   if (tsc_khz > 0) cmdline += " tsc_early_khz=" + std::to_string(tsc_khz);
+  // Under TCG the guest's TSC is the host's (QEMU reads it for every
+  // vCPU), so it is synchronized; but the kernel's cross-CPU check, timed
+  // through emulated spinlocks, sees warps, marks the TSC unstable and falls
+  // back to jiffies: every clock read in the VM, containers' included, then
+  // steps by 4 ms and every sleep rounds up to a tick. `tsc=reliable` skips
+  // that check. (KVM guests have kvm-clock.)
+  if (tsc_khz > 0 && accel == QemuConfig::Accel::kTcg) cmdline += " tsc=reliable";
   if (!cfg.extra_cmdline.empty()) cmdline += " " + cfg.extra_cmdline;
   // vhost-user (virtiofsd) needs guest memory it can map: a memfd, or the
   // (template's) file, shared.
@@ -268,7 +275,10 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
       "-display", "none", "-no-reboot", "-kernel", cfg.boot_dir + "/vmlinux", "-initrd",
       cfg.boot_dir + "/initrd.img", "-append", cmdline, "-serial", "stdio", "-chardev",
       fmt::format("socket,id=agent,path={}/agent.sock,server=on,wait=off", s), "-device",
-      micro ? "virtio-serial-device" : "virtio-serial-pci", "-device",
+      // Two ports (0 is the console's, reserved; ours is 1), not 31: the
+      // guest's driver sets up two virtqueues per port, and 64 of them cost
+      // ~8 ms of a TCG boot before the agent can serve.
+      micro ? "virtio-serial-device,max_ports=2" : "virtio-serial-pci,max_ports=2", "-device",
       fmt::format("virtserialport,chardev=agent,id={},name={}", kPortId, kPortName),
       // Free page reporting: the guest hands pages it freed back (every
       // free page: the agent sets the reporting order, guest/guest_init.h),

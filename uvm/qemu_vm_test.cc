@@ -45,6 +45,7 @@ TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   EXPECT_EQ(After(a, "-smp"), "2");
   EXPECT_EQ(After(a, "-m"), "768");
   EXPECT_THAT(After(a, "-append"), HasSubstr("tsc_early_khz=2596098"));
+  EXPECT_THAT(After(a, "-append"), HasSubstr("tsc=reliable"));
   EXPECT_THAT(After(a, "-append"), HasSubstr("pci=off"));
   EXPECT_THAT(After(a, "-append"), HasSubstr("cryptomgr.notests"));
   EXPECT_THAT(After(a, "-append"),
@@ -52,7 +53,7 @@ TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   EXPECT_EQ(After(a, "-kernel"), "/boot/x/vmlinux");
   EXPECT_EQ(After(a, "-initrd"), "/boot/x/initrd.img");
   EXPECT_THAT(a, Contains("-nodefaults"));
-  EXPECT_THAT(a, Contains("virtio-serial-device"));
+  EXPECT_THAT(a, Contains("virtio-serial-device,max_ports=2"));
   EXPECT_THAT(a, Contains("virtserialport,chardev=agent,id=agent-port,name=runhcs.agent"));
   EXPECT_THAT(a, Contains("socket,id=agent,path=/run/vm1/agent.sock,server=on,wait=off"));
   EXPECT_THAT(a, Contains("vhost-user-fs-device,chardev=fs,tag=runhcs"));
@@ -86,7 +87,10 @@ TEST(QemuArgs, KvmUsesHostCpuAndQ35UsesPciDevices) {
   EXPECT_EQ(After(a, "-cpu"), "host");
   EXPECT_THAT(After(a, "-append"), ::testing::Not(HasSubstr("tsc_early_khz")));
   EXPECT_THAT(After(a, "-append"), ::testing::Not(HasSubstr("pci=off")));
-  EXPECT_THAT(a, Contains("virtio-serial-pci"));
+  // kvm-clock, not the TSC, keeps a KVM guest's time.
+  EXPECT_THAT(After(QemuArgs(c, QemuConfig::Accel::kKvm, 2596098), "-append"),
+              ::testing::Not(HasSubstr("tsc=reliable")));
+  EXPECT_THAT(a, Contains("virtio-serial-pci,max_ports=2"));
   EXPECT_THAT(a, Contains("vhost-user-fs-pci,chardev=fs,tag=runhcs"));
   EXPECT_THAT(a, Contains("virtio-balloon-pci,free-page-reporting=on"));
   EXPECT_THAT(a, Contains("virtio-blk-pci,drive=system,serial=runhcs-system"));
@@ -270,7 +274,7 @@ TEST(QemuArgs, ATemplateIsQ35OverItsFileWithRootPortsAndNothingUnsaveable) {
   EXPECT_THAT(a, Contains("memory-backend-file,id=mem,size=768M,mem-path=/t/memory.new,share=on"));
   EXPECT_THAT(a, Contains("pcie-root-port,id=rp0,chassis=1,port=0x10,bus=pcie.0,addr=0x10"));
   EXPECT_THAT(a, Contains("pcie-root-port,id=rp3,chassis=4,port=0x13,bus=pcie.0,addr=0x13"));
-  EXPECT_THAT(a, Contains("virtio-serial-pci"));
+  EXPECT_THAT(a, Contains("virtio-serial-pci,max_ports=2"));
   EXPECT_THAT(a, Contains("virtio-balloon-pci,free-page-reporting=on"));
   // vhost-user cannot be saved; NICs are plugged after a restore.
   for (const auto& arg : a) {
