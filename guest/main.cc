@@ -127,8 +127,6 @@ int main(int argc, char** argv) {
   ttrpc::Server server(ttrpc::Server::Options{.max_running_per_connection = 1024});
   svc.Register(&server);
   const double serving = SinceBoot();
-  spdlog::info("agent serving on {} at {:.3f} s since boot (started {:.3f}, modules {:.3f})", port,
-               serving, started, modules_loaded);
 
   // Owned, and never joined: the agent ends with the VM.
   Status acc = ThreadGroup::Get().Spawn("agent-port", [&server, port] {
@@ -144,6 +142,10 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", acc.ToString());
     return 2;
   }
+  // After the port is served: a line on the serial console takes a few ms
+  // under TCG, which the host's first Ping need not wait for.
+  spdlog::info("agent serving on {} at {:.3f} s since boot (started {:.3f}, modules {:.3f})", port,
+               serving, started, modules_loaded);
   if (setup) {
     // Off the path to serving: under TCG the kernel unpacks an initramfs
     // at ~40 ms per MB before init runs, a disk costs nothing until read.
