@@ -130,6 +130,58 @@ double BareBoot(const uvm::QemuConfig& cfg, const std::string& initrd,
   return ms;
 }
 
+// The bare initramfs booted with the VM's own QEMU command line (devices,
+// memory backend, its virtiofsd started first, as a VM's Start does):
+// spawn of virtiofsd to the marker line, in ms; -1 on timeout. Against it
+// the agent's own part of a boot shows apart from what the VM's devices
+// cost the kernel and QEMU.
+double BareBootWithDevices(uvm::QemuConfig cfg, const std::string& bare_boot_dir,
+                           const std::string& state, uvm::QemuConfig::Accel accel) {
+  cfg.boot_dir = bare_boot_dir;
+  cfg.state_dir = state;
+  RunCommand({"mkdir", "-p", state + "/shares"});
+  std::string sock = state + "/fs.sock";
+  ::unlink(sock.c_str());
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  auto t0 = Clock::now();
+  auto fsd = Reaper::Get().Spawn(
+      {.argv = {cfg.virtiofsd, "--socket-path=" + sock, "-o", "source=" + state + "/shares", "-o",
+                "cache=always,timeout=1,sandbox=chroot"},
+       .fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}}});
+  if (!fsd.ok()) return -1;
+  while (::access(sock.c_str(), F_OK) != 0 && Clock::now() - t0 < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return -1;
+  UniqueFd r(p[0]), w(p[1]);
+  auto pid = Reaper::Get().Spawn({.argv = uvm::QemuArgs(cfg, accel, uvm::HostTscKhz()),
+                                  .fds = {{0, devnull.get()}, {1, w.get()}, {2, w.get()}}});
+  double ms = -1;
+  if (pid.ok()) {
+    w.reset();
+    std::string seen;
+    char buf[4096];
+    for (;;) {
+      pollfd pf{r.get(), POLLIN, 0};
+      if (::poll(&pf, 1, 20000) <= 0) break;
+      ssize_t n = ::read(r.get(), buf, sizeof buf);
+      if (n <= 0) break;
+      seen.append(buf, static_cast<size_t>(n));
+      if (seen.find("BARE-INIT-READY") != std::string::npos) {
+        ms = Ms(Clock::now() - t0);
+        break;
+      }
+    }
+    ::kill(*pid, SIGKILL);
+    (void)Reaper::Get().Wait(*pid);
+  }
+  ::kill(*fsd, SIGKILL);
+  (void)Reaper::Get().Wait(*fsd);
+  RunCommand({"rm", "-rf", state});
+  return ms;
+}
+
 struct VmBoot {
   double ms = -1;
   uvm::QemuConfig::Accel got = uvm::QemuConfig::Accel::kTcg;
@@ -328,6 +380,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot build the bare initramfs\n");
     return 1;
   }
+  // The VM's boot files with the bare initramfs in the agent's place.
+  RunCommand({"mkdir", "-p", scratch + "/bare-boot"});
+  for (const char* f : {"/vmlinux", "/system.img"})
+    (void)!::symlink((cfg.boot_dir + f).c_str(), (scratch + "/bare-boot" + f).c_str());
+  (void)!::symlink((scratch + "/bare.img").c_str(), (scratch + "/bare-boot/initrd.img").c_str());
   // Setup with plain child processes, before the Reaper takes over waitpid.
   std::string rootfs = scratch + "/rootfs";
   testing::MakeBusyboxRootfs(rootfs);
@@ -359,12 +416,15 @@ int main(int argc, char** argv) {
       uvm::QemuConfig c = cfg;
       c.cpus = shape.cpus;
       c.memory_mb = shape.memory_mb;
-      std::vector<double> bare, agent;
+      std::vector<double> bare, bare_devices, agent;
       for (int i = 0; i < runs + 1; ++i) {  // first run: warm-up
         double b = BareBoot(c, scratch + "/bare.img", accel);
+        double bd = BareBootWithDevices(c, scratch + "/bare-boot", vms + "/bare", accel);
         VmBoot v = AgentBoot(c, vms + "/vm", accel);
-        std::printf("  %s %s boot %d: bare %.0f ms, agent-ready %.0f ms\n", name.c_str(),
-                    shape.name.c_str(), i, b, v.ms);
+        std::printf(
+            "  %s %s boot %d: bare %.0f ms, bare with the VM's devices %.0f ms, "
+            "agent-ready %.0f ms\n",
+            name.c_str(), shape.name.c_str(), i, b, bd, v.ms);
         std::fflush(stdout);
         if (b < 0 || v.ms < 0) {
           if (accel == uvm::QemuConfig::Accel::kKvm) {
@@ -375,6 +435,7 @@ int main(int argc, char** argv) {
         }
         if (i > 0) {
           bare.push_back(b);
+          if (bd > 0) bare_devices.push_back(bd);
           agent.push_back(v.ms);
         }
       }
@@ -382,6 +443,12 @@ int main(int argc, char** argv) {
       rows.push_back(
           {fmt::format("{} boot to agent-ready vs bare kernel to init, {} (ms)", name, shape.name),
            Median(agent), Median(bare), 1.1});
+      if (!bare_devices.empty()) {
+        rows.push_back({fmt::format("{} boot to agent-ready vs bare kernel to init with the VM's "
+                                    "devices, {} (ms)",
+                                    name, shape.name),
+                        Median(agent), Median(bare_devices), 0});
+      }
     }
     if (kvm_failed) {
       notes.push_back(
@@ -552,15 +619,20 @@ int main(int argc, char** argv) {
      << "| what | runhcs | reference | ratio | target | verdict |\n|---|---:|---:|---:|---:|---|\n";
   for (const auto& r : rows) {
     double ratio = r.reference > 0 ? r.runhcs / r.reference : 0;
-    md << fmt::format(
-        "| {} | {:.0f} | {:.0f} | {:.2f} | <= {:.1f} | {} |\n", r.what, r.runhcs, r.reference,
-        ratio, r.target,
-        ratio <= r.target ? "met" : fmt::format("missed by {:.2f}", ratio - r.target));
+    // Target 0: a row that explains another (no target of its own).
+    md << fmt::format("| {} | {:.0f} | {:.0f} | {:.2f} | {} | {} |\n", r.what, r.runhcs,
+                      r.reference, ratio, r.target > 0 ? fmt::format("<= {:.1f}", r.target) : "-",
+                      r.target <= 0       ? "-"
+                      : ratio <= r.target ? "met"
+                                          : fmt::format("missed by {:.2f}", ratio - r.target));
     std::printf("%-60s %8.0f %8.0f ratio %.2f\n", r.what.c_str(), r.runhcs, r.reference, ratio);
   }
   md << "\nReferences: the bare boot is the same kernel, machine and command line with a busybox "
         "initramfs whose /init prints a line (the agent also loads virtio modules, finds its port "
-        "and answers Ping); the host lifecycle is `crun create/start/delete` of the same spec on "
+        "and answers Ping); \"with the VM's devices\" boots that initramfs with the VM's own QEMU "
+        "command line (its virtio devices and memory backend, its virtiofsd started first), so "
+        "the ratio against it is the agent's own part of a boot; the host lifecycle is `crun "
+        "create/start/delete` of the same spec on "
         "the host (the VM one is the agent's CreateContainer, StartContainer, WaitProcess, "
         "RemoveContainer: crun in the guest plus the channel round trips).\n";
   md << "\n| pod start | ms | target | verdict |\n|---|---:|---:|---|\n";
