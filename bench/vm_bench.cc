@@ -75,6 +75,36 @@ std::string BootCmdline(const uvm::QemuConfig& cfg, uvm::QemuConfig::Accel accel
   return "";
 }
 
+// Runs `argv` (a QEMU) with its console on a pipe until it prints the bare
+// initramfs's marker line, then kills it: ms from `t0` to the line, or -1.
+double RunToMarker(const std::vector<std::string>& argv, Clock::time_point t0) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return -1;
+  UniqueFd r(p[0]), w(p[1]);
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  auto pid =
+      Reaper::Get().Spawn({.argv = argv, .fds = {{0, devnull.get()}, {1, w.get()}, {2, w.get()}}});
+  if (!pid.ok()) return -1;
+  w.reset();
+  std::string seen;
+  double ms = -1;
+  char buf[4096];
+  for (;;) {
+    pollfd pf{r.get(), POLLIN, 0};
+    if (::poll(&pf, 1, 20000) <= 0) break;
+    ssize_t n = ::read(r.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    seen.append(buf, static_cast<size_t>(n));
+    if (seen.find("BARE-INIT-READY") != std::string::npos) {
+      ms = Ms(Clock::now() - t0);
+      break;
+    }
+  }
+  ::kill(*pid, SIGKILL);
+  (void)Reaper::Get().Wait(*pid);
+  return ms;
+}
+
 // Spawn to the marker line on the console, in ms; -1 on timeout.
 double BareBoot(const uvm::QemuConfig& cfg, const std::string& initrd,
                 uvm::QemuConfig::Accel accel) {
@@ -102,32 +132,7 @@ double BareBoot(const uvm::QemuConfig& cfg, const std::string& initrd,
                                    BootCmdline(cfg, accel, tsc),
                                    "-serial",
                                    "stdio"};
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return -1;
-  UniqueFd r(p[0]), w(p[1]);
-  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
-  auto t0 = Clock::now();
-  auto pid =
-      Reaper::Get().Spawn({.argv = argv, .fds = {{0, devnull.get()}, {1, w.get()}, {2, w.get()}}});
-  if (!pid.ok()) return -1;
-  w.reset();
-  std::string seen;
-  double ms = -1;
-  char buf[4096];
-  for (;;) {
-    pollfd pf{r.get(), POLLIN, 0};
-    if (::poll(&pf, 1, 20000) <= 0) break;
-    ssize_t n = ::read(r.get(), buf, sizeof buf);
-    if (n <= 0) break;
-    seen.append(buf, static_cast<size_t>(n));
-    if (seen.find("BARE-INIT-READY") != std::string::npos) {
-      ms = Ms(Clock::now() - t0);
-      break;
-    }
-  }
-  ::kill(*pid, SIGKILL);
-  (void)Reaper::Get().Wait(*pid);
-  return ms;
+  return RunToMarker(argv, Clock::now());
 }
 
 // The bare initramfs booted with the VM's own QEMU command line (devices,
@@ -152,30 +157,7 @@ double BareBootWithDevices(uvm::QemuConfig cfg, const std::string& bare_boot_dir
   while (::access(sock.c_str(), F_OK) != 0 && Clock::now() - t0 < std::chrono::seconds(5)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return -1;
-  UniqueFd r(p[0]), w(p[1]);
-  auto pid = Reaper::Get().Spawn({.argv = uvm::QemuArgs(cfg, accel, uvm::HostTscKhz()),
-                                  .fds = {{0, devnull.get()}, {1, w.get()}, {2, w.get()}}});
-  double ms = -1;
-  if (pid.ok()) {
-    w.reset();
-    std::string seen;
-    char buf[4096];
-    for (;;) {
-      pollfd pf{r.get(), POLLIN, 0};
-      if (::poll(&pf, 1, 20000) <= 0) break;
-      ssize_t n = ::read(r.get(), buf, sizeof buf);
-      if (n <= 0) break;
-      seen.append(buf, static_cast<size_t>(n));
-      if (seen.find("BARE-INIT-READY") != std::string::npos) {
-        ms = Ms(Clock::now() - t0);
-        break;
-      }
-    }
-    ::kill(*pid, SIGKILL);
-    (void)Reaper::Get().Wait(*pid);
-  }
+  double ms = RunToMarker(uvm::QemuArgs(cfg, accel, uvm::HostTscKhz()), t0);
   ::kill(*fsd, SIGKILL);
   (void)Reaper::Get().Wait(*fsd);
   RunCommand({"rm", "-rf", state});
