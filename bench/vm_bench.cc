@@ -149,10 +149,9 @@ double BareBootWithDevices(uvm::QemuConfig cfg, const std::string& bare_boot_dir
   ::unlink(sock.c_str());
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   auto t0 = Clock::now();
-  auto fsd = Reaper::Get().Spawn(
-      {.argv = {cfg.virtiofsd, "--socket-path=" + sock, "-o", "source=" + state + "/shares", "-o",
-                "cache=always,timeout=1,sandbox=chroot"},
-       .fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}}});
+  auto fsd =
+      Reaper::Get().Spawn({.argv = uvm::VirtiofsdArgs(cfg),
+                           .fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}}});
   if (!fsd.ok()) return -1;
   while (::access(sock.c_str(), F_OK) != 0 && Clock::now() - t0 < std::chrono::seconds(5)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));

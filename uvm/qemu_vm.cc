@@ -239,6 +239,23 @@ std::string OptPath(std::string_view path) {
 
 }  // namespace
 
+std::vector<std::string> VirtiofsdArgs(const QemuConfig& cfg) {
+  // chroot, not a mount namespace: share bind mounts made later under the
+  // source must be visible to it without propagation games.
+  // cache=always with a 1 s timeout: the guest keeps a file's pages across
+  // opens while its size and mtime stay the same (rechecked once its
+  // attributes, cached for a second, expire; a change drops them), so a
+  // binary a container runs again comes from the guest's page cache. With
+  // cache=auto every open dropped them: each exec from a rootfs re-read
+  // the file through the device and, under TCG, translated its code anew
+  // (81 against 13 ms for a busybox `true`; 67 -> 12 ms of a container
+  // lifecycle's wait). Changes the host makes reach the guest within that
+  // second either way; writes go through at once (no writeback cache).
+  return {cfg.virtiofsd, "--socket-path=" + cfg.state_dir + "/fs.sock",
+          "-o",          "source=" + cfg.state_dir + "/shares",
+          "-o",          "cache=always,timeout=1,sandbox=chroot"};
+}
+
 std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel, int64_t tsc_khz) {
   using Mode = QemuConfig::Mode;
   const bool templated = cfg.mode != Mode::kCold;
@@ -432,20 +449,7 @@ void QemuUtilityVm::StopVirtiofsd() {
 Status QemuUtilityVm::StartVirtiofsd() {
   std::string sock = cfg_.state_dir + "/fs.sock";
   SpawnOptions so;
-  // chroot, not a mount namespace: share bind mounts made later under the
-  // source must be visible to it without propagation games.
-  // cache=always with a 1 s timeout: the guest keeps a file's pages across
-  // opens while its size and mtime stay the same (rechecked once its
-  // attributes, cached for a second, expire; a change drops them), so a
-  // binary a container runs again comes from the guest's page cache. With
-  // cache=auto every open dropped them: each exec from a rootfs re-read
-  // the file through the device and, under TCG, translated its code anew
-  // (81 against 13 ms for a busybox `true`; 67 -> 12 ms of a container
-  // lifecycle's wait). Changes the host makes reach the guest within that
-  // second either way; writes go through at once (no writeback cache).
-  so.argv = {cfg_.virtiofsd, "--socket-path=" + sock,
-             "-o",           "source=" + cfg_.state_dir + "/shares",
-             "-o",           "cache=always,timeout=1,sandbox=chroot"};
+  so.argv = VirtiofsdArgs(cfg_);
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   so.fds = {{0, devnull.get()}, {1, devnull.get()}, {2, devnull.get()}};
   so.new_session = true;

@@ -75,6 +75,9 @@ inline constexpr int kTemplateRootPorts = 4;
 
 // QEMU's argv for one boot attempt (exposed for unit tests).
 std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel, int64_t tsc_khz);
+// virtiofsd's argv for a VM of `cfg`: it listens on <state_dir>/fs.sock
+// and exports <state_dir>/shares (exposed for the bench's reference boot).
+std::vector<std::string> VirtiofsdArgs(const QemuConfig& cfg);
 // The bytes the file behind QEMU `qemu`'s guest RAM holds on the host (its
 // memfd, or a restored VM's unlinked copy of its template's memory): what
 // the guest touched, less what it gave back. 0 if none is open.

@@ -37,6 +37,21 @@ QemuConfig Config() {
   return c;
 }
 
+// The one virtiofsd argv, the VM's and the bench's reference boot's: the
+// socket QEMU's vhost-user-fs chardev names, the shares directory, the
+// page-cache-keeping cache mode.
+TEST(VirtiofsdArgs, ListensWhereQemuConnectsAndExportsTheShares) {
+  QemuConfig c = Config();
+  auto a = VirtiofsdArgs(c);
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(a[0], c.virtiofsd);
+  EXPECT_THAT(a, Contains("--socket-path=/run/vm1/fs.sock"));
+  EXPECT_THAT(a, Contains("source=/run/vm1/shares"));
+  EXPECT_THAT(a, Contains("cache=always,timeout=1,sandbox=chroot"));
+  EXPECT_THAT(QemuArgs(c, QemuConfig::Accel::kTcg, 0),
+              Contains("socket,id=fs,path=/run/vm1/fs.sock"));
+}
+
 TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   auto a = QemuArgs(Config(), QemuConfig::Accel::kTcg, 2596098);
   EXPECT_EQ(After(a, "-M"), "microvm,isa-serial=on,rtc=on,memory-backend=mem");
