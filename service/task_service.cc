@@ -267,8 +267,13 @@ Status TaskService::DiagStacks(const CallContext&, const diag::StacksRequest&,
   resp->set_stacks(
       FormatStacks(CaptureThreadStacks(), cfg_.symbolize ? cfg_.symbolize : SymbolizeHere));
   // The guest's, when this shim runs a utility VM (bounded by the VM's
-  // own timeout); no task yet means no VM.
-  if (auto t = GetTask(cfg_.id); t.ok()) resp->set_guest_stacks((*t)->DumpGuestStacks());
+  // own timeout). Before the task exists (its Create still running), the
+  // VMs already booted: a create that hangs in the guest.
+  if (auto t = GetTask(cfg_.id); t.ok()) {
+    resp->set_guest_stacks((*t)->DumpGuestStacks());
+  } else if (cfg_.untasked_guest_stacks) {
+    resp->set_guest_stacks(cfg_.untasked_guest_stacks());
+  }
   return OkStatus();
 }
 

@@ -63,6 +63,9 @@ class TaskService : public containerd::task::v2::TaskServer,
     std::function<void()> on_shutdown;
     // Names the pcs of DiagStacks; unset: symbolized in this process.
     Symbolizer symbolize;
+    // DiagStacks' guest part while the shim's task does not exist yet: the
+    // stacks of the VMs this process booted for it. Unset: none.
+    std::function<std::string()> untasked_guest_stacks;
   };
 
   explicit TaskService(Config cfg);

@@ -57,8 +57,8 @@ class ServiceTest : public ::testing::Test {
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
     bundle_ = tmpl;
     ASSERT_TRUE(WriteFileAtomic(bundle_ + "/config.json", R"({"ociVersion":"1.0.2"})", 0600).ok());
-    svc_ = std::make_unique<TaskService>(
-        TaskService::Config{id, "ns", is_sandbox, &factory_, &events_, [this] { shutdowns_++; }});
+    svc_ = std::make_unique<TaskService>(TaskService::Config{
+        id, "ns", is_sandbox, &factory_, &events_, [this] { shutdowns_++; }, nullptr, untasked_});
     svc_->Register(&server_);
     int sv[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -91,6 +91,7 @@ class ServiceTest : public ::testing::Test {
   FakeFactory factory_{&events_};
   ttrpc::Server server_;
   std::unique_ptr<TaskService> svc_;
+  std::function<std::string()> untasked_;  // Config::untasked_guest_stacks
   std::unique_ptr<ttrpc::Client> client_;
   std::string bundle_;
   std::atomic<int> shutdowns_{0};
@@ -271,6 +272,26 @@ TEST_F(ServiceTest, DiagStacksNamesTheShimsOwnFunctions) {
       << stacks.stacks();
   EXPECT_NE(stacks.stacks().find(fmt::format("thread {} ", ::getpid())), std::string::npos);
   EXPECT_EQ(stacks.guest_stacks(), "");  // no task, no VM
+}
+
+// A create that hangs in the guest is when the guest's stacks matter most:
+// before the task exists, DiagStacks asks the booted VMs directly; once it
+// exists, its task answers.
+TEST_F(ServiceTest, DiagStacksReachesTheGuestBeforeTheTaskExists) {
+  int asked = 0;
+  untasked_ = [&asked] {
+    ++asked;
+    return std::string("vm pod:\nguest stacks\n");
+  };
+  ASSERT_NO_FATAL_FAILURE(Init("pod", true));
+  diag::StacksResponse stacks;
+  ASSERT_TRUE(Diag().DiagStacks(diag::StacksRequest(), &stacks).ok());
+  EXPECT_EQ(stacks.guest_stacks(), "vm pod:\nguest stacks\n");
+  EXPECT_EQ(asked, 1);
+  ASSERT_TRUE(Create("pod").ok());
+  ASSERT_TRUE(Diag().DiagStacks(diag::StacksRequest(), &stacks).ok());
+  EXPECT_EQ(asked, 1);  // the task's own answer (the fake's: none)
+  EXPECT_EQ(stacks.guest_stacks(), "");
 }
 
 TEST_F(ServiceTest, PodShim_SandboxFirstThenWorkloads) {

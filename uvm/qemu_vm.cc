@@ -30,6 +30,7 @@
 #include "base/reaper.h"
 #include "base/sha256.h"
 #include "proto/agent_channel.h"
+#include "uvm/live_agents.h"
 #include "uvm/qmp.h"
 
 namespace runhcs::uvm {
@@ -696,6 +697,7 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   }
   spdlog::info("vm {}: agent ready ({} {}, kernel {})", id_, AccelName(accel), pong.agent_version(),
                pong.kernel_release());
+  ListLiveAgent(id_, agent);
   MutexLock l(&mu_);
   agent_ = std::move(agent);
   started_ = true;

@@ -45,6 +45,7 @@
 #include "task/exec_set.h"
 #include "ttrpc/client.h"
 #include "ttrpc/server.h"
+#include "uvm/live_agents.h"
 #include "vmtask/pod_vm.h"
 #include "vmtask/vm_task.h"
 
@@ -466,7 +467,7 @@ int Serve(const Flags& f) {
                                   spdlog::info("shutdown requested");
                                   shutdown.Open();
                                 },
-                                SymbolizeWithHelper});
+                                SymbolizeWithHelper, [] { return uvm::DumpLiveGuestStacks(); }});
       ttrpc::Server::Options server_opts;
       // Quiet again after a burst: give the freed heap back, so a long-lived
       // shim's RSS follows its live state, not its busiest moment; and say

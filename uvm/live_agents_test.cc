@@ -1,0 +1,67 @@
+// The live-agent list against fake agents: TTRPC servers answering
+// DumpStacks (one of them never does).
+#include "uvm/live_agents.h"
+
+#include <sys/socket.h>
+
+#include <gtest/gtest.h>
+
+#include "base/latch.h"
+#include "ttrpc/server.h"
+
+namespace runhcs::uvm {
+namespace {
+
+using namespace std::chrono_literals;
+
+class FakeAgent : public apb::AgentServer {
+ public:
+  // `stacks` empty: DumpStacks never answers (until the agent goes).
+  explicit FakeAgent(std::string stacks) : stacks_(std::move(stacks)) {
+    apb::RegisterAgentServer(&server_, this);
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    server_.ServeConnection(UniqueFd(sv[0]));
+    client_ = std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
+  }
+  ~FakeAgent() override {
+    gone_.Open();
+    server_.Shutdown(500ms);
+  }
+  Status DumpStacks(const ttrpc::CallContext&, const apb::Empty&,
+                    apb::DumpStacksResponse* r) override {
+    if (stacks_.empty()) gone_.Wait(std::nullopt);
+    r->set_stacks(stacks_);
+    return OkStatus();
+  }
+  std::shared_ptr<AgentClient>& client() { return client_; }
+
+ private:
+  std::string stacks_;
+  Latch gone_;
+  ttrpc::Server server_;
+  std::shared_ptr<AgentClient> client_;
+};
+
+TEST(LiveAgentsTest, ListsEachAnsweringVmAndSaysWhichDidNotAnswer) {
+  EXPECT_EQ(DumpLiveGuestStacks(), "");
+  FakeAgent a("pid 1 init\n");
+  FakeAgent hung("");
+  ListLiveAgent("vm-a", a.client());
+  ListLiveAgent("vm-a", a.client());  // idempotent
+  ListLiveAgent("vm-hung", hung.client());
+  std::string out = DumpLiveGuestStacks(200ms);
+  EXPECT_EQ(out.find("vm vm-a:\npid 1 init\n"), 0u) << out;
+  EXPECT_EQ(out.find("vm vm-a:", 1), std::string::npos) << out;  // listed once
+  EXPECT_NE(out.find("vm vm-hung:\n  the guest did not answer: DeadlineExceeded"),
+            std::string::npos)
+      << out;
+
+  // A VM that let its agent go, or whose client closed, is no longer listed.
+  hung.client()->Close();
+  a.client().reset();
+  EXPECT_EQ(DumpLiveGuestStacks(200ms), "");
+}
+
+}  // namespace
+}  // namespace runhcs::uvm
