@@ -16,6 +16,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -204,6 +205,21 @@ struct AgentService::Container {
   bool removed = false;
 };
 
+namespace {
+
+// When a call that waits for the VM's own state (its setup, the warm-up,
+// restored devices) gives up: a little before the caller's deadline, so that
+// the caller gets the reason, not its own timeout with nothing said.
+ttrpc::Clock::time_point GiveUpBy(const ttrpc::CallContext& ctx,
+                                  ttrpc::Clock::duration without_deadline) {
+  auto now = ttrpc::Clock::now();
+  if (!ctx.deadline) return now + without_deadline;
+  auto left = std::max<ttrpc::Clock::duration>(*ctx.deadline - now, ttrpc::Clock::duration(0));
+  return *ctx.deadline - std::min<ttrpc::Clock::duration>(left / 10, std::chrono::seconds(1));
+}
+
+}  // namespace
+
 AgentService::AgentService(AgentConfig cfg) : cfg_(std::move(cfg)), started_boot_ns_(BootNs()) {}
 
 AgentService::~AgentService() {
@@ -271,7 +287,7 @@ Status AgentService::PrepareTemplate(const ttrpc::CallContext& ctx, const pb::Em
   {
     // Saved mid-way, every restored VM would hold its half-made container.
     constexpr auto kWarmUpWait = std::chrono::seconds(30);
-    auto deadline = ctx.deadline.value_or(ttrpc::Clock::now() + kWarmUpWait);
+    auto deadline = GiveUpBy(ctx, kWarmUpWait);
     MutexLock l(&mu_);
     while (warming_) {
       if (!warm_cv_.WaitUntil(&mu_, deadline) && warming_) {
@@ -324,7 +340,7 @@ Status AgentService::Restored(const ttrpc::CallContext& ctx, const pb::RestoredR
   if (req.realtime_ns() > 0) {
     RETURN_IF_ERROR((cfg_.set_realtime ? cfg_.set_realtime : SetRealtime)(req.realtime_ns()));
   }
-  auto deadline = ctx.deadline.value_or(ttrpc::Clock::now() + kDevicesWait);
+  auto deadline = GiveUpBy(ctx, kDevicesWait);
   std::vector<std::string> tags(req.virtiofs_tags().begin(), req.virtiofs_tags().end());
   for (;;) {
     // A plugged virtiofs device serves once its tag mounts (its driver
@@ -464,7 +480,7 @@ StatusOr<pb::StartResponse> AgentService::ExecInVm(const pb::ExecProcessRequest&
 Status AgentService::WaitForSetup(const ttrpc::CallContext& ctx) {
   constexpr auto kSetupWait = std::chrono::seconds(30);
   if (!cfg_.setup) return OkStatus();
-  auto deadline = ctx.deadline.value_or(ttrpc::Clock::now() + kSetupWait);
+  auto deadline = GiveUpBy(ctx, kSetupWait);
   if (!cfg_.setup->done.Wait(deadline)) {
     return UnavailableError("the VM's system disk and kernel modules are still being set up");
   }

@@ -393,6 +393,12 @@ TEST_F(AgentServiceTest, CallsNeedingTheSetupWaitForIt) {
             Code::kUnavailable);
   // Calls that need no module do not wait.
   EXPECT_TRUE(ttrpc::CallDirect(&agent, &AgentService::Ping, pb::PingRequest(), soon()).ok());
+  // The reason arrives before the caller's own deadline (a tenth of its
+  // time, at most a second, early): the host sees why, not a bare timeout.
+  auto deadline = Clock::now() + std::chrono::seconds(3);
+  EXPECT_EQ(ttrpc::CallDirect(&agent, &AgentService::MountShare, m, deadline).status().code(),
+            Code::kUnavailable);
+  EXPECT_LT(Clock::now(), deadline - std::chrono::milliseconds(150));
   // A waiting call goes on when the setup is done.
   auto later = std::async(std::launch::async, [&] {
     return ttrpc::CallDirect(&agent, &AgentService::CreateContainer, c,
