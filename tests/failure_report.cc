@@ -1,5 +1,6 @@
 #include "tests/failure_report.h"
 
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -10,6 +11,7 @@ namespace {
 struct Registry {
   std::mutex mu;
   int next = 0;
+  bool printed = false;  // in this test
   std::map<int, std::pair<std::string, FailureReport::Reporter>> reporters;
 };
 
@@ -59,6 +61,24 @@ std::string FailureReport::Collect() {
     if (!out.empty() && out.back() != '\n') out += '\n';
   }
   return out;
+}
+
+void FailureReport::PrintOnce(const std::string& why) {
+  {
+    Registry& r = Get();
+    std::lock_guard l(r.mu);
+    if (std::exchange(r.printed, true)) return;
+  }
+  std::string report = Collect();
+  if (report.empty()) return;
+  std::fprintf(stderr, "===== failure report: %s =====\n%s===== end of the failure report =====\n",
+               why.c_str(), report.c_str());
+}
+
+void FailureReport::NewTest() {
+  Registry& r = Get();
+  std::lock_guard l(r.mu);
+  r.printed = false;
 }
 
 }  // namespace runhcs::testing

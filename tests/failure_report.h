@@ -35,6 +35,13 @@ class FailureReport {
   // Every registered reporter's output, under its title, in registration
   // order.
   static std::string Collect();
+
+  // Prints Collect() to stderr under `why`, once per test: the first of a
+  // test's failure and a command that ran out of time (reported before it
+  // is killed, while what it waits for still hangs) prints; later ones do
+  // not. NewTest() starts the next test.
+  static void PrintOnce(const std::string& why);
+  static void NewTest();
 };
 
 }  // namespace runhcs::testing

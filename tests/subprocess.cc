@@ -1,5 +1,7 @@
 #include "tests/subprocess.h"
 
+#include <fmt/format.h>
+
 #include "base/sha256.h"
 
 #include <fcntl.h>
@@ -83,6 +85,12 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
                     .count();
     if (left <= 0) {
       r.timed_out = true;
+      // Before the kill: what it waited for (a shim, a guest) may still be
+      // hanging now, and a test's assertion comes only after.
+      if (opts.report_on_timeout) {
+        FailureReport::PrintOnce(fmt::format("`{}` ran past its {} ms limit", fmt::join(argv, " "),
+                                             opts.timeout.count()));
+      }
       ::kill(-pid, SIGKILL);
       break;
     }
@@ -191,6 +199,7 @@ bool Containerd::StartDaemon() {
   for (int i = 0; i < 200; ++i) {
     RunOptions ro;
     ro.timeout = std::chrono::milliseconds(2000);
+    ro.report_on_timeout = false;
     if (Ctr({"version"}, ro).exit_code == 0) return true;
     // A containerd that exited (a bad config) will not answer: say so now.
     if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
@@ -308,6 +317,7 @@ std::string HttpGetIn(const std::string& netns_path, const std::string& ip, int 
   RunOptions o;
   o.stdin_data = "GET " + path + " HTTP/1.0\r\n\r\n";
   o.timeout = std::chrono::seconds(5);
+  o.report_on_timeout = false;
   return RunCommand({"nsenter", "--net=" + netns_path, "busybox", "nc", ip, std::to_string(port)},
                     o)
       .out;

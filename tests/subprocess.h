@@ -27,6 +27,9 @@ struct RunOptions {
   // stdout and stderr on one pipe (as containerd runs `start`).
   bool combined = false;
   std::chrono::milliseconds timeout{20000};
+  // Running out of time prints the FailureReport before the kill. Off for
+  // polls, whose timeouts are expected.
+  bool report_on_timeout = true;
 };
 
 // Runs argv[0] (searched in PATH) and waits for it AND for EOF on its output

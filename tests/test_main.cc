@@ -3,23 +3,20 @@
 // in the state that failed it.
 #include <gtest/gtest.h>
 
-#include <cstdio>
-
 #include "tests/failure_report.h"
 
 namespace {
 
 class ReportOnFailure : public ::testing::EmptyTestEventListener {
-  void OnTestSuiteStart(const ::testing::TestSuite&) override { reported_ = false; }
-  void OnTestStart(const ::testing::TestInfo&) override { reported_ = false; }
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (!r.failed() || reported_) return;
-    reported_ = true;
-    std::string report = runhcs::testing::FailureReport::Collect();
-    if (report.empty()) return;
-    std::fprintf(stderr, "%s===== end of the failure report =====\n", report.c_str());
+  void OnTestSuiteStart(const ::testing::TestSuite&) override {
+    runhcs::testing::FailureReport::NewTest();
   }
-  bool reported_ = false;
+  void OnTestStart(const ::testing::TestInfo&) override {
+    runhcs::testing::FailureReport::NewTest();
+  }
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (r.failed()) runhcs::testing::FailureReport::PrintOnce("the test's first failure");
+  }
 };
 
 }  // namespace
