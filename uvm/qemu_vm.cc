@@ -266,6 +266,16 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
   std::string machine = micro ? "microvm,isa-serial=on,rtc=on" : "q35";
   machine += ",memory-backend=mem";
   std::string accel_opts = acc;
+  // One TCG thread for all vCPUs, not one each (QEMU's default): with a
+  // thread per vCPU, a vCPU can go on running its old translation of
+  // kernel text that another vCPU just patched. The guest patches its text
+  // whenever a static key flips (the first memory cgroup a container gets,
+  // schedstats, the sched clock at boot): a vCPU caught at the patch site
+  // then loops on the int3 of the old code forever, both vCPUs spin, and
+  // the agent never answers again. Measured with static keys flipped under
+  // load: several VMs in a few hung with a thread per vCPU, none with one
+  // thread. One thread also did the same work faster on these 2-core hosts.
+  if (accel == QemuConfig::Accel::kTcg) accel_opts += ",thread=single";
   if (int tb = TcgCacheMb(cfg, accel); tb > 0) accel_opts += ",tb-size=" + std::to_string(tb);
   std::string cmdline = kBaseCmdline;
   if (micro) cmdline += " pci=off";
@@ -951,12 +961,21 @@ void QemuUtilityVm::KillQemuLocked() {
   if (qemu_pid_ > 0) ::kill(qemu_pid_, SIGKILL);
 }
 
+void QemuUtilityVm::Terminate(const std::string& why) {
+  MutexLock l(&mu_);
+  if (!started_ || gone_ || closing_) return;
+  terminated_ = why.empty() ? "terminated" : why;
+  KillQemuLocked();
+}
+
 void QemuUtilityVm::OnQemuExit(int status) {
   std::shared_ptr<AgentClient> agent;
   {
     MutexLock l(&mu_);
     gone_ = true;
-    if (!closing_) {
+    if (!terminated_.empty()) {
+      exit_ = UnavailableError("vm {}: killed: {}", id_, terminated_);
+    } else if (!closing_) {
       exit_ = UnavailableError("vm {}: qemu exited unexpectedly (status {})", id_, status);
       spdlog::error("{}", exit_.message());
     }

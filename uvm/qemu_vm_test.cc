@@ -55,7 +55,8 @@ TEST(VirtiofsdArgs, ListensWhereQemuConnectsAndExportsTheShares) {
 TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   auto a = QemuArgs(Config(), QemuConfig::Accel::kTcg, 2596098);
   EXPECT_EQ(After(a, "-M"), "microvm,isa-serial=on,rtc=on,memory-backend=mem");
-  EXPECT_EQ(After(a, "-accel"), "tcg");
+  // One thread for every vCPU: see QemuArgs on patched kernel text.
+  EXPECT_EQ(After(a, "-accel"), "tcg,thread=single");
   EXPECT_EQ(After(a, "-cpu"), "max");
   EXPECT_EQ(After(a, "-smp"), "2");
   EXPECT_EQ(After(a, "-m"), "768");
@@ -114,7 +115,8 @@ TEST(QemuArgs, KvmUsesHostCpuAndQ35UsesPciDevices) {
 TEST(QemuArgs, TcgCacheSizeIsTheAcceleratorsTbSize) {
   QemuConfig c = Config();
   c.tcg_cache_mb = 32;
-  EXPECT_EQ(After(QemuArgs(c, QemuConfig::Accel::kTcg, 0), "-accel"), "tcg,tb-size=32");
+  EXPECT_EQ(After(QemuArgs(c, QemuConfig::Accel::kTcg, 0), "-accel"),
+            "tcg,thread=single,tb-size=32");
 }
 
 TEST(QemuArgs, EachNicIsAVirtioNetOnItsTapFdWithItsMac) {
