@@ -300,6 +300,29 @@ TEST_F(HypervisorTest, QemuKilledEndsEveryTaskAndLeavesNothing) {
   EXPECT_EQ(ctrd_.Ctr({"container", "delete", "kvm1"}).exit_code, 0);
 }
 
+// A guest that answers nothing (its QEMU stopped: no vCPU runs, no device
+// answers) must not make its container unkillable: SIGKILL finds the agent
+// silent, a ping confirms it, and the shim kills the VM. The task stops,
+// deletes, and nothing of the VM is left.
+TEST_F(HypervisorTest, SigkillOfAHungGuestKillsItsVmAndLeavesNothing) {
+  RunResult r = CtrRun(With({"-d"}, kHypervisor), "vmhung", {"/bin/sleep", "1000"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+  ASSERT_TRUE(WaitFor([&] { return TaskStatus("vmhung") == "RUNNING"; }, 10s));
+  pid_t qemu = QemuPid("vmhung");
+  ASSERT_GT(qemu, 0);
+  ASSERT_EQ(::kill(qemu, SIGSTOP), 0);
+  RunResult kill = ctrd_.Ctr({"task", "kill", "-s", "SIGKILL", "vmhung"}, {.timeout = 60s});
+  EXPECT_EQ(kill.exit_code, 0) << kill.err;
+  EXPECT_TRUE(WaitFor([&] { return TaskStatus("vmhung") == "STOPPED"; }, 15s))
+      << TaskStatus("vmhung");
+  EXPECT_TRUE(WaitFor([&] { return QemuPid("vmhung") == 0; }, 10s)) << "qemu left";
+  EXPECT_NE(ctrd_.log().find("nor a ping"), std::string::npos);
+  if (QemuPid("vmhung") > 0) ::kill(qemu, SIGKILL);  // not leave it stopped
+  RunResult del = ctrd_.Ctr({"task", "delete", "vmhung"});
+  EXPECT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_EQ(ctrd_.Ctr({"container", "delete", "vmhung"}).exit_code, 0);
+}
+
 // A VM never outlives its shim: SIGKILL the shim, and containerd's cleanup
 // (the shim's `delete` action) leaves no QEMU, virtiofsd, state directory,
 // share mount, socket or shimdiag entry.

@@ -31,6 +31,18 @@ class FakeUtilityVm : public UtilityVm {
     cv_.SignalAll();
     return OkStatus();
   }
+  void Terminate(const std::string& why) override {
+    MutexLock l(&mu_);
+    if (!started_ || gone_) return;
+    gone_ = true;
+    crash_ = UnavailableError("terminated: {}", why);
+    terminated_ = why;
+    cv_.SignalAll();
+  }
+  std::shared_ptr<AgentClient> agent() override {
+    MutexLock l(&mu_);
+    return gone_ ? nullptr : agent_;
+  }
   StatusOr<int32_t> ExecInUvm(
       const containerd::runhcs::v1::diag::ExecProcessRequest& req) override {
     MutexLock l(&mu_);
@@ -61,6 +73,15 @@ class FakeUtilityVm : public UtilityVm {
     crash_ = UnavailableError("qemu exited: killed");
     cv_.SignalAll();
   }
+  // Test helper: the agent agent() returns while the VM runs.
+  void set_agent(std::shared_ptr<AgentClient> a) {
+    MutexLock l(&mu_);
+    agent_ = std::move(a);
+  }
+  std::string terminated() {
+    MutexLock l(&mu_);
+    return terminated_;
+  }
   int close_calls() {
     MutexLock l(&mu_);
     return close_calls_;
@@ -83,6 +104,8 @@ class FakeUtilityVm : public UtilityVm {
   bool gone_ GUARDED_BY(mu_) = false;
   Status crash_ GUARDED_BY(mu_);
   int close_calls_ GUARDED_BY(mu_) = 0;
+  std::shared_ptr<AgentClient> agent_ GUARDED_BY(mu_);
+  std::string terminated_ GUARDED_BY(mu_);  // Terminate's why
   std::vector<std::string> shares_ GUARDED_BY(mu_);
   std::vector<std::string> exec_args_ GUARDED_BY(mu_);
 };

@@ -106,6 +106,7 @@ class QemuUtilityVm : public UtilityVm {
   Status Start() override;
   Status Wait() override;
   Status Close() override;
+  void Terminate(const std::string& why) override;
   StatusOr<int32_t> ExecInUvm(const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
   Status Share(const std::string& host_path, const std::string& vm_path, bool read_only) override;
 
@@ -169,6 +170,7 @@ class QemuUtilityVm : public UtilityVm {
   bool cleaning_ GUARDED_BY(mu_) = false;
   bool cleaned_ GUARDED_BY(mu_) = false;
   Status exit_ GUARDED_BY(mu_);
+  std::string terminated_ GUARDED_BY(mu_);  // Terminate's why, for exit_
   pid_t qemu_pid_ GUARDED_BY(mu_) = 0;
   pid_t virtiofsd_pid_ GUARDED_BY(mu_) = 0;
   int boot_ GUARDED_BY(mu_) = 0;  // attempt number; exits of older ones are ignored

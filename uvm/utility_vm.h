@@ -83,6 +83,10 @@ class UtilityVm {
   // Stops the VM: graceful first, then forced; returns when it is gone and
   // every resource (process, sockets, shares) is released. Idempotent.
   virtual Status Close() = 0;
+  // Kills the VM now, without asking the guest (for a guest that no longer
+  // answers): Wait then returns an error that says `why`, as for a crash.
+  // Close still releases the rest. No-op unless running.
+  virtual void Terminate(const std::string& why) = 0;
   // Runs a process in the VM itself (not in a container); returns its exit
   // code. Stdio fields name host-side pipes or sockets to relay.
   virtual StatusOr<int32_t> ExecInUvm(

@@ -18,6 +18,7 @@
 #include "runhcs/stats.pb.h"
 #include "stats/cgroup.h"
 #include "task/exec_set.h"
+#include "uvm/hung_guest.h"
 #include "vmtask/vm_process.h"
 
 namespace runhcs::vmtask {
@@ -377,8 +378,12 @@ Status VmTask::KillExec(std::string_view exec_id, uint32_t signal, bool all) {
     return FailedPreconditionError("cannot signal all for non-empty exec: '{}'", exec_id);
   }
   ASSIGN_OR_RETURN(auto e, GetExec(exec_id));
-  if (all && e->state() == exec::State::kRunning) return SignalAll(signal);
-  return e->Kill(signal);
+  Status st = all && e->state() == exec::State::kRunning ? SignalAll(signal) : e->Kill(signal);
+  if (signal != SIGKILL) return st;
+  // A guest that no longer answers loses its VM, or the container (and a
+  // pod, which CRI stops container by container) could never be stopped.
+  return uvm::TerminateIfGuestHung(vm_.get(), std::move(st),
+                                   exec_id.empty() ? id() : id() + "/" + std::string(exec_id));
 }
 
 StatusOr<std::vector<task::ProcessDetails>> VmTask::Pids() {
