@@ -8,6 +8,11 @@ namespace runhcs::uvm {
 
 int DefaultVmCpus() { return std::thread::hardware_concurrency() > 1 ? 2 : 1; }
 
+int VmCpus(const VmConfig& cfg, VmConfig::Accel accel) {
+  if (cfg.cpus > 0) return cfg.cpus;
+  return accel == VmConfig::Accel::kTcg ? 1 : DefaultVmCpus();
+}
+
 std::unique_ptr<UtilityVm> NewUtilityVm(std::string id, const VmConfig& cfg) {
   switch (cfg.hypervisor) {
     case VmConfig::Hypervisor::kQemu:

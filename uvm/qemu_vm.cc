@@ -298,8 +298,8 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
                 : fmt::format("memory-backend-memfd,id=mem,size={}M,share=on", cfg.memory_mb);
   std::vector<std::string> args = {
       cfg.qemu, "-name", "runhcs-uvm", "-M", machine, "-accel", accel_opts, "-cpu",
-      accel == QemuConfig::Accel::kKvm ? "host" : "max", "-smp", std::to_string(cfg.cpus), "-m",
-      std::to_string(cfg.memory_mb), "-object", memory, "-nodefaults", "-no-user-config",
+      accel == QemuConfig::Accel::kKvm ? "host" : "max", "-smp", std::to_string(VmCpus(cfg, accel)),
+      "-m", std::to_string(cfg.memory_mb), "-object", memory, "-nodefaults", "-no-user-config",
       "-display", "none", "-no-reboot", "-kernel", cfg.boot_dir + "/vmlinux", "-initrd",
       cfg.boot_dir + "/initrd.img", "-append", cmdline, "-serial", "stdio", "-chardev",
       fmt::format("socket,id=agent,path={}/agent.sock,server=on,wait=off", s), "-device",
@@ -541,7 +541,7 @@ Status QemuUtilityVm::Boot(QemuConfig::Accel accel, std::chrono::milliseconds ti
   int tb_mb = TcgCacheMb(cfg_, accel);
   std::string tb = tb_mb > 0 ? fmt::format(", TCG cache {} MiB", tb_mb) : "";
   spdlog::info("vm {}: qemu pid {} ({}, {} vCPU, {} MiB{}{})", id_, *pid, AccelName(accel),
-               cfg_.cpus, cfg_.memory_mb, tb,
+               VmCpus(cfg_, accel), cfg_.memory_mb, tb,
                mode == Mode::kRestore    ? ", from a template"
                : mode == Mode::kTemplate ? ", a template"
                                          : "");

@@ -112,6 +112,19 @@ TEST(QemuArgs, KvmUsesHostCpuAndQ35UsesPciDevices) {
   EXPECT_THAT(a, Contains("virtio-blk-pci,drive=system,serial=runhcs-system"));
 }
 
+// Unset vCPUs follow the accelerator: TCG runs every vCPU on one host
+// thread, so it gets one; KVM gets the host default. A set count is kept.
+TEST(QemuArgs, UnsetCpusAreOneUnderTcgAndTheHostDefaultUnderKvm) {
+  QemuConfig c = Config();
+  c.cpus = 0;
+  EXPECT_EQ(After(QemuArgs(c, QemuConfig::Accel::kTcg, 0), "-smp"), "1");
+  EXPECT_EQ(After(QemuArgs(c, QemuConfig::Accel::kKvm, 0), "-smp"),
+            std::to_string(DefaultVmCpus()));
+  c.cpus = 3;
+  EXPECT_EQ(After(QemuArgs(c, QemuConfig::Accel::kTcg, 0), "-smp"), "3");
+  EXPECT_EQ(After(QemuArgs(c, QemuConfig::Accel::kKvm, 0), "-smp"), "3");
+}
+
 TEST(QemuArgs, TcgCacheSizeIsTheAcceleratorsTbSize) {
   QemuConfig c = Config();
   c.tcg_cache_mb = 32;

@@ -21,8 +21,8 @@
 namespace runhcs::uvm {
 
 // The size a VM gets when its options leave it unset (what a user gets,
-// and what benchmarks measure first): 2 vCPUs (1 on a one-core host),
-// 1024 MiB.
+// and what benchmarks measure first): 1024 MiB, and the vCPUs of VmCpus.
+// DefaultVmCpus: a hardware-accelerated VM's, 2 (1 on a one-core host).
 int DefaultVmCpus();
 inline constexpr int kDefaultVmMemoryMb = 1024;
 
@@ -35,7 +35,7 @@ struct VmConfig {
   Hypervisor hypervisor = Hypervisor::kQemu;
   std::string boot_dir;   // holds vmlinux, initrd.img and system.img
   std::string state_dir;  // created by Start, removed by Close; must not exist
-  int cpus = 1;
+  int cpus = 1;           // 0: by accelerator (VmCpus)
   int memory_mb = 512;
   Accel accel = Accel::kAuto;
   // auto's memory, shared by every VM on the host: when a KVM boot failed
@@ -67,6 +67,14 @@ struct VmConfig {
   std::vector<Nic> nics;
   std::function<void(const std::string&)> console;  // serial output lines
 };
+
+// The vCPUs a VM of `cfg` gets on `accel` (kKvm or kTcg): cfg.cpus when
+// set, else under KVM DefaultVmCpus() and under TCG 1. QEMU runs all of a
+// TCG VM's vCPUs on one host thread (see QemuArgs), so a second one adds
+// no compute; measured, it cost 100-300 ms of boot and 200-700 ms of a
+// booted pod's start, and the guest would run its low-priority work (the
+// runtime warm-up) on it at the real work's host cost.
+int VmCpus(const VmConfig& cfg, VmConfig::Accel accel);
 
 class UtilityVm {
  public:

@@ -145,7 +145,7 @@ class ShimTaskFactory : public service::TaskFactory {
   static uvm::VmConfig VmConfig(const service::ShimOptions& o) {
     uvm::VmConfig c;
     c.boot_dir = o.boot_files_path.empty() ? DefaultBootDir() : o.boot_files_path;
-    c.cpus = o.vm_processors > 0 ? o.vm_processors : uvm::DefaultVmCpus();
+    c.cpus = o.vm_processors > 0 ? o.vm_processors : 0;  // 0: by accelerator
     c.memory_mb = o.vm_memory_mb > 0 ? o.vm_memory_mb : uvm::kDefaultVmMemoryMb;
     c.tcg_cache_mb = o.vm_tcg_cache_mb;
     c.template_dir = o.vm_template_path;
