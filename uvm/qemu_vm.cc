@@ -273,8 +273,8 @@ std::vector<std::string> QemuArgs(const QemuConfig& cfg, QemuConfig::Accel accel
   // schedstats, the sched clock at boot): a vCPU caught at the patch site
   // then loops on the int3 of the old code forever, both vCPUs spin, and
   // the agent never answers again. Measured with static keys flipped under
-  // load: several VMs in a few hung with a thread per vCPU, none with one
-  // thread. One thread also did the same work faster on these 2-core hosts.
+  // load: 3 VMs of 11 hung with a thread per vCPU, none of 24 with one
+  // thread. A second vCPU then adds no compute (see VmCpus).
   if (accel == QemuConfig::Accel::kTcg) accel_opts += ",thread=single";
   if (int tb = TcgCacheMb(cfg, accel); tb > 0) accel_opts += ",tb-size=" + std::to_string(tb);
   std::string cmdline = kBaseCmdline;
