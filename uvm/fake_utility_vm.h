@@ -1,12 +1,25 @@
 // FakeUtilityVm: an in-memory UtilityVm for unit tests (test-only target).
 #pragma once
 
+#include <sys/socket.h>
+
 #include <vector>
 
 #include "base/thread_annotations.h"
+#include "ttrpc/server.h"
 #include "uvm/utility_vm.h"
 
 namespace runhcs::uvm {
+
+// A test's fake agent: `agent` registered on `server`, served on one end of
+// a socketpair; the returned client talks to it on the other.
+inline std::shared_ptr<AgentClient> ServeFakeAgent(ttrpc::Server* server, apb::AgentServer* agent) {
+  apb::RegisterAgentServer(server, agent);
+  int sv[2] = {-1, -1};
+  (void)::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+  server->ServeConnection(UniqueFd(sv[0]));
+  return std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
+}
 
 class FakeUtilityVm : public UtilityVm {
  public:

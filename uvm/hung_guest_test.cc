@@ -2,8 +2,6 @@
 // never does.
 #include "uvm/hung_guest.h"
 
-#include <sys/socket.h>
-
 #include <gtest/gtest.h>
 
 #include "base/latch.h"
@@ -17,13 +15,7 @@ using namespace std::chrono_literals;
 
 class FakeAgent : public apb::AgentServer {
  public:
-  explicit FakeAgent(bool answers) : answers_(answers) {
-    apb::RegisterAgentServer(&server_, this);
-    int sv[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    server_.ServeConnection(UniqueFd(sv[0]));
-    client_ = std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
-  }
+  explicit FakeAgent(bool answers) : answers_(answers) { client_ = ServeFakeAgent(&server_, this); }
   ~FakeAgent() override {
     gone_.Open();
     server_.Shutdown(500ms);

@@ -2,12 +2,11 @@
 // DumpStacks (one of them never does).
 #include "uvm/live_agents.h"
 
-#include <sys/socket.h>
-
 #include <gtest/gtest.h>
 
 #include "base/latch.h"
 #include "ttrpc/server.h"
+#include "uvm/fake_utility_vm.h"
 
 namespace runhcs::uvm {
 namespace {
@@ -18,11 +17,7 @@ class FakeAgent : public apb::AgentServer {
  public:
   // `stacks` empty: DumpStacks never answers (until the agent goes).
   explicit FakeAgent(std::string stacks) : stacks_(std::move(stacks)) {
-    apb::RegisterAgentServer(&server_, this);
-    int sv[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    server_.ServeConnection(UniqueFd(sv[0]));
-    client_ = std::make_shared<AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
+    client_ = ServeFakeAgent(&server_, this);
   }
   ~FakeAgent() override {
     gone_.Open();
