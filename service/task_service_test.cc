@@ -278,6 +278,7 @@ TEST_F(ServiceTest, DiagStacksNamesTheShimsOwnFunctions) {
 // before the task exists, DiagStacks asks the booted VMs directly; once it
 // exists, its task answers.
 TEST_F(ServiceTest, DiagStacksReachesTheGuestBeforeTheTaskExists) {
+  ASSERT_TRUE(InstallStackHandler().ok());
   int asked = 0;
   untasked_ = [&asked] {
     ++asked;
