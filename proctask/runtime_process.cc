@@ -106,13 +106,21 @@ StatusOr<uint32_t> RuntimeProcess::StartExec(ExitCallback on_exit) {
   auto pid = ReadPidFile(pid_path, fmt::format("exec {:?}", exec_id_));
   ::unlink(pid_path.c_str());
   if (!pid.ok()) return pid.status();
+  if (!st.ok()) {
+    // Its stdio never came (a terminal the runtime did not send): a process
+    // nobody can talk to is not started. Killed, and its exit reaped here
+    // (as the agent does in a VM).
+    ::kill(*pid, SIGKILL);
+    Reaper::Get().Watch(*pid, [](int) {});
+    io->Close(std::chrono::milliseconds(0));
+    return st.Wrap(fmt::format("exec {:?} in {}: stdio", exec_id_, id_));
+  }
   pid_ = *pid;
   OpenPidfd();
   // An exec that already ended was reaped into the Reaper's unclaimed
   // exits; Watch delivers it.
   Reaper::Get().Watch(pid_,
                       [cb = std::move(on_exit)](int status) { cb(static_cast<uint32_t>(status)); });
-  if (!st.ok()) spdlog::warn("exec {} in {}: stdio: {}", exec_id_, id_, st.ToString());
   return static_cast<uint32_t>(pid_);
 }
 
