@@ -7,9 +7,11 @@
 // pod), configured as docs/kubernetes.md says (ConfigPath).
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -857,6 +859,27 @@ TEST_F(CriTest, ARuncV2PodPropagatesMounts) { RunPropagation("runc"); }
 TEST_F(CriTest, AProcessIsolatedPodRunsAndGoes) { RunPod("runhcs"); }
 
 TEST_F(CriTest, AHypervisorIsolatedPodRunsAndGoes) { RunPod("runhcs-vm"); }
+
+// A VM pod whose guest hangs (its QEMU stopped: nothing in it answers)
+// still stops and goes as kubelet drives it: StopPodSandbox SIGKILLs the
+// container, the shim finds the agent silent, confirms it with a ping and
+// kills the VM; the container and the sandbox then exit, RemovePodSandbox
+// removes them, and no shim, QEMU or state directory is left.
+TEST_F(CriTest, AHypervisorIsolatedPodWhoseGuestHangsStillStopsAndGoes) {
+  ASSERT_NE(env, nullptr);
+  cri::PodSandboxConfig pod = PodConfig("hung");
+  const std::string pod_id = RunSandbox(pod, "runhcs-vm");
+  ASSERT_FALSE(pod_id.empty());
+  const std::string cid = CreateAndStart(pod_id, pod, ShellContainer("sleeper", "sleep 1000"));
+  ASSERT_FALSE(cid.empty());
+  const std::string vm_dir = VmDir(pod_id);
+  int qemu = std::atoi(RunCommand({"pgrep", "-f", "qemu-system.*" + vm_dir}).out.c_str());
+  ASSERT_GT(qemu, 0);
+  ASSERT_EQ(::kill(qemu, SIGSTOP), 0);
+  StopAndRemovePod(pod_id);
+  EXPECT_NE(env->ctrd->log().find("nor a ping"), std::string::npos);
+  if (::kill(qemu, 0) == 0) ::kill(qemu, SIGKILL);  // never leave it stopped
+}
 
 // VM templating (vmTemplatePath): the first pod's VM makes the template and
 // is restored from it, the second is only restored; each gets its NIC, its
