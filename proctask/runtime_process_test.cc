@@ -1,5 +1,4 @@
-// RuntimeProcess against a stand-in OCI runtime: a script that starts a
-// sleeper for `exec` and writes its pid.
+// RuntimeProcess against a stand-in OCI runtime (oci/fake_runtime.h).
 #include "proctask/runtime_process.h"
 
 #include <signal.h>
@@ -13,6 +12,7 @@
 
 #include "base/io.h"
 #include "base/polled_reaper.h"
+#include "oci/fake_runtime.h"
 
 namespace runhcs::proctask {
 namespace {
@@ -29,17 +29,7 @@ TEST(RuntimeProcessTest, AnExecWhoseTerminalNeverComesIsKilledAndFails) {
   std::string dir = ::testing::TempDir() + "/rtproc.XXXXXX";
   ASSERT_NE(::mkdtemp(dir.data()), nullptr);
   std::string rt = dir + "/fake-runtime";
-  ASSERT_TRUE(
-      WriteFileAtomic(rt,
-                      "#!/bin/sh\n"
-                      "verb=; pidfile=\n"
-                      "while [ $# -gt 0 ]; do case \"$1\" in --pid-file) pidfile=$2; shift;;"
-                      " exec|kill|start|delete) [ -z \"$verb\" ] && verb=$1;; esac; shift; done\n"
-                      "if [ \"$verb\" = exec ]; then sleep 60 </dev/null >/dev/null 2>&1 & "
-                      "echo $! >\"$pidfile\"; echo $! >" +
-                          dir + "/sleeper.pid; fi\n",
-                      0755)
-          .ok());
+  ASSERT_TRUE(oci::WriteFakeRuntime(rt, "sleep 60", dir + "/sleeper.pid").ok());
   auto runtime =
       std::make_shared<oci::Runtime>(oci::Runtime::Config{rt, dir + "/root", false}, dir);
   exec::Stdio stdio{"", "", "", /*terminal=*/true};

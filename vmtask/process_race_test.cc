@@ -14,6 +14,7 @@
 
 #include "base/io.h"
 #include "base/latch.h"
+#include "oci/fake_runtime.h"
 #include "proctask/runtime_process.h"
 #include "ttrpc/server.h"
 #include "vmtask/vm_process.h"
@@ -150,16 +151,7 @@ TEST(ProcessRace, RuntimeProcessStartCloseStdinResizeSignalAndRelease) {
   std::string dir = TempDir();
   // An OCI runtime that "execs" a sleeper and writes its pid.
   std::string rt = dir + "/fake-runtime";
-  ASSERT_TRUE(
-      WriteFileAtomic(rt,
-                      "#!/bin/sh\n"
-                      "verb=; pidfile=\n"
-                      "while [ $# -gt 0 ]; do case \"$1\" in --pid-file) pidfile=$2; shift;;"
-                      " exec|kill|start|delete) [ -z \"$verb\" ] && verb=$1;; esac; shift; done\n"
-                      "if [ \"$verb\" = exec ]; then sleep 3 </dev/null >/dev/null 2>&1 & echo $! "
-                      ">\"$pidfile\"; fi\n",
-                      0755)
-          .ok());
+  ASSERT_TRUE(oci::WriteFakeRuntime(rt, "sleep 3").ok());
   auto runtime =
       std::make_shared<oci::Runtime>(oci::Runtime::Config{rt, dir + "/root", false}, dir);
   for (int i = 0; i < 20; ++i) {
