@@ -71,7 +71,7 @@ struct VmConfig {
 // The vCPUs a VM of `cfg` gets on `accel` (kKvm or kTcg): cfg.cpus when
 // set, else under KVM DefaultVmCpus() and under TCG 1. QEMU runs all of a
 // TCG VM's vCPUs on one host thread (see QemuArgs), so a second one adds
-// no compute; measured, it cost 100-300 ms of boot and 200-700 ms of a
+// no compute; measured, it cost 110-310 ms of boot and 270-750 ms of a
 // booted pod's start, and the guest would run its low-priority work (the
 // runtime warm-up) on it at the real work's host cost.
 int VmCpus(const VmConfig& cfg, VmConfig::Accel accel);
