@@ -229,6 +229,8 @@ AgentService::~AgentService() {
 
 void AgentService::StartWarmUp() {
   if (!cfg_.warm_up) return;
+  const long cpus = cfg_.online_cpus > 0 ? cfg_.online_cpus : ::sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus < 2) return;
   {
     MutexLock l(&mu_);
     if (warming_) return;

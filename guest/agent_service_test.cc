@@ -541,7 +541,8 @@ TEST_F(AgentServiceTest, RestoredStartsTheWarmUpAndPrepareTemplateWaitsForIt) {
                                        ++runs;
                                        release.Wait();
                                        return OkStatus();
-                                     }});
+                                     },
+                                 .online_cpus = 2});
   pb::RestoredRequest r;
   r.set_entropy(std::string(32, 'e'));
   ASSERT_TRUE(ttrpc::CallDirect(&agent, &AgentService::Restored, r).ok());
@@ -568,6 +569,28 @@ TEST_F(AgentServiceTest, RestoredStartsTheWarmUpAndPrepareTemplateWaitsForIt) {
   for (int i = 0; i < 500 && runs.load() == 1; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   EXPECT_EQ(runs.load(), 2);
+}
+
+// A guest with one CPU gets no warm-up: it would only compete with the
+// first container for that CPU.
+TEST_F(AgentServiceTest, OneCpuMeansNoWarmUp) {
+  std::string root = ::testing::TempDir() + "/agent-one-cpu";
+  std::filesystem::remove_all(root);
+  std::atomic<int> runs{0};
+  AgentService agent(AgentConfig{.state_dir = root + "/state",
+                                 .add_entropy = [](const std::string&) { return OkStatus(); },
+                                 .warm_up =
+                                     [&] {
+                                       ++runs;
+                                       return OkStatus();
+                                     },
+                                 .online_cpus = 1});
+  pb::RestoredRequest r;
+  r.set_entropy(std::string(32, 'e'));
+  ASSERT_TRUE(ttrpc::CallDirect(&agent, &AgentService::Restored, r).ok());
+  agent.StartWarmUp();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(runs.load(), 0);
 }
 
 }  // namespace
