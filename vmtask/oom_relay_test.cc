@@ -1,8 +1,6 @@
 // OomRelay against a fake agent: a TTRPC server answering WaitOom.
 #include "vmtask/oom_relay.h"
 
-#include <sys/socket.h>
-
 #include <atomic>
 #include <thread>
 
@@ -12,6 +10,7 @@
 #include "runhcs/agent.pb.h"
 #include "ttrpc/client.h"
 #include "ttrpc/server.h"
+#include "uvm/fake_utility_vm.h"
 
 namespace runhcs::vmtask {
 namespace {
@@ -38,13 +37,7 @@ class RecordingPublisher : public events::Publisher {
 // The agent's side: `pending` OOM kills not yet taken, `total` ever.
 class FakeAgent : public apb::AgentServer {
  public:
-  FakeAgent() {
-    apb::RegisterAgentServer(&server_, this);
-    int sv[2];
-    ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
-    server_.ServeConnection(UniqueFd(sv[0]));
-    client_ = std::make_shared<uvm::AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
-  }
+  FakeAgent() { client_ = uvm::ServeFakeAgent(&server_, this); }
   Status WaitOom(const ttrpc::CallContext&, const apb::WaitOomRequest& req,
                  apb::WaitOomResponse* r) override {
     if (req.container_id() != "c1") return NotFoundError("no container");

@@ -3,7 +3,6 @@
 // threads while Start runs, Signal and ReleaseIo racing each other. Run under
 // ThreadSanitizer (label tsan); the fake process cannot show these races.
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +16,7 @@
 #include "oci/fake_runtime.h"
 #include "proctask/runtime_process.h"
 #include "ttrpc/server.h"
+#include "uvm/fake_utility_vm.h"
 #include "vmtask/vm_process.h"
 
 namespace runhcs::vmtask {
@@ -52,13 +52,7 @@ void Together(const std::function<void()>& a, const std::function<void()>& b,
 // counts the stdin it gets.
 class FakeAgent : public apb::AgentServer {
  public:
-  FakeAgent() {
-    apb::RegisterAgentServer(&server_, this);
-    int sv[2];
-    ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
-    server_.ServeConnection(UniqueFd(sv[0]));
-    client_ = std::make_shared<uvm::AgentClient>(std::make_unique<ttrpc::Client>(UniqueFd(sv[1])));
-  }
+  FakeAgent() { client_ = uvm::ServeFakeAgent(&server_, this); }
   Status ExecProcess(const ttrpc::CallContext&, const apb::ExecProcessRequest&,
                      apb::StartResponse* r) override {
     std::this_thread::sleep_for(2ms);  // a start takes a while
