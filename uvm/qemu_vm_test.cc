@@ -65,7 +65,9 @@ TEST(QemuArgs, MicrovmTcgGetsTscAndNoPci) {
   EXPECT_THAT(After(a, "-append"), HasSubstr("pci=off"));
   EXPECT_THAT(After(a, "-append"), HasSubstr("cryptomgr.notests"));
   EXPECT_THAT(After(a, "-append"),
-              HasSubstr("initcall_blacklist=init_kprobe_trace,crypto_kdf108_init"));
+              HasSubstr("initcall_blacklist=tracer_init_tracefs,init_kprobe_trace,"
+                        "crypto_kdf108_init"));
+  EXPECT_THAT(After(a, "-append"), HasSubstr("transparent_hugepage=madvise"));
   EXPECT_EQ(After(a, "-kernel"), "/boot/x/vmlinux");
   EXPECT_EQ(After(a, "-initrd"), "/boot/x/initrd.img");
   EXPECT_THAT(a, Contains("-nodefaults"));
