@@ -285,25 +285,43 @@ void Containerd::Stop() {
   }
 }
 
-RunResult Containerd::Ctr(const std::vector<std::string>& args, const RunOptions& opts,
-                          const std::string& ns) {
+std::vector<std::string> Containerd::CtrArgv(const std::vector<std::string>& args,
+                                             const std::string& ns) const {
   std::vector<std::string> argv = {"ctr", "--address", grpc_address(), "-n", ns};
   argv.insert(argv.end(), args.begin(), args.end());
-  return RunCommand(argv, opts);
+  // ctr makes a task's stdio fifos in /run/containerd/fifo and removes them
+  // only when it deletes the task with its I/O attached: tasks run with -d
+  // and deleted later, or by this class's teardown, left them behind on the
+  // host. They go in this containerd's directory instead, removed with it.
+  size_t at = 5;
+  while (at < argv.size() && (argv[at] == "--timeout" || argv[at] == "--connect-timeout")) at += 2;
+  size_t insert = 0;
+  if (at < argv.size() && argv[at] == "run") insert = at + 1;
+  if (at + 1 < argv.size() && argv[at] == "task" &&
+      (argv[at + 1] == "start" || argv[at + 1] == "exec" || argv[at + 1] == "attach")) {
+    insert = at + 2;
+  }
+  if (insert > 0) argv.insert(argv.begin() + insert, {"--fifo-dir", dir_ + "/fifo"});
+  return argv;
+}
+
+RunResult Containerd::Ctr(const std::vector<std::string>& args, const RunOptions& opts,
+                          const std::string& ns) {
+  return RunCommand(CtrArgv(args, ns), opts);
 }
 
 pid_t Containerd::CtrBackground(const std::vector<std::string>& args, const std::string& out_file,
                                 const std::string& ns) {
+  // Built before the fork: the child of a threaded process only execs.
+  std::vector<std::string> argv = CtrArgv(args, ns);
+  std::vector<char*> a;
+  for (auto& s : argv) a.push_back(s.data());
+  a.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
     int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
-    std::vector<std::string> argv = {"ctr", "--address", grpc_address(), "-n", ns};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char*> a;
-    for (auto& s : argv) a.push_back(s.data());
-    a.push_back(nullptr);
     ::execvp(a[0], a.data());
     ::_exit(127);
   }

@@ -80,6 +80,9 @@ class Containerd {
 
  private:
   bool StartDaemon();
+  // ctr's argv for `args`, its stdio fifos under dir_.
+  std::vector<std::string> CtrArgv(const std::vector<std::string>& args,
+                                   const std::string& ns) const;
   std::string dir_;
   std::string extra_path_;
   std::vector<std::pair<std::string, std::string>> env_;
