@@ -48,9 +48,10 @@ constexpr char kShareTag[] = "runhcs";
 // a directory per trace event, ~10000 inodes and dentries, ~9 MiB of guest
 // slab held for the VM's life, made by a worker that competed with the boot
 // for the vCPU; a trace event is then not found by name: perf and libbpf
-// read its id from those files), init_kprobe_trace (the tracefs files of kprobe events; it waited
-// for tracefs to list every trace event, ~130 ms under TCG) and
-// crypto_kdf108_init (a self-test of a key derivation function, ~50 ms).
+// read its id from those files), init_kprobe_trace (the tracefs files of
+// kprobe events; it waited for tracefs to list every trace event, ~130 ms
+// under TCG) and crypto_kdf108_init (a self-test of a key derivation
+// function, ~50 ms).
 // transparent_hugepage=madvise: a huge page is 2 MiB of host memory however
 // little of it a process touches (the agent alone held 2-4 MiB so); a
 // workload that wants them still asks with madvise.
