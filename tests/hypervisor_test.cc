@@ -87,6 +87,13 @@ class HypervisorTest : public ::testing::Test {
     EXPECT_TRUE(s.ParseFromString(resp.stats().value()));
     return s;
   }
+  // Runs container `id` detached in its own VM (`/bin/sleep 1000`) and waits
+  // until it is RUNNING; call it under ASSERT_NO_FATAL_FAILURE.
+  void RunVmSleeper(const std::string& id, std::chrono::seconds running_within = 10s) {
+    RunResult r = CtrRun(With({"-d"}, kHypervisor), id, {"/bin/sleep", "1000"});
+    ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
+    ASSERT_TRUE(WaitFor([&] { return TaskStatus(id) == "RUNNING"; }, running_within));
+  }
   // The QEMU of container `id`.
   pid_t QemuPid(const std::string& id) {
     auto r = RunCommand({"pgrep", "-f", "qemu-system.*" + VmDir(id)});
@@ -286,9 +293,7 @@ TEST_F(HypervisorTest, ExecKillDeleteAndEventOrder) {
 }
 
 TEST_F(HypervisorTest, QemuKilledEndsEveryTaskAndLeavesNothing) {
-  RunResult r = CtrRun(With({"-d"}, kHypervisor), "kvm1", {"/bin/sleep", "1000"});
-  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
-  ASSERT_TRUE(WaitFor([&] { return TaskStatus("kvm1") == "RUNNING"; }, 10s));
+  ASSERT_NO_FATAL_FAILURE(RunVmSleeper("kvm1"));
   pid_t qemu = QemuPid("kvm1");
   ASSERT_GT(qemu, 0);
   ASSERT_EQ(::kill(qemu, SIGKILL), 0);
@@ -305,9 +310,7 @@ TEST_F(HypervisorTest, QemuKilledEndsEveryTaskAndLeavesNothing) {
 // silent, a ping confirms it, and the shim kills the VM. The task stops,
 // deletes, and nothing of the VM is left.
 TEST_F(HypervisorTest, SigkillOfAHungGuestKillsItsVmAndLeavesNothing) {
-  RunResult r = CtrRun(With({"-d"}, kHypervisor), "vmhung", {"/bin/sleep", "1000"});
-  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
-  ASSERT_TRUE(WaitFor([&] { return TaskStatus("vmhung") == "RUNNING"; }, 10s));
+  ASSERT_NO_FATAL_FAILURE(RunVmSleeper("vmhung"));
   pid_t qemu = QemuPid("vmhung");
   ASSERT_GT(qemu, 0);
   ASSERT_EQ(::kill(qemu, SIGSTOP), 0);
@@ -327,9 +330,7 @@ TEST_F(HypervisorTest, SigkillOfAHungGuestKillsItsVmAndLeavesNothing) {
 // (the shim's `delete` action) leaves no QEMU, virtiofsd, state directory,
 // share mount, socket or shimdiag entry.
 TEST_F(HypervisorTest, ShimKilledLeavesNoVmNoMountsNoSocket) {
-  RunResult r = CtrRun(With({"-d"}, kHypervisor), "vmorphan", {"/bin/sleep", "1000"});
-  ASSERT_EQ(r.exit_code, 0) << r.err << ctrd_.log();
-  ASSERT_TRUE(WaitFor([&] { return TaskStatus("vmorphan") == "RUNNING"; }, 10s));
+  ASSERT_NO_FATAL_FAILURE(RunVmSleeper("vmorphan"));
   std::string bundle = ctrd_.dir() + "/state/io.containerd.runtime.v2.task/default/vmorphan";
   pid_t shim = std::atoi(ReadFileOr(bundle + "/shim.pid", "0").c_str());
   std::string sock = UnixAddress::Parse(ReadFileOr(bundle + "/address")).path;
@@ -417,9 +418,8 @@ TEST_F(HypervisorTest, PauseFreezesTheContainerInTheGuestAndResumeThawsIt) {
 // (its output streams and its exit): fifteen running execs must not starve
 // a sixteenth call (it would wait for a poll to time out, 30 s).
 TEST_F(HypervisorTest, ManyRunningExecsInOneVmDoNotStarveNewCalls) {
-  RunResult r = CtrRun(With({"-d"}, kHypervisor), "many1", {"/bin/sleep", "1000"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  ASSERT_TRUE(WaitFor([&] { return TaskStatus("many1") == "RUNNING"; }, 30s));
+  ASSERT_NO_FATAL_FAILURE(RunVmSleeper("many1", 30s));
+  RunResult r;
   for (int i = 0; i < 15; ++i) {
     r = ctrd_.Ctr(
         {"task", "exec", "-d", "--exec-id", "bg" + std::to_string(i), "many1", "/bin/sleep", "60"});
