@@ -160,6 +160,36 @@ TEST_F(ExecTest, Start_ExitRacingStart_StartEventStillFirst) {
   EXPECT_EQ(events_.Topics(), (std::vector<std::string>{"/tasks/exec-started", "/tasks/exit"}));
 }
 
+// An exec whose process is gone before Start returns: Start must not wait
+// for its output to drain. A client reads an exec's output only after its
+// Start returned (containerd's CRI attaches to an ExecSync's fifos then), so
+// waiting there would hold the output until the drain gives up on it.
+TEST_F(ExecTest, Start_ExitRacingStart_StartReturnsBeforeTheOutputIsRead) {
+  {
+    MutexLock l(&fake_->mu);
+    fake_->hold_release_io = true;
+    fake_->during_start = [](const Process::ExitCallback& cb) {
+      std::thread t([cb] { cb(7); });
+      t.join();
+    };
+  }
+  auto e = Make("e1");
+  auto started = std::async(std::launch::async, [&] { return e->Start(); });
+  if (started.wait_for(5s) != std::future_status::ready) {
+    ADD_FAILURE() << "Start waited for the exec's output to be read";
+    FakeProcess::ReleaseHeldIo(fake_);
+  }
+  EXPECT_TRUE(started.get().ok());
+  // The exit completes, and its event goes out, once the output is released.
+  EXPECT_EQ(events_.Topics(), (std::vector<std::string>{"/tasks/exec-started"}));
+  EXPECT_FALSE(e->Wait(std::chrono::steady_clock::now() + 50ms).ok());
+  ASSERT_TRUE(FakeProcess::ReleaseHeldIo(fake_));
+  auto st = e->Wait(std::chrono::steady_clock::now() + 2s);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->exit_status, 7u);
+  EXPECT_EQ(events_.Topics(), (std::vector<std::string>{"/tasks/exec-started", "/tasks/exit"}));
+}
+
 // --- Kill --------------------------------------------------------------------
 
 TEST_F(ExecTest, Kill_Created_MustReturnFailedPrecondition) {
@@ -337,6 +367,38 @@ TEST_F(ExecTest, ForceExit_WhileStarting_AppliesOnceStarted) {
   e->ForceExit(1);
   release.set_value();
   ASSERT_TRUE(first.get().ok());
+  auto st = e->Wait(std::chrono::steady_clock::now() + 2s);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->exit_status, 1u);
+  EXPECT_EQ(events_.Topics(), (std::vector<std::string>{"/tasks/exec-started", "/tasks/exit"}));
+}
+
+TEST_F(ExecTest, ForceExit_WhileStarting_StartReturnsBeforeTheOutputIsRead) {
+  std::promise<void> entered, release;
+  auto release_f = release.get_future().share();
+  {
+    MutexLock l(&fake_->mu);
+    fake_->hold_release_io = true;
+    fake_->during_start = [&](const Process::ExitCallback&) {
+      entered.set_value();
+      release_f.wait();
+    };
+  }
+  auto e = Make("e1");
+  auto first = std::async(std::launch::async, [&] { return e->Start(); });
+  entered.get_future().wait();
+  e->ForceExit(1);
+  release.set_value();
+  if (first.wait_for(5s) != std::future_status::ready) {
+    ADD_FAILURE() << "Start waited for the exec's output to be read";
+    FakeProcess::ReleaseHeldIo(fake_);
+  }
+  ASSERT_TRUE(first.get().ok());
+  {
+    MutexLock l(&fake_->mu);
+    EXPECT_EQ(fake_->terminate_calls, 1);
+  }
+  ASSERT_TRUE(FakeProcess::ReleaseHeldIo(fake_));
   auto st = e->Wait(std::chrono::steady_clock::now() + 2s);
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->exit_status, 1u);

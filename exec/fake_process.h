@@ -30,6 +30,10 @@ class FakeProcess : public Process {
     // If set, Signal() makes the process exit with this status.
     std::optional<uint32_t> exit_on_signal GUARDED_BY(mu);
     bool gone GUARDED_BY(mu) = false;
+    // If set, ReleaseIo keeps `done` in `held_release` (output a client has
+    // not read yet) until the test calls ReleaseHeldIo.
+    bool hold_release_io GUARDED_BY(mu) = false;
+    std::function<void()> held_release GUARDED_BY(mu);
     uint32_t pid = 4242;
   };
 
@@ -81,8 +85,27 @@ class FakeProcess : public Process {
     {
       MutexLock l(&s_->mu);
       ++s_->release_io_calls;
+      if (s_->hold_release_io) {
+        s_->held_release = std::move(done);
+        return;
+      }
     }
     done();
+  }
+
+  // Test helper: the held ReleaseIo finishes (its output was read). False
+  // if none is held.
+  static bool ReleaseHeldIo(const std::shared_ptr<Shared>& s) {
+    std::function<void()> done;
+    {
+      MutexLock l(&s->mu);
+      s->hold_release_io = false;
+      done = std::move(s->held_release);
+      s->held_release = nullptr;
+    }
+    if (!done) return false;
+    done();
+    return true;
   }
 
   // Test helper: the process exits on its own with `status`.

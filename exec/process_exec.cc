@@ -203,10 +203,20 @@ Status ProcessExec::Start() {
     if (publish_exit) snapshot = StatusLocked();
   }
   if (publish_exit) CompleteExit(snapshot, /*publish=*/true);
-  if (forced) {
-    ForceExit(*forced);
-  } else if (early) {
-    OnProcessExit(*early);
+  // An exit that came while starting completes in the background: a client
+  // reads the exec's output only once Start has returned (CRI's ExecSync
+  // attaches then), so Start must not wait for that output to drain.
+  if (forced || early) {
+    bool claimed, running = false;
+    {
+      MutexLock l(&mu_);
+      claimed = ClaimExitLocked();
+      if (claimed) running = state_->id() == State::kRunning;
+    }
+    if (claimed) {
+      if (forced && running) process_->Terminate();
+      FinishExitInBackground(forced ? *forced : *early);
+    }
   }
   return OkStatus();
 }
@@ -304,13 +314,14 @@ bool ProcessExec::ClaimExitLocked() {
   return true;
 }
 
+void ProcessExec::FinishExitInBackground(uint32_t status) {
+  auto self = shared_from_this();
+  process_->ReleaseIo([self, status] { self->AfterIoReleased(status); });
+}
+
 void ProcessExec::FinishExit(uint32_t status) {
-  if (EventLoop::Get().InLoop()) {
-    // An exit reported on the loop: nothing here may block it.
-    auto self = shared_from_this();
-    process_->ReleaseIo([self, status] { self->AfterIoReleased(status); });
-    return;
-  }
+  // An exit reported on the loop: nothing here may block it.
+  if (EventLoop::Get().InLoop()) return FinishExitInBackground(status);
   // Off the loop the caller waits: ForceExit promises Exited on return.
   Latch released;
   process_->ReleaseIo([&released] { released.Open(); });

@@ -84,6 +84,8 @@ class ProcessExec : public Exec, public std::enable_shared_from_this<ProcessExec
   // returns at once and the sequence continues when the stdio is released;
   // elsewhere it returns when the exit is complete.
   void FinishExit(uint32_t status) EXCLUDES(mu_);
+  // The same, always returning at once.
+  void FinishExitInBackground(uint32_t status) EXCLUDES(mu_);
   // The rest of it, once the stdio is released. False if Start completes it.
   bool AfterIoReleased(uint32_t status) EXCLUDES(mu_);
   // Exit event, hook, then wakes waiters.
