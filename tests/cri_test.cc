@@ -5,15 +5,20 @@
 // built here from busybox-static and imported (no registry). Both runtime
 // handlers: `runhcs` (process isolation) and `runhcs-vm` (a utility VM per
 // pod), configured as docs/kubernetes.md says (ConfigPath).
+#include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "base/io.h"
 #include "base/sha256.h"
@@ -772,6 +777,76 @@ class CriTest : public ::testing::Test {
     StopAndRemovePod(pod_id);
   }
 
+  // kubelet's probes: ExecSync from several workers at once, on two
+  // containers of one pod. Each exec writes its own byte, more than a pipe
+  // holds, to stdout and some to stderr, and exits with its own code: every
+  // byte comes back to its own exec, none is lost or crosses over, no call
+  // fails, and no exec is left running in the containers afterwards.
+  void RunProbeBurst(const std::string& handler) {
+    ASSERT_NE(env, nullptr);
+    constexpr int kWorkers = 6, kRounds = 25;
+    constexpr size_t kOut = 70000, kErr = 3000;
+    cri::PodSandboxConfig pod = PodConfig("probes-" + handler);
+    pod.set_log_directory(env->dir);
+    const std::string pod_id = RunSandbox(pod, handler);
+    ASSERT_FALSE(pod_id.empty());
+    std::string ids[2];
+    for (int c = 0; c < 2; ++c) {
+      ids[c] = CreateAndStart(pod_id, pod,
+                              ShellContainer("probed" + std::to_string(c), "exec sleep 1009"));
+      ASSERT_FALSE(ids[c].empty());
+    }
+    std::atomic<int> ok{0};
+    auto worker = [&](int w) {
+      for (int r = 0; r < kRounds; ++r) {
+        const int n = w * kRounds + r;
+        const char byte = static_cast<char>('A' + n % 26);
+        const int code = n % 5;
+        cri::ExecSyncRequest req;
+        req.set_container_id(ids[n % 2]);
+        for (const std::string& a :
+             {std::string("sh"), std::string("-c"),
+              fmt::format("head -c {} /dev/zero | tr '\\0' {}; head -c {} /dev/zero | tr '\\0' "
+                          "e >&2; exit {}",
+                          kOut, byte, kErr, code)}) {
+          req.add_cmd(a);
+        }
+        req.set_timeout(60);
+        cri::ExecSyncResponse resp;
+        grpc::Status st = env->rt->ExecSync(Ctx(90s).get(), req, &resp);
+        if (!st.ok()) {
+          ADD_FAILURE() << "exec " << n << ": " << st.error_message();
+          continue;
+        }
+        const bool good = resp.stdout() == std::string(kOut, byte) &&
+                          resp.stderr() == std::string(kErr, 'e') && resp.exit_code() == code;
+        EXPECT_TRUE(good) << "exec " << n << ": stdout " << resp.stdout().size()
+                          << " bytes, stderr " << resp.stderr().size() << " bytes, exit "
+                          << resp.exit_code() << " (want " << kOut << "x" << byte << ", " << kErr
+                          << ", " << code << ")";
+        if (good) ++ok;
+      }
+    };
+    std::vector<std::thread> workers;
+    for (int w = 0; w < kWorkers; ++w) workers.emplace_back(worker, w);
+    for (auto& t : workers) t.join();
+    EXPECT_EQ(ok.load(), kWorkers * kRounds);
+    // Only each container's own process (and the probe asking) is left.
+    for (const std::string& id : ids) {
+      std::string procs;
+      EXPECT_TRUE(WaitFor(
+          [&] {
+            procs = ExecSync(id, {"sh", "-c", "cat /proc/[0-9]*/cmdline"}).stdout();
+            std::replace(procs.begin(), procs.end(), '\0', ' ');
+            return procs.find("/dev/zero") == std::string::npos &&
+                   procs.find("tr ") == std::string::npos;
+          },
+          10s))
+          << procs;
+    }
+    StopAndRemovePod(pod_id);
+  }
+
   // Mount propagation: a mount made on the host under a shared hostPath after
   // the container started shows inside it (host-to-container); a mount the
   // container makes shows on the host (bidirectional), except in a VM pod,
@@ -856,6 +931,8 @@ TEST_F(CriTest, ARuncV2PodKeepsKubeletsContracts) { RunContractsPod("runc"); }
 
 TEST_F(CriTest, ARuncV2PodPropagatesMounts) { RunPropagation("runc"); }
 
+TEST_F(CriTest, ARuncV2PodAnswersABurstOfProbes) { RunProbeBurst("runc"); }
+
 TEST_F(CriTest, AProcessIsolatedPodRunsAndGoes) { RunPod("runhcs"); }
 
 TEST_F(CriTest, AHypervisorIsolatedPodRunsAndGoes) { RunPod("runhcs-vm"); }
@@ -907,6 +984,10 @@ TEST_F(CriTest, AProcessIsolatedPodKeepsKubeletsContracts) { RunContractsPod("ru
 TEST_F(CriTest, AHypervisorIsolatedPodKeepsKubeletsContracts) { RunContractsPod("runhcs-vm"); }
 
 TEST_F(CriTest, AProcessIsolatedPodPropagatesMounts) { RunPropagation("runhcs"); }
+
+TEST_F(CriTest, AProcessIsolatedPodAnswersABurstOfProbes) { RunProbeBurst("runhcs"); }
+
+TEST_F(CriTest, AHypervisorIsolatedPodAnswersABurstOfProbes) { RunProbeBurst("runhcs-vm"); }
 
 TEST_F(CriTest, AHypervisorIsolatedPodPropagatesHostMountsAndRefusesBidirectional) {
   RunPropagation("runhcs-vm");
