@@ -847,6 +847,52 @@ class CriTest : public ::testing::Test {
     StopAndRemovePod(pod_id);
   }
 
+  // A Deployment's replicas landing on one node: kubelet runs their
+  // RunPodSandbox, CreateContainer and StartContainer concurrently, then
+  // stops and removes them concurrently. Every pod runs, answers on its own
+  // IP with its own hostname, and nothing of any of them is left.
+  void RunReplicas(const std::string& handler) {
+    ASSERT_NE(env, nullptr);
+    constexpr int kReplicas = 3;
+    std::string pod_ids[kReplicas], cids[kReplicas], ips[kReplicas];
+    cri::PodSandboxConfig pods[kReplicas];
+    std::vector<std::thread> ts;
+    for (int i = 0; i < kReplicas; ++i) {
+      ts.emplace_back([&, i] {
+        pods[i] = PodConfig("replica" + std::to_string(i) + "-" + handler);
+        pods[i].set_hostname("replica" + std::to_string(i));
+        pods[i].set_log_directory(env->dir);
+        pod_ids[i] = RunSandbox(pods[i], handler);
+        if (pod_ids[i].empty()) return;
+        cids[i] = CreateAndStart(pod_ids[i], pods[i],
+                                 ShellContainer("web",
+                                                "hostname > /tmp/index.html; exec httpd -f "
+                                                "-p 8080 -h /tmp"));
+        cri::PodSandboxStatusRequest psr;
+        psr.set_pod_sandbox_id(pod_ids[i]);
+        cri::PodSandboxStatusResponse ps;
+        if (env->rt->PodSandboxStatus(Ctx().get(), psr, &ps).ok())
+          ips[i] = ps.status().network().ip();
+      });
+    }
+    for (auto& t : ts) t.join();
+    ts.clear();
+    for (int i = 0; i < kReplicas; ++i) {
+      ASSERT_FALSE(cids[i].empty()) << "replica " << i;
+      EXPECT_EQ(ExecSync(cids[i], {"hostname"}).stdout(), "replica" + std::to_string(i) + "\n");
+      std::string got;
+      EXPECT_TRUE(WaitFor(
+          [&] {
+            got = HttpGetIn(NetnsPath(), ips[i], 8080, "/index.html");
+            return got.find("\r\n\r\nreplica" + std::to_string(i) + "\n") != std::string::npos;
+          },
+          30s))
+          << "replica " << i << " at " << ips[i] << ": " << got;
+    }
+    for (int i = 0; i < kReplicas; ++i) ts.emplace_back([&, i] { StopAndRemovePod(pod_ids[i]); });
+    for (auto& t : ts) t.join();
+  }
+
   // Mount propagation: a mount made on the host under a shared hostPath after
   // the container started shows inside it (host-to-container); a mount the
   // container makes shows on the host (bidirectional), except in a VM pod,
@@ -933,6 +979,8 @@ TEST_F(CriTest, ARuncV2PodPropagatesMounts) { RunPropagation("runc"); }
 
 TEST_F(CriTest, ARuncV2PodAnswersABurstOfProbes) { RunProbeBurst("runc"); }
 
+TEST_F(CriTest, ARuncV2DeploymentsReplicasStartAndGoTogether) { RunReplicas("runc"); }
+
 TEST_F(CriTest, AProcessIsolatedPodRunsAndGoes) { RunPod("runhcs"); }
 
 TEST_F(CriTest, AHypervisorIsolatedPodRunsAndGoes) { RunPod("runhcs-vm"); }
@@ -988,6 +1036,17 @@ TEST_F(CriTest, AProcessIsolatedPodPropagatesMounts) { RunPropagation("runhcs");
 TEST_F(CriTest, AProcessIsolatedPodAnswersABurstOfProbes) { RunProbeBurst("runhcs"); }
 
 TEST_F(CriTest, AHypervisorIsolatedPodAnswersABurstOfProbes) { RunProbeBurst("runhcs-vm"); }
+
+TEST_F(CriTest, AProcessIsolatedDeploymentsReplicasStartAndGoTogether) { RunReplicas("runhcs"); }
+
+TEST_F(CriTest, AHypervisorIsolatedDeploymentsReplicasStartAndGoTogether) {
+  RunReplicas("runhcs-vm");
+}
+
+// The same where no template exists yet: each of them asks for it at once.
+TEST_F(CriTest, TemplatedDeploymentsReplicasStartAndGoTogether) {
+  RunReplicas("runhcs-vm-template");
+}
 
 TEST_F(CriTest, AHypervisorIsolatedPodPropagatesHostMountsAndRefusesBidirectional) {
   RunPropagation("runhcs-vm");
