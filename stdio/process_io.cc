@@ -52,16 +52,32 @@ struct Pipe {
   }
 };
 
-// Opens an output fifo for writing, with an extra read handle kept in
-// `keep` so the writer never sees EPIPE and the open never blocks.
-StatusOr<UniqueFd> OpenOutputFifo(const std::string& path, std::vector<UniqueFd>* keep) {
+}  // namespace
+
+// Opens an output fifo for writing, with an extra read handle of ours so
+// the writer never sees EPIPE and the open never blocks.
+StatusOr<UniqueFd> ProcessIo::OpenOutputFifo(const std::string& path) {
   UniqueFd r(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
   if (!r) return ErrnoError(errno, fmt::format("open fifo {}", path));
   UniqueFd w(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
   if (!w) return ErrnoError(errno, fmt::format("open fifo {} for writing", path));
-  keep->push_back(std::move(r));
+  MutexLock l(&fifos_mu_);
+  fifo_readers_.push_back(std::move(r));
+  output_fifos_.push_back(path);
   return w;
 }
+
+namespace {
+
+// Nothing written to the fifo at `path` waits for a reader: it is empty, or
+// no one has it open for reading (a writer's open then fails with ENXIO).
+bool FifoTaken(const std::string& path) {
+  UniqueFd w(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  int queued = 0;
+  return !w || ::ioctl(w.get(), FIONREAD, &queued) != 0 || queued == 0;
+}
+
+constexpr auto kReaderPoll = std::chrono::milliseconds(2);
 
 // What fd refers to, for messages.
 std::string FdTarget(int fd) {
@@ -93,7 +109,7 @@ StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const Paths& stdio, const I
     // The runtime connects here and sends the pty master.
     ASSIGN_OR_RETURN(io->console_, ConsoleSocket::Create());
     if (out.kind == Target::kFifo) {
-      ASSIGN_OR_RETURN(io->out_dst_, OpenOutputFifo(out.path, &io->keep_));
+      ASSIGN_OR_RETURN(io->out_dst_, io->OpenOutputFifo(out.path));
     } else if (out.kind == Target::kFile) {
       RETURN_IF_ERROR(MkdirParents(out.path));
       io->out_dst_.reset(::open(out.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
@@ -152,7 +168,7 @@ StatusOr<std::unique_ptr<ProcessIo>> ProcessIo::Open(const Paths& stdio, const I
     if (t.kind == Target::kNone) continue;
     UniqueFd dst;
     if (t.kind == Target::kFifo) {
-      ASSIGN_OR_RETURN(dst, OpenOutputFifo(t.path, &io->keep_));
+      ASSIGN_OR_RETURN(dst, io->OpenOutputFifo(t.path));
     } else if (which == 1 && out.kind == Target::kFile && out.path == t.path) {
       // One writer for both streams (ctr --log-uri sends the same file).
       dst.reset(::fcntl(io->out_dst_.get(), F_DUPFD_CLOEXEC, 0));
@@ -427,9 +443,12 @@ void ProcessIo::Close(std::chrono::milliseconds timeout) {
 void ProcessIo::CloseAsync(std::chrono::milliseconds timeout, std::function<void()> done) {
   if (closed_) return done();
   auto self = shared_from_this();
-  auto finish = [self, done = std::move(done)] {
-    self->Close(std::chrono::milliseconds(0));  // on the loop: inline
-    done();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto finish = [self, deadline, done = std::move(done)] {
+    self->AwaitFifoReaders(deadline, [self, done] {
+      self->Close(std::chrono::milliseconds(0));  // on the loop: inline
+      done();
+    });
   };
   auto start = [self, timeout, finish = std::move(finish)]() mutable {
     Copies* c = self->copies_.get();
@@ -453,6 +472,22 @@ void ProcessIo::CloseAsync(std::chrono::milliseconds timeout, std::function<void
   if (!loop->Post([shared_start] { (*shared_start)(); })) (*shared_start)();
 }
 
+void ProcessIo::AwaitFifoReaders(std::chrono::steady_clock::time_point deadline,
+                                 std::function<void()> then) {
+  bool waiting;
+  {
+    MutexLock l(&fifos_mu_);
+    fifo_readers_.clear();  // from here on only a client's reader counts
+    std::erase_if(output_fifos_, FifoTaken);
+    waiting = !output_fifos_.empty() && !closed_ && std::chrono::steady_clock::now() < deadline;
+  }
+  if (!waiting) return then();
+  auto self = shared_from_this();
+  copies_->loop->After(kReaderPoll, [self, deadline, then = std::move(then)]() mutable {
+    self->AwaitFifoReaders(deadline, std::move(then));
+  });
+}
+
 void ProcessIo::CloseFds() {
   // Every fd goes now, not with the object: a client waits for EOF on its
   // fifos (a process that failed to start never had copies to close them).
@@ -466,6 +501,10 @@ void ProcessIo::CloseFds() {
   out_dst_.reset();
   err_dst_.reset();
   keep_.clear();
+  {
+    MutexLock l(&fifos_mu_);
+    fifo_readers_.clear();
+  }
   {
     MutexLock l(&master_mu_);
     master_.reset();

@@ -79,7 +79,10 @@ class ProcessIo : public std::enable_shared_from_this<ProcessIo> {
   void Close(std::chrono::milliseconds timeout);
   // Close without blocking: `done` runs once every fd is closed, on the
   // event loop (or at once, on this thread, when already closed). The
-  // caller holds the ProcessIo in a shared_ptr.
+  // caller holds the ProcessIo in a shared_ptr. Within the same `timeout`,
+  // `done` also waits until each output fifo's client has read what is in
+  // it (or none has it open): a client that closes its fifos once it sees
+  // the exit (containerd's CRI does, for a container's log) would lose it.
   void CloseAsync(std::chrono::milliseconds timeout, std::function<void()> done);
 
   ProcessIo();
@@ -89,6 +92,11 @@ class ProcessIo : public std::enable_shared_from_this<ProcessIo> {
   struct Copies;
   void StartCopy(int src, int dst, bool is_output, bool close_dst_at_end);
   void CloseFds();
+  StatusOr<UniqueFd> OpenOutputFifo(const std::string& path) EXCLUDES(fifos_mu_);
+  // On the loop: `then` once every output fifo is taken (see CloseAsync),
+  // the ProcessIo is closed, or `deadline` passed; polls meanwhile.
+  void AwaitFifoReaders(std::chrono::steady_clock::time_point deadline, std::function<void()> then)
+      EXCLUDES(fifos_mu_);
 
   bool terminal_ = false;
   UniqueFd child_in_, child_out_, child_err_;  // the process's ends
@@ -97,7 +105,10 @@ class ProcessIo : public std::enable_shared_from_this<ProcessIo> {
   UniqueFd stdin_pipe_w_;                      // our end of the process's stdin
   UniqueFd out_r_, err_r_;                     // our ends of stdout/stderr pipes
   UniqueFd out_dst_, err_dst_;                 // fifo/file writers
-  std::vector<UniqueFd> keep_;                 // extra fifo read handles
+  std::vector<UniqueFd> keep_;                 // fds the copies read from
+  Mutex fifos_mu_;                             // CloseAsync's wait runs on the loop, Close anywhere
+  std::vector<UniqueFd> fifo_readers_ GUARDED_BY(fifos_mu_);  // ours, so writes never EPIPE
+  std::vector<std::string> output_fifos_ GUARDED_BY(fifos_mu_);
   static inline const std::string kNoConsole;
   std::unique_ptr<ConsoleSocket> console_;
   Mutex master_mu_;  // Resize runs beside Close

@@ -306,9 +306,10 @@ TEST_F(ProcessIoTest, CopiesRunOnTheEventLoopWithoutAThreadEach) {
   for (auto& p : ps) {
     Latch closed;
     p.io->CloseAsync(2s, [&] { closed.Open(); });
-    ASSERT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 5s));
+    // The client reads on: the close waits for it (see below).
     EXPECT_EQ(ReadToEof(p.out_r.get()), "out");
     EXPECT_EQ(ReadToEof(p.err_r.get()), "err");
+    ASSERT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
   }
 }
 
@@ -333,6 +334,60 @@ TEST_F(ProcessIoTest, CloseAsyncWaitsForTheOutputThenGivesUpAtItsTimeout) {
   Latch again;
   io->CloseAsync(1s, [&] { again.Open(); });  // already closed: at once
   EXPECT_TRUE(again.Wait(std::chrono::steady_clock::now() + 100ms));
+}
+
+// The exit waits until the client has taken what the fifo still holds: a
+// client that closes its fifos once it sees the exit (CRI, for a container's
+// log) would lose it otherwise.
+TEST_F(ProcessIoTest, CloseAsyncWaitsUntilTheClientHasReadTheFifo) {
+  std::string out = Fifo("out");
+  UniqueFd client(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<ProcessIo> io = std::move(*opened);
+  UniqueFd pout(::dup(io->child_stdout()));
+  ASSERT_TRUE(io->Started().ok());
+  const std::string data(30000, 'q');
+  ASSERT_TRUE(WriteAll(pout.get(), data).ok());
+  pout.reset();
+  Latch closed;
+  io->CloseAsync(5s, [&] { closed.Open(); });
+  EXPECT_FALSE(closed.Wait(std::chrono::steady_clock::now() + 300ms))
+      << "closed while the client had not read the fifo";
+  EXPECT_EQ(ReadToEof(client.get()), data);
+  EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
+}
+
+TEST_F(ProcessIoTest, CloseAsyncDoesNotWaitForAFifoNobodyReads) {
+  std::string out = Fifo("out");
+  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<ProcessIo> io = std::move(*opened);
+  UniqueFd pout(::dup(io->child_stdout()));
+  ASSERT_TRUE(io->Started().ok());
+  ASSERT_TRUE(WriteAll(pout.get(), "for nobody").ok());
+  pout.reset();
+  Latch closed;
+  io->CloseAsync(5s, [&] { closed.Open(); });
+  EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
+}
+
+TEST_F(ProcessIoTest, CloseAsyncGivesUpOnAClientThatNeverReadsAtItsTimeout) {
+  std::string out = Fifo("out");
+  UniqueFd client(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<ProcessIo> io = std::move(*opened);
+  UniqueFd pout(::dup(io->child_stdout()));
+  ASSERT_TRUE(io->Started().ok());
+  ASSERT_TRUE(WriteAll(pout.get(), "unread").ok());
+  pout.reset();
+  auto t0 = std::chrono::steady_clock::now();
+  Latch closed;
+  io->CloseAsync(300ms, [&] { closed.Open(); });
+  ASSERT_TRUE(closed.Wait(t0 + 5s));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms);
+  EXPECT_EQ(ReadToEof(client.get()), "unread");  // still there for a late reader
 }
 
 }  // namespace
