@@ -1022,6 +1022,24 @@ Status AgentService::MountShare(const ttrpc::CallContext& ctx, const pb::MountSh
   return OkStatus();
 }
 
+Status AgentService::UnmountShare(const ttrpc::CallContext&, const pb::UnmountShareRequest& req,
+                                  pb::Empty*) {
+  const std::string& path = req.guest_path();
+  if (path.size() < 2 || path.front() != '/' || !ValidSubPath(path.substr(1))) {
+    return InvalidArgumentError("guest path {:?} is not absolute and plain", path);
+  }
+  if (::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
+    if (errno == EINVAL || errno == ENOENT) return NotFoundError("nothing is mounted at {}", path);
+    return ErrnoError(errno, fmt::format("unmount {}", path));
+  }
+  // The mount point MountShare made (a directory, or a file for a file),
+  // then its parent if that is left empty (a container's mounts/<id>).
+  if (::rmdir(path.c_str()) != 0 && errno == ENOTDIR) ::unlink(path.c_str());
+  size_t slash = path.rfind('/');
+  if (slash > 0) ::rmdir(path.substr(0, slash).c_str());
+  return OkStatus();
+}
+
 Status AgentService::DumpStacks(const ttrpc::CallContext&, const pb::Empty&,
                                 pb::DumpStacksResponse* resp) {
   // Every guest process and each of its threads (the agent's own included):

@@ -127,6 +127,7 @@ class AgentService : public pb::AgentServer {
   Status CloseStdin(const Ctx& ctx, const pb::ProcessId& req, pb::Empty* resp) override;
   Status ResizeTty(const Ctx& ctx, const pb::ResizeTtyRequest& req, pb::Empty* resp) override;
   Status MountShare(const Ctx& ctx, const pb::MountShareRequest& req, pb::Empty* resp) override;
+  Status UnmountShare(const Ctx& ctx, const pb::UnmountShareRequest& req, pb::Empty* resp) override;
   Status DumpStacks(const Ctx& ctx, const pb::Empty& req, pb::DumpStacksResponse* resp) override;
   Status Stats(const Ctx& ctx, const pb::Empty& req, pb::StatsResponse* resp) override;
   Status ContainerStats(const Ctx& ctx, const pb::ContainerRequest& req,

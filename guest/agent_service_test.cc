@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -214,6 +216,31 @@ TEST_F(AgentServiceTest, ShareRejectsEscapesAndRelativeTargets) {
   m.set_tag("a/b");
   m.set_guest_path("/mnt/x");
   EXPECT_EQ(Call(&AgentService::MountShare, m).status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(AgentServiceTest, UnshareUnmountsAndRemovesTheMountPointOnly) {
+  pb::UnmountShareRequest u;
+  for (const char* bad : {"", "relative", "/", "/run/../etc"}) {
+    u.set_guest_path(bad);
+    EXPECT_EQ(Call(&AgentService::UnmountShare, u).status().code(), Code::kInvalidArgument) << bad;
+  }
+  char tmpl[] = "/tmp/runhcs-unshare-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl, point = dir + "/mounts/c1/0";
+  std::filesystem::create_directories(point);
+  ASSERT_EQ(::mount("tmpfs", point.c_str(), "tmpfs", 0, nullptr), 0);
+  u.set_guest_path(point);
+  EXPECT_TRUE(Call(&AgentService::UnmountShare, u).ok());
+  struct stat st;
+  EXPECT_NE(::stat(point.c_str(), &st), 0) << "the mount point is left";
+  EXPECT_NE(::stat((dir + "/mounts/c1").c_str(), &st), 0) << "the emptied parent is left";
+  EXPECT_EQ(::stat((dir + "/mounts").c_str(), &st), 0);
+  // Nothing mounted there (any more): NotFound, and nothing else goes.
+  EXPECT_EQ(Call(&AgentService::UnmountShare, u).status().code(), Code::kNotFound);
+  u.set_guest_path(dir + "/mounts");
+  EXPECT_EQ(Call(&AgentService::UnmountShare, u).status().code(), Code::kNotFound);
+  EXPECT_EQ(::stat((dir + "/mounts").c_str(), &st), 0);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(AgentServiceTest, StatsAndStacksReadProc) {

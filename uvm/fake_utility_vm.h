@@ -37,20 +37,29 @@ class FakeUtilityVm : public UtilityVm {
     while (!gone_) cv_.Wait(&mu_);
     return crash_;
   }
+  int OnGone(GoneCallbacks::Callback cb) override { return gone_cbs_.Add(std::move(cb)); }
+  void CancelOnGone(int token) override { gone_cbs_.Cancel(token); }
   Status Close() override {
-    MutexLock l(&mu_);
-    ++close_calls_;
-    gone_ = true;
-    cv_.SignalAll();
+    {
+      MutexLock l(&mu_);
+      ++close_calls_;
+      gone_ = true;
+      cv_.SignalAll();
+    }
+    gone_cbs_.Fire(OkStatus());
     return OkStatus();
   }
   void Terminate(const std::string& why) override {
-    MutexLock l(&mu_);
-    if (!started_ || gone_) return;
-    gone_ = true;
-    crash_ = UnavailableError("terminated: {}", why);
-    terminated_ = why;
-    cv_.SignalAll();
+    Status crash;
+    {
+      MutexLock l(&mu_);
+      if (!started_ || gone_) return;
+      gone_ = true;
+      crash_ = crash = UnavailableError("terminated: {}", why);
+      terminated_ = why;
+      cv_.SignalAll();
+    }
+    gone_cbs_.Fire(crash);
   }
   std::shared_ptr<AgentClient> agent() override {
     MutexLock l(&mu_);
@@ -81,11 +90,15 @@ class FakeUtilityVm : public UtilityVm {
 
   // Test helper: the VM dies on its own.
   void Crash() {
-    MutexLock l(&mu_);
-    gone_ = true;
-    crash_ = UnavailableError("qemu exited: killed");
-    cv_.SignalAll();
+    {
+      MutexLock l(&mu_);
+      gone_ = true;
+      crash_ = UnavailableError("qemu exited: killed");
+      cv_.SignalAll();
+    }
+    gone_cbs_.Fire(UnavailableError("qemu exited: killed"));
   }
+  size_t gone_callbacks() { return gone_cbs_.size(); }
   // Test helper: the agent agent() returns while the VM runs.
   void set_agent(std::shared_ptr<AgentClient> a) {
     MutexLock l(&mu_);
@@ -111,6 +124,7 @@ class FakeUtilityVm : public UtilityVm {
  private:
   const std::string id_;
   int pid_ = 0;
+  GoneCallbacks gone_cbs_;
   Mutex mu_;
   CondVar cv_;
   bool started_ GUARDED_BY(mu_) = false;

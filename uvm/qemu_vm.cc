@@ -1072,9 +1072,14 @@ void QemuUtilityVm::Cleanup() {
   for (const char* f : kStateFiles) ::unlink((cfg_.state_dir + f).c_str());
   ::rmdir((cfg_.state_dir + "/shares").c_str());
   ::rmdir(cfg_.state_dir.c_str());
-  MutexLock l(&mu_);
-  cleaned_ = true;
-  cv_.SignalAll();
+  Status why;
+  {
+    MutexLock l(&mu_);
+    cleaned_ = true;
+    cv_.SignalAll();
+    why = exit_;
+  }
+  gone_cbs_.Fire(why);
 }
 
 void QemuUtilityVm::CleanupStateDir(const std::string& state_dir) {
@@ -1198,6 +1203,7 @@ bool QemuUtilityVm::RemoveShareMount(const std::string& target) {
 
 Status QemuUtilityVm::Unshare(const std::string& vm_path) {
   std::string target;
+  std::shared_ptr<AgentClient> agent;
   {
     MutexLock l(&mu_);
     for (auto it = share_mounts_.begin(); it != share_mounts_.end(); ++it) {
@@ -1207,8 +1213,20 @@ Status QemuUtilityVm::Unshare(const std::string& vm_path) {
         break;
       }
     }
+    if (!gone_) agent = agent_;
   }
   if (target.empty()) return NotFoundError("vm {}: nothing is shared at {}", id_, vm_path);
+  // The guest's mount first: it holds the share's files (and virtiofsd their
+  // host inodes) for as long as it stays, which for a pod's container is
+  // the life of the pod.
+  if (agent) {
+    apb::UnmountShareRequest req;
+    req.set_guest_path(vm_path);
+    apb::Empty e;
+    Status st = agent->UnmountShare(req, &e);
+    if (!st.ok() && st.code() != Code::kNotFound)
+      spdlog::warn("vm {}: unmount {} in the guest: {}", id_, vm_path, st.ToString());
+  }
   if (!RemoveShareMount(target))
     return InternalError("vm {}: could not unmount the share of {}", id_, vm_path);
   return OkStatus();

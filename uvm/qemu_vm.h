@@ -105,6 +105,8 @@ class QemuUtilityVm : public UtilityVm {
   const std::string& id() const override { return id_; }
   Status Start() override;
   Status Wait() override;
+  int OnGone(GoneCallbacks::Callback cb) override { return gone_cbs_.Add(std::move(cb)); }
+  void CancelOnGone(int token) override { gone_cbs_.Cancel(token); }
   Status Close() override;
   void Terminate(const std::string& why) override;
   StatusOr<int32_t> ExecInUvm(const containerd::runhcs::v1::diag::ExecProcessRequest& req) override;
@@ -166,6 +168,7 @@ class QemuUtilityVm : public UtilityVm {
   CondVar cv_;
   bool started_ GUARDED_BY(mu_) = false;
   bool closing_ GUARDED_BY(mu_) = false;
+  GoneCallbacks gone_cbs_;  // fired once cleaned up, as Wait returns
   bool gone_ GUARDED_BY(mu_) = false;
   bool cleaning_ GUARDED_BY(mu_) = false;
   bool cleaned_ GUARDED_BY(mu_) = false;

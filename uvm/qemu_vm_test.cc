@@ -340,5 +340,29 @@ TEST(QemuArgs, ARestoreMatchesTheTemplatesDevicesWithBackendsOnlyAndWaits) {
   EXPECT_EQ(After(t, "-smp"), After(r, "-smp"));
 }
 
+// OnGone's registry: each callback once, with the VM's end; none after its
+// Cancel; one added after the end runs at once; a callback may use the
+// registry (it runs without its lock).
+TEST(GoneCallbacks, EachRunsOnceUnlessCancelledAndLateOnesRunAtOnce) {
+  GoneCallbacks g;
+  std::vector<std::string> ran;
+  int kept = g.Add([&](const Status& why) { ran.push_back("kept:" + why.message()); });
+  int dropped = g.Add([&](const Status&) { ran.push_back("dropped"); });
+  g.Add([&](const Status&) {
+    ran.push_back("reentrant");
+    g.Cancel(dropped);
+    (void)g.size();
+  });
+  EXPECT_GT(kept, 0);
+  g.Cancel(dropped);
+  EXPECT_EQ(g.size(), 2u);
+  g.Fire(UnavailableError("qemu exited"));
+  g.Fire(UnavailableError("again"));
+  EXPECT_EQ(ran, (std::vector<std::string>{"kept:qemu exited", "reentrant"}));
+  EXPECT_EQ(g.size(), 0u);
+  EXPECT_EQ(g.Add([&](const Status& why) { ran.push_back("late:" + why.message()); }), 0);
+  EXPECT_EQ(ran.back(), "late:qemu exited");
+}
+
 }  // namespace
 }  // namespace runhcs::uvm

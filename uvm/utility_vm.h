@@ -9,11 +9,13 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "runhcs/diag.pb.h"
 #include "runhcs/stats.pb.h"
 #include "uvm/agent_client.h"
@@ -76,6 +78,54 @@ struct VmConfig {
 // runtime warm-up) on it at the real work's host cost.
 int VmCpus(const VmConfig& cfg, VmConfig::Accel accel);
 
+// What UtilityVm::OnGone keeps: callbacks that run once, when the VM is
+// gone. Thread-safe.
+class GoneCallbacks {
+ public:
+  using Callback = std::function<void(const Status& why)>;
+  // Runs `cb` at once, on this thread, if Fire already ran (and returns 0).
+  int Add(Callback cb) EXCLUDES(mu_) {
+    {
+      MutexLock l(&mu_);
+      if (!fired_) {
+        cbs_.emplace(++next_, std::move(cb));
+        return next_;
+      }
+    }
+    cb(why_);
+    return 0;
+  }
+  // After it returns, the callback does not start (it may be running).
+  void Cancel(int token) EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    cbs_.erase(token);
+  }
+  // Callbacks waiting to run.
+  size_t size() EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    return cbs_.size();
+  }
+  // Runs each callback once, without the lock; later Adds run at once.
+  void Fire(const Status& why) EXCLUDES(mu_) {
+    std::map<int, Callback> cbs;
+    {
+      MutexLock l(&mu_);
+      if (fired_) return;
+      fired_ = true;
+      why_ = why;
+      cbs.swap(cbs_);
+    }
+    for (auto& [token, cb] : cbs) cb(why);
+  }
+
+ private:
+  Mutex mu_;
+  bool fired_ GUARDED_BY(mu_) = false;
+  Status why_;  // written once, before fired_ is set
+  int next_ GUARDED_BY(mu_) = 0;
+  std::map<int, Callback> cbs_ GUARDED_BY(mu_);
+};
+
 class UtilityVm {
  public:
   virtual ~UtilityVm() = default;
@@ -88,6 +138,14 @@ class UtilityVm {
   // Returns the reason as an error if it did not stop through Close. Any
   // number of threads may wait.
   virtual Status Wait() = 0;
+  // Wait's answer without a thread that waits: `cb` runs once, with what
+  // Wait returns, when the VM is gone (at once, on this thread, if it is
+  // already; else on a thread of the VM's, which it must not block). Returns
+  // a token for CancelOnGone (0 when it already ran). For what lives
+  // shorter than the VM (a pod's container): a waiting thread each would
+  // stay for the life of the pod.
+  virtual int OnGone(GoneCallbacks::Callback cb) = 0;
+  virtual void CancelOnGone(int token) = 0;
   // Stops the VM: graceful first, then forced; returns when it is gone and
   // every resource (process, sockets, shares) is released. Idempotent.
   virtual Status Close() = 0;
@@ -102,9 +160,9 @@ class UtilityVm {
   // Makes `host_path` visible at `vm_path` inside the VM.
   virtual Status Share(const std::string& host_path, const std::string& vm_path,
                        bool read_only) = 0;
-  // Ends the Share at `vm_path` on the host side: its mount there goes (what
-  // the guest still holds open stays readable until it lets go). NotFound if
-  // nothing is shared there.
+  // Ends the Share at `vm_path`: the guest's mount there and the host's
+  // (what the guest still holds open stays readable until it lets go).
+  // NotFound if nothing is shared there.
   virtual Status Unshare(const std::string& vm_path) {
     return NotImplementedError("unshare {} is not supported", vm_path);
   }

@@ -298,25 +298,29 @@ VmTask::VmTask(std::string id, std::string bundle, std::string ns,
       mounted_(mounted) {}
 
 VmTask::~VmTask() {
+  vm_->CancelOnGone(gone_token_.load());
   if (owns_vm_) (void)vm_->Close();
 }
 
 void VmTask::WatchVm() {
   std::weak_ptr<VmTask> weak = std::static_pointer_cast<VmTask>(shared_from_this());
-  std::shared_ptr<uvm::UtilityVm> vm = vm_;
-  // A thread of the ThreadGroup: a pod workload's VM may outlive the task;
-  // the thread holds only what it needs.
-  Status st = ThreadGroup::Get().Spawn("vmwatch-" + id(), [weak, vm] {
-    Status st = vm->Wait();
+  // No thread waits: a pod workload's VM outlives the task (a thread each
+  // stayed for the life of the pod, one per container ever created in it).
+  gone_token_ = vm_->OnGone([weak, id = id()](const Status& why) {
+    if (why.ok()) return;  // closed by us
     auto t = weak.lock();
-    if (!t || st.ok()) return;  // closed by us, or the task is gone
+    if (!t) return;
     // The VM died: started processes learn it from the agent (exit 1);
-    // the ones never started are force-exited here, execs before init.
-    for (auto& e : t->execs().InState(exec::State::kCreated))
-      e->ForceExit(VmProcess::kVmGoneStatus);
-    if (t->init()->state() == exec::State::kCreated) t->init()->ForceExit(VmProcess::kVmGoneStatus);
+    // the ones never started are force-exited, execs before init. ForceExit
+    // waits for their stdio: not on the VM's thread.
+    Status st = ThreadGroup::Get().Spawn("vmgone-" + id, [t] {
+      for (auto& e : t->execs().InState(exec::State::kCreated))
+        e->ForceExit(VmProcess::kVmGoneStatus);
+      if (t->init()->state() == exec::State::kCreated)
+        t->init()->ForceExit(VmProcess::kVmGoneStatus);
+    });
+    if (!st.ok()) spdlog::error("task {}: after its VM went: {}", id, st.ToString());
   });
-  if (!st.ok()) spdlog::error("task {}: the VM is not watched: {}", id(), st.ToString());
 }
 
 Status VmTask::SignalAll(uint32_t signal) {

@@ -17,6 +17,8 @@
 // Thread-safety: every method may be called from any thread.
 #pragma once
 
+#include <atomic>
+
 #include <map>
 #include <memory>
 #include <string>
@@ -98,6 +100,7 @@ class VmTask : public task::TaskBase {
   Status FreezeContainer(bool freeze);
 
   const std::shared_ptr<uvm::UtilityVm> vm_;
+  std::atomic<int> gone_token_{0};  // WatchVm's OnGone, cancelled with the task
   const bool owns_vm_;
   const bool mounted_;
 
