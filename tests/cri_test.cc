@@ -5,6 +5,7 @@
 // built here from busybox-static and imported (no registry). Both runtime
 // handlers: `runhcs` (process isolation) and `runhcs-vm` (a utility VM per
 // pod), configured as docs/kubernetes.md says (ConfigPath).
+#include <dirent.h>
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -946,6 +947,67 @@ class CriTest : public ::testing::Test {
     StopAndRemovePod(pod_id);
   }
 
+  // CrashLoopBackOff: kubelet recreates a container that keeps failing in
+  // the same pod, attempt after attempt. Each attempt exits with its code,
+  // and the pod's shim (and VM) hold no more fds, threads or guest mounts
+  // after the tenth attempt than after the second.
+  void RunCrashLoop(const std::string& handler) {
+    ASSERT_NE(env, nullptr);
+    constexpr int kAttempts = 12;
+    cri::PodSandboxConfig pod = PodConfig("crashloop-" + handler);
+    pod.set_log_directory(env->dir);
+    const std::string pod_id = RunSandbox(pod, handler);
+    ASSERT_FALSE(pod_id.empty());
+    const std::string shim_pid =
+        TrimNewlines(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id " + pod_id}).out);
+    ASSERT_FALSE(shim_pid.empty());
+    auto count = [](const std::string& dir) {
+      int n = 0;
+      if (DIR* d = ::opendir(dir.c_str())) {
+        while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+        ::closedir(d);
+      }
+      return n;
+    };
+    struct Held {
+      int fds, threads;
+      size_t guest_mounts;
+    };
+    auto held = [&](const std::string& cid) {
+      Held h{count("/proc/" + shim_pid + "/fd"), count("/proc/" + shim_pid + "/task"), 0};
+      // The pod's mount table (the VM's, in a VM pod), from a container.
+      std::string mounts = ExecSync(cid, {"cat", "/proc/1/mountinfo"}).stdout();
+      h.guest_mounts = static_cast<size_t>(std::count(mounts.begin(), mounts.end(), '\n'));
+      return h;
+    };
+    const std::string watcher =
+        CreateAndStart(pod_id, pod, ShellContainer("watcher", "exec sleep 1011"));
+    ASSERT_FALSE(watcher.empty());
+    Held second{};
+    for (int attempt = 0; attempt < kAttempts; ++attempt) {
+      cri::ContainerConfig c = ShellContainer("crasher", "echo attempt; exit 3");
+      c.mutable_metadata()->set_attempt(static_cast<uint32_t>(attempt));
+      const std::string cid = CreateAndStart(pod_id, pod, c);
+      ASSERT_FALSE(cid.empty()) << "attempt " << attempt;
+      cri::ContainerStatus cs = WaitExited(cid, 60s);
+      EXPECT_EQ(cs.exit_code(), 3) << "attempt " << attempt;
+      cri::RemoveContainerRequest rm;
+      rm.set_container_id(cid);
+      cri::RemoveContainerResponse rmd;
+      grpc::Status st = env->rt->RemoveContainer(Ctx().get(), rm, &rmd);
+      EXPECT_TRUE(st.ok()) << st.error_message();
+      if (attempt == 1) second = held(watcher);
+    }
+    Held last = held(watcher);
+    std::printf("crash loop %s: shim fds %d -> %d, threads %d -> %d, mounts %zu -> %zu\n",
+                handler.c_str(), second.fds, last.fds, second.threads, last.threads,
+                second.guest_mounts, last.guest_mounts);
+    EXPECT_LE(last.fds, second.fds);
+    EXPECT_LE(last.threads, second.threads + 2);  // pooled workers come and go
+    EXPECT_LE(last.guest_mounts, second.guest_mounts);
+    StopAndRemovePod(pod_id);
+  }
+
   // Mount propagation: a mount made on the host under a shared hostPath after
   // the container started shows inside it (host-to-container); a mount the
   // container makes shows on the host (bidirectional), except in a VM pod,
@@ -1093,6 +1155,10 @@ TEST_F(CriTest, AHypervisorIsolatedPodAnswersABurstOfProbes) { RunProbeBurst("ru
 TEST_F(CriTest, AProcessIsolatedJobLogsEveryLine) { RunJob("runhcs"); }
 
 TEST_F(CriTest, AHypervisorIsolatedJobLogsEveryLine) { RunJob("runhcs-vm"); }
+
+TEST_F(CriTest, AProcessIsolatedCrashLoopLeavesNothingBehind) { RunCrashLoop("runhcs"); }
+
+TEST_F(CriTest, AHypervisorIsolatedCrashLoopLeavesNothingBehind) { RunCrashLoop("runhcs-vm"); }
 
 TEST_F(CriTest, AProcessIsolatedDeploymentsReplicasStartAndGoTogether) { RunReplicas("runhcs"); }
 
