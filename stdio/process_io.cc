@@ -54,27 +54,39 @@ struct Pipe {
 
 }  // namespace
 
-// Opens an output fifo for writing, with an extra read handle of ours so
-// the writer never sees EPIPE and the open never blocks.
+// Opens an output fifo for writing, with a reader of ours so the writer
+// never sees EPIPE and the open never blocks, and a second writer that
+// holds the fifo open for its client until the exit is through with it
+// (AwaitFifoReaders). Whether the client's reader is there already (a
+// reader counts from the moment its open(2) starts) is noted.
 StatusOr<UniqueFd> ProcessIo::OpenOutputFifo(const std::string& path) {
+  UniqueFd w(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  const bool client_seen = static_cast<bool>(w);
+  if (!w && errno != ENXIO) return ErrnoError(errno, fmt::format("open fifo {}", path));
   UniqueFd r(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
   if (!r) return ErrnoError(errno, fmt::format("open fifo {}", path));
-  UniqueFd w(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
-  if (!w) return ErrnoError(errno, fmt::format("open fifo {} for writing", path));
+  if (!w) w.reset(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  UniqueFd hold(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!w || !hold) return ErrnoError(errno, fmt::format("open fifo {} for writing", path));
   MutexLock l(&fifos_mu_);
-  fifo_readers_.push_back(std::move(r));
-  output_fifos_.push_back(path);
+  output_fifos_.push_back({std::move(r), std::move(hold), client_seen});
   return w;
 }
 
 namespace {
 
-// Nothing written to the fifo at `path` waits for a reader: it is empty, or
-// no one has it open for reading (a writer's open then fails with ENXIO).
-bool FifoTaken(const std::string& path) {
-  UniqueFd w(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+// The exit is through with an output fifo (its copy has finished and our
+// reader is closed) once its client has read all of it, or has left. A
+// client whose reader is not open yet (ctr and CRI open theirs on a thread
+// of their own) keeps it waiting: `hold` keeps the data and lets its open
+// complete.
+bool FifoTaken(int hold, bool* client_seen) {
+  pollfd p{hold, POLLOUT, 0};
+  if (::poll(&p, 1, 0) < 0) return true;
+  if (p.revents & POLLERR) return *client_seen;  // no reader: gone, or yet to come
+  *client_seen = true;
   int queued = 0;
-  return !w || ::ioctl(w.get(), FIONREAD, &queued) != 0 || queued == 0;
+  return ::ioctl(hold, FIONREAD, &queued) != 0 || queued == 0;
 }
 
 constexpr auto kReaderPoll = std::chrono::milliseconds(2);
@@ -477,8 +489,10 @@ void ProcessIo::AwaitFifoReaders(std::chrono::steady_clock::time_point deadline,
   bool waiting;
   {
     MutexLock l(&fifos_mu_);
-    fifo_readers_.clear();  // from here on only a client's reader counts
-    std::erase_if(output_fifos_, FifoTaken);
+    std::erase_if(output_fifos_, [](OutputFifo& f) {
+      f.ours.reset();  // from here on only the client's reader counts
+      return FifoTaken(f.hold.get(), &f.client_seen);
+    });
     waiting = !output_fifos_.empty() && !closed_ && std::chrono::steady_clock::now() < deadline;
   }
   if (!waiting) return then();
@@ -503,7 +517,7 @@ void ProcessIo::CloseFds() {
   keep_.clear();
   {
     MutexLock l(&fifos_mu_);
-    fifo_readers_.clear();
+    output_fifos_.clear();
   }
   {
     MutexLock l(&master_mu_);

@@ -81,8 +81,11 @@ class ProcessIo : public std::enable_shared_from_this<ProcessIo> {
   // event loop (or at once, on this thread, when already closed). The
   // caller holds the ProcessIo in a shared_ptr. Within the same `timeout`,
   // `done` also waits until each output fifo's client has read what is in
-  // it (or none has it open): a client that closes its fifos once it sees
-  // the exit (containerd's CRI does, for a container's log) would lose it.
+  // it, or has left; a fifo's client sees its EOF then. A client that
+  // closes its fifos once it sees the exit (containerd's CRI does, for a
+  // container's log) would lose what is left in them, and one whose reader
+  // was not open yet (ctr and CRI open theirs on a thread of their own)
+  // would lose it all, or block in its open(2) for good.
   void CloseAsync(std::chrono::milliseconds timeout, std::function<void()> done);
 
   ProcessIo();
@@ -107,8 +110,12 @@ class ProcessIo : public std::enable_shared_from_this<ProcessIo> {
   UniqueFd out_dst_, err_dst_;                 // fifo/file writers
   std::vector<UniqueFd> keep_;                 // fds the copies read from
   Mutex fifos_mu_;                             // CloseAsync's wait runs on the loop, Close anywhere
-  std::vector<UniqueFd> fifo_readers_ GUARDED_BY(fifos_mu_);  // ours, so writes never EPIPE
-  std::vector<std::string> output_fifos_ GUARDED_BY(fifos_mu_);
+  struct OutputFifo {
+    UniqueFd ours;     // our reader: writes never EPIPE
+    UniqueFd hold;     // our second writer: the fifo stays open for its client
+    bool client_seen;  // a reader of the client's has been seen
+  };
+  std::vector<OutputFifo> output_fifos_ GUARDED_BY(fifos_mu_);
   static inline const std::string kNoConsole;
   std::unique_ptr<ConsoleSocket> console_;
   Mutex master_mu_;  // Resize runs beside Close

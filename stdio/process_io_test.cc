@@ -358,17 +358,64 @@ TEST_F(ProcessIoTest, CloseAsyncWaitsUntilTheClientHasReadTheFifo) {
   EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
 }
 
-TEST_F(ProcessIoTest, CloseAsyncDoesNotWaitForAFifoNobodyReads) {
+TEST_F(ProcessIoTest, CloseAsyncDoesNotWaitForAClientThatLeft) {
   std::string out = Fifo("out");
+  UniqueFd client(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
   auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
   ASSERT_TRUE(opened.ok());
   std::shared_ptr<ProcessIo> io = std::move(*opened);
+  client.reset();  // ctr run -d: the client goes once the task started
   UniqueFd pout(::dup(io->child_stdout()));
   ASSERT_TRUE(io->Started().ok());
   ASSERT_TRUE(WriteAll(pout.get(), "for nobody").ok());
   pout.reset();
   Latch closed;
   io->CloseAsync(5s, [&] { closed.Open(); });
+  EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
+}
+
+// A client whose reader opens only after the process has written and gone
+// (its open runs on a thread of its own: ctr's does) still gets it all.
+TEST_F(ProcessIoTest, AClientThatOpensLateStillGetsEverything) {
+  std::string out = Fifo("out");
+  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<ProcessIo> io = std::move(*opened);
+  UniqueFd pout(::dup(io->child_stdout()));
+  ASSERT_TRUE(io->Started().ok());
+  ASSERT_TRUE(WriteAll(pout.get(), "late but whole").ok());
+  pout.reset();
+  Latch closed;
+  io->CloseAsync(5s, [&] { closed.Open(); });
+  std::this_thread::sleep_for(200ms);
+  // A blocking open, as Go's fifo package makes it: it completes only
+  // while a writer has the fifo open.
+  auto got = ReadAllAsync(out);
+  if (got.wait_for(2s) != std::future_status::ready) {
+    ADD_FAILURE() << "the client's open or read blocks";
+    UniqueFd unblock(::open(out.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // a partner
+  }
+  EXPECT_EQ(got.get(), "late but whole");
+  EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
+}
+
+TEST_F(ProcessIoTest, AClientThatOpensLateAfterNoOutputSeesEof) {
+  std::string out = Fifo("out");
+  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
+  ASSERT_TRUE(opened.ok());
+  std::shared_ptr<ProcessIo> io = std::move(*opened);
+  UniqueFd pout(::dup(io->child_stdout()));
+  ASSERT_TRUE(io->Started().ok());
+  pout.reset();  // `true`: no output at all
+  Latch closed;
+  io->CloseAsync(5s, [&] { closed.Open(); });
+  std::this_thread::sleep_for(200ms);
+  auto got = ReadAllAsync(out);
+  if (got.wait_for(2s) != std::future_status::ready) {
+    ADD_FAILURE() << "the client's open blocks for good";
+    UniqueFd unblock(::open(out.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // a partner
+  }
+  EXPECT_EQ(got.get(), "");
   EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
 }
 
