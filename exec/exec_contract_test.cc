@@ -351,29 +351,9 @@ TEST_F(ExecTest, ForceExit_Created_ExitsWithoutExitEventOrTerminate) {
   EXPECT_EQ(fake_->release_io_calls, 1);
 }
 
+// It applies once the process exists; Start does not wait for the output to
+// be read (see Start_ExitRacingStart_StartReturnsBeforeTheOutputIsRead).
 TEST_F(ExecTest, ForceExit_WhileStarting_AppliesOnceStarted) {
-  std::promise<void> entered, release;
-  auto release_f = release.get_future().share();
-  {
-    MutexLock l(&fake_->mu);
-    fake_->during_start = [&](const Process::ExitCallback&) {
-      entered.set_value();
-      release_f.wait();
-    };
-  }
-  auto e = Make("e1");
-  auto first = std::async(std::launch::async, [&] { return e->Start(); });
-  entered.get_future().wait();
-  e->ForceExit(1);
-  release.set_value();
-  ASSERT_TRUE(first.get().ok());
-  auto st = e->Wait(std::chrono::steady_clock::now() + 2s);
-  ASSERT_TRUE(st.ok());
-  EXPECT_EQ(st->exit_status, 1u);
-  EXPECT_EQ(events_.Topics(), (std::vector<std::string>{"/tasks/exec-started", "/tasks/exit"}));
-}
-
-TEST_F(ExecTest, ForceExit_WhileStarting_StartReturnsBeforeTheOutputIsRead) {
   std::promise<void> entered, release;
   auto release_f = release.get_future().share();
   {

@@ -336,20 +336,29 @@ TEST_F(ProcessIoTest, CloseAsyncWaitsForTheOutputThenGivesUpAtItsTimeout) {
   EXPECT_TRUE(again.Wait(std::chrono::steady_clock::now() + 100ms));
 }
 
+// A process whose stdout is the fifo `out`, already gone: it wrote `data`
+// and closed its end. The ProcessIo copies it.
+std::shared_ptr<ProcessIo> GoneWriter(const std::string& out, const std::string& data,
+                                      const std::string& dir) {
+  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir});
+  EXPECT_TRUE(opened.ok()) << opened.status().ToString();
+  if (!opened.ok()) return nullptr;
+  std::shared_ptr<ProcessIo> io = std::move(*opened);
+  UniqueFd pout(::dup(io->child_stdout()));
+  EXPECT_TRUE(io->Started().ok());
+  EXPECT_TRUE(WriteAll(pout.get(), data).ok());
+  return io;
+}
+
 // The exit waits until the client has taken what the fifo still holds: a
 // client that closes its fifos once it sees the exit (CRI, for a container's
 // log) would lose it otherwise.
 TEST_F(ProcessIoTest, CloseAsyncWaitsUntilTheClientHasReadTheFifo) {
   std::string out = Fifo("out");
   UniqueFd client(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
-  ASSERT_TRUE(opened.ok());
-  std::shared_ptr<ProcessIo> io = std::move(*opened);
-  UniqueFd pout(::dup(io->child_stdout()));
-  ASSERT_TRUE(io->Started().ok());
   const std::string data(30000, 'q');
-  ASSERT_TRUE(WriteAll(pout.get(), data).ok());
-  pout.reset();
+  auto io = GoneWriter(out, data, dir_);
+  ASSERT_NE(io, nullptr);
   Latch closed;
   io->CloseAsync(5s, [&] { closed.Open(); });
   EXPECT_FALSE(closed.Wait(std::chrono::steady_clock::now() + 300ms))
@@ -361,74 +370,41 @@ TEST_F(ProcessIoTest, CloseAsyncWaitsUntilTheClientHasReadTheFifo) {
 TEST_F(ProcessIoTest, CloseAsyncDoesNotWaitForAClientThatLeft) {
   std::string out = Fifo("out");
   UniqueFd client(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
-  ASSERT_TRUE(opened.ok());
-  std::shared_ptr<ProcessIo> io = std::move(*opened);
+  auto io = GoneWriter(out, "for nobody", dir_);
+  ASSERT_NE(io, nullptr);
   client.reset();  // ctr run -d: the client goes once the task started
-  UniqueFd pout(::dup(io->child_stdout()));
-  ASSERT_TRUE(io->Started().ok());
-  ASSERT_TRUE(WriteAll(pout.get(), "for nobody").ok());
-  pout.reset();
   Latch closed;
   io->CloseAsync(5s, [&] { closed.Open(); });
   EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
 }
 
 // A client whose reader opens only after the process has written and gone
-// (its open runs on a thread of its own: ctr's does) still gets it all.
-TEST_F(ProcessIoTest, AClientThatOpensLateStillGetsEverything) {
-  std::string out = Fifo("out");
-  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
-  ASSERT_TRUE(opened.ok());
-  std::shared_ptr<ProcessIo> io = std::move(*opened);
-  UniqueFd pout(::dup(io->child_stdout()));
-  ASSERT_TRUE(io->Started().ok());
-  ASSERT_TRUE(WriteAll(pout.get(), "late but whole").ok());
-  pout.reset();
-  Latch closed;
-  io->CloseAsync(5s, [&] { closed.Open(); });
-  std::this_thread::sleep_for(200ms);
-  // A blocking open, as Go's fifo package makes it: it completes only
-  // while a writer has the fifo open.
-  auto got = ReadAllAsync(out);
-  if (got.wait_for(2s) != std::future_status::ready) {
-    ADD_FAILURE() << "the client's open or read blocks";
-    UniqueFd unblock(::open(out.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // a partner
+// (ctr and CRI open theirs on a thread of their own) still gets all of it,
+// then EOF, also when there was nothing to get. Its open blocks, as Go's
+// fifo package makes it: it completes only while a writer has the fifo.
+TEST_F(ProcessIoTest, AClientThatOpensLateGetsEverythingThenEof) {
+  for (const std::string data : {"late but whole", ""}) {
+    std::string out = Fifo(data.empty() ? "empty" : "out");
+    auto io = GoneWriter(out, data, dir_);
+    ASSERT_NE(io, nullptr);
+    Latch closed;
+    io->CloseAsync(5s, [&] { closed.Open(); });
+    std::this_thread::sleep_for(200ms);
+    auto got = ReadAllAsync(out);
+    if (got.wait_for(2s) != std::future_status::ready) {
+      ADD_FAILURE() << "the client's open or read blocks (" << data.size() << " bytes)";
+      UniqueFd partner(::open(out.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    }
+    EXPECT_EQ(got.get(), data);
+    EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
   }
-  EXPECT_EQ(got.get(), "late but whole");
-  EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
-}
-
-TEST_F(ProcessIoTest, AClientThatOpensLateAfterNoOutputSeesEof) {
-  std::string out = Fifo("out");
-  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
-  ASSERT_TRUE(opened.ok());
-  std::shared_ptr<ProcessIo> io = std::move(*opened);
-  UniqueFd pout(::dup(io->child_stdout()));
-  ASSERT_TRUE(io->Started().ok());
-  pout.reset();  // `true`: no output at all
-  Latch closed;
-  io->CloseAsync(5s, [&] { closed.Open(); });
-  std::this_thread::sleep_for(200ms);
-  auto got = ReadAllAsync(out);
-  if (got.wait_for(2s) != std::future_status::ready) {
-    ADD_FAILURE() << "the client's open blocks for good";
-    UniqueFd unblock(::open(out.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // a partner
-  }
-  EXPECT_EQ(got.get(), "");
-  EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
 }
 
 TEST_F(ProcessIoTest, CloseAsyncGivesUpOnAClientThatNeverReadsAtItsTimeout) {
   std::string out = Fifo("out");
   UniqueFd client(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-  auto opened = ProcessIo::Open({"", out, "", false}, {"c", "ns", dir_});
-  ASSERT_TRUE(opened.ok());
-  std::shared_ptr<ProcessIo> io = std::move(*opened);
-  UniqueFd pout(::dup(io->child_stdout()));
-  ASSERT_TRUE(io->Started().ok());
-  ASSERT_TRUE(WriteAll(pout.get(), "unread").ok());
-  pout.reset();
+  auto io = GoneWriter(out, "unread", dir_);
+  ASSERT_NE(io, nullptr);
   auto t0 = std::chrono::steady_clock::now();
   Latch closed;
   io->CloseAsync(300ms, [&] { closed.Open(); });
