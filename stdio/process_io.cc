@@ -89,7 +89,7 @@ bool FifoTaken(int hold, bool* client_seen) {
   return ::ioctl(hold, FIONREAD, &queued) != 0 || queued == 0;
 }
 
-constexpr auto kReaderPoll = std::chrono::milliseconds(2);
+constexpr auto kReaderPoll = std::chrono::microseconds(500);
 
 // What fd refers to, for messages.
 std::string FdTarget(int fd) {
