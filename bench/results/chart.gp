@@ -1,5 +1,5 @@
 set terminal pngcairo size 1200,700 font ',10'
-set output '/tmp/pbench2/ratios.png'
+set output '/tmp/bt/bench-full2/ratios.png'
 set title 'runhcs / containerd-shim-runc-v2 (lower is better)'
 set style fill solid 0.6
 set boxwidth 0.7
@@ -7,4 +7,4 @@ set xtics rotate by -40 left
 set yrange [0:*]
 set grid ytics
 set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb 'red'
-plot '/tmp/pbench2/ratios.dat' using 1:3:xtic(2) with boxes notitle
+plot '/tmp/bt/bench-full2/ratios.dat' using 1:3:xtic(2) with boxes notitle
