@@ -1218,12 +1218,13 @@ Status QemuUtilityVm::Unshare(const std::string& vm_path) {
   if (target.empty()) return NotFoundError("vm {}: nothing is shared at {}", id_, vm_path);
   // The guest's mount first: it holds the share's files (and virtiofsd their
   // host inodes) for as long as it stays, which for a pod's container is
-  // the life of the pod.
+  // the life of the pod. Briefly: a guest that does not answer must not
+  // hold a container's teardown for a default timeout per share.
   if (agent) {
     apb::UnmountShareRequest req;
     req.set_guest_path(vm_path);
     apb::Empty e;
-    Status st = agent->UnmountShare(req, &e);
+    Status st = agent->UnmountShare(req, &e, AgentClient::Within(std::chrono::seconds(2)));
     if (!st.ok() && st.code() != Code::kNotFound)
       spdlog::warn("vm {}: unmount {} in the guest: {}", id_, vm_path, st.ToString());
   }
