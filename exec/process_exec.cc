@@ -207,14 +207,14 @@ Status ProcessExec::Start() {
   // reads the exec's output only once Start has returned (CRI's ExecSync
   // attaches then), so Start must not wait for that output to drain.
   if (forced || early) {
-    bool claimed, running = false;
+    bool claimed;
     {
       MutexLock l(&mu_);
       claimed = ClaimExitLocked();
-      if (claimed) running = state_->id() == State::kRunning;
     }
     if (claimed) {
-      if (forced && running) process_->Terminate();
+      // Claimed, the exec is still the Running one this Start made.
+      if (forced) process_->Terminate();
       FinishExitInBackground(forced ? *forced : *early);
     }
   }

@@ -5,7 +5,6 @@
 // built here from busybox-static and imported (no registry). Both runtime
 // handlers: `runhcs` (process isolation) and `runhcs-vm` (a utility VM per
 // pod), configured as docs/kubernetes.md says (ConfigPath).
-#include <dirent.h>
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -961,20 +960,13 @@ class CriTest : public ::testing::Test {
     const std::string shim_pid =
         TrimNewlines(RunCommand({"pgrep", "-f", "containerd-shim-runhcs-v1 .*-id " + pod_id}).out);
     ASSERT_FALSE(shim_pid.empty());
-    auto count = [](const std::string& dir) {
-      int n = 0;
-      if (DIR* d = ::opendir(dir.c_str())) {
-        while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
-        ::closedir(d);
-      }
-      return n;
-    };
     struct Held {
       int fds, threads;
       size_t guest_mounts;
     };
     auto held = [&](const std::string& cid) {
-      Held h{count("/proc/" + shim_pid + "/fd"), count("/proc/" + shim_pid + "/task"), 0};
+      Held h{CountEntries("/proc/" + shim_pid + "/fd"), CountEntries("/proc/" + shim_pid + "/task"),
+             0};
       // The pod's mount table (the VM's, in a VM pod), from a container.
       std::string mounts = ExecSync(cid, {"cat", "/proc/1/mountinfo"}).stdout();
       h.guest_mounts = static_cast<size_t>(std::count(mounts.begin(), mounts.end(), '\n'));

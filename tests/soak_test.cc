@@ -58,15 +58,6 @@ std::string Describe(const Footprint& f) {
       f.file_kb);
 }
 
-int Entries(const std::string& dir) {
-  int n = 0;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
-    ::closedir(d);
-  }
-  return n;
-}
-
 Footprint Measure(pid_t pid) {
   Footprint f;
   std::string proc = fmt::format("/proc/{}", pid);
@@ -89,7 +80,7 @@ Footprint Measure(pid_t pid) {
     }
     ::closedir(d);
   }
-  f.threads = Entries(proc + "/task");
+  f.threads = CountEntries(proc + "/task");
   std::string kids = RunCommand({"pgrep", "-P", std::to_string(pid)}).out;
   f.children = static_cast<int>(std::count(kids.begin(), kids.end(), '\n'));
   std::string mi = ReadFileOr(proc + "/mountinfo");

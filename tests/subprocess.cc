@@ -4,6 +4,7 @@
 
 #include "base/sha256.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -229,6 +230,15 @@ bool Containerd::KillAndDelete(const std::string& id) {
 int CountProcesses(const std::string& pattern) {
   std::string out = RunCommand({"pgrep", "-f", pattern}).out;
   return static_cast<int>(std::count(out.begin(), out.end(), '\n'));
+}
+
+int CountEntries(const std::string& dir) {
+  int n = 0;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+    ::closedir(d);
+  }
+  return n;
 }
 
 bool Containerd::CrashAndRestart() {

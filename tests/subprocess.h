@@ -112,6 +112,9 @@ bool MaskUnifiedControllersForCrun(const std::string& scratch_dir);
 bool Alive(pid_t pid);
 // Processes whose command line matches `pattern` (pgrep -f).
 int CountProcesses(const std::string& pattern);
+// Entries of directory `dir` but . and .. (0 if it cannot be read): a
+// process's fds or threads under /proc.
+int CountEntries(const std::string& dir);
 
 std::string MakeTempDir(const std::string& prefix);
 // `n` pseudo-random bytes (every value 0..255 occurs), the same for a seed.

@@ -98,7 +98,6 @@ class FakeUtilityVm : public UtilityVm {
     }
     gone_cbs_.Fire(UnavailableError("qemu exited: killed"));
   }
-  size_t gone_callbacks() { return gone_cbs_.size(); }
   // Test helper: the agent agent() returns while the VM runs.
   void set_agent(std::shared_ptr<AgentClient> a) {
     MutexLock l(&mu_);
