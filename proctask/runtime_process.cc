@@ -13,10 +13,6 @@
 
 namespace runhcs::proctask {
 
-namespace {
-constexpr auto kIoDrainTimeout = std::chrono::seconds(2);
-}  // namespace
-
 std::unique_ptr<RuntimeProcess> RuntimeProcess::ForInit(std::shared_ptr<oci::Runtime> runtime,
                                                         std::string id, pid_t pid,
                                                         std::unique_ptr<stdio::ProcessIo> io,
@@ -149,10 +145,6 @@ void RuntimeProcess::CloseStdin() { io_.CloseStdin(); }
 
 void RuntimeProcess::Terminate() { (void)Signal(SIGKILL); }
 
-void RuntimeProcess::ReleaseIo(std::function<void()> done) {
-  auto io = io_.Get();
-  if (!io) return done();
-  io->CloseAsync(kIoDrainTimeout, std::move(done));
-}
+void RuntimeProcess::ReleaseIo(std::function<void()> done) { io_.ReleaseAtExit(std::move(done)); }
 
 }  // namespace runhcs::proctask

@@ -148,6 +148,16 @@ class IoSlot {
     stdin_closed_ = true;
     if (io_) io_->CloseStdin();
   }
+  // The process exited: its output drains and its clients read what is
+  // left (CloseAsync) for up to kExitDrain, then every fd closes and `done`
+  // runs (at once if no ProcessIo was ever set). The bound is for output a
+  // process's children keep open, or a client that never reads.
+  static constexpr std::chrono::seconds kExitDrain{2};
+  void ReleaseAtExit(std::function<void()> done) {
+    auto io = Get();
+    if (!io) return done();
+    io->CloseAsync(kExitDrain, std::move(done));
+  }
 
  private:
   Mutex mu_;

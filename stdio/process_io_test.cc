@@ -413,5 +413,25 @@ TEST_F(ProcessIoTest, CloseAsyncGivesUpOnAClientThatNeverReadsAtItsTimeout) {
   EXPECT_EQ(ReadToEof(client.get()), "unread");  // still there for a late reader
 }
 
+// An exit's release: an exec whose Start never set its io releases at once;
+// otherwise its client reads everything first, then the fds close.
+TEST_F(ProcessIoTest, ReleaseAtExitDrainsToTheClientThenRunsDone) {
+  IoSlot empty;
+  bool released = false;
+  empty.ReleaseAtExit([&] { released = true; });
+  EXPECT_TRUE(released);
+
+  std::string out = Fifo("out");
+  UniqueFd client(::open(out.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  const std::string data(20000, 'r');
+  IoSlot slot(GoneWriter(out, data, dir_));
+  ASSERT_NE(slot.Get(), nullptr);
+  Latch closed;
+  slot.ReleaseAtExit([&] { closed.Open(); });
+  EXPECT_FALSE(closed.Wait(std::chrono::steady_clock::now() + 200ms));
+  EXPECT_EQ(ReadToEof(client.get()), data);
+  EXPECT_TRUE(closed.Wait(std::chrono::steady_clock::now() + 1s));
+}
+
 }  // namespace
 }  // namespace runhcs::stdio

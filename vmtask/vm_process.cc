@@ -20,10 +20,6 @@ namespace runhcs::vmtask {
 
 namespace apb = ::runhcs::agent::v1;
 
-namespace {
-constexpr auto kIoDrainTimeout = std::chrono::seconds(2);
-}  // namespace
-
 // The relays of one started process, between the agent's streams and
 // ProcessIo's pipes. No thread waits for them: each agent call is async, its
 // answer is taken over to the event loop (the client's reader must never
@@ -303,10 +299,6 @@ void VmProcess::CloseStdin() {
 
 void VmProcess::Terminate() { (void)Signal(SIGKILL); }
 
-void VmProcess::ReleaseIo(std::function<void()> done) {
-  auto io = io_.Get();
-  if (!io) return done();
-  io->CloseAsync(kIoDrainTimeout, std::move(done));
-}
+void VmProcess::ReleaseIo(std::function<void()> done) { io_.ReleaseAtExit(std::move(done)); }
 
 }  // namespace runhcs::vmtask
