@@ -82,20 +82,6 @@ Status TuneMemoryReturn(const std::string& proc_sys, const std::string& sys_modu
   return pcp.ok() ? order : pcp;
 }
 
-bool HasPciDevices(const std::string& devices) {
-  DIR* d = ::opendir(devices.c_str());
-  if (!d) return false;
-  bool any = false;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] != '.') {
-      any = true;
-      break;
-    }
-  }
-  ::closedir(d);
-  return any;
-}
-
 namespace {
 
 // The entry of sysfs directory `dir` whose attribute file `attr` holds

@@ -18,10 +18,6 @@ Status MountBasics();
 // as the image build ordered them). A module already loaded is fine.
 Status LoadModules(const std::string& list);
 
-// Whether the VM has a PCI device (q35), `devices` being sysfs's PCI device
-// directory; false on microvm (pci=off) or when it is missing.
-bool HasPciDevices(const std::string& devices = "/sys/bus/pci/devices");
-
 // The name (vda, ...) of the block device whose serial (a virtio disk's
 // serial= in QEMU) is `serial`, under sysfs's block directory `sys_block`,
 // waiting up to `timeout_ms` for it and for `dev`/<name> to appear.

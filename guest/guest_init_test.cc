@@ -15,16 +15,6 @@
 namespace runhcs::guest {
 namespace {
 
-TEST(HasPciDevicesTest, OnlyADirectoryWithAnEntryHasDevices) {
-  std::string dir = ::testing::TempDir() + "/pci-" + std::to_string(::getpid());
-  EXPECT_FALSE(HasPciDevices(dir));  // missing (microvm without a PCI bus)
-  ASSERT_TRUE(MkdirAll(dir, 0755).ok());
-  EXPECT_FALSE(HasPciDevices(dir));  // empty (microvm with pci=off)
-  ASSERT_TRUE(WriteFileAtomic(dir + "/0000:00:00.0", "", 0644).ok());
-  EXPECT_TRUE(HasPciDevices(dir));  // q35
-  std::filesystem::remove_all(dir);
-}
-
 // The system disk is found by its serial, not its name (vda is whichever
 // virtio disk probed first), and only once its /dev node exists.
 TEST(FindBlockDeviceTest, TheDiskWithTheSerialOnceItsNodeExists) {

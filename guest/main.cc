@@ -31,7 +31,6 @@ namespace {
 
 // In the initramfs (guest/image/build-image.sh).
 constexpr char kModuleList[] = "/early/load.list";
-constexpr char kPciModuleList[] = "/early/load-pci.list";
 constexpr char kSystemModuleList[] = "/early/load-system.list";
 // On the system disk, mounted at /usr (/lib is /usr/lib).
 constexpr char kLaterModuleList[] = "/lib/modules/load-later.list";
@@ -86,17 +85,13 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   const double started = SinceBoot();
-  double modules_loaded = started;
+  double modules_loaded = started, port_found = started;
   if (pid1) {
     Status st = guest::MountBasics();
     if (!st.ok()) spdlog::warn("{}", st.ToString());
     // Only what reaching the host needs before serving; the rest follows.
     st = guest::LoadModules(kModuleList);
     if (!st.ok()) spdlog::warn("{}", st.ToString());
-    if (guest::HasPciDevices()) {
-      st = guest::LoadModules(kPciModuleList);
-      if (!st.ok()) spdlog::warn("{}", st.ToString());
-    }
     modules_loaded = SinceBoot();
     auto found = guest::FindVirtioPort(agent::kPortName, 10000);
     if (!found.ok()) {
@@ -104,6 +99,7 @@ int main(int argc, char** argv) {
       PowerOff();
     }
     port = *found;
+    port_found = SinceBoot();
   }
   if (port.empty()) {
     std::fprintf(stderr, "usage: runhcs-agent --port PATH (or run as PID 1 in the VM)\n");
@@ -144,8 +140,9 @@ int main(int argc, char** argv) {
   }
   // After the port is served: a line on the serial console takes a few ms
   // under TCG, which the host's first Ping need not wait for.
-  spdlog::info("agent serving on {} at {:.3f} s since boot (started {:.3f}, modules {:.3f})", port,
-               serving, started, modules_loaded);
+  spdlog::info(
+      "agent serving on {} at {:.3f} s since boot (started {:.3f}, modules {:.3f}, port {:.3f})",
+      port, serving, started, modules_loaded, port_found);
   if (setup) {
     // Off the path to serving: under TCG the kernel unpacks an initramfs
     // at ~40 ms per MB before init runs, a disk costs nothing until read.

@@ -26,15 +26,14 @@
 # Usage: build-image.sh KERNEL AGENT OUT
 set -euo pipefail
 KERNEL=$1 AGENT=$2 OUT=$3
-# Loaded at boot, in four lists the agent reads: what it needs to reach
-# the host (the mmio transport of microvm, the console: load.list), the PCI
-# transport (q35: load-pci.list, loaded only when the VM has PCI devices),
-# the system disk's driver (load-system.list), all three in the initramfs;
-# then, from the system disk, shares, container layers and pod networks
+# Loaded at boot, in three lists the agent reads: what it needs to reach
+# the host (the PCI transport, which carries the agent's virtio-serial on
+# every machine, and the console: load.list), the system disk's driver and
+# microvm's mmio transport (load-system.list), both in the initramfs; then,
+# from the system disk, shares, container layers and pod networks
 # (load-later.list). Calls that need the later ones wait.
-WANT_CHANNEL=(virtio_mmio virtio_console)
-WANT_PCI=(virtio_pci)
-WANT_SYSTEM=(virtio_blk)
+WANT_CHANNEL=(virtio_pci virtio_console)
+WANT_SYSTEM=(virtio_mmio virtio_blk)
 WANT_LATER=(virtiofs overlay virtio_net virtio_balloon)
 # Not loaded at boot, but there for the kernel to load on demand (its
 # request_module runs /sbin/modprobe, busybox's, with modules.dep): what
@@ -134,7 +133,6 @@ boot_list() {  # ROOT PREFIX LIST MODULE...: those (and what they need, not yet 
   BOOT_ORDER+=("${ORDER[@]}")
 }
 boot_list "$R" /early /early/load.list "${WANT_CHANNEL[@]}"
-boot_list "$R" /early /early/load-pci.list "${WANT_PCI[@]}"
 boot_list "$R" /early /early/load-system.list "${WANT_SYSTEM[@]}"
 # /lib/modules/... in the VM is this disk's /lib/modules/...
 boot_list "$S" "" /lib/modules/load-later.list "${WANT_LATER[@]}"
