@@ -199,6 +199,33 @@ extract_vmlinux "$K/boot/vmlinuz-$KVER" "$T/vmlinux" ||
   { echo "build-image: no kernel ELF found in $K/boot/vmlinuz-$KVER" >&2; exit 1; }
 readelf -n "$T/vmlinux" | grep -qE '\(0x00000012\)|PHYS32_ENTRY' ||
   { echo "build-image: $KVER has no PVH entry (CONFIG_PVH): QEMU cannot boot it uncompressed" >&2; exit 1; }
+# QEMU keeps the kernel file mapped, and at every reset copies each loadable
+# segment's file bytes into guest RAM and zero-fills the rest up to its
+# memory size. The last segment ends in ~11 MiB of zeros held in the file
+# (.bss, .init.scratch): ending each segment's file part at its last nonzero
+# byte leaves the guest's memory the same, and spares every host the page
+# cache of those zeros, which each VM's QEMU would otherwise read and map.
+trim_zero_tails() {  # VMLINUX (ELF64, little-endian), in place
+  perl -e '
+    open(my $f, "+<:raw", $ARGV[0]) or die "$ARGV[0]: $!";
+    my $d = do { local $/; <$f> };
+    my ($phoff, $phentsize, $phnum) = unpack("x32 Q< x14 S< S<", $d);
+    my $zeros = "\0" x 4096;
+    for my $i (0 .. $phnum - 1) {
+      my $ph = $phoff + $i * $phentsize;
+      my ($type, $off, $filesz, $memsz) = unpack("L< x4 Q< x16 Q< Q<", substr($d, $ph, 48));
+      next unless $type == 1 && $filesz > 0 && $filesz <= $memsz;
+      my $end = $filesz;
+      $end -= 4096 while $end >= 4096 && substr($d, $off + $end - 4096, 4096) eq $zeros;
+      $end-- while $end > 0 && substr($d, $off + $end - 1, 1) eq "\0";
+      next if $end == $filesz;
+      seek($f, $ph + 32, 0) or die;
+      print $f pack("Q<", $end) or die;
+    }
+    close($f) or die;
+  ' "$1"
+}
+trim_zero_tails "$T/vmlinux"
 mv "$T/vmlinux" "$OUT/vmlinux"
 rm -f "$OUT/vmlinuz"
 echo "$KVER" >"$OUT/kernel.release"
