@@ -4,12 +4,15 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <memory>
 #include <thread>
 
@@ -28,8 +31,69 @@ struct HolderArgs {
   int ready_fd;  // the holder writes one byte here once its namespaces are set up
 };
 
+// The holder's (a clone of a multithreaded process: system calls and static
+// buffers only, no allocation). In its new mount namespace, every mount but
+// the root is detached. Private first: detaching a mount that is a shared
+// peer of the agent's would unmount the agent's too.
+bool DetachAllButRoot() {
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
+  static char info[64 * 1024];
+  static char* points[1024];
+  int fd = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  size_t len = 0;
+  for (ssize_t n;
+       len < sizeof info - 1 && (n = ::read(fd, info + len, sizeof info - 1 - len)) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ::close(fd);
+      return false;
+    }
+    len += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  info[len] = '\0';
+  // Each line: id parent major:minor root MOUNT-POINT ...; octal escapes
+  // (\040) undone in place.
+  int count = 0;
+  for (char* line = info; *line != '\0' && count < 1024;) {
+    char* end = ::strchr(line, '\n');
+    if (end) *end = '\0';
+    char* field = line;
+    for (int i = 0; i < 4 && field; ++i) {
+      field = ::strchr(field, ' ');
+      if (field) ++field;
+    }
+    if (field) {
+      char* sp = ::strchr(field, ' ');
+      if (sp) *sp = '\0';
+      char* out = field;
+      for (char* in = field; *in != '\0'; ++in) {
+        if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' && in[2] >= '0' && in[2] <= '7' &&
+            in[3] >= '0' && in[3] <= '7') {
+          *out++ = static_cast<char>((in[1] - '0') * 64 + (in[2] - '0') * 8 + (in[3] - '0'));
+          in += 3;
+        } else {
+          *out++ = *in;
+        }
+      }
+      *out = '\0';
+      points[count++] = field;
+    }
+    if (!end) break;
+    line = end + 1;
+  }
+  // Children are listed after their parents; a parent's detach takes its
+  // children with it, whose own detach then fails: fine.
+  for (int i = count - 1; i >= 0; --i) {
+    if (::strcmp(points[i], "/") != 0) ::umount2(points[i], MNT_DETACH);
+  }
+  return true;
+}
+
 int HolderMain(void* arg) {
   auto* a = static_cast<HolderArgs*>(arg);
+  if (!DetachAllButRoot()) _exit(4);
   if (a->hostname[0] != '\0' && ::sethostname(a->hostname, ::strlen(a->hostname)) != 0) _exit(2);
   ::prctl(PR_SET_NAME, "pod-holder", 0, 0, 0);
   sigset_t all;
@@ -63,7 +127,7 @@ StatusOr<pid_t> StartNamespaceHolder(const std::string& hostname) {
   constexpr size_t kStack = 64 * 1024;
   auto stack = std::make_unique<char[]>(kStack);
   pid_t pid = ::clone(HolderMain, stack.get() + kStack,
-                      CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD, &args);
+                      CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS | SIGCHLD, &args);
   if (pid < 0) return ErrnoError(errno, "clone the pod's namespace holder");
   // Callers enter the holder's namespaces at once (sysctls, the first
   // container): wait until its hostname is set. EOF means it died first.
@@ -78,8 +142,10 @@ StatusOr<pid_t> StartNamespaceHolder(const std::string& hostname) {
   // The caller's reaper may have collected it already (ECHILD).
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  return InternalError("the pod's namespace holder exited before setting hostname {:?} (status {})",
-                       hostname, status);
+  return InternalError(
+      "the pod's namespace holder exited while setting up its namespaces, hostname {:?} (status "
+      "{})",
+      hostname, status);
 }
 
 std::map<std::string, std::string> InterfacesByMac(const std::string& sys_class_net) {

@@ -19,7 +19,12 @@ namespace runhcs::guest {
 // Starts the holder: a child in new pid, ipc and uts namespaces (it is pid 1
 // of the pod's pid namespace, so the pod's shared-pid processes die with it)
 // with `hostname` set, blocking every signal it can until SIGKILL. Returns
-// its pid. The caller watches it (Reaper).
+// its pid. The caller watches it (Reaper). It also has a mount namespace of
+// its own with every mount but the root detached: a container sharing the
+// pod's pid namespace sees it as /proc/1, and its mountinfo would otherwise
+// list the guest's (shares, the system disk, other containers' roots); and
+// a copy of the guest's mounts kept for the pod's life would hold each
+// share's files after the agent unmounted it.
 StatusOr<pid_t> StartNamespaceHolder(const std::string& hostname);
 
 // One step of the pod network's setup in the guest.

@@ -8,6 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sstream>
+#include <vector>
+
 #include "base/command.h"
 #include "base/io.h"
 
@@ -146,6 +149,36 @@ TEST(StartNamespaceHolderTest, HoldsNewNamespacesWithTheHostnameUntilKilled) {
   ::kill(*pid, SIGKILL);
   ASSERT_EQ(::waitpid(*pid, &status, 0), *pid);
   EXPECT_TRUE(WIFSIGNALED(status));
+}
+
+// The holder's mount namespace holds nothing but the root: its mountinfo,
+// which a container sharing the pod's pid namespace reads as /proc/1's,
+// lists no mount of the agent's, and the agent's own mounts stay as they are.
+TEST(StartNamespaceHolderTest, ItsMountNamespaceHoldsOnlyTheRoot) {
+  auto mine_before = ReadFile("/proc/self/mountinfo");
+  ASSERT_TRUE(mine_before.ok());
+  auto pid = StartNamespaceHolder("pod-mounts");
+  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+  char mine[64] = {}, its[64] = {};
+  ASSERT_GT(::readlink("/proc/self/ns/mnt", mine, sizeof mine - 1), 0);
+  ASSERT_GT(::readlink(("/proc/" + std::to_string(*pid) + "/ns/mnt").c_str(), its, sizeof its - 1),
+            0);
+  EXPECT_STRNE(mine, its);
+  auto info = ReadFile("/proc/" + std::to_string(*pid) + "/mountinfo");
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  std::vector<std::string> points;
+  std::istringstream lines(*info);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string f[5];
+    for (auto& x : f) fields >> x;
+    points.push_back(f[4]);
+  }
+  EXPECT_EQ(points, std::vector<std::string>{"/"}) << *info;
+  EXPECT_EQ(ReadFile("/proc/self/mountinfo").value(), *mine_before);
+  ::kill(*pid, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(*pid, &status, 0), *pid);
 }
 
 // The hostname read from inside the holder's uts namespace by a forked

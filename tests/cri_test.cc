@@ -508,6 +508,13 @@ class CriTest : public ::testing::Test {
     // sees the others' processes.
     EXPECT_EQ(ExecSync(web_id, {"cat", "/proc/1/comm"}).stdout(),
               IsVm(handler) ? "pod-holder\n" : "sleep\n");
+    if (IsVm(handler)) {
+      // The holder's mounts are not the guest's: its mountinfo lists its
+      // root alone (no system disk, no share, no other container's root).
+      std::string info = ExecSync(web_id, {"cat", "/proc/1/mountinfo"}).stdout();
+      EXPECT_EQ(std::count(info.begin(), info.end(), '\n'), 1) << info;
+      EXPECT_EQ(info.find("/usr"), std::string::npos) << info;
+    }
     std::string ps =
         ExecSync(web_id, {"sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"}).stdout();
     EXPECT_NE(ps.find("sleep 1001"), std::string::npos) << ps;
