@@ -13,6 +13,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <thread>
 
@@ -56,7 +57,7 @@ bool DetachAllButRoot() {
   // Each line: id parent major:minor root MOUNT-POINT ...; octal escapes
   // (\040) undone in place.
   int count = 0;
-  for (char* line = info; *line != '\0' && count < 1024;) {
+  for (char* line = info; *line != '\0' && count < static_cast<int>(std::size(points));) {
     char* end = ::strchr(line, '\n');
     if (end) *end = '\0';
     char* field = line;
@@ -143,9 +144,8 @@ StatusOr<pid_t> StartNamespaceHolder(const std::string& hostname) {
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   return InternalError(
-      "the pod's namespace holder exited while setting up its namespaces, hostname {:?} (status "
-      "{})",
-      hostname, status);
+      "the pod's namespace holder exited while setting up (hostname {:?}, status {})", hostname,
+      status);
 }
 
 std::map<std::string, std::string> InterfacesByMac(const std::string& sys_class_net) {

@@ -3,9 +3,8 @@
 // containerd and plain `ctr`. Afterwards the shim holds what it held before:
 // fds, threads, child processes, mounts (under containerd's dirs and the
 // shim's state: the rest of its namespace is the host's), sockets, pipes and
-// fifos; its live
-// heap (what the shim logs when it goes idle) and its RSS have not grown by
-// more than 1%.
+// fifos; its live heap (what the shim logs when it goes idle) and its RSS
+// have not grown by more than 1%.
 //
 // The shim runs here with glibc's per-thread malloc cache and its cache of
 // exited threads' stacks off. With the first on, each thread keeps freed
